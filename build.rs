@@ -1,0 +1,30 @@
+//! Compiles `proto/unio/v1/*.proto` with protox (a pure-Rust protobuf compiler,
+//! so no system `protoc` is needed) and generates tonic servers and clients.
+//! The encoded descriptor set is written to `OUT_DIR` for server reflection.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut protos: Vec<PathBuf> = fs::read_dir("proto/unio/v1")?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
+        .collect();
+    protos.sort();
+
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(&protos, ["proto"])?;
+
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("unio_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `unio.v1.AuthService`: sign-up, login, refresh, logout.
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::{
+    auth::{Accounts, caller},
+    domain::{DisplayName, Email, Password},
+    error::{AppError, Violations},
+    proto::pb::{self, auth_service_server::AuthService},
+};
+
+pub struct AuthApi {
+    accounts: Accounts,
+}
+
+impl AuthApi {
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    #[tracing::instrument(skip_all)]
+    async fn sign_up(
+        &self,
+        request: Request<pb::SignUpRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let pb::SignUpRequest {
+            email,
+            password,
+            display_name,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        let email = v.check("email", Email::parse(&email));
+        let password = v.check("password", Password::parse(&password, email.as_ref()));
+        let display_name = v.check("display_name", DisplayName::parse(&display_name));
+        let (Some(email), Some(password), Some(display_name)) = (email, password, display_name)
+        else {
+            return Err(v.into_error().into());
+        };
+        let (user, tokens) = self
+            .accounts
+            .sign_up(&email, &password, &display_name)
+            .await?;
+        tracing::info!(user_id = %user.id, "signed up");
+        Ok(Response::new(convert::auth_response(&user, tokens)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let pb::LoginRequest { email, password } = request.into_inner();
+        let mut v = Violations::new();
+        let email = v.check("email", Email::parse(&email));
+        if password.is_empty() {
+            v.add("password", "is required");
+        }
+        let Some(email) = email.filter(|_| v.is_empty()) else {
+            return Err(v.into_error().into());
+        };
+        let (user, tokens) = self.accounts.login(&email, &password).await?;
+        Ok(Response::new(convert::auth_response(&user, tokens)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
+        let pb::RefreshTokenRequest { refresh_token } = request.into_inner();
+        if refresh_token.trim().is_empty() {
+            return Err(AppError::invalid("refresh_token", "is required").into());
+        }
+        let tokens = self.accounts.refresh(&refresh_token).await?;
+        Ok(Response::new(convert::token_pair(tokens)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let caller = caller(&request)?;
+        let pb::LogoutRequest { refresh_token } = request.into_inner();
+        self.accounts.logout(&caller, &refresh_token).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+}

@@ -1,0 +1,349 @@
+//! `unio.v1.UserService`: profiles, admin management, passwords, avatars.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, UserView};
+use crate::{
+    auth::{Caller, caller},
+    domain::{
+        Avatar, AvatarError, DisplayName, PageSize, Password, Role, parse_id, time::now_micros,
+    },
+    error::{AppError, Violations},
+    proto::pb::{self, user_service_server::UserService},
+    state::AppState,
+    store::users::{self, UserChanges, UserRecord},
+};
+
+pub struct UserApi {
+    state: AppState,
+}
+
+impl UserApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    async fn load(&self, user_id: &str) -> Result<UserRecord, AppError> {
+        users::find_by_id(&self.state.db, user_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::not_found("USER_NOT_FOUND", format!("no user with id {user_id}"))
+            })
+    }
+
+    /// The id a request names in `field`, or the caller's own when empty.
+    fn target(caller: &Caller, field: &str, raw: &str) -> Result<String, AppError> {
+        if raw.trim().is_empty() {
+            return Ok(caller.user_id.clone());
+        }
+        parse_id(raw).map_err(|e| AppError::invalid(field, e.to_string()))
+    }
+}
+
+fn view_for(caller: &Caller, user_id: &str) -> UserView {
+    if caller.is_admin() || caller.user_id == user_id {
+        UserView::Full
+    } else {
+        UserView::Public
+    }
+}
+
+/// Paths UpdateUser accepts, and whether only admins may set them.
+const UPDATABLE: [(&str, bool); 3] = [("display_name", false), ("role", true), ("is_active", true)];
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    #[tracing::instrument(skip_all)]
+    async fn get_me(
+        &self,
+        request: Request<pb::GetMeRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = caller(&request)?;
+        let user = self.load(&caller.user_id).await?;
+        Ok(Response::new(convert::user(&user, UserView::Full)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = caller(&request)?;
+        let user_id = parse_id(&request.get_ref().user_id)
+            .map_err(|e| AppError::invalid("user_id", e.to_string()))?;
+        let user = self.load(&user_id).await?;
+        if !user.is_active && !caller.is_admin() && user.id != caller.user_id {
+            return Err(AppError::not_found(
+                "USER_NOT_FOUND",
+                format!("no user with id {user_id}"),
+            )
+            .into());
+        }
+        Ok(Response::new(convert::user(
+            &user,
+            view_for(&caller, &user.id),
+        )))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let caller = caller(&request)?;
+        if !caller.is_admin() {
+            return Err(AppError::permission_denied("only admins may list users").into());
+        }
+        let pb::ListUsersRequest {
+            page_size,
+            page_token,
+            query,
+        } = request.into_inner();
+        let query = query.trim().to_owned();
+        let scope = format!("ListUsers|{query}");
+        let mut v = Violations::new();
+        let size = v.check("page_size", PageSize::parse(page_size));
+        let cursor = v.check(
+            "page_token",
+            self.state.page_tokens.decode(&scope, &page_token),
+        );
+        if query.chars().count() > 200 {
+            v.add("query", "must be at most 200 characters");
+        }
+        let (Some(size), Some(cursor)) = (size, cursor) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let mut rows = users::list(&self.state.db, &query, cursor.as_deref(), size.get() + 1)
+            .await
+            .map_err(AppError::from)?;
+        let next_page_token = if rows.len() > size.get() as usize {
+            rows.truncate(size.get() as usize);
+            rows.last()
+                .map(|last| self.state.page_tokens.encode(&scope, &last.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users: rows
+                .iter()
+                .map(|u| convert::user(u, UserView::Full))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = caller(&request)?;
+        let pb::UpdateUserRequest { user, update_mask } = request.into_inner();
+        let Some(user) = user else {
+            return Err(AppError::invalid("user", "is required").into());
+        };
+        let paths = update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            return Err(AppError::invalid(
+                "update_mask",
+                "must name at least one of display_name, role, is_active",
+            )
+            .into());
+        }
+        let target = Self::target(&caller, "user.id", &user.id)?;
+
+        let mut v = Violations::new();
+        let mut changes = UserChanges::default();
+        let mut display_name = None;
+        for path in &paths {
+            let Some((_, admin_only)) = UPDATABLE.iter().find(|(name, _)| name == path) else {
+                v.add(
+                    "update_mask.paths",
+                    format!("{path:?} cannot be updated; use display_name, role or is_active"),
+                );
+                continue;
+            };
+            if *admin_only && !caller.is_admin() {
+                return Err(
+                    AppError::permission_denied(format!("only admins may change {path}")).into(),
+                );
+            }
+            match path.as_str() {
+                "display_name" => {
+                    display_name =
+                        v.check("user.display_name", DisplayName::parse(&user.display_name))
+                }
+                "role" => match pb::Role::try_from(user.role) {
+                    Ok(pb::Role::User) => changes.role = Some(Role::User),
+                    Ok(pb::Role::Admin) => changes.role = Some(Role::Admin),
+                    _ => v.add("user.role", "must be ROLE_USER or ROLE_ADMIN"),
+                },
+                _ => changes.is_active = Some(user.is_active),
+            }
+        }
+        v.finish()?;
+        if target != caller.user_id && !caller.is_admin() {
+            return Err(AppError::permission_denied("you may only update your own profile").into());
+        }
+        if target == caller.user_id
+            && (changes.role == Some(Role::User) || changes.is_active == Some(false))
+        {
+            return Err(AppError::FailedPrecondition {
+                reason: "SELF_LOCKOUT",
+                message: "an admin cannot demote or deactivate themself; ask another admin".into(),
+            }
+            .into());
+        }
+        changes.display_name = display_name.as_ref().map(DisplayName::as_str);
+        let updated = users::update(&self.state.db, &target, &changes, now_micros())
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(|| {
+                AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
+            })?;
+        Ok(Response::new(convert::user(&updated, UserView::Full)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let caller = caller(&request)?;
+        let pb::ChangePasswordRequest {
+            current_password,
+            new_password,
+        } = request.into_inner();
+        let user = self.load(&caller.user_id).await?;
+        let email = crate::domain::Email::parse(&user.email).ok();
+        let mut v = Violations::new();
+        if current_password.is_empty() && user.password_hash.is_some() {
+            v.add("current_password", "is required");
+        }
+        let new_password = v.check(
+            "new_password",
+            Password::parse(&new_password, email.as_ref()),
+        );
+        if new_password
+            .as_ref()
+            .is_some_and(|p| p.expose() == current_password)
+        {
+            v.add("new_password", "must differ from the current password");
+        }
+        let Some(new_password) = new_password.filter(|_| v.is_empty()) else {
+            return Err(v.into_error().into());
+        };
+        self.state
+            .accounts
+            .change_password(&caller, &current_password, &new_password)
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let caller = caller(&request)?;
+        let target = Self::target(&caller, "user_id", &request.get_ref().user_id)?;
+        if target != caller.user_id && !caller.is_admin() {
+            return Err(AppError::permission_denied("you may only delete your own account").into());
+        }
+        let deleted = users::delete(&self.state.db, &target)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(|| {
+                AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
+            })?;
+        if let Some(key) = &deleted.avatar_key
+            && let Err(err) = self.state.blobs.delete(key).await
+        {
+            tracing::warn!(error = %err, "could not remove a deleted user's avatar");
+        }
+        tracing::info!(user_id = %deleted.id, by = %caller.user_id, "user deleted");
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn upload_avatar(
+        &self,
+        request: Request<pb::UploadAvatarRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = caller(&request)?;
+        let pb::UploadAvatarRequest { content_type, data } = request.into_inner();
+        let max = self.state.config.limits.max_avatar_bytes;
+        let content_type = content_type.trim().to_ascii_lowercase();
+        if !content_type.is_empty() && !crate::domain::AVATAR_TYPES.contains(&content_type.as_str())
+        {
+            return Err(AppError::invalid(
+                "content_type",
+                "must be image/png, image/jpeg, image/webp or image/gif",
+            )
+            .into());
+        }
+        let avatar = tokio::task::spawn_blocking(move || Avatar::from_upload(&data, max))
+            .await
+            .map_err(|e| AppError::internal(format!("avatar task: {e}")))?
+            .map_err(|err| match err {
+                AvatarError::TooLarge { .. } => AppError::ResourceExhausted {
+                    reason: "AVATAR_TOO_LARGE",
+                    message: format!("data {err}"),
+                    retry_after: None,
+                },
+                other => AppError::invalid("data", other.to_string()),
+            })?;
+        let key = self
+            .state
+            .blobs
+            .put(&avatar.data)
+            .await
+            .map_err(|e| AppError::internal(e.to_string()))?;
+        let stored = users::set_avatar(
+            &self.state.db,
+            &caller.user_id,
+            &key,
+            avatar.content_type,
+            now_micros(),
+        )
+        .await;
+        let (user, previous) = match stored {
+            Ok(Some(found)) => found,
+            Ok(None) | Err(_) => {
+                let _ = self.state.blobs.delete(&key).await;
+                stored.map_err(AppError::from)?;
+                return Err(
+                    AppError::not_found("USER_NOT_FOUND", "your account no longer exists").into(),
+                );
+            }
+        };
+        if let Some(old) = previous
+            && let Err(err) = self.state.blobs.delete(&old).await
+        {
+            tracing::warn!(error = %err, "could not remove a replaced avatar");
+        }
+        Ok(Response::new(convert::user(&user, UserView::Full)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_avatar(
+        &self,
+        request: Request<pb::GetAvatarRequest>,
+    ) -> Result<Response<pb::GetAvatarResponse>, Status> {
+        let caller = caller(&request)?;
+        let target = Self::target(&caller, "user_id", &request.get_ref().user_id)?;
+        let user = self.load(&target).await?;
+        let (Some(key), Some(content_type)) = (user.avatar_key, user.avatar_content_type) else {
+            return Err(AppError::not_found("AVATAR_NOT_FOUND", "this user has no avatar").into());
+        };
+        let data = self
+            .state
+            .blobs
+            .get(&key)
+            .await
+            .map_err(|e| AppError::internal(e.to_string()))?;
+        Ok(Response::new(pb::GetAvatarResponse { content_type, data }))
+    }
+}

@@ -1,0 +1,351 @@
+//! Account flows that issue or revoke tokens: sign-up, login, refresh,
+//! logout, password change, and checking an access token on every call.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    Caller,
+    passwords::PasswordHasher,
+    tokens::{self, IssuedAccess, TokenError, TokenKeys},
+};
+use crate::{
+    config::Limits,
+    domain::{
+        AuthProvider, DisplayName, Email, Password, Role, new_id,
+        time::{Micros, micros, now_micros},
+    },
+    error::AppError,
+    store::{
+        Db,
+        sessions::{self, NewSession, Rotation},
+        users::{self, EmailTaken, NewUser, UserRecord},
+    },
+};
+
+/// A signed access token with the refresh token that renews it.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: IssuedAccess,
+    pub refresh: String,
+    pub refresh_expires_at: Micros,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    db: Db,
+    keys: Arc<TokenKeys>,
+    passwords: PasswordHasher,
+    limits: Limits,
+}
+
+fn token_error(err: TokenError) -> AppError {
+    match err {
+        TokenError::Expired => AppError::unauthenticated(
+            "TOKEN_EXPIRED",
+            "the access token has expired; call RefreshToken for a new one",
+        ),
+        TokenError::Invalid => AppError::unauthenticated(
+            "TOKEN_INVALID",
+            "the access token is not one this server issued",
+        ),
+    }
+}
+
+fn revoked() -> AppError {
+    AppError::unauthenticated("TOKEN_REVOKED", "the token has been revoked; sign in again")
+}
+
+fn invalid_credentials() -> AppError {
+    AppError::unauthenticated("INVALID_CREDENTIALS", "wrong email or password")
+}
+
+impl Accounts {
+    pub fn new(db: Db, keys: Arc<TokenKeys>, passwords: PasswordHasher, limits: Limits) -> Self {
+        Self {
+            db,
+            keys,
+            passwords,
+            limits,
+        }
+    }
+
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.passwords
+    }
+
+    /// Creates a password account and opens its first session.
+    pub async fn sign_up(
+        &self,
+        email: &Email,
+        password: &Password,
+        display_name: &DisplayName,
+    ) -> Result<(UserRecord, Tokens), AppError> {
+        let hash = self.passwords.hash(password).await?;
+        let now = now_micros();
+        let user_id = new_id();
+        let user = NewUser {
+            id: &user_id,
+            email: email.as_str(),
+            email_key: email.key(),
+            display_name: display_name.as_str(),
+            password_hash: Some(&hash),
+            role: Role::User,
+            provider: AuthProvider::Password,
+            now,
+        };
+        let session_id = new_id();
+        let (refresh, refresh_hash) = tokens::new_refresh_token();
+        let session = NewSession {
+            id: &session_id,
+            refresh_hash: &refresh_hash,
+            refresh_expires_at: self.keys.refresh_expiry(now),
+            now,
+        };
+        match users::create_with_session(&self.db, &user, &session).await? {
+            Ok(record) => {
+                let access = self
+                    .keys
+                    .issue_access(&record.id, &session_id, record.role(), now);
+                let tokens = Tokens {
+                    access,
+                    refresh,
+                    refresh_expires_at: session.refresh_expires_at,
+                };
+                Ok((record, tokens))
+            }
+            Err(EmailTaken) => Err(AppError::AlreadyExists {
+                reason: "EMAIL_TAKEN",
+                message: format!("an account with email {email} already exists; sign in instead"),
+            }),
+        }
+    }
+
+    /// Checks email and password. Unknown emails cost one hash like known
+    /// ones and get the same answer; repeated failures are throttled per email.
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: &str,
+    ) -> Result<(UserRecord, Tokens), AppError> {
+        let now = now_micros();
+        let window = micros(self.limits.login_failure_window);
+        let (failures, oldest) =
+            sessions::recent_login_failures(&self.db, email.key(), now - window).await?;
+        if failures >= i64::from(self.limits.max_login_failures) {
+            let retry_at = oldest.unwrap_or(now) + window;
+            let wait = Duration::from_micros((retry_at - now).max(1_000_000) as u64);
+            return Err(AppError::ResourceExhausted {
+                reason: "TOO_MANY_LOGIN_ATTEMPTS",
+                message: format!(
+                    "too many failed sign-ins for this email; try again in {} seconds",
+                    wait.as_secs().max(1)
+                ),
+                retry_after: Some(Duration::from_secs(wait.as_secs().max(1))),
+            });
+        }
+
+        let user = users::find_by_email_key(&self.db, email.key()).await?;
+        let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
+        if !self.passwords.verify(stored, password).await? {
+            sessions::record_login_failure(&self.db, email.key(), now, now - window).await?;
+            return Err(invalid_credentials());
+        }
+        let Some(user) = user else {
+            return Err(invalid_credentials());
+        };
+        if !user.is_active {
+            return Err(AppError::unauthenticated(
+                "ACCOUNT_DISABLED",
+                "this account has been deactivated by an administrator",
+            ));
+        }
+        if failures > 0 {
+            sessions::clear_login_failures(&self.db, email.key()).await?;
+        }
+        let tokens = self.open_session(&user, now).await?;
+        Ok((user, tokens))
+    }
+
+    /// Opens a new session for an already authenticated user.
+    pub async fn open_session(&self, user: &UserRecord, now: Micros) -> Result<Tokens, AppError> {
+        let session_id = new_id();
+        let (refresh, refresh_hash) = tokens::new_refresh_token();
+        let refresh_expires_at = self.keys.refresh_expiry(now);
+        let session = NewSession {
+            id: &session_id,
+            refresh_hash: &refresh_hash,
+            refresh_expires_at,
+            now,
+        };
+        sessions::create(&self.db, &user.id, &session).await?;
+        Ok(Tokens {
+            access: self
+                .keys
+                .issue_access(&user.id, &session_id, user.role(), now),
+            refresh,
+            refresh_expires_at,
+        })
+    }
+
+    /// Rotates a refresh token. Presenting one that was already rotated
+    /// revokes its whole session: someone else has a copy.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, AppError> {
+        let now = now_micros();
+        let old_hash = tokens::hash_refresh_token(refresh_token);
+        let (refresh, new_hash) = tokens::new_refresh_token();
+        let refresh_expires_at = self.keys.refresh_expiry(now);
+        match sessions::rotate_refresh_token(
+            &self.db,
+            &old_hash,
+            &new_hash,
+            refresh_expires_at,
+            now,
+        )
+        .await?
+        {
+            Rotation::Rotated {
+                user_id,
+                session_id,
+                role,
+            } => Ok(Tokens {
+                access: self.keys.issue_access(&user_id, &session_id, role, now),
+                refresh,
+                refresh_expires_at,
+            }),
+            Rotation::Unknown => Err(AppError::unauthenticated(
+                "TOKEN_INVALID",
+                "the refresh token is not one this server issued",
+            )),
+            Rotation::Reused => {
+                tracing::warn!("refresh token reused; its session is revoked");
+                Err(AppError::unauthenticated(
+                    "TOKEN_REVOKED",
+                    "this refresh token was already used; every token of its session is now revoked, sign in again",
+                ))
+            }
+            Rotation::Revoked => Err(revoked()),
+            Rotation::Expired => Err(AppError::unauthenticated(
+                "TOKEN_EXPIRED",
+                "the refresh token has expired; sign in again",
+            )),
+            Rotation::UserInactive => Err(AppError::unauthenticated(
+                "ACCOUNT_DISABLED",
+                "this account has been deactivated by an administrator",
+            )),
+        }
+    }
+
+    /// Ends a session: the one `refresh_token` belongs to (which must be the
+    /// caller's), or the caller's own when it is empty. The calling access
+    /// token is revoked either way.
+    pub async fn logout(&self, caller: &Caller, refresh_token: &str) -> Result<(), AppError> {
+        let now = now_micros();
+        let session_id = if refresh_token.trim().is_empty() {
+            caller.session_id.clone()
+        } else {
+            let hash = tokens::hash_refresh_token(refresh_token);
+            sessions::session_of_refresh_token(&self.db, &caller.user_id, &hash)
+                .await?
+                .ok_or_else(|| {
+                    AppError::invalid("refresh_token", "is not a refresh token of your account")
+                })?
+        };
+        sessions::revoke(
+            &self.db,
+            &session_id,
+            &caller.jti,
+            caller.token_expires_at,
+            "logout",
+            now,
+        )
+        .await?;
+        if session_id != caller.session_id {
+            // Logging out another of one's sessions still retires this token.
+            sessions::revoke(
+                &self.db,
+                &caller.session_id,
+                &caller.jti,
+                caller.token_expires_at,
+                "logout",
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Verifies a bearer access token and that its user and session are
+    /// still in good standing.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Caller, AppError> {
+        let claims = self.keys.verify_access(bearer).map_err(token_error)?;
+        let state = sessions::access_state(&self.db, &claims.sub, &claims.sid, &claims.jti)
+            .await?
+            .ok_or_else(revoked)?;
+        if state.session_revoked || state.token_revoked {
+            return Err(revoked());
+        }
+        if !state.is_active {
+            return Err(AppError::unauthenticated(
+                "ACCOUNT_DISABLED",
+                "this account has been deactivated by an administrator",
+            ));
+        }
+        Ok(Caller {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            jti: claims.jti,
+            role: state.role,
+            token_expires_at: claims.exp.saturating_mul(1_000_000),
+        })
+    }
+
+    /// Sets a new password after checking the current one, and signs out
+    /// every other session of the user.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: &str,
+        new_password: &Password,
+    ) -> Result<(), AppError> {
+        let user = users::find_by_id(&self.db, &caller.user_id)
+            .await?
+            .ok_or_else(revoked)?;
+        // Accounts created through Google or Microsoft may set a first
+        // password with an empty current one.
+        let allowed = match user.password_hash.as_deref() {
+            Some(hash) => self.passwords.verify(Some(hash), current).await?,
+            None => current.is_empty(),
+        };
+        if !allowed {
+            return Err(AppError::invalid(
+                "current_password",
+                "is not your current password",
+            ));
+        }
+        let hash = self.passwords.hash(new_password).await?;
+        users::set_password(&self.db, &user.id, &hash, &caller.session_id, now_micros()).await?;
+        Ok(())
+    }
+
+    /// Creates an admin account or promotes an existing one (CLI bootstrap).
+    pub async fn create_admin(
+        &self,
+        email: &Email,
+        password: &Password,
+    ) -> Result<(UserRecord, bool), AppError> {
+        let hash = self.passwords.hash(password).await?;
+        let id = new_id();
+        let local = email.as_str().split('@').next().unwrap_or("admin");
+        let user = NewUser {
+            id: &id,
+            email: email.as_str(),
+            email_key: email.key(),
+            display_name: local,
+            password_hash: Some(&hash),
+            role: Role::Admin,
+            provider: AuthProvider::Password,
+            now: now_micros(),
+        };
+        Ok(users::upsert_admin(&self.db, &user).await?)
+    }
+}

@@ -1,0 +1,154 @@
+//! The tower layer that authenticates every call except the public ones.
+//!
+//! It runs inside the gRPC-Web translation, so browsers and native clients
+//! pass the same check. On success the [`Caller`] goes into the request
+//! extensions, where tonic hands it to the handler; on failure the call is
+//! answered here with UNAUTHENTICATED and never reaches a service.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::{Accounts, Caller};
+use crate::error::AppError;
+
+/// Methods callable without a token, and services that bypass auth.
+const PUBLIC_METHODS: [&str; 5] = [
+    "/unio.v1.AuthService/SignUp",
+    "/unio.v1.AuthService/Login",
+    "/unio.v1.AuthService/RefreshToken",
+    "/unio.v1.AuthService/StartOAuth",
+    "/unio.v1.AuthService/CompleteOAuth",
+];
+const PUBLIC_PREFIXES: [&str; 3] = [
+    "/grpc.health.v1.",
+    "/grpc.reflection.v1.",
+    "/grpc.reflection.v1alpha.",
+];
+
+pub fn is_public(path: &str) -> bool {
+    PUBLIC_METHODS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    accounts: Accounts,
+}
+
+impl AuthLayer {
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = RequireAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireAuth {
+            inner,
+            accounts: self.accounts.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequireAuth<S> {
+    inner: S,
+    accounts: Accounts,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if is_public(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let accounts = self.accounts.clone();
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.to_str().map(str::to_owned));
+        Box::pin(async move {
+            match authenticate(&accounts, authorization).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(err) => Ok(Status::from(err).into_http()),
+            }
+        })
+    }
+}
+
+/// `authorization` is the header's value, if present, as text if it is.
+async fn authenticate<E>(
+    accounts: &Accounts,
+    authorization: Option<Result<String, E>>,
+) -> Result<Caller, AppError> {
+    let missing = || {
+        AppError::unauthenticated(
+            "TOKEN_MISSING",
+            "this call needs the metadata `authorization: Bearer <access token>`",
+        )
+    };
+    let value = authorization.ok_or_else(missing)?.map_err(|_| missing())?;
+    let token = bearer_token(&value).ok_or_else(missing)?;
+    accounts.authenticate(token).await
+}
+
+/// The token of an `authorization: Bearer <token>` value (scheme case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths() {
+        assert!(is_public("/unio.v1.AuthService/Login"));
+        assert!(is_public("/grpc.health.v1.Health/Check"));
+        assert!(is_public(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(!is_public("/unio.v1.AuthService/Logout"));
+        assert!(!is_public("/unio.v1.UserService/GetMe"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_required() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+}

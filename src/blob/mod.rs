@@ -1,0 +1,104 @@
+//! Bytes of avatars (and, later, shared files) on the local disk.
+//!
+//! Names are server-generated UUIDs, never derived from user input, fanned
+//! out over 256 directories. Writes go to a temporary file that is synced and
+//! renamed into place, so a crash leaves either the whole blob or nothing.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob key {0:?} is malformed")]
+    BadKey(String),
+    #[error("blob {0} is missing")]
+    Missing(String),
+    #[error("blob storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl BlobStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Stores `bytes` under a new key and returns it.
+    pub async fn put(&self, bytes: &[u8]) -> Result<String, BlobError> {
+        let key = uuid::Uuid::new_v4().to_string();
+        let path = self.path(&key)?;
+        let dir = path.parent().unwrap_or(&self.root);
+        tokio::fs::create_dir_all(dir).await?;
+        let tmp = dir.join(format!(".{key}.tmp"));
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let written = async {
+            file.write_all(bytes).await?;
+            file.sync_all().await
+        }
+        .await;
+        if let Err(err) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(err.into());
+        }
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok(key)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
+        match tokio::fs::read(self.path(key)?).await {
+            Ok(bytes) => Ok(bytes),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(BlobError::Missing(key.to_owned()))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Removes a blob; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
+        let id = uuid::Uuid::try_parse(key).map_err(|_| BlobError::BadKey(key.to_owned()))?;
+        let name = id.hyphenated().to_string();
+        Ok(self.root.join(&name[..2]).join(name))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::new(dir.path());
+        let key = blobs.put(b"hello").await.unwrap();
+        assert_eq!(blobs.get(&key).await.unwrap(), b"hello");
+        blobs.delete(&key).await.unwrap();
+        assert!(matches!(blobs.get(&key).await, Err(BlobError::Missing(_))));
+        blobs.delete(&key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_never_become_paths() {
+        let blobs = BlobStore::new("/tmp/none");
+        assert!(matches!(
+            blobs.get("../../etc/passwd").await,
+            Err(BlobError::BadKey(_))
+        ));
+    }
+}

@@ -1,0 +1,513 @@
+//! Typed configuration from `UNIO_*` environment variables (DESIGN §6).
+//!
+//! Values are read through a lookup function so `main` can layer the
+//! environment over an optional `--config FILE` and tests can build a
+//! configuration from a map without touching the process environment.
+//! Every bad value becomes a [`ConfigError`] naming its variable, which `main`
+//! prints as one line before exiting.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+/// The one error start-up reports for configuration: which variable, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which browser origins may call the gRPC-Web endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+/// Client registration of one OpenID Connect provider.
+#[derive(Clone, Debug)]
+pub struct OidcProviderConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub issuer: String,
+}
+
+/// Size and rate limits that DESIGN says live in configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_avatar_bytes: usize,
+    /// Failed logins per email within `login_failure_window` before refusing.
+    pub max_login_failures: u32,
+    pub login_failure_window: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    /// `None` means: generate one and keep it in `data_dir`.
+    pub jwt_secret: Option<String>,
+    pub public_url: String,
+    pub tls: Option<TlsFiles>,
+    pub cors_origins: CorsOrigins,
+    pub google: Option<OidcProviderConfig>,
+    pub microsoft: Option<OidcProviderConfig>,
+    pub admin_addr: Option<SocketAddr>,
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    pub turn_secret: Option<String>,
+    pub oauth_redirect_uris: Vec<String>,
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    pub reminder_lead: Duration,
+    pub log: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// How long in-flight calls may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+const MICROSOFT_ISSUER: &str = "https://login.microsoftonline.com/common/v2.0";
+
+impl Config {
+    /// Reads the process environment, then `file` (KEY=VALUE lines) for keys
+    /// the environment does not set.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut values: HashMap<String, String> = HashMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+            })?;
+            values.extend(parse_env_file(&text));
+        }
+        values.extend(std::env::vars().filter(|(k, _)| k.starts_with("UNIO_")));
+        Self::from_lookup(|key| values.get(key).cloned())
+    }
+
+    /// Builds the configuration from any key lookup (environment, file, map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |key: &str| lookup(key).map(|v| v.trim().to_owned());
+        let non_empty = |key: &str| get(key).filter(|v| !v.is_empty());
+
+        let addr = parse_addr(
+            "UNIO_ADDR",
+            &get("UNIO_ADDR").unwrap_or("0.0.0.0:50051".into()),
+        )?;
+        let data_dir = PathBuf::from(non_empty("UNIO_DATA_DIR").unwrap_or("./data".into()));
+        let database_url = match non_empty("UNIO_DATABASE_URL") {
+            Some(url) => {
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+                {
+                    return Err(ConfigError::new(
+                        "UNIO_DATABASE_URL",
+                        "must start with sqlite:, postgres:// or postgresql://",
+                    ));
+                }
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join("unio.db").display()),
+        };
+        let redis_url = non_empty("UNIO_REDIS_URL");
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "UNIO_REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        let jwt_secret = non_empty("UNIO_JWT_SECRET");
+        if let Some(secret) = &jwt_secret
+            && secret.len() < 32
+        {
+            return Err(ConfigError::new(
+                "UNIO_JWT_SECRET",
+                "must be at least 32 bytes long",
+            ));
+        }
+        let public_url = non_empty("UNIO_PUBLIC_URL").unwrap_or("http://localhost:50051".into());
+        let public_url = parse_http_url("UNIO_PUBLIC_URL", &public_url)?
+            .trim_end_matches('/')
+            .to_owned();
+
+        let tls = match (non_empty("UNIO_TLS_CERT"), non_empty("UNIO_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "UNIO_TLS_KEY",
+                    "must be set when UNIO_TLS_CERT is",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "UNIO_TLS_CERT",
+                    "must be set when UNIO_TLS_KEY is",
+                ));
+            }
+        };
+
+        let cors_origins = match non_empty("UNIO_CORS_ORIGINS").as_deref() {
+            None | Some("*") => CorsOrigins::Any,
+            Some(list) => {
+                let origins = split_list(list);
+                for origin in &origins {
+                    parse_http_url("UNIO_CORS_ORIGINS", origin)?;
+                    if origin.ends_with('/') {
+                        return Err(ConfigError::new(
+                            "UNIO_CORS_ORIGINS",
+                            format!("origin {origin:?} must not end with '/'"),
+                        ));
+                    }
+                }
+                CorsOrigins::List(origins)
+            }
+        };
+
+        let google = oidc_provider(&non_empty, "GOOGLE", GOOGLE_ISSUER)?;
+        let microsoft = oidc_provider(&non_empty, "MICROSOFT", MICROSOFT_ISSUER)?;
+
+        let admin_addr = match get("UNIO_ADMIN_ADDR") {
+            None => Some(parse_addr("UNIO_ADMIN_ADDR", "127.0.0.1:9090")?),
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(parse_addr("UNIO_ADMIN_ADDR", &v)?),
+        };
+
+        let stun_urls =
+            split_list(&get("UNIO_STUN_URLS").unwrap_or("stun:stun.l.google.com:19302".into()));
+        for url in &stun_urls {
+            if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
+                return Err(ConfigError::new(
+                    "UNIO_STUN_URLS",
+                    format!("{url:?} must start with stun: or stuns:"),
+                ));
+            }
+        }
+        let turn_urls = split_list(&get("UNIO_TURN_URLS").unwrap_or_default());
+        for url in &turn_urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+                return Err(ConfigError::new(
+                    "UNIO_TURN_URLS",
+                    format!("{url:?} must start with turn: or turns:"),
+                ));
+            }
+        }
+        let turn_secret = non_empty("UNIO_TURN_SECRET");
+        if turn_urls.is_empty() != turn_secret.is_none() {
+            return Err(ConfigError::new(
+                "UNIO_TURN_SECRET",
+                "UNIO_TURN_URLS and UNIO_TURN_SECRET must be set together",
+            ));
+        }
+
+        let oauth_redirect_uris = match non_empty("UNIO_OAUTH_REDIRECT_URIS") {
+            Some(list) => split_list(&list),
+            None => vec![format!("{public_url}/oauth/callback")],
+        };
+        for uri in &oauth_redirect_uris {
+            parse_http_url("UNIO_OAUTH_REDIRECT_URIS", uri)?;
+        }
+
+        let smtp_url = non_empty("UNIO_SMTP_URL");
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return Err(ConfigError::new(
+                "UNIO_SMTP_URL",
+                "must start with smtp:// or smtps://",
+            ));
+        }
+        let mail_from = non_empty("UNIO_MAIL_FROM");
+        if let Some(from) = &mail_from
+            && crate::domain::Email::parse(from).is_err()
+        {
+            return Err(ConfigError::new(
+                "UNIO_MAIL_FROM",
+                "must be an email address",
+            ));
+        }
+
+        let duration = |var: &'static str, default: &str| {
+            parse_duration(&non_empty(var).unwrap_or(default.into()))
+                .map_err(|message| ConfigError::new(var, message))
+        };
+        let reminder_lead = duration("UNIO_REMINDER_LEAD", "10m")?;
+        let access_token_ttl = duration("UNIO_ACCESS_TOKEN_TTL", "15m")?;
+        let refresh_token_ttl = duration("UNIO_REFRESH_TOKEN_TTL", "30d")?;
+        let shutdown_grace = duration("UNIO_SHUTDOWN_GRACE", "10s")?;
+        for (var, value) in [
+            ("UNIO_ACCESS_TOKEN_TTL", access_token_ttl),
+            ("UNIO_REFRESH_TOKEN_TTL", refresh_token_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(var, "must be longer than zero"));
+            }
+        }
+
+        let max_avatar_bytes = match non_empty("UNIO_MAX_AVATAR_BYTES") {
+            None => 5 * 1024 * 1024,
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError::new(
+                    "UNIO_MAX_AVATAR_BYTES",
+                    "must be a positive number of bytes",
+                )
+            })?,
+        };
+
+        Ok(Self {
+            addr,
+            data_dir,
+            database_url,
+            redis_url,
+            jwt_secret,
+            public_url,
+            tls,
+            cors_origins,
+            google,
+            microsoft,
+            admin_addr,
+            stun_urls,
+            turn_urls,
+            turn_secret,
+            oauth_redirect_uris,
+            smtp_url,
+            mail_from,
+            reminder_lead,
+            log: non_empty("UNIO_LOG").unwrap_or("info".into()),
+            access_token_ttl,
+            refresh_token_ttl,
+            shutdown_grace,
+            limits: Limits {
+                max_avatar_bytes,
+                max_login_failures: 5,
+                login_failure_window: Duration::from_secs(15 * 60),
+            },
+        })
+    }
+}
+
+fn oidc_provider(
+    non_empty: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default_issuer: &str,
+) -> Result<Option<OidcProviderConfig>, ConfigError> {
+    // The variable names must be 'static for ConfigError; there are two providers.
+    let (id_var, secret_var, issuer_var): (&'static str, &'static str, &'static str) = match name {
+        "GOOGLE" => (
+            "UNIO_GOOGLE_CLIENT_ID",
+            "UNIO_GOOGLE_CLIENT_SECRET",
+            "UNIO_GOOGLE_ISSUER",
+        ),
+        _ => (
+            "UNIO_MICROSOFT_CLIENT_ID",
+            "UNIO_MICROSOFT_CLIENT_SECRET",
+            "UNIO_MICROSOFT_ISSUER",
+        ),
+    };
+    let issuer = non_empty(issuer_var).unwrap_or(default_issuer.into());
+    parse_http_url(issuer_var, &issuer)?;
+    match (non_empty(id_var), non_empty(secret_var)) {
+        (Some(client_id), Some(client_secret)) => Ok(Some(OidcProviderConfig {
+            client_id,
+            client_secret,
+            issuer: issuer.trim_end_matches('/').to_owned(),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            secret_var,
+            format!("must be set when {id_var} is"),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            id_var,
+            format!("must be set when {secret_var} is"),
+        )),
+    }
+}
+
+fn parse_addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            var,
+            format!("{value:?} is not a socket address such as 0.0.0.0:50051"),
+        )
+    })
+}
+
+fn parse_http_url<'a>(var: &'static str, value: &'a str) -> Result<&'a str, ConfigError> {
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    match rest {
+        Some(host)
+            if !host.is_empty()
+                && !host.starts_with('/')
+                && !value.contains(char::is_whitespace) =>
+        {
+            Ok(value)
+        }
+        _ => Err(ConfigError::new(
+            var,
+            format!("{value:?} is not an http:// or https:// URL"),
+        )),
+    }
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Parses `90s`, `10m`, `2h`, `30d` or a plain number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration such as 30s, 10m, 2h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => Some(number),
+        "ms" => return Ok(Duration::from_millis(number)),
+        "m" => number.checked_mul(60),
+        "h" => number.checked_mul(3600),
+        "d" => number.checked_mul(86_400),
+        _ => None,
+    };
+    seconds
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{value:?} is not a duration such as 30s, 10m, 2h or 7d"))
+}
+
+/// Parses `KEY=VALUE` lines; blank lines and `#` comments are skipped and
+/// values may be wrapped in single or double quotes.
+fn parse_env_file(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.trim().to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.addr.to_string(), "0.0.0.0:50051");
+        assert_eq!(c.database_url, "sqlite://./data/unio.db");
+        assert_eq!(c.public_url, "http://localhost:50051");
+        assert_eq!(c.cors_origins, CorsOrigins::Any);
+        assert_eq!(c.admin_addr.unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(c.reminder_lead, Duration::from_secs(600));
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(
+            c.oauth_redirect_uris,
+            ["http://localhost:50051/oauth/callback"]
+        );
+        assert!(c.google.is_none() && c.tls.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (pairs, var) in [
+            (vec![("UNIO_ADDR", "nope")], "UNIO_ADDR"),
+            (
+                vec![("UNIO_DATABASE_URL", "mysql://x")],
+                "UNIO_DATABASE_URL",
+            ),
+            (vec![("UNIO_TLS_CERT", "a.pem")], "UNIO_TLS_KEY"),
+            (vec![("UNIO_REMINDER_LEAD", "ten")], "UNIO_REMINDER_LEAD"),
+            (vec![("UNIO_JWT_SECRET", "short")], "UNIO_JWT_SECRET"),
+            (
+                vec![("UNIO_GOOGLE_CLIENT_ID", "x")],
+                "UNIO_GOOGLE_CLIENT_SECRET",
+            ),
+            (
+                vec![("UNIO_CORS_ORIGINS", "example.com")],
+                "UNIO_CORS_ORIGINS",
+            ),
+            (
+                vec![("UNIO_TURN_URLS", "turn:t.example")],
+                "UNIO_TURN_SECRET",
+            ),
+        ] {
+            let err = config(&pairs).unwrap_err();
+            assert_eq!(err.var, var, "{pairs:?}");
+            assert!(err.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn empty_admin_addr_turns_metrics_off() {
+        assert!(
+            config(&[("UNIO_ADMIN_ADDR", "")])
+                .unwrap()
+                .admin_addr
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn durations_parse_units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn env_file_lines_are_parsed() {
+        let map = parse_env_file("# c\nUNIO_ADDR=\"127.0.0.1:1\"\n\nUNIO_LOG = debug\n");
+        assert_eq!(map["UNIO_ADDR"], "127.0.0.1:1");
+        assert_eq!(map["UNIO_LOG"], "debug");
+    }
+}

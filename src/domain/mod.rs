@@ -1,0 +1,34 @@
+//! Value types that validate on construction.
+//!
+//! A handler turns request fields into these types first; past that point a
+//! `Email` is always normalized and valid, a `Password` always meets the
+//! policy, and so on. Each parse error is a [`ValidationError`] whose text
+//! says what to fix; the API layer pairs it with the field name.
+
+mod avatar;
+mod display_name;
+mod email;
+mod id;
+mod page;
+mod password;
+mod role;
+pub mod time;
+
+pub use avatar::{ACCEPTED_TYPES as AVATAR_TYPES, Avatar, AvatarError};
+pub use display_name::DisplayName;
+pub use email::Email;
+pub use id::{new_id, parse_id};
+pub use page::PageSize;
+pub use password::Password;
+pub use role::{AuthProvider, Role};
+
+/// Why a value was refused, phrased as what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+impl ValidationError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

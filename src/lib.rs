@@ -1,0 +1,169 @@
+//! UNIO: the gRPC-first backend of a video-meeting product.
+//!
+//! Native clients speak gRPC over HTTP/2; browsers speak gRPC-Web to the same
+//! port; developers explore it with grpcurl through server reflection.
+//! `DESIGN.md` (shared with the team) is the API contract.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed configuration from `UNIO_*` variables.
+//! - [`server`]: wires services, layers, reflection, health and shutdown.
+//! - [`api`]: one module per gRPC service; thin handlers.
+//! - [`auth`]: passwords, tokens, sessions and the auth layer.
+//! - [`domain`]: value types that validate on construction.
+//! - [`store`]: all SQL, for SQLite and PostgreSQL alike.
+//! - [`blob`]: avatar (and later file) bytes on disk.
+//! - [`error`]: the one error type and its mapping to `tonic::Status`.
+//! - [`telemetry`] and [`metrics`]: a log line per call, Prometheus counters.
+//!
+//! Data flows one way: `api` → `auth`/`domain`/`store`/`blob`.
+
+pub mod api;
+pub mod auth;
+pub mod blob;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod metrics;
+pub mod proto;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    api::paging::PageTokens,
+    auth::{Accounts, passwords::PasswordHasher, tokens::TokenKeys},
+    blob::BlobStore,
+    config::Config,
+    metrics::Metrics,
+    state::AppState,
+    store::Db,
+};
+
+/// Why the server could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("UNIO_DATABASE_URL: cannot open {url}: {source}")]
+    Database { url: String, source: sqlx::Error },
+    #[error("UNIO_DATABASE_URL: migrating {url} failed: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("UNIO_DATA_DIR: {0}")]
+    DataDir(std::io::Error),
+    #[error("UNIO_ADMIN_ADDR: cannot listen: {0}")]
+    AdminAddr(std::io::Error),
+    #[error("{0}")]
+    Tls(String),
+    #[error("reflection: {0}")]
+    Reflection(tonic_reflection::server::Error),
+    #[error("server: {0}")]
+    Transport(tonic::transport::Error),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// Opens the configured database and applies pending migrations.
+pub async fn open_database(config: &Config) -> Result<Db, RunError> {
+    let url = redact(&config.database_url);
+    if config.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir).map_err(RunError::DataDir)?;
+    }
+    let db = Db::connect(&config.database_url)
+        .await
+        .map_err(|source| RunError::Database {
+            url: url.clone(),
+            source,
+        })?;
+    db.migrate()
+        .await
+        .map_err(|source| RunError::Migrate { url, source })?;
+    Ok(db)
+}
+
+/// Builds the shared state: database, keys, blob store.
+pub async fn build_state(config: Config) -> Result<AppState, RunError> {
+    let db = open_database(&config).await?;
+    let secret = auth::secret::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)
+        .map_err(RunError::DataDir)?;
+    let keys = Arc::new(TokenKeys::new(
+        &secret,
+        config.access_token_ttl,
+        config.refresh_token_ttl,
+    ));
+    let accounts = Accounts::new(
+        db.clone(),
+        keys,
+        PasswordHasher::new(),
+        config.limits.clone(),
+    );
+    Ok(AppState {
+        blobs: BlobStore::new(config.data_dir.join("blobs")),
+        page_tokens: PageTokens::new(&secret),
+        metrics: Arc::new(Metrics::default()),
+        config: Arc::new(config),
+        db,
+        accounts,
+    })
+}
+
+/// Runs the server on `listener` until `shutdown` resolves. `main` and the
+/// integration tests both start the server through here.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let admin = metrics::bind(config.admin_addr)
+        .await
+        .map_err(RunError::AdminAddr)?;
+    let state = build_state(config).await?;
+    let admin_task = admin.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
+        tokio::spawn(metrics::serve(listener, state.metrics.clone()))
+    });
+    let db = state.db.clone();
+    let result = server::serve(state, listener, shutdown).await;
+    if let Some(task) = admin_task {
+        task.abort();
+    }
+    db.close().await;
+    result
+}
+
+/// The URL with any password replaced, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact("sqlite://./data/unio.db"),
+            "sqlite://./data/unio.db"
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The one place where services, layers, reflection, health and shutdown are
+//! wired together.
+//!
+//! Layers, outermost first: CORS (answers browser preflights), gRPC-Web
+//! (translates browser calls to plain gRPC), the call log, then auth. So a
+//! browser's call is logged and authenticated exactly like a native one, and
+//! errors from auth are translated back to gRPC-Web on the way out.
+
+use std::{future::Future, time::Duration};
+
+use http::{HeaderName, HeaderValue, Method};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic_web::GrpcWebLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{
+    RunError,
+    api::{AuthApi, UserApi},
+    auth::AuthLayer,
+    config::CorsOrigins,
+    proto::{
+        FILE_DESCRIPTOR_SET,
+        pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+    },
+    state::AppState,
+    telemetry::CallLogLayer,
+};
+
+/// Requests of services without uploads stay small.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Room for the protobuf framing around an avatar of the configured size.
+const AVATAR_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// calls finish for up to `shutdown_grace`, and returns.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let config = state.config.clone();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthServiceServer<AuthApi>>().await;
+    health.set_serving::<UserServiceServer<UserApi>>().await;
+
+    // grpcurl 1.8 asks v1alpha, newer clients v1: serve both.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // So grpcurl can print ErrorInfo and BadRequest details.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(RunError::Reflection)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(RunError::Reflection)?;
+
+    let auth = AuthServiceServer::new(AuthApi::new(state.accounts.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let users = UserServiceServer::new(UserApi::new(state.clone()))
+        .max_decoding_message_size(config.limits.max_avatar_bytes + AVATAR_ENVELOPE_BYTES)
+        .max_encoding_message_size(config.limits.max_avatar_bytes + AVATAR_ENVELOPE_BYTES);
+
+    let mut builder = Server::builder()
+        .accept_http1(true)
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = &config.tls {
+        let cert = std::fs::read(&tls.cert).map_err(|e| {
+            RunError::Tls(format!(
+                "UNIO_TLS_CERT: cannot read {}: {e}",
+                tls.cert.display()
+            ))
+        })?;
+        let key = std::fs::read(&tls.key).map_err(|e| {
+            RunError::Tls(format!(
+                "UNIO_TLS_KEY: cannot read {}: {e}",
+                tls.key.display()
+            ))
+        })?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| RunError::Tls(format!("UNIO_TLS_CERT/UNIO_TLS_KEY: {e}")))?;
+    }
+
+    let router = builder
+        .layer(cors(&config.cors_origins))
+        .layer(GrpcWebLayer::new())
+        .layer(CallLogLayer::new(state.metrics.clone()))
+        .layer(AuthLayer::new(state.accounts.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(auth)
+        .add_service(users);
+
+    let addr = listener.local_addr().map_err(RunError::Io)?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("listening on {addr}");
+    tracing::info!(
+        database = state.db.backend(),
+        "serving gRPC and gRPC-Web at {scheme}://{addr}"
+    );
+
+    // `stopping` flips when the shutdown signal arrives; the grace timer
+    // below bounds how long open streams may hold the process.
+    let (stopping_tx, mut stopping) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
+        health.set_not_serving::<AuthServiceServer<AuthApi>>().await;
+        health.set_not_serving::<UserServiceServer<UserApi>>().await;
+        let _ = stopping_tx.send(true);
+    };
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::select! {
+        served = router.serve_with_incoming_shutdown(incoming, signal) => served.map_err(RunError::Transport)?,
+        () = deadline => tracing::warn!("shutdown grace period elapsed; closing remaining connections"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// CORS for gRPC-Web: browsers must be allowed to send `authorization` and
+/// the gRPC-Web headers, and to read the status trailers-as-headers.
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow_origin = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => {
+            AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        }
+    };
+    let header = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 3600))
+}

@@ -1,0 +1,19 @@
+//! What every service shares, built once at start-up.
+
+use std::sync::Arc;
+
+use crate::{
+    api::paging::PageTokens, auth::Accounts, blob::BlobStore, config::Config, metrics::Metrics,
+    store::Db,
+};
+
+/// Shared by all services; cheap to clone (everything inside is shared).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub accounts: Accounts,
+    pub blobs: BlobStore,
+    pub page_tokens: PageTokens,
+    pub metrics: Arc<Metrics>,
+}

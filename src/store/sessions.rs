@@ -1,0 +1,284 @@
+//! Sessions (refresh-token families), refresh tokens, revoked access tokens
+//! and failed-login records.
+
+use super::{Db, dispatch};
+use crate::domain::{Role, time::Micros};
+
+pub(super) const INSERT_SESSION: &str =
+    "INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)";
+pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
+     (token_hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+pub(super) const REVOKE_OTHER_SESSIONS: &str = "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
+     WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL";
+const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+     WHERE id = $1 AND revoked_at IS NULL";
+
+/// A session to open with its first refresh token.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub refresh_hash: &'a str,
+    pub refresh_expires_at: Micros,
+    pub now: Micros,
+}
+
+pub async fn create(db: &Db, user_id: &str, session: &NewSession<'_>) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(INSERT_SESSION)
+            .bind(session.id)
+            .bind(user_id)
+            .bind(session.now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_REFRESH_TOKEN)
+            .bind(session.refresh_hash)
+            .bind(session.id)
+            .bind(session.now)
+            .bind(session.refresh_expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now used and `new_hash` replaces it.
+    Rotated {
+        user_id: String,
+        session_id: String,
+        role: Role,
+    },
+    /// No such token.
+    Unknown,
+    /// The token was already rotated: the session is now revoked.
+    Reused,
+    /// The session was revoked earlier (logout, reuse, password change).
+    Revoked,
+    Expired,
+    /// The account is deactivated.
+    UserInactive,
+}
+
+/// Consumes the refresh token `old_hash` and stores `new_hash` in its place.
+///
+/// The first statement is the write that marks the token used, so two
+/// concurrent refreshes with one token cannot both succeed, and SQLite takes
+/// its write lock up front instead of upgrading a read lock.
+pub async fn rotate_refresh_token(
+    db: &Db,
+    old_hash: &str,
+    new_hash: &str,
+    new_expires_at: Micros,
+    now: Micros,
+) -> Result<Rotation, sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let claimed: Option<(String,)> = sqlx::query_as(
+            "UPDATE refresh_tokens SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING session_id",
+        )
+        .bind(old_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some((session_id,)) = claimed else {
+            // Not claimable: find out why, outside the failed attempt.
+            tx.rollback().await?;
+            let state: Option<(Option<i64>, i64, String)> = sqlx::query_as(
+                "SELECT used_at, expires_at, session_id FROM refresh_tokens WHERE token_hash = $1",
+            )
+            .bind(old_hash)
+            .fetch_optional(pool)
+            .await?;
+            return match state {
+                None => Ok(Rotation::Unknown),
+                Some((Some(_), _, session_id)) => {
+                    sqlx::query(REVOKE_SESSION)
+                        .bind(&session_id)
+                        .bind(now)
+                        .bind("refresh_token_reused")
+                        .execute(pool)
+                        .await?;
+                    Ok(Rotation::Reused)
+                }
+                Some((None, _, _)) => Ok(Rotation::Expired),
+            };
+        };
+
+        let owner: (String, String, bool, Option<i64>) = sqlx::query_as(
+            "SELECT u.id, u.role, u.is_active, s.revoked_at FROM sessions s \
+             JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+        )
+        .bind(&session_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (user_id, role, is_active, revoked_at) = owner;
+        if revoked_at.is_some() {
+            tx.rollback().await?;
+            return Ok(Rotation::Revoked);
+        }
+        if !is_active {
+            tx.rollback().await?;
+            return Ok(Rotation::UserInactive);
+        }
+        sqlx::query(INSERT_REFRESH_TOKEN)
+            .bind(new_hash)
+            .bind(&session_id)
+            .bind(now)
+            .bind(new_expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated {
+            user_id,
+            session_id,
+            role: Role::from_db(&role).unwrap_or(Role::User),
+        })
+    })
+}
+
+/// What the auth layer needs to accept a verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessState {
+    pub role: Role,
+    pub is_active: bool,
+    pub session_revoked: bool,
+    pub token_revoked: bool,
+}
+
+/// The current state behind an access token; `None` when the user or the
+/// session no longer exists.
+pub async fn access_state(
+    db: &Db,
+    user_id: &str,
+    session_id: &str,
+    jti: &str,
+) -> Result<Option<AccessState>, sqlx::Error> {
+    const SQL: &str = "SELECT u.role, u.is_active, s.revoked_at IS NOT NULL, \
+         EXISTS (SELECT 1 FROM revoked_access_tokens r WHERE r.jti = $3) \
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $2 AND u.id = $1";
+    let row: Option<(String, bool, bool, bool)> = dispatch!(db, pool => {
+        sqlx::query_as(SQL)
+            .bind(user_id)
+            .bind(session_id)
+            .bind(jti)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row.map(
+        |(role, is_active, session_revoked, token_revoked)| AccessState {
+            role: Role::from_db(&role).unwrap_or(Role::User),
+            is_active,
+            session_revoked,
+            token_revoked,
+        },
+    ))
+}
+
+/// The session a refresh token belongs to, if it belongs to `user_id`.
+pub async fn session_of_refresh_token(
+    db: &Db,
+    user_id: &str,
+    token_hash: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = dispatch!(db, pool => {
+        sqlx::query_as(
+            "SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = $1 AND s.user_id = $2",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+    });
+    Ok(row.map(|(id,)| id))
+}
+
+/// Revokes `session_id` and records `jti` (valid until `jti_expires_at`) as
+/// revoked, in one transaction. Expired revocation records are swept.
+pub async fn revoke(
+    db: &Db,
+    session_id: &str,
+    jti: &str,
+    jti_expires_at: Micros,
+    reason: &str,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(REVOKE_SESSION)
+            .bind(session_id)
+            .bind(now)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(jti_expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+}
+
+/// Failed logins for `email_key` since `since`: how many, and the oldest.
+pub async fn recent_login_failures(
+    db: &Db,
+    email_key: &str,
+    since: Micros,
+) -> Result<(i64, Option<Micros>), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as(
+            "SELECT COUNT(*), MIN(failed_at) FROM login_failures \
+             WHERE email_key = $1 AND failed_at >= $2",
+        )
+        .bind(email_key)
+        .bind(since)
+        .fetch_one(pool)
+        .await
+    })
+}
+
+/// Records a failed login and forgets those older than `forget_before`.
+pub async fn record_login_failure(
+    db: &Db,
+    email_key: &str,
+    now: Micros,
+    forget_before: Micros,
+) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO login_failures (email_key, failed_at) VALUES ($1, $2)")
+            .bind(email_key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at < $2")
+            .bind(email_key)
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+}
+
+pub async fn clear_login_failures(db: &Db, email_key: &str) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM login_failures WHERE email_key = $1")
+            .bind(email_key)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+}

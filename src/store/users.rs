@@ -1,0 +1,317 @@
+//! The `users` table.
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch, is_unique_violation, sessions};
+use crate::domain::{AuthProvider, Role, time::Micros};
+
+/// A row of `users`.
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+    pub role: String,
+    pub auth_provider: String,
+    pub is_active: bool,
+    pub avatar_key: Option<String>,
+    pub avatar_content_type: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl UserRecord {
+    pub fn role(&self) -> Role {
+        // The CHECK constraint admits only the two spellings.
+        Role::from_db(&self.role).unwrap_or(Role::User)
+    }
+
+    pub fn auth_provider(&self) -> AuthProvider {
+        AuthProvider::from_db(&self.auth_provider).unwrap_or(AuthProvider::Password)
+    }
+}
+
+/// What to insert for a new account.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub email_key: &'a str,
+    pub display_name: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub role: Role,
+    pub provider: AuthProvider,
+    pub now: Micros,
+}
+
+/// The email of a new account already belongs to someone.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EmailTaken;
+
+/// Changes to a user; `None` keeps the stored value.
+#[derive(Debug, Default)]
+pub struct UserChanges<'a> {
+    pub display_name: Option<&'a str>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+}
+
+const COLUMNS: &str = "id, email, display_name, password_hash, role, auth_provider, is_active, \
+     avatar_key, avatar_content_type, created_at, updated_at";
+
+const INSERT: &str = "INSERT INTO users (id, email, email_key, display_name, password_hash, role, \
+     auth_provider, is_active, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)";
+
+/// Inserts the user and opens its first session in one transaction, so a
+/// sign-up either fully happens or leaves nothing behind.
+pub async fn create_with_session(
+    db: &Db,
+    user: &NewUser<'_>,
+    session: &sessions::NewSession<'_>,
+) -> Result<Result<UserRecord, EmailTaken>, sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let inserted = sqlx::query(INSERT)
+            .bind(user.id)
+            .bind(user.email)
+            .bind(user.email_key)
+            .bind(user.display_name)
+            .bind(user.password_hash)
+            .bind(user.role.as_str())
+            .bind(user.provider.as_str())
+            .bind(user.now)
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Err(err) if is_unique_violation(&err) => return Ok(Err(EmailTaken)),
+            other => other?,
+        };
+        sqlx::query(sessions::INSERT_SESSION)
+            .bind(session.id)
+            .bind(user.id)
+            .bind(session.now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sessions::INSERT_REFRESH_TOKEN)
+            .bind(session.refresh_hash)
+            .bind(session.id)
+            .bind(session.now)
+            .bind(session.refresh_expires_at)
+            .execute(&mut *tx)
+            .await?;
+        let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+            .bind(user.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(record))
+    })
+}
+
+/// Creates an admin, or promotes and re-passwords an existing account with
+/// that email. Returns the user and whether it was newly created.
+pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bool), sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let updated = sqlx::query_as::<_, UserRecord>(&format!(
+            "UPDATE users SET role = 'admin', is_active = TRUE, password_hash = $2, updated_at = $3 \
+             WHERE email_key = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(user.email_key)
+        .bind(user.password_hash)
+        .bind(user.now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let result = match updated {
+            Some(record) => (record, false),
+            None => {
+                sqlx::query(INSERT)
+                    .bind(user.id)
+                    .bind(user.email)
+                    .bind(user.email_key)
+                    .bind(user.display_name)
+                    .bind(user.password_hash)
+                    .bind(Role::Admin.as_str())
+                    .bind(user.provider.as_str())
+                    .bind(user.now)
+                    .execute(&mut *tx)
+                    .await?;
+                let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+                    .bind(user.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (record, true)
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    })
+}
+
+pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+pub async fn find_by_email_key(
+    db: &Db,
+    email_key: &str,
+) -> Result<Option<UserRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE email_key = $1"))
+            .bind(email_key)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Users in id (creation) order after `after_id`, optionally only those
+/// whose email or display name contains `query` ignoring ASCII case.
+pub async fn list(
+    db: &Db,
+    query: &str,
+    after_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<UserRecord>, sqlx::Error> {
+    let pattern = format!("%{}%", escape_like(&query.to_lowercase()));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM users \
+         WHERE ($1 = '' OR lower(email) LIKE $2 ESCAPE '\\' OR lower(display_name) LIKE $2 ESCAPE '\\') \
+           AND ($3 = '' OR id > $3) \
+         ORDER BY id LIMIT $4"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, UserRecord>(&sql)
+            .bind(query)
+            .bind(&pattern)
+            .bind(after_id.unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })
+}
+
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Applies `changes`; `None` when the user does not exist.
+pub async fn update(
+    db: &Db,
+    id: &str,
+    changes: &UserChanges<'_>,
+    now: Micros,
+) -> Result<Option<UserRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE users SET display_name = COALESCE($2, display_name), role = COALESCE($3, role), \
+         is_active = COALESCE($4, is_active), updated_at = $5 WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, UserRecord>(&sql)
+            .bind(id)
+            .bind(changes.display_name)
+            .bind(changes.role.map(Role::as_str))
+            .bind(changes.is_active)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Replaces the password hash and revokes every session but `keep_session`,
+/// in one transaction.
+pub async fn set_password(
+    db: &Db,
+    id: &str,
+    password_hash: &str,
+    keep_session: &str,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sessions::REVOKE_OTHER_SESSIONS)
+            .bind(id)
+            .bind(keep_session)
+            .bind(now)
+            .bind("password_changed")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+}
+
+/// Points the user at a new avatar blob and returns the key it replaced.
+pub async fn set_avatar(
+    db: &Db,
+    id: &str,
+    avatar_key: &str,
+    content_type: &str,
+    now: Micros,
+) -> Result<Option<(UserRecord, Option<String>)>, sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        // A no-op write first: it returns the old key and takes SQLite's write
+        // lock up front rather than upgrading a read lock mid-transaction.
+        let previous: Option<(Option<String>,)> = sqlx::query_as(
+            "UPDATE users SET avatar_key = avatar_key WHERE id = $1 RETURNING avatar_key",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((previous,)) = previous else {
+            return Ok(None);
+        };
+        let record = sqlx::query_as::<_, UserRecord>(&format!(
+            "UPDATE users SET avatar_key = $2, avatar_content_type = $3, updated_at = $4 \
+             WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(avatar_key)
+        .bind(content_type)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((record, previous)))
+    })
+}
+
+/// Deletes the user; sessions and tokens go with it (ON DELETE CASCADE).
+/// Returns the deleted row so the caller can remove the avatar blob.
+pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, UserRecord>(&format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_are_escaped() {
+        assert_eq!(escape_like("50%_a\\b"), "50\\%\\_a\\\\b");
+    }
+}

@@ -1,0 +1,208 @@
+//! Logging: the tracing subscriber, and one line per RPC.
+//!
+//! [`CallLogLayer`] logs method, gRPC status code and latency when a call
+//! ends: at once for trailers-only answers (most errors), or when the
+//! response body yields its trailers (successful unary calls, streams). A
+//! body dropped before its trailers is a call the client cancelled. Headers
+//! and messages are never logged, so tokens and passwords cannot leak here.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
+
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::metrics::Metrics;
+
+/// Installs the global subscriber; `filter` is an `EnvFilter` directive such
+/// as `info` or `unio=debug,sqlx=warn`. Returns false when one was already
+/// installed (tests start many servers in one process).
+pub fn init(filter: &str) -> bool {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init()
+        .is_ok()
+}
+
+#[derive(Clone)]
+pub struct CallLogLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl CallLogLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for CallLogLayer {
+    type Service = CallLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CallLog<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CallLog<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<LoggedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = LoggedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let record = CallRecord {
+            method: request.uri().path().to_owned(),
+            start: Instant::now(),
+            metrics: self.metrics.clone(),
+            done: false,
+        };
+        self.metrics.call_started();
+        LoggedFuture {
+            inner: self.inner.call(request),
+            record: Some(record),
+        }
+    }
+}
+
+pin_project! {
+    pub struct LoggedFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<F, B, E> Future for LoggedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<LoggedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let mut record = this.record.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                if let (Some(code), Some(record)) =
+                    (grpc_status(response.headers()), record.as_mut())
+                {
+                    record.finish(code);
+                }
+                Ok(response.map(|inner| LoggedBody { inner, record }))
+            }
+            Err(err) => {
+                if let Some(mut record) = record {
+                    record.finish(Code::Internal);
+                }
+                Err(err)
+            }
+        })
+    }
+}
+
+pin_project! {
+    pub struct LoggedBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<B: Body> Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(record) = this.record.as_mut() {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        record.finish(grpc_status(trailers).unwrap_or(Code::Unknown));
+                    }
+                }
+                Some(Err(_)) => record.finish(Code::Unavailable),
+                None => record.finish(Code::Unknown),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32)
+}
+
+/// One call in flight; logs exactly once, when finished or dropped.
+struct CallRecord {
+    method: String,
+    start: Instant,
+    metrics: Arc<Metrics>,
+    done: bool,
+}
+
+impl CallRecord {
+    fn finish(&mut self, code: Code) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let elapsed = self.start.elapsed();
+        self.metrics.call_finished(&self.method, code, elapsed);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
+            tracing::warn!(method = %self.method, code = ?code, latency_ms, "call");
+        } else {
+            tracing::info!(method = %self.method, code = ?code, latency_ms, "call");
+        }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}

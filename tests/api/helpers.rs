@@ -1,0 +1,260 @@
+//! `spawn_app()`: the real server on 127.0.0.1:0 with a fresh database (a
+//! SQLite file in a temp dir, or a new PostgreSQL database when
+//! `UNIO_TEST_POSTGRES_URL` is set), plus typed clients and small helpers.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use sqlx::Connection;
+use tempfile::TempDir;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use tonic_types::StatusExt;
+use unio::{
+    config::Config,
+    proto::pb::{
+        self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+    },
+};
+
+pub const PASSWORD: &str = "correct horse 42";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub data_dir: Arc<TempDir>,
+    pub secret: String,
+    pub vars: HashMap<String, String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), unio::RunError>>>,
+    channel: Channel,
+}
+
+/// Starts a server with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts a server with extra `UNIO_*` settings.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("UNIO_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "UNIO_DATA_DIR".into(),
+            data_dir.path().display().to_string(),
+        ),
+        ("UNIO_JWT_SECRET".into(), secret.clone()),
+        ("UNIO_ADMIN_ADDR".into(), String::new()),
+        ("UNIO_SHUTDOWN_GRACE".into(), "2s".into()),
+        ("UNIO_LOG".into(), "warn".into()),
+    ]);
+    if let Some(url) = postgres_database().await {
+        vars.insert("UNIO_DATABASE_URL".into(), url);
+    }
+    for (k, v) in extra {
+        vars.insert((*k).into(), (*v).into());
+    }
+    start(vars, data_dir, secret).await
+}
+
+async fn start(vars: HashMap<String, String>, data_dir: Arc<TempDir>, secret: String) -> TestApp {
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
+    unio::telemetry::init(&config.log);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(unio::run(config, listener, async {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let app = TestApp {
+        addr,
+        data_dir,
+        secret,
+        vars,
+        shutdown: Some(tx),
+        server: Some(server),
+        channel,
+    };
+    app.wait_until_serving().await;
+    app
+}
+
+/// A fresh PostgreSQL database per test when `UNIO_TEST_POSTGRES_URL` is set.
+async fn postgres_database() -> Option<String> {
+    let base = std::env::var("UNIO_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = format!("unio_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to UNIO_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    conn.close().await.ok();
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("postgres URL with a database name");
+    Some(format!("{prefix}/{name}"))
+}
+
+impl TestApp {
+    async fn wait_until_serving(&self) {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        for _ in 0..200 {
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            if health.check(request).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not start on {}", self.addr);
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20)
+    }
+
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir.path().to_path_buf()
+    }
+
+    /// Signs up `email` with [`PASSWORD`].
+    pub async fn sign_up(&self, email: &str) -> pb::AuthResponse {
+        self.auth()
+            .sign_up(pb::SignUpRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                display_name: email.split('@').next().unwrap().into(),
+            })
+            .await
+            .expect("sign up")
+            .into_inner()
+    }
+
+    /// Signs up a user and returns (user, access token, refresh token).
+    pub async fn user(&self, email: &str) -> (pb::User, String, String) {
+        let response = self.sign_up(email).await;
+        let tokens = response.tokens.unwrap();
+        (
+            response.user.unwrap(),
+            tokens.access_token,
+            tokens.refresh_token,
+        )
+    }
+
+    /// Creates an admin through the same code path as `unio create-admin`
+    /// and signs it in.
+    pub async fn admin(&self, email: &str) -> (pb::User, String) {
+        let (user, _, _) = self.user(email).await;
+        let config = Config::from_lookup(|k| self.vars.get(k).cloned()).unwrap();
+        let state = unio::build_state(config).await.unwrap();
+        let email = unio::domain::Email::parse(email).unwrap();
+        let password = unio::domain::Password::parse(PASSWORD, None).unwrap();
+        state
+            .accounts
+            .create_admin(&email, &password)
+            .await
+            .unwrap();
+        state.db.close().await;
+        let login = self
+            .auth()
+            .login(pb::LoginRequest {
+                email: email.to_string(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(login.user.as_ref().unwrap().role, pb::Role::Admin as i32);
+        (user, login.tokens.unwrap().access_token)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+    }
+
+    pub fn shutdown_handle(
+        &mut self,
+    ) -> (oneshot::Sender<()>, JoinHandle<Result<(), unio::RunError>>) {
+        (self.shutdown.take().unwrap(), self.server.take().unwrap())
+    }
+
+    /// Stops this server and starts a new one on the same data and database.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let mut vars = self.vars.clone();
+        vars.insert("UNIO_ADDR".into(), "127.0.0.1:0".into());
+        start(vars, self.data_dir.clone(), self.secret.clone()).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("header value");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The fields a BadRequest names.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts code and reason, and returns the status for more checks.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    why: &str,
+) -> Status {
+    let status = result.expect_err("expected an error");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(&status), why, "{status:?}");
+    status
+}

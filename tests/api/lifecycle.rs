@@ -1,0 +1,313 @@
+//! The server as a process: health, reflection, graceful shutdown, restarts,
+//! the CLI and start-up errors.
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use unio::proto::pb;
+
+use crate::helpers::{PASSWORD, authed, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_is_serving_per_service() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel());
+    for service in ["", "unio.v1.AuthService", "unio.v1.UserService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "unio.v1.Nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_services() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let app = spawn_app().await;
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "unio.v1.AuthService",
+        "unio.v1.UserService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "unio.v1.AuthService".into(),
+            ),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    assert!(matches!(
+        response.message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+    ));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_calls_then_refuses_new_ones() {
+    let mut app = spawn_app().await;
+    app.sign_up("ada@example.com").await;
+    let (stop, server) = app.shutdown_handle();
+    // A login spends tens of milliseconds hashing: it is in flight when the
+    // shutdown signal arrives.
+    let mut auth = app.auth();
+    let in_flight = tokio::spawn(async move {
+        auth.login(pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    stop.send(()).unwrap();
+    let login = in_flight.await.unwrap();
+    assert!(login.is_ok(), "in-flight call was cut: {login:?}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(app.addr).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test]
+async fn open_streams_do_not_hold_shutdown_past_the_grace_period() {
+    let mut app = spawn_app_with(&[("UNIO_SHUTDOWN_GRACE", "300ms")]).await;
+    let mut health = HealthClient::new(app.channel());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.next().await.unwrap().unwrap();
+    let (stop, server) = app.shutdown_handle();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_keeps_accounts_and_sessions() {
+    let app = spawn_app().await;
+    let (ada, access, refresh) = app.user("ada@example.com").await;
+    let app = app.restart().await;
+    // The signing key, the account and the session all survived.
+    let me = app
+        .users()
+        .get_me(authed(pb::GetMeRequest {}, &access))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.id, ada.id);
+    app.auth()
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: refresh,
+        })
+        .await
+        .unwrap();
+    app.auth()
+        .login(pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn generated_secret_survives_restarts() {
+    let app = spawn_app_with(&[("UNIO_JWT_SECRET", "")]).await;
+    let (_, access, _) = app.user("ada@example.com").await;
+    assert!(app.data_path().join("jwt_secret").exists());
+    let app = app.restart().await;
+    app.users()
+        .get_me(authed(pb::GetMeRequest {}, &access))
+        .await
+        .unwrap();
+}
+
+fn unio_command(app: &crate::helpers::TestApp) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_unio"));
+    command
+        .env_clear()
+        .envs(app.vars.iter())
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[tokio::test]
+async fn create_admin_cli_bootstraps_an_admin() {
+    let app = spawn_app().await;
+    let mut command = unio_command(&app);
+    command
+        .args([
+            "create-admin",
+            "--email",
+            "Root@Example.com",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("admin Root@example.com created"));
+
+    let login = app
+        .auth()
+        .login(pb::LoginRequest {
+            email: "root@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(login.user.unwrap().role, pb::Role::Admin as i32);
+    let token = login.tokens.unwrap().access_token;
+    app.users()
+        .list_users(authed(pb::ListUsersRequest::default(), &token))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn create_admin_refuses_a_weak_password() {
+    let app = spawn_app().await;
+    let mut command = unio_command(&app);
+    command
+        .args([
+            "create-admin",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"short\n")
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("password"));
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
+    let app = spawn_app().await;
+    for (var, value) in [
+        ("UNIO_ADDR", "not-an-address"),
+        ("UNIO_REMINDER_LEAD", "soon"),
+        ("UNIO_TLS_CERT", "/nope.pem"),
+    ] {
+        let output = unio_command(&app).env(var, value).output().await.unwrap();
+        assert_eq!(output.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = if var == "UNIO_TLS_CERT" {
+            "UNIO_TLS_KEY"
+        } else {
+            var
+        };
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(&format!("unio: {expected}")), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_calls() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let admin_addr = format!("127.0.0.1:{port}");
+    let app = spawn_app_with(&[("UNIO_ADMIN_ADDR", &admin_addr)]).await;
+    app.sign_up("ada@example.com").await;
+    let mut stream = tokio::net::TcpStream::connect(&admin_addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text)
+        .await
+        .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("unio_rpc_calls_total{method=\"/unio.v1.AuthService/SignUp\",code=\"Ok\"} 1"),
+        "{text}"
+    );
+}

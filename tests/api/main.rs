@@ -1,0 +1,13 @@
+//! One integration-test binary (it compiles once): each module tests one
+//! area against the real server started by `helpers::spawn_app`.
+//!
+//! Set `UNIO_TEST_POSTGRES_URL=postgres://…` to run every test against
+//! PostgreSQL instead of SQLite (the test command does both).
+
+mod accounts;
+mod avatars;
+mod grpc_web;
+mod helpers;
+mod lifecycle;
+mod tokens;
+mod users;
