@@ -16,12 +16,15 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     RunError,
-    api::{AuthApi, UserApi},
+    api::{AuthApi, MeetingApi, UserApi},
     auth::AuthLayer,
     config::CorsOrigins,
     proto::{
         FILE_DESCRIPTOR_SET,
-        pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+        pb::{
+            auth_service_server::AuthServiceServer, meeting_service_server::MeetingServiceServer,
+            user_service_server::UserServiceServer,
+        },
     },
     state::AppState,
     telemetry::CallLogLayer,
@@ -29,6 +32,8 @@ use crate::{
 
 /// Requests of services without uploads stay small.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// 200 invitee addresses and a 5,000-character description fit.
+const MEETING_MESSAGE_BYTES: usize = 256 * 1024;
 /// Room for the protobuf framing around an avatar of the configured size.
 const AVATAR_ENVELOPE_BYTES: usize = 64 * 1024;
 
@@ -44,6 +49,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServiceServer<AuthApi>>().await;
     health.set_serving::<UserServiceServer<UserApi>>().await;
+    health
+        .set_serving::<MeetingServiceServer<MeetingApi>>()
+        .await;
 
     // grpcurl 1.8 asks v1alpha, newer clients v1: serve both.
     let reflection = || {
@@ -61,6 +69,9 @@ pub async fn serve(
     let users = UserServiceServer::new(UserApi::new(state.clone()))
         .max_decoding_message_size(config.limits.max_avatar_bytes + AVATAR_ENVELOPE_BYTES)
         .max_encoding_message_size(config.limits.max_avatar_bytes + AVATAR_ENVELOPE_BYTES);
+
+    let meetings = MeetingServiceServer::new(MeetingApi::new(state.clone()))
+        .max_decoding_message_size(MEETING_MESSAGE_BYTES);
 
     let mut builder = Server::builder()
         .accept_http1(true)
@@ -94,7 +105,8 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(auth)
-        .add_service(users);
+        .add_service(users)
+        .add_service(meetings);
 
     let addr = listener.local_addr().map_err(RunError::Io)?;
     let scheme = if config.tls.is_some() {
@@ -116,6 +128,9 @@ pub async fn serve(
         tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
         health.set_not_serving::<AuthServiceServer<AuthApi>>().await;
         health.set_not_serving::<UserServiceServer<UserApi>>().await;
+        health
+            .set_not_serving::<MeetingServiceServer<MeetingApi>>()
+            .await;
         let _ = stopping_tx.send(true);
     };
     let grace = config.shutdown_grace;

@@ -2,9 +2,16 @@
 
 use crate::{
     auth::accounts::Tokens,
-    domain::{AuthProvider, Role, time::to_timestamp},
+    domain::{
+        AuthProvider, Role,
+        meeting::{InviteStatus, JoinPolicy, MeetingStatus},
+        time::to_timestamp,
+    },
     proto::pb,
-    store::users::UserRecord,
+    store::{
+        invites::InviteRecord, meetings::MeetingRecord, participants::ParticipantRecord,
+        users::UserRecord,
+    },
 };
 
 /// How much of a user the reader may see.
@@ -62,5 +69,62 @@ pub fn auth_response(record: &UserRecord, tokens: Tokens) -> pb::AuthResponse {
     pb::AuthResponse {
         user: Some(user(record, UserView::Full)),
         tokens: Some(token_pair(tokens)),
+    }
+}
+
+pub fn meeting(record: &MeetingRecord, public_url: &str) -> pb::Meeting {
+    pb::Meeting {
+        id: record.id.clone(),
+        title: record.title.clone(),
+        description: record.description.clone(),
+        host_id: record.host_id.clone(),
+        start_time: Some(to_timestamp(record.start_at)),
+        duration_minutes: record.duration_minutes,
+        status: meeting_status(record.status()) as i32,
+        join_policy: match record.join_policy() {
+            JoinPolicy::InvitedOnly => pb::JoinPolicy::InvitedOnly,
+            JoinPolicy::AnyoneWithLink => pb::JoinPolicy::AnyoneWithLink,
+        } as i32,
+        join_url: format!("{public_url}/m/{}", record.id),
+        actual_start_time: record.actual_start_at.map(to_timestamp),
+        actual_end_time: record.actual_end_at.map(to_timestamp),
+        create_time: Some(to_timestamp(record.created_at)),
+        update_time: Some(to_timestamp(record.updated_at)),
+        revision: record.revision,
+    }
+}
+
+pub fn meeting_status(status: MeetingStatus) -> pb::MeetingStatus {
+    match status {
+        MeetingStatus::Scheduled => pb::MeetingStatus::Scheduled,
+        MeetingStatus::Ongoing => pb::MeetingStatus::Ongoing,
+        MeetingStatus::Completed => pb::MeetingStatus::Completed,
+        MeetingStatus::Cancelled => pb::MeetingStatus::Cancelled,
+    }
+}
+
+pub fn invite(record: &InviteRecord) -> pb::Invite {
+    pb::Invite {
+        id: record.id.clone(),
+        meeting_id: record.meeting_id.clone(),
+        email: record.email.clone(),
+        user_id: record.user_id.clone().unwrap_or_default(),
+        status: match record.status() {
+            InviteStatus::Pending => pb::InviteStatus::Pending,
+            InviteStatus::Accepted => pb::InviteStatus::Accepted,
+            InviteStatus::Declined => pb::InviteStatus::Declined,
+        } as i32,
+        create_time: Some(to_timestamp(record.created_at)),
+        respond_time: record.responded_at.map(to_timestamp),
+    }
+}
+
+pub fn participant(record: &ParticipantRecord) -> pb::MeetingParticipant {
+    pb::MeetingParticipant {
+        user_id: record.user_id.clone(),
+        display_name: record.display_name.clone(),
+        join_time: Some(to_timestamp(record.joined_at)),
+        leave_time: record.left_at.map(to_timestamp),
+        online: record.left_at.is_none(),
     }
 }

@@ -4,8 +4,10 @@
 
 pub mod auth;
 mod convert;
+pub mod meetings;
 pub mod paging;
 pub mod users;
 
 pub use auth::AuthApi;
+pub use meetings::MeetingApi;
 pub use users::UserApi;

@@ -6,9 +6,11 @@
 //! says what to fix; the API layer pairs it with the field name.
 
 mod avatar;
+pub mod calendar;
 mod display_name;
 mod email;
 mod id;
+pub mod meeting;
 mod page;
 mod password;
 mod role;

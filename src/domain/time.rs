@@ -26,6 +26,20 @@ pub fn to_timestamp(at: Micros) -> prost_types::Timestamp {
     }
 }
 
+/// A request timestamp as stored micros; refuses out-of-range values.
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Result<Micros, super::ValidationError> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(super::ValidationError::new("has nanos outside 0..1e9"));
+    }
+    // 0001-01-01 to 9999-12-31, the range google.protobuf.Timestamp allows.
+    if !(-62_135_596_800..=253_402_300_799).contains(&ts.seconds) {
+        return Err(super::ValidationError::new(
+            "must be between years 1 and 9999",
+        ));
+    }
+    Ok(ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

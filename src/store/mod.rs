@@ -12,6 +12,9 @@
 //! Store functions return `sqlx::Error`; outcomes a caller must branch on
 //! (an email already taken, a reused refresh token) are enums, not errors.
 
+pub mod invites;
+pub mod meetings;
+pub mod participants;
 pub mod sessions;
 pub mod users;
 

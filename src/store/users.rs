@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, is_unique_violation, sessions};
+use super::{Db, dispatch, invites, is_unique_violation, sessions};
 use crate::domain::{AuthProvider, Role, time::Micros};
 
 /// A row of `users`.
@@ -88,6 +88,12 @@ pub async fn create_with_session(
             Err(err) if is_unique_violation(&err) => return Ok(Err(EmailTaken)),
             other => other?,
         };
+        // Invites sent to this address before the account existed become its own.
+        sqlx::query(invites::BIND_TO_NEW_USER)
+            .bind(user.id)
+            .bind(user.email_key)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(sessions::INSERT_SESSION)
             .bind(session.id)
             .bind(user.id)
@@ -136,6 +142,11 @@ pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bo
                     .bind(Role::Admin.as_str())
                     .bind(user.provider.as_str())
                     .bind(user.now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(invites::BIND_TO_NEW_USER)
+                    .bind(user.id)
+                    .bind(user.email_key)
                     .execute(&mut *tx)
                     .await?;
                 let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))

@@ -7,12 +7,17 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time:
 use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use tonic::{
+    Code, Request, Status,
+    metadata::MetadataValue,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
 use tonic_types::StatusExt;
 use unio::{
     config::Config,
     proto::pb::{
-        self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+        self, auth_service_client::AuthServiceClient, meeting_service_client::MeetingServiceClient,
+        user_service_client::UserServiceClient,
     },
 };
 
@@ -46,7 +51,10 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("UNIO_JWT_SECRET".into(), secret.clone()),
         ("UNIO_ADMIN_ADDR".into(), String::new()),
         ("UNIO_SHUTDOWN_GRACE".into(), "2s".into()),
-        ("UNIO_LOG".into(), "warn".into()),
+        (
+            "UNIO_LOG".into(),
+            std::env::var("UNIO_TEST_LOG").unwrap_or("warn".into()),
+        ),
     ]);
     if let Some(url) = postgres_database().await {
         vars.insert("UNIO_DATABASE_URL".into(), url);
@@ -66,10 +74,20 @@ async fn start(vars: HashMap<String, String>, data_dir: Arc<TempDir>, secret: St
     let server = tokio::spawn(unio::run(config, listener, async {
         let _ = rx.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let channel = match vars.get("UNIO_TEST_TLS_CA") {
+        // Trust the test's own CA and check the server's name.
+        Some(ca) => Channel::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("ca")))
+                    .domain_name("localhost"),
+            )
+            .expect("tls config"),
+        None => Channel::from_shared(format!("http://{addr}")).expect("uri"),
+    }
+    .connect_timeout(Duration::from_secs(5))
+    .connect_lazy();
     let app = TestApp {
         addr,
         data_dir,
@@ -130,6 +148,10 @@ impl TestApp {
         UserServiceClient::new(self.channel.clone())
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(16 << 20)
+    }
+
+    pub fn meetings(&self) -> MeetingServiceClient<Channel> {
+        MeetingServiceClient::new(self.channel.clone())
     }
 
     pub fn data_path(&self) -> PathBuf {

@@ -6,8 +6,10 @@
 
 mod accounts;
 mod avatars;
+mod calendar;
 mod grpc_web;
 mod helpers;
 mod lifecycle;
+mod meetings;
 mod tokens;
 mod users;

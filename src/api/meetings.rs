@@ -1,0 +1,830 @@
+//! `unio.v1.MeetingService`: scheduling, invitations, status changes,
+//! attendance, history and calendar export. Rules (limits, the status
+//! machine, who may do what) live in `domain::meeting`.
+
+use std::collections::HashSet;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::{
+    auth::{Caller, caller},
+    domain::{
+        Email, PageSize,
+        calendar::{self, Attendee, CalendarEvent},
+        meeting::{
+            self, Access, Description, IllegalTransition, InviteStatus, JoinPolicy, MeetingStatus,
+            Relation, Title,
+        },
+        new_id, parse_id,
+        time::{from_timestamp, now_micros},
+    },
+    error::{AppError, Violations},
+    proto::pb::{self, meeting_service_server::MeetingService},
+    state::AppState,
+    store::{
+        invites::{self, InviteScope, Invitee},
+        meetings::{self, ListFilter, MeetingChanges, MeetingRecord, NewMeeting, Scope},
+        participants, users,
+    },
+};
+
+pub struct MeetingApi {
+    state: AppState,
+}
+
+/// A meeting as one caller may act on it.
+struct Loaded {
+    record: MeetingRecord,
+    access: Access,
+}
+
+fn meeting_not_found(id: &str) -> AppError {
+    AppError::not_found("MEETING_NOT_FOUND", format!("no meeting with id {id}"))
+}
+
+fn not_invited() -> AppError {
+    AppError::permission_denied("you are not a member of this meeting")
+}
+
+fn read_only(status: MeetingStatus) -> AppError {
+    AppError::FailedPrecondition {
+        reason: "MEETING_READ_ONLY",
+        message: format!(
+            "the meeting is {}; it can no longer be changed",
+            status.as_str()
+        ),
+    }
+}
+
+fn illegal(err: IllegalTransition) -> AppError {
+    AppError::FailedPrecondition {
+        reason: "INVALID_STATUS_TRANSITION",
+        message: err.to_string(),
+    }
+}
+
+fn id_field(field: &str, raw: &str) -> Result<String, AppError> {
+    parse_id(raw).map_err(|e| AppError::invalid(field, e.to_string()))
+}
+
+/// Keyset cursor `<start micros>:<id>` of meeting lists.
+fn encode_cursor(record: &MeetingRecord) -> String {
+    format!("{}:{}", record.start_at, record.id)
+}
+
+fn decode_cursor(cursor: &str) -> Result<meetings::Cursor, AppError> {
+    cursor
+        .split_once(':')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())))
+        .ok_or_else(|| AppError::invalid("page_token", "is not a page token of this list"))
+}
+
+fn join_policy(raw: i32, field: &str, v: &mut Violations) -> Option<JoinPolicy> {
+    match pb::JoinPolicy::try_from(raw) {
+        Ok(pb::JoinPolicy::Unspecified | pb::JoinPolicy::InvitedOnly) => {
+            Some(JoinPolicy::InvitedOnly)
+        }
+        Ok(pb::JoinPolicy::AnyoneWithLink) => Some(JoinPolicy::AnyoneWithLink),
+        Err(_) => {
+            v.add(
+                field,
+                "must be JOIN_POLICY_INVITED_ONLY or JOIN_POLICY_ANYONE_WITH_LINK",
+            );
+            None
+        }
+    }
+}
+
+impl MeetingApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    async fn load(&self, caller: &Caller, meeting_id: &str) -> Result<Loaded, AppError> {
+        let found = meetings::with_relation(&self.state.db, meeting_id, &caller.user_id)
+            .await?
+            .ok_or_else(|| meeting_not_found(meeting_id))?;
+        let access = Access {
+            relation: Relation {
+                is_host: found.meeting.host_id == caller.user_id,
+                is_admin: caller.is_admin(),
+                invite: found.invite(),
+                attended: found.attended,
+            },
+            policy: found.meeting.join_policy(),
+            status: found.meeting.status(),
+        };
+        Ok(Loaded {
+            record: found.meeting,
+            access,
+        })
+    }
+
+    /// Loads a meeting the caller may read.
+    async fn viewable(&self, caller: &Caller, raw_id: &str) -> Result<Loaded, AppError> {
+        let id = id_field("meeting_id", raw_id)?;
+        let loaded = self.load(caller, &id).await?;
+        if !loaded.access.can_view() {
+            return Err(not_invited());
+        }
+        Ok(loaded)
+    }
+
+    /// Loads a meeting the caller hosts.
+    async fn managed(
+        &self,
+        caller: &Caller,
+        raw_id: &str,
+        field: &str,
+    ) -> Result<Loaded, AppError> {
+        let id = id_field(field, raw_id)?;
+        let loaded = self.load(caller, &id).await?;
+        if !loaded.access.can_manage() {
+            return Err(if loaded.access.can_view() {
+                AppError::permission_denied("only the host may do this")
+            } else {
+                not_invited()
+            });
+        }
+        Ok(loaded)
+    }
+
+    fn to_pb(&self, record: &MeetingRecord) -> pb::Meeting {
+        convert::meeting(record, &self.state.config.public_url)
+    }
+
+    /// Parses invitee addresses under `field`: valid, at most 200, not the
+    /// host's, duplicates collapsed (first spelling wins).
+    fn invitees(
+        &self,
+        raw: &[String],
+        host_email_key: &str,
+        field: &str,
+        v: &mut Violations,
+    ) -> Vec<Email> {
+        if raw.len() > meeting::MAX_INVITES_PER_CALL {
+            v.add(
+                field,
+                format!(
+                    "at most {} addresses per call",
+                    meeting::MAX_INVITES_PER_CALL
+                ),
+            );
+            return Vec::new();
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, address) in raw.iter().enumerate() {
+            let name = format!("{field}[{i}]");
+            let Some(email) = v.check(&name, Email::parse(address)) else {
+                continue;
+            };
+            if email.key() == host_email_key {
+                v.add(&name, "the host cannot invite themself");
+                continue;
+            }
+            if seen.insert(email.key().to_owned()) {
+                out.push(email);
+            }
+        }
+        out
+    }
+
+    async fn host_email_key(&self, caller: &Caller) -> Result<String, AppError> {
+        let user = users::find_by_id(&self.state.db, &caller.user_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::unauthenticated("TOKEN_REVOKED", "your account no longer exists")
+            })?;
+        Ok(user.email.to_lowercase())
+    }
+
+    /// Runs one status change (start, end, cancel).
+    async fn change_status(
+        &self,
+        caller: &Caller,
+        raw_id: &str,
+        step: fn(MeetingStatus) -> Result<MeetingStatus, IllegalTransition>,
+    ) -> Result<pb::Meeting, AppError> {
+        let loaded = self.managed(caller, raw_id, "meeting_id").await?;
+        let from = loaded.record.status();
+        let to = step(from).map_err(illegal)?;
+        match meetings::transition(&self.state.db, &loaded.record.id, from, to, now_micros())
+            .await?
+        {
+            Some(record) => Ok(self.to_pb(&record)),
+            // Someone changed it between our read and write: judge again.
+            None => {
+                let now = meetings::find(&self.state.db, &loaded.record.id)
+                    .await?
+                    .ok_or_else(|| meeting_not_found(&loaded.record.id))?;
+                Err(step(now.status())
+                    .err()
+                    .map(illegal)
+                    .unwrap_or_else(|| read_only(now.status())))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl MeetingService for MeetingApi {
+    #[tracing::instrument(skip_all)]
+    async fn create_meeting(
+        &self,
+        request: Request<pb::CreateMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let host_key = self.host_email_key(&caller).await?;
+        let now = now_micros();
+        let mut v = Violations::new();
+        let title = v.check("title", Title::parse(&r.title));
+        let description = v.check("description", Description::parse(&r.description));
+        let start_at = v.check(
+            "start_time",
+            meeting::parse_start_time(r.start_time.as_ref(), now),
+        );
+        let duration = v.check(
+            "duration_minutes",
+            meeting::parse_duration_minutes(r.duration_minutes),
+        );
+        let policy = join_policy(r.join_policy, "join_policy", &mut v);
+        let emails = self.invitees(&r.invitee_emails, &host_key, "invitee_emails", &mut v);
+        let (Some(title), Some(description), Some(start_at), Some(duration), Some(policy)) =
+            (title, description, start_at, duration, policy)
+        else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+
+        let id = new_id();
+        let invite_ids: Vec<String> = emails.iter().map(|_| new_id()).collect();
+        let invitees: Vec<Invitee<'_>> = emails
+            .iter()
+            .zip(&invite_ids)
+            .map(|(email, id)| Invitee {
+                id,
+                email: email.as_str(),
+                email_key: email.key(),
+            })
+            .collect();
+        let new = NewMeeting {
+            id: &id,
+            host_id: &caller.user_id,
+            title: title.as_str(),
+            description: description.as_str(),
+            start_at,
+            duration_minutes: duration,
+            join_policy: policy,
+            now,
+        };
+        let (record, _) = meetings::create(&self.state.db, &new, &invitees)
+            .await
+            .map_err(AppError::from)?;
+        tracing::info!(meeting_id = %record.id, invites = invitees.len(), "meeting created");
+        Ok(Response::new(self.to_pb(&record)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_meeting(
+        &self,
+        request: Request<pb::GetMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        let caller = caller(&request)?;
+        let loaded = self
+            .viewable(&caller, &request.get_ref().meeting_id)
+            .await?;
+        Ok(Response::new(self.to_pb(&loaded.record)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_meetings(
+        &self,
+        request: Request<pb::ListMeetingsRequest>,
+    ) -> Result<Response<pb::ListMeetingsResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let size = v.check("page_size", PageSize::parse(r.page_size));
+        let mut statuses = Vec::new();
+        for (i, raw) in r.statuses.iter().enumerate() {
+            match pb::MeetingStatus::try_from(*raw) {
+                Ok(pb::MeetingStatus::Scheduled) => statuses.push(MeetingStatus::Scheduled),
+                Ok(pb::MeetingStatus::Ongoing) => statuses.push(MeetingStatus::Ongoing),
+                Ok(pb::MeetingStatus::Completed) => statuses.push(MeetingStatus::Completed),
+                Ok(pb::MeetingStatus::Cancelled) => statuses.push(MeetingStatus::Cancelled),
+                _ => v.add(
+                    &format!("statuses[{i}]"),
+                    "must be a MEETING_STATUS other than UNSPECIFIED",
+                ),
+            }
+        }
+        statuses.sort_by_key(|s| s.as_str());
+        statuses.dedup();
+        let scope = match pb::MeetingRole::try_from(r.role) {
+            Ok(pb::MeetingRole::Hosted) => Scope::Hosted,
+            Ok(pb::MeetingRole::Invited) => Scope::Invited,
+            Ok(pb::MeetingRole::Any | pb::MeetingRole::Unspecified) => Scope::Any,
+            Err(_) => {
+                v.add(
+                    "role",
+                    "must be MEETING_ROLE_HOSTED, MEETING_ROLE_INVITED or MEETING_ROLE_ANY",
+                );
+                Scope::Any
+            }
+        };
+        let start_after = r
+            .start_after
+            .as_ref()
+            .and_then(|ts| v.check("start_after", from_timestamp(ts)));
+        let start_before = r
+            .start_before
+            .as_ref()
+            .and_then(|ts| v.check("start_before", from_timestamp(ts)));
+        if let (Some(after), Some(before)) = (start_after, start_before)
+            && after >= before
+        {
+            v.add("start_before", "must be later than start_after");
+        }
+        let page_scope = format!(
+            "ListMeetings|{}|{scope:?}|{statuses:?}|{start_after:?}|{start_before:?}",
+            caller.user_id
+        );
+        let cursor = v.check(
+            "page_token",
+            self.state.page_tokens.decode(&page_scope, &r.page_token),
+        );
+        let (Some(size), Some(cursor)) = (size, cursor) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let cursor = cursor.as_deref().map(decode_cursor).transpose()?;
+        let filter = ListFilter {
+            statuses,
+            start_after,
+            start_before,
+        };
+        let mut rows = meetings::list_for_user(
+            &self.state.db,
+            &caller.user_id,
+            scope,
+            &filter,
+            cursor.as_ref(),
+            size.get() + 1,
+        )
+        .await
+        .map_err(AppError::from)?;
+        let next_page_token = self.next_token(&mut rows, size, &page_scope, encode_cursor);
+        Ok(Response::new(pb::ListMeetingsResponse {
+            meetings: rows.iter().map(|m| self.to_pb(m)).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_meeting(
+        &self,
+        request: Request<pb::UpdateMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        let caller = caller(&request)?;
+        let pb::UpdateMeetingRequest {
+            meeting,
+            update_mask,
+        } = request.into_inner();
+        let Some(meeting) = meeting else {
+            return Err(AppError::invalid("meeting", "is required").into());
+        };
+        let paths = update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            return Err(AppError::invalid(
+                "update_mask",
+                "must name at least one of title, description, start_time, duration_minutes, join_policy",
+            )
+            .into());
+        }
+        let loaded = self.managed(&caller, &meeting.id, "meeting.id").await?;
+        let status = loaded.record.status();
+        if status.is_over() {
+            return Err(read_only(status).into());
+        }
+
+        let now = now_micros();
+        let mut v = Violations::new();
+        let (mut title, mut description) = (None, None);
+        let mut changes = MeetingChanges::default();
+        for path in &paths {
+            match path.as_str() {
+                "title" => title = v.check("meeting.title", Title::parse(&meeting.title)),
+                "description" => description = v.check("meeting.description", Description::parse(&meeting.description)),
+                "start_time" => {
+                    changes.start_at = v.check("meeting.start_time", meeting::parse_start_time(meeting.start_time.as_ref(), now));
+                }
+                "duration_minutes" => {
+                    changes.duration_minutes =
+                        v.check("meeting.duration_minutes", meeting::parse_duration_minutes(meeting.duration_minutes));
+                }
+                "join_policy" => changes.join_policy = join_policy(meeting.join_policy, "meeting.join_policy", &mut v),
+                other => v.add(
+                    "update_mask.paths",
+                    format!("{other:?} cannot be updated; use title, description, start_time, duration_minutes or join_policy"),
+                ),
+            }
+        }
+        v.finish()?;
+        if changes.start_at.is_some() && status != MeetingStatus::Scheduled {
+            return Err(AppError::FailedPrecondition {
+                reason: "MEETING_ALREADY_STARTED",
+                message: "the meeting has started; its start time can no longer change".into(),
+            }
+            .into());
+        }
+        changes.title = title.as_ref().map(Title::as_str);
+        changes.description = description.as_ref().map(Description::as_str);
+        let updated = meetings::update(&self.state.db, &loaded.record.id, &changes, now)
+            .await
+            .map_err(AppError::from)?;
+        match updated {
+            Some(record) => Ok(Response::new(self.to_pb(&record))),
+            None => {
+                let now = meetings::find(&self.state.db, &loaded.record.id)
+                    .await
+                    .map_err(AppError::from)?
+                    .ok_or_else(|| meeting_not_found(&loaded.record.id))?;
+                Err(read_only(now.status()).into())
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_meeting(
+        &self,
+        request: Request<pb::DeleteMeetingRequest>,
+    ) -> Result<Response<pb::DeleteMeetingResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = id_field("meeting_id", &request.get_ref().meeting_id)?;
+        let loaded = self.load(&caller, &id).await?;
+        if !loaded.access.can_delete() {
+            return Err(if loaded.access.can_view() {
+                AppError::permission_denied("only the host or an admin may delete a meeting")
+            } else {
+                not_invited()
+            }
+            .into());
+        }
+        if !meetings::delete(&self.state.db, &id)
+            .await
+            .map_err(AppError::from)?
+        {
+            return Err(meeting_not_found(&id).into());
+        }
+        tracing::info!(meeting_id = %id, by = %caller.user_id, "meeting deleted");
+        Ok(Response::new(pb::DeleteMeetingResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn start_meeting(
+        &self,
+        request: Request<pb::StartMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.change_status(&caller, &request.get_ref().meeting_id, MeetingStatus::start)
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn end_meeting(
+        &self,
+        request: Request<pb::EndMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.change_status(&caller, &request.get_ref().meeting_id, MeetingStatus::end)
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn cancel_meeting(
+        &self,
+        request: Request<pb::CancelMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.change_status(
+                &caller,
+                &request.get_ref().meeting_id,
+                MeetingStatus::cancel,
+            )
+            .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn invite_participants(
+        &self,
+        request: Request<pb::InviteParticipantsRequest>,
+    ) -> Result<Response<pb::InviteParticipantsResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let loaded = self.managed(&caller, &r.meeting_id, "meeting_id").await?;
+        if loaded.record.status().is_over() {
+            return Err(read_only(loaded.record.status()).into());
+        }
+        let host_key = self.host_email_key(&caller).await?;
+        let mut v = Violations::new();
+        if r.emails.is_empty() {
+            v.add("emails", "name at least one address");
+        }
+        let emails = self.invitees(&r.emails, &host_key, "emails", &mut v);
+        v.finish()?;
+        let ids: Vec<String> = emails.iter().map(|_| new_id()).collect();
+        let invitees: Vec<Invitee<'_>> = emails
+            .iter()
+            .zip(&ids)
+            .map(|(email, id)| Invitee {
+                id,
+                email: email.as_str(),
+                email_key: email.key(),
+            })
+            .collect();
+        let invites = invites::invite(&self.state.db, &loaded.record.id, &invitees, now_micros())
+            .await
+            .map_err(AppError::from)?;
+        Ok(Response::new(pb::InviteParticipantsResponse {
+            invites: invites.iter().map(convert::invite).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_invites(
+        &self,
+        request: Request<pb::ListInvitesRequest>,
+    ) -> Result<Response<pb::ListInvitesResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let size = v.check("page_size", PageSize::parse(r.page_size));
+        let mut statuses = Vec::new();
+        for (i, raw) in r.statuses.iter().enumerate() {
+            match pb::InviteStatus::try_from(*raw) {
+                Ok(pb::InviteStatus::Pending) => statuses.push(InviteStatus::Pending),
+                Ok(pb::InviteStatus::Accepted) => statuses.push(InviteStatus::Accepted),
+                Ok(pb::InviteStatus::Declined) => statuses.push(InviteStatus::Declined),
+                _ => v.add(
+                    &format!("statuses[{i}]"),
+                    "must be an INVITE_STATUS other than UNSPECIFIED",
+                ),
+            }
+        }
+        statuses.sort_by_key(|s| s.as_str());
+        statuses.dedup();
+        let meeting_id = if r.meeting_id.trim().is_empty() {
+            None
+        } else {
+            v.check("meeting_id", parse_id(&r.meeting_id))
+        };
+        let Some(size) = size else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+
+        // The host (or an admin) sees a meeting's invites; everyone else
+        // sees only their own.
+        let mut sees_all = false;
+        if let Some(id) = &meeting_id {
+            let loaded = self.load(&caller, id).await?;
+            if !loaded.access.can_view() {
+                return Err(not_invited().into());
+            }
+            sees_all = loaded.access.can_manage() || caller.is_admin();
+        }
+        let scope = match (&meeting_id, sees_all) {
+            (Some(id), true) => InviteScope::Meeting(id),
+            (id, _) => InviteScope::User {
+                user_id: &caller.user_id,
+                meeting_id: id.as_deref(),
+            },
+        };
+        let page_scope = format!(
+            "ListInvites|{}|{meeting_id:?}|{sees_all}|{statuses:?}",
+            caller.user_id
+        );
+        let cursor = self
+            .state
+            .page_tokens
+            .decode(&page_scope, &r.page_token)
+            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let mut rows = invites::list(
+            &self.state.db,
+            scope,
+            &statuses,
+            cursor.as_deref(),
+            size.get() + 1,
+        )
+        .await
+        .map_err(AppError::from)?;
+        let next_page_token = self.next_token(&mut rows, size, &page_scope, |i| i.id.clone());
+        Ok(Response::new(pb::ListInvitesResponse {
+            invites: rows.iter().map(convert::invite).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn respond_to_invite(
+        &self,
+        request: Request<pb::RespondToInviteRequest>,
+    ) -> Result<Response<pb::Invite>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let invite_id = v.check("invite_id", parse_id(&r.invite_id));
+        let response = match pb::InviteStatus::try_from(r.response) {
+            Ok(pb::InviteStatus::Accepted) => Some(InviteStatus::Accepted),
+            Ok(pb::InviteStatus::Declined) => Some(InviteStatus::Declined),
+            _ => {
+                v.add(
+                    "response",
+                    "must be INVITE_STATUS_ACCEPTED or INVITE_STATUS_DECLINED",
+                );
+                None
+            }
+        };
+        let (Some(invite_id), Some(response)) = (invite_id, response) else {
+            return Err(v.into_error().into());
+        };
+        let invite = invites::find(&self.state.db, &invite_id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(|| {
+                AppError::not_found("INVITE_NOT_FOUND", format!("no invite with id {invite_id}"))
+            })?;
+        if invite.user_id.as_deref() != Some(caller.user_id.as_str()) {
+            return Err(
+                AppError::permission_denied("this invite is addressed to someone else").into(),
+            );
+        }
+        match invites::respond(
+            &self.state.db,
+            &invite_id,
+            &caller.user_id,
+            response,
+            now_micros(),
+        )
+        .await
+        .map_err(AppError::from)?
+        {
+            Some(updated) => Ok(Response::new(convert::invite(&updated))),
+            None => {
+                let status = meetings::find(&self.state.db, &invite.meeting_id)
+                    .await
+                    .map_err(AppError::from)?
+                    .map(|m| m.status())
+                    .unwrap_or(MeetingStatus::Cancelled);
+                Err(read_only(status).into())
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_participants(
+        &self,
+        request: Request<pb::ListParticipantsRequest>,
+    ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let size = PageSize::parse(r.page_size)
+            .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
+        let loaded = self.viewable(&caller, &r.meeting_id).await?;
+        let page_scope = format!("ListParticipants|{}", loaded.record.id);
+        let cursor = self
+            .state
+            .page_tokens
+            .decode(&page_scope, &r.page_token)
+            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let mut rows = participants::list(
+            &self.state.db,
+            &loaded.record.id,
+            cursor.as_deref(),
+            size.get() + 1,
+        )
+        .await
+        .map_err(AppError::from)?;
+        let next_page_token = self.next_token(&mut rows, size, &page_scope, |p| p.id.clone());
+        Ok(Response::new(pb::ListParticipantsResponse {
+            participants: rows.iter().map(convert::participant).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_meeting_history(
+        &self,
+        request: Request<pb::GetMeetingHistoryRequest>,
+    ) -> Result<Response<pb::GetMeetingHistoryResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let size = v.check("page_size", PageSize::parse(r.page_size));
+        let page_scope = format!("GetMeetingHistory|{}", caller.user_id);
+        let cursor = v.check(
+            "page_token",
+            self.state.page_tokens.decode(&page_scope, &r.page_token),
+        );
+        let (Some(size), Some(cursor)) = (size, cursor) else {
+            return Err(v.into_error().into());
+        };
+        let cursor = cursor.as_deref().map(decode_cursor).transpose()?;
+        let mut rows = meetings::history_for_user(
+            &self.state.db,
+            &caller.user_id,
+            cursor.as_ref(),
+            size.get() + 1,
+        )
+        .await
+        .map_err(AppError::from)?;
+        let next_page_token = self.next_token(&mut rows, size, &page_scope, encode_cursor);
+        Ok(Response::new(pb::GetMeetingHistoryResponse {
+            meetings: rows.iter().map(|m| self.to_pb(m)).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn export_calendar(
+        &self,
+        request: Request<pb::ExportCalendarRequest>,
+    ) -> Result<Response<pb::ExportCalendarResponse>, Status> {
+        let caller = caller(&request)?;
+        let loaded = self
+            .viewable(&caller, &request.get_ref().meeting_id)
+            .await?;
+        let record = &loaded.record;
+        let host = users::find_by_id(&self.state.db, &record.host_id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(|| AppError::internal("meeting without a host"))?;
+        let attendees = invites::attendees(&self.state.db, &record.id)
+            .await
+            .map_err(AppError::from)?;
+        let url = format!("{}/m/{}", self.state.config.public_url, record.id);
+        let event = CalendarEvent {
+            uid: &record.id,
+            title: &record.title,
+            description: &record.description,
+            start: record.start_at,
+            duration_minutes: record.duration_minutes,
+            status: record.status(),
+            url: &url,
+            sequence: record.revision,
+            created: record.created_at,
+            last_modified: record.updated_at,
+            stamp: now_micros(),
+            organizer: Attendee {
+                name: Some(&host.display_name),
+                email: &host.email,
+            },
+            attendees: attendees
+                .iter()
+                .map(|(invite, name)| {
+                    (
+                        Attendee {
+                            name: name.as_deref(),
+                            email: &invite.email,
+                        },
+                        invite.status(),
+                    )
+                })
+                .collect(),
+        };
+        Ok(Response::new(pb::ExportCalendarResponse {
+            ics: calendar::to_ics(&event),
+            content_type: "text/calendar; charset=utf-8".into(),
+            filename: format!("{}.ics", record.id),
+        }))
+    }
+}
+
+impl MeetingApi {
+    /// Trims the extra row fetched to detect a next page and signs a token
+    /// for it.
+    fn next_token<T>(
+        &self,
+        rows: &mut Vec<T>,
+        size: PageSize,
+        scope: &str,
+        cursor: impl Fn(&T) -> String,
+    ) -> String {
+        if rows.len() <= size.get() as usize {
+            return String::new();
+        }
+        rows.truncate(size.get() as usize);
+        rows.last()
+            .map(|last| self.state.page_tokens.encode(scope, &cursor(last)))
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,193 @@
+//! The `meeting_invites` table.
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch};
+use crate::domain::{meeting::InviteStatus, time::Micros};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct InviteRecord {
+    pub id: String,
+    pub meeting_id: String,
+    pub email: String,
+    pub user_id: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub responded_at: Option<i64>,
+}
+
+impl InviteRecord {
+    pub fn status(&self) -> InviteStatus {
+        InviteStatus::from_db(&self.status).unwrap_or(InviteStatus::Pending)
+    }
+}
+
+/// One address to invite.
+#[derive(Debug)]
+pub struct Invitee<'a> {
+    /// Used only if the address is not invited yet.
+    pub id: &'a str,
+    pub email: &'a str,
+    pub email_key: &'a str,
+}
+
+const COLUMNS: &str = "id, meeting_id, email, user_id, status, created_at, responded_at";
+
+/// Inserts an invite unless the address is already invited; binds it to the
+/// account with that address if there is one.
+pub(super) const INSERT_IGNORING_EXISTING: &str = "INSERT INTO meeting_invites \
+     (id, meeting_id, email, email_key, user_id, status, created_at) \
+     VALUES ($1, $2, $3, $4, (SELECT u.id FROM users u WHERE u.email_key = $4), 'pending', $5) \
+     ON CONFLICT (meeting_id, email_key) DO NOTHING";
+pub(super) const SELECT_BY_MEETING_AND_EMAIL: &str = "SELECT id, meeting_id, email, user_id, status, created_at, responded_at \
+     FROM meeting_invites WHERE meeting_id = $1 AND email_key = $2";
+/// Gives a new account the invites sent to its address before it existed.
+pub(super) const BIND_TO_NEW_USER: &str =
+    "UPDATE meeting_invites SET user_id = $1 WHERE email_key = $2 AND user_id IS NULL";
+
+/// Invites each address (idempotently) and returns every invite, new or
+/// existing, in the order given.
+pub async fn invite(
+    db: &Db,
+    meeting_id: &str,
+    invitees: &[Invitee<'_>],
+    now: Micros,
+) -> Result<Vec<InviteRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let mut out = Vec::with_capacity(invitees.len());
+        for invitee in invitees {
+            sqlx::query(INSERT_IGNORING_EXISTING)
+                .bind(invitee.id)
+                .bind(meeting_id)
+                .bind(invitee.email)
+                .bind(invitee.email_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            out.push(
+                sqlx::query_as::<_, InviteRecord>(SELECT_BY_MEETING_AND_EMAIL)
+                    .bind(meeting_id)
+                    .bind(invitee.email_key)
+                    .fetch_one(&mut *tx)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok(out)
+    })
+}
+
+pub async fn find(db: &Db, invite_id: &str) -> Result<Option<InviteRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, InviteRecord>(&format!("SELECT {COLUMNS} FROM meeting_invites WHERE id = $1"))
+            .bind(invite_id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Records the invitee's answer while the meeting is not over; `None` when
+/// the invite is not `user_id`'s or the meeting is over.
+pub async fn respond(
+    db: &Db,
+    invite_id: &str,
+    user_id: &str,
+    status: InviteStatus,
+    now: Micros,
+) -> Result<Option<InviteRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE meeting_invites SET status = $3, responded_at = $4 \
+         WHERE id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM meetings m \
+           WHERE m.id = meeting_invites.meeting_id AND m.status IN ('scheduled', 'ongoing')) \
+         RETURNING {COLUMNS}"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, InviteRecord>(&sql)
+            .bind(invite_id)
+            .bind(user_id)
+            .bind(status.as_str())
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Whose invites to list.
+#[derive(Debug, Clone, Copy)]
+pub enum InviteScope<'a> {
+    /// Every invite of one meeting (its host's view).
+    Meeting(&'a str),
+    /// One user's invites, optionally of one meeting only.
+    User {
+        user_id: &'a str,
+        meeting_id: Option<&'a str>,
+    },
+}
+
+/// Invites in id (creation) order after `after_id`.
+pub async fn list(
+    db: &Db,
+    scope: InviteScope<'_>,
+    statuses: &[InviteStatus],
+    after_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<InviteRecord>, sqlx::Error> {
+    let (meeting_id, user_id) = match scope {
+        InviteScope::Meeting(meeting_id) => (Some(meeting_id), None),
+        InviteScope::User {
+            user_id,
+            meeting_id,
+        } => (meeting_id, Some(user_id)),
+    };
+    let status_filter = if statuses.is_empty() {
+        String::new()
+    } else {
+        let placeholders: Vec<String> = (5..5 + statuses.len()).map(|n| format!("${n}")).collect();
+        format!("AND status IN ({})", placeholders.join(", "))
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM meeting_invites \
+         WHERE ($1 = '' OR meeting_id = $1) AND ($2 = '' OR user_id = $2) AND id > $3 {status_filter} \
+         ORDER BY id LIMIT $4"
+    );
+    dispatch!(db, pool => {
+        let mut query = sqlx::query_as::<_, InviteRecord>(&sql)
+            .bind(meeting_id.unwrap_or_default())
+            .bind(user_id.unwrap_or_default())
+            .bind(after_id.unwrap_or_default())
+            .bind(i64::from(limit));
+        for status in statuses {
+            query = query.bind(status.as_str());
+        }
+        query.fetch_all(pool).await
+    })
+}
+
+/// Every invite of a meeting with the invitee's display name when known,
+/// for the calendar export.
+pub async fn attendees(
+    db: &Db,
+    meeting_id: &str,
+) -> Result<Vec<(InviteRecord, Option<String>)>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        invite: InviteRecord,
+        display_name: Option<String>,
+    }
+    let rows: Vec<Row> = dispatch!(db, pool => {
+        sqlx::query_as::<_, Row>(
+            "SELECT i.id, i.meeting_id, i.email, i.user_id, i.status, i.created_at, i.responded_at, \
+               u.display_name FROM meeting_invites i LEFT JOIN users u ON u.id = i.user_id \
+             WHERE i.meeting_id = $1 ORDER BY i.id",
+        )
+        .bind(meeting_id)
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.invite, r.display_name))
+        .collect())
+}

@@ -1,0 +1,356 @@
+//! The `meetings` table, and the questions asked across meetings, invites
+//! and attendance (a user's relation to a meeting, their lists, history).
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch, invites, participants};
+use crate::domain::{
+    meeting::{InviteStatus, JoinPolicy, MeetingStatus},
+    time::Micros,
+};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct MeetingRecord {
+    pub id: String,
+    pub host_id: String,
+    pub title: String,
+    pub description: String,
+    pub start_at: i64,
+    pub duration_minutes: i32,
+    pub status: String,
+    pub join_policy: String,
+    pub actual_start_at: Option<i64>,
+    pub actual_end_at: Option<i64>,
+    pub revision: i32,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl MeetingRecord {
+    pub fn status(&self) -> MeetingStatus {
+        MeetingStatus::from_db(&self.status).unwrap_or(MeetingStatus::Scheduled)
+    }
+
+    pub fn join_policy(&self) -> JoinPolicy {
+        JoinPolicy::from_db(&self.join_policy).unwrap_or(JoinPolicy::InvitedOnly)
+    }
+}
+
+const COLUMNS: &str = "m.id, m.host_id, m.title, m.description, m.start_at, m.duration_minutes, m.status, \
+     m.join_policy, m.actual_start_at, m.actual_end_at, m.revision, m.created_at, m.updated_at";
+
+/// The same columns unqualified, for RETURNING clauses.
+const RETURNING: &str = "id, host_id, title, description, start_at, duration_minutes, status, \
+     join_policy, actual_start_at, actual_end_at, revision, created_at, updated_at";
+
+/// A meeting with one user's relation to it.
+#[derive(Debug, Clone, FromRow)]
+pub struct MeetingWithRelation {
+    #[sqlx(flatten)]
+    pub meeting: MeetingRecord,
+    pub invite_status: Option<String>,
+    pub attended: bool,
+}
+
+impl MeetingWithRelation {
+    pub fn invite(&self) -> Option<InviteStatus> {
+        self.invite_status
+            .as_deref()
+            .and_then(InviteStatus::from_db)
+    }
+}
+
+#[derive(Debug)]
+pub struct NewMeeting<'a> {
+    pub id: &'a str,
+    pub host_id: &'a str,
+    pub title: &'a str,
+    pub description: &'a str,
+    pub start_at: Micros,
+    pub duration_minutes: i32,
+    pub join_policy: JoinPolicy,
+    pub now: Micros,
+}
+
+/// Creates the meeting and its invites in one transaction.
+pub async fn create(
+    db: &Db,
+    meeting: &NewMeeting<'_>,
+    invitees: &[invites::Invitee<'_>],
+) -> Result<(MeetingRecord, Vec<invites::InviteRecord>), sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let record = sqlx::query_as::<_, MeetingRecord>(&format!(
+            "INSERT INTO meetings (id, host_id, title, description, start_at, duration_minutes, status, \
+             join_policy, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $8, $8) \
+             RETURNING {RETURNING}"
+        ))
+        .bind(meeting.id)
+        .bind(meeting.host_id)
+        .bind(meeting.title)
+        .bind(meeting.description)
+        .bind(meeting.start_at)
+        .bind(meeting.duration_minutes)
+        .bind(meeting.join_policy.as_str())
+        .bind(meeting.now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut created = Vec::with_capacity(invitees.len());
+        for invitee in invitees {
+            sqlx::query(invites::INSERT_IGNORING_EXISTING)
+                .bind(invitee.id)
+                .bind(meeting.id)
+                .bind(invitee.email)
+                .bind(invitee.email_key)
+                .bind(meeting.now)
+                .execute(&mut *tx)
+                .await?;
+            created.push(
+                sqlx::query_as::<_, invites::InviteRecord>(invites::SELECT_BY_MEETING_AND_EMAIL)
+                    .bind(meeting.id)
+                    .bind(invitee.email_key)
+                    .fetch_one(&mut *tx)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok((record, created))
+    })
+}
+
+/// The meeting and how `user_id` stands to it.
+pub async fn with_relation(
+    db: &Db,
+    meeting_id: &str,
+    user_id: &str,
+) -> Result<Option<MeetingWithRelation>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS}, \
+           (SELECT i.status FROM meeting_invites i WHERE i.meeting_id = m.id AND i.user_id = $2 LIMIT 1) AS invite_status, \
+           EXISTS (SELECT 1 FROM meeting_participants p WHERE p.meeting_id = m.id AND p.user_id = $2) AS attended \
+         FROM meetings m WHERE m.id = $1"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, MeetingWithRelation>(&sql)
+            .bind(meeting_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+pub async fn find(db: &Db, meeting_id: &str) -> Result<Option<MeetingRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, MeetingRecord>(&format!("SELECT {COLUMNS} FROM meetings m WHERE m.id = $1"))
+            .bind(meeting_id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Changes to a meeting; `None` keeps the stored value.
+#[derive(Debug, Default)]
+pub struct MeetingChanges<'a> {
+    pub title: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub start_at: Option<Micros>,
+    pub duration_minutes: Option<i32>,
+    pub join_policy: Option<JoinPolicy>,
+}
+
+/// Applies `changes` while the meeting is not over (`None` otherwise, or if
+/// it does not exist). A new start time needs a meeting still scheduled.
+pub async fn update(
+    db: &Db,
+    meeting_id: &str,
+    changes: &MeetingChanges<'_>,
+    now: Micros,
+) -> Result<Option<MeetingRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE meetings SET title = COALESCE($2, title), description = COALESCE($3, description), \
+           start_at = COALESCE($4, start_at), duration_minutes = COALESCE($5, duration_minutes), \
+           join_policy = COALESCE($6, join_policy), revision = revision + 1, updated_at = $7 \
+         WHERE id = $1 AND (status = 'scheduled' OR (status = 'ongoing' AND $4 IS NULL)) RETURNING {RETURNING}"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, MeetingRecord>(&sql)
+            .bind(meeting_id)
+            .bind(changes.title)
+            .bind(changes.description)
+            .bind(changes.start_at)
+            .bind(changes.duration_minutes)
+            .bind(changes.join_policy.map(JoinPolicy::as_str))
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Moves the meeting from `from` to `to` if it is still in `from`; `None`
+/// when it is not (someone else changed it first). Ending a meeting closes
+/// every open attendance in the same transaction.
+pub async fn transition(
+    db: &Db,
+    meeting_id: &str,
+    from: MeetingStatus,
+    to: MeetingStatus,
+    now: Micros,
+) -> Result<Option<MeetingRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE meetings SET status = $3, \
+           actual_start_at = CASE WHEN $3 = 'ongoing' THEN $4 ELSE actual_start_at END, \
+           actual_end_at = CASE WHEN $3 = 'completed' THEN $4 ELSE actual_end_at END, \
+           revision = revision + 1, updated_at = $4 \
+         WHERE id = $1 AND status = $2 RETURNING {RETURNING}"
+    );
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let record = sqlx::query_as::<_, MeetingRecord>(&sql)
+            .bind(meeting_id)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if record.is_some() && to == MeetingStatus::Completed {
+            sqlx::query(participants::CLOSE_OPEN)
+                .bind(meeting_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(record)
+    })
+}
+
+/// Deletes the meeting with its invites and attendance.
+pub async fn delete(db: &Db, meeting_id: &str) -> Result<bool, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM meetings WHERE id = $1")
+            .bind(meeting_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() > 0)
+    })
+}
+
+/// Which of a user's meetings to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Hosted,
+    Invited,
+    Any,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hosted => "hosted",
+            Self::Invited => "invited",
+            Self::Any => "any",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub statuses: Vec<MeetingStatus>,
+    pub start_after: Option<Micros>,
+    pub start_before: Option<Micros>,
+}
+
+/// Keyset position: the last row's (start_at, id).
+pub type Cursor = (i64, String);
+
+/// The user's meetings by (start_at, id), after `cursor`.
+pub async fn list_for_user(
+    db: &Db,
+    user_id: &str,
+    scope: Scope,
+    filter: &ListFilter,
+    cursor: Option<&Cursor>,
+    limit: u32,
+) -> Result<Vec<MeetingRecord>, sqlx::Error> {
+    let statuses = status_filter(&filter.statuses, 8);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM meetings m \
+         WHERE (($2 IN ('any', 'hosted') AND m.host_id = $1) \
+             OR ($2 IN ('any', 'invited') AND EXISTS (SELECT 1 FROM meeting_invites i WHERE i.meeting_id = m.id AND i.user_id = $1)) \
+             OR ($2 = 'any' AND EXISTS (SELECT 1 FROM meeting_participants p WHERE p.meeting_id = m.id AND p.user_id = $1))) \
+           AND m.start_at >= $3 AND m.start_at < $4 \
+           AND (m.start_at > $5 OR (m.start_at = $5 AND m.id > $6)) {statuses} \
+         ORDER BY m.start_at, m.id LIMIT $7"
+    );
+    // No meeting starts at i64::MIN, so without a cursor the id is never compared.
+    let (after_start, after_id) = cursor.cloned().unwrap_or((i64::MIN, String::new()));
+    dispatch!(db, pool => {
+        let mut query = sqlx::query_as::<_, MeetingRecord>(&sql)
+            .bind(user_id)
+            .bind(scope.as_str())
+            .bind(filter.start_after.unwrap_or(i64::MIN))
+            .bind(filter.start_before.unwrap_or(i64::MAX))
+            .bind(after_start)
+            .bind(after_id)
+            .bind(i64::from(limit));
+        for status in &filter.statuses {
+            query = query.bind(status.as_str());
+        }
+        query.fetch_all(pool).await
+    })
+}
+
+/// Completed and cancelled meetings the user hosted, was invited to or
+/// attended, newest first, before `cursor`.
+pub async fn history_for_user(
+    db: &Db,
+    user_id: &str,
+    cursor: Option<&Cursor>,
+    limit: u32,
+) -> Result<Vec<MeetingRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM meetings m \
+         WHERE m.status IN ('completed', 'cancelled') \
+           AND (m.host_id = $1 \
+             OR EXISTS (SELECT 1 FROM meeting_invites i WHERE i.meeting_id = m.id AND i.user_id = $1) \
+             OR EXISTS (SELECT 1 FROM meeting_participants p WHERE p.meeting_id = m.id AND p.user_id = $1)) \
+           AND (m.start_at < $2 OR (m.start_at = $2 AND m.id < $3)) \
+         ORDER BY m.start_at DESC, m.id DESC LIMIT $4"
+    );
+    // No meeting starts at i64::MAX, so without a cursor the id is never compared.
+    let (before_start, before_id) = cursor.cloned().unwrap_or((i64::MAX, String::new()));
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, MeetingRecord>(&sql)
+            .bind(user_id)
+            .bind(before_start)
+            .bind(before_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })
+}
+
+/// `AND m.status IN ($first, …)` for a non-empty filter.
+fn status_filter(statuses: &[MeetingStatus], first: usize) -> String {
+    if statuses.is_empty() {
+        return String::new();
+    }
+    let placeholders: Vec<String> = (first..first + statuses.len())
+        .map(|n| format!("${n}"))
+        .collect();
+    format!("AND m.status IN ({})", placeholders.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_filters_number_their_placeholders() {
+        assert_eq!(status_filter(&[], 8), "");
+        assert_eq!(
+            status_filter(&[MeetingStatus::Scheduled, MeetingStatus::Ongoing], 8),
+            "AND m.status IN ($8, $9)"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The `meeting_participants` table: one row per join, written by the live
+//! room; `left_at` stays empty while the participant is online.
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch};
+use crate::domain::time::Micros;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ParticipantRecord {
+    pub id: String,
+    pub meeting_id: String,
+    pub user_id: String,
+    pub display_name: String,
+    pub joined_at: i64,
+    pub left_at: Option<i64>,
+}
+
+/// Closes every open attendance of a meeting (it ended).
+pub(super) const CLOSE_OPEN: &str =
+    "UPDATE meeting_participants SET left_at = $2 WHERE meeting_id = $1 AND left_at IS NULL";
+
+/// Records a join; `id` names the attendance for its later leave.
+pub async fn record_join(
+    db: &Db,
+    id: &str,
+    meeting_id: &str,
+    user_id: &str,
+    at: Micros,
+) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("INSERT INTO meeting_participants (id, meeting_id, user_id, joined_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(meeting_id)
+            .bind(user_id)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+}
+
+/// Records a leave; false when the attendance was already closed.
+pub async fn record_leave(db: &Db, id: &str, at: Micros) -> Result<bool, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("UPDATE meeting_participants SET left_at = $2 WHERE id = $1 AND left_at IS NULL")
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    })
+}
+
+/// Closes every open attendance of a meeting; returns how many.
+pub async fn close_open(db: &Db, meeting_id: &str, at: Micros) -> Result<u64, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query(CLOSE_OPEN)
+            .bind(meeting_id)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}
+
+/// Attendances of a meeting in join order (ids are time-ordered), after
+/// `after_id`.
+pub async fn list(
+    db: &Db,
+    meeting_id: &str,
+    after_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ParticipantRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, ParticipantRecord>(
+            "SELECT p.id, p.meeting_id, p.user_id, u.display_name, p.joined_at, p.left_at \
+             FROM meeting_participants p JOIN users u ON u.id = p.user_id \
+             WHERE p.meeting_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3",
+        )
+        .bind(meeting_id)
+        .bind(after_id.unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+    })
+}
