@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Without the `connect(dst)` constructors: they clash with RoomService.Connect.
+        .build_transport(false)
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -75,7 +75,21 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    pub rooms: RoomSettings,
     pub limits: Limits,
+}
+
+/// Timings and sizes of live rooms.
+#[derive(Clone, Debug)]
+pub struct RoomSettings {
+    /// How long a dropped participant may resume.
+    pub resume_grace: Duration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Events one participant's queue holds before it counts as behind.
+    pub queue_capacity: usize,
+    /// Events a room keeps for resuming participants.
+    pub replay_capacity: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -267,6 +281,34 @@ impl Config {
             }
         }
 
+        let count = |var: &'static str, default: usize| match non_empty(var) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| ConfigError::new(var, "must be a number from 1 to 1000000")),
+        };
+        let rooms = RoomSettings {
+            resume_grace: duration("UNIO_RESUME_GRACE", "30s")?,
+            ping_interval: duration("UNIO_PING_INTERVAL", "15s")?,
+            ping_timeout: duration("UNIO_PING_TIMEOUT", "45s")?,
+            queue_capacity: count("UNIO_ROOM_QUEUE", 256)?,
+            replay_capacity: count("UNIO_ROOM_REPLAY", 1024)?,
+        };
+        if rooms.ping_interval.is_zero() {
+            return Err(ConfigError::new(
+                "UNIO_PING_INTERVAL",
+                "must be longer than zero",
+            ));
+        }
+        if rooms.ping_timeout <= rooms.ping_interval {
+            return Err(ConfigError::new(
+                "UNIO_PING_TIMEOUT",
+                "must be longer than UNIO_PING_INTERVAL",
+            ));
+        }
+
         let max_avatar_bytes = match non_empty("UNIO_MAX_AVATAR_BYTES") {
             None => 5 * 1024 * 1024,
             Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -300,6 +342,7 @@ impl Config {
             access_token_ttl,
             refresh_token_ttl,
             shutdown_grace,
+            rooms,
             limits: Limits {
                 max_avatar_bytes,
                 max_login_failures: 5,

@@ -32,6 +32,12 @@ pub enum AppError {
     },
     #[error("{0}")]
     PermissionDenied(String),
+    /// PERMISSION_DENIED with a reason of its own (e.g. KICKED).
+    #[error("{message}")]
+    Denied {
+        reason: &'static str,
+        message: String,
+    },
     #[error("{message}")]
     NotFound {
         reason: &'static str,
@@ -97,7 +103,7 @@ impl AppError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
-            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::PermissionDenied(_) | Self::Denied { .. } => Code::PermissionDenied,
             Self::NotFound { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
@@ -185,7 +191,8 @@ impl From<AppError> for Status {
             AppError::Unauthenticated { reason, message }
             | AppError::NotFound { reason, message }
             | AppError::AlreadyExists { reason, message }
-            | AppError::FailedPrecondition { reason, message } => {
+            | AppError::FailedPrecondition { reason, message }
+            | AppError::Denied { reason, message } => {
                 info(&mut details, reason);
                 message
             }

@@ -12,11 +12,12 @@
 //! - [`auth`]: passwords, tokens, sessions and the auth layer.
 //! - [`domain`]: value types that validate on construction.
 //! - [`store`]: all SQL, for SQLite and PostgreSQL alike.
+//! - [`realtime`]: live rooms: the hub, sessions, fan-out, resume.
 //! - [`blob`]: avatar (and later file) bytes on disk.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`telemetry`] and [`metrics`]: a log line per call, Prometheus counters.
 //!
-//! Data flows one way: `api` → `auth`/`domain`/`store`/`blob`.
+//! Data flows one way: `api` → `auth`/`realtime`/`domain`/`store`/`blob`.
 
 pub mod api;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod error;
 pub mod metrics;
 pub mod proto;
+pub mod realtime;
 pub mod server;
 pub mod state;
 pub mod store;
@@ -41,6 +43,7 @@ use crate::{
     blob::BlobStore,
     config::Config,
     metrics::Metrics,
+    realtime::{HubConfig, RoomHub, ice::IceConfig},
     state::AppState,
     store::Db,
 };
@@ -103,10 +106,32 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         PasswordHasher::new(),
         config.limits.clone(),
     );
+    let hub = RoomHub::new(
+        HubConfig {
+            queue_capacity: config.rooms.queue_capacity,
+            replay_capacity: config.rooms.replay_capacity,
+            resume_grace: config.rooms.resume_grace,
+            ping_interval: config.rooms.ping_interval,
+            ping_timeout: config.rooms.ping_timeout,
+            ..HubConfig::default()
+        },
+        IceConfig {
+            stun_urls: config.stun_urls.clone(),
+            turn_urls: config.turn_urls.clone(),
+            turn_secret: config.turn_secret.clone(),
+        },
+        db.clone(),
+    );
     Ok(AppState {
+        hub,
         blobs: BlobStore::new(config.data_dir.join("blobs")),
         page_tokens: PageTokens::new(&secret),
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::new(Metrics::methods_of(&[
+            proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]))),
         config: Arc::new(config),
         db,
         accounts,

@@ -5,7 +5,7 @@
 //! written by hand: three metric families do not justify a dependency.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fmt::Write as _,
     net::SocketAddr,
     sync::{
@@ -23,6 +23,9 @@ use tonic::Code;
 
 #[derive(Default)]
 pub struct Metrics {
+    /// Paths of the RPCs this server serves; anything else is counted as
+    /// "unknown", so made-up paths cannot grow the map.
+    known: HashSet<String>,
     in_flight: AtomicI64,
     /// (method, code) → (calls, total seconds). A std Mutex: held for a map
     /// update only, never across an await.
@@ -30,6 +33,37 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    pub fn new(known: HashSet<String>) -> Self {
+        Self {
+            known,
+            ..Self::default()
+        }
+    }
+
+    /// Every `/package.Service/Method` in encoded descriptor sets.
+    pub fn methods_of(descriptor_sets: &[&[u8]]) -> HashSet<String> {
+        use prost::Message;
+        let mut methods = HashSet::new();
+        for encoded in descriptor_sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
+                continue;
+            };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let name = service.name.unwrap_or_default();
+                    for method in service.method {
+                        methods.insert(format!(
+                            "/{package}.{name}/{}",
+                            method.name.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+        methods
+    }
+
     pub fn call_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -37,6 +71,11 @@ impl Metrics {
     pub fn call_finished(&self, method: &str, code: Code, elapsed: Duration) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let method = if self.known.contains(method) {
+            method
+        } else {
+            "unknown"
+        };
         let entry = calls.entry((method.to_owned(), code as i32)).or_default();
         entry.0 += 1;
         entry.1 += elapsed.as_secs_f64();
@@ -116,7 +155,13 @@ mod tests {
 
     #[test]
     fn renders_counters() {
-        let m = Metrics::default();
+        let m = Metrics::new(Metrics::methods_of(&[crate::proto::FILE_DESCRIPTOR_SET]));
+        m.call_started();
+        m.call_finished(
+            "/made.Up/Path",
+            Code::Unimplemented,
+            Duration::from_millis(1),
+        );
         m.call_started();
         m.call_finished(
             "/unio.v1.UserService/GetMe",
@@ -130,5 +175,7 @@ mod tests {
             )
         );
         assert!(text.contains("unio_rpc_in_flight 0"));
+        assert!(text.contains("method=\"unknown\""));
+        assert!(!text.contains("made.Up"));
     }
 }

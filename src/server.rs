@@ -16,14 +16,14 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     RunError,
-    api::{AuthApi, MeetingApi, UserApi},
+    api::{AuthApi, MeetingApi, RoomApi, UserApi},
     auth::AuthLayer,
     config::CorsOrigins,
     proto::{
         FILE_DESCRIPTOR_SET,
         pb::{
             auth_service_server::AuthServiceServer, meeting_service_server::MeetingServiceServer,
-            user_service_server::UserServiceServer,
+            room_service_server::RoomServiceServer, user_service_server::UserServiceServer,
         },
     },
     state::AppState,
@@ -34,6 +34,8 @@ use crate::{
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// 200 invitee addresses and a 5,000-character description fit.
 const MEETING_MESSAGE_BYTES: usize = 256 * 1024;
+/// An SDP offer (64 KiB at most) with its envelope.
+const ROOM_MESSAGE_BYTES: usize = 128 * 1024;
 /// Room for the protobuf framing around an avatar of the configured size.
 const AVATAR_ENVELOPE_BYTES: usize = 64 * 1024;
 
@@ -52,6 +54,7 @@ pub async fn serve(
     health
         .set_serving::<MeetingServiceServer<MeetingApi>>()
         .await;
+    health.set_serving::<RoomServiceServer<RoomApi>>().await;
 
     // grpcurl 1.8 asks v1alpha, newer clients v1: serve both.
     let reflection = || {
@@ -72,6 +75,10 @@ pub async fn serve(
 
     let meetings = MeetingServiceServer::new(MeetingApi::new(state.clone()))
         .max_decoding_message_size(MEETING_MESSAGE_BYTES);
+
+    let rooms = RoomServiceServer::new(RoomApi::new(state.clone()))
+        .max_decoding_message_size(ROOM_MESSAGE_BYTES);
+    let hub = state.hub.clone();
 
     let mut builder = Server::builder()
         .accept_http1(true)
@@ -106,7 +113,8 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(auth)
         .add_service(users)
-        .add_service(meetings);
+        .add_service(meetings)
+        .add_service(rooms);
 
     let addr = listener.local_addr().map_err(RunError::Io)?;
     let scheme = if config.tls.is_some() {
@@ -131,6 +139,12 @@ pub async fn serve(
         health
             .set_not_serving::<MeetingServiceServer<MeetingApi>>()
             .await;
+        health.set_not_serving::<RoomServiceServer<RoomApi>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        // Live streams end with UNAVAILABLE so clients reconnect and resume.
+        hub.shutdown();
         let _ = stopping_tx.send(true);
     };
     let grace = config.shutdown_grace;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     api::paging::PageTokens, auth::Accounts, blob::BlobStore, config::Config, metrics::Metrics,
-    store::Db,
+    realtime::RoomHub, store::Db,
 };
 
 /// Shared by all services; cheap to clone (everything inside is shared).
@@ -16,4 +16,5 @@ pub struct AppState {
     pub blobs: BlobStore,
     pub page_tokens: PageTokens,
     pub metrics: Arc<Metrics>,
+    pub hub: Arc<RoomHub>,
 }

@@ -131,6 +131,18 @@ impl MeetingApi {
         Ok(loaded)
     }
 
+    /// Loads a meeting the caller is a member of (host, invitee who did not
+    /// decline, participant, admin): attendance and invitee addresses are
+    /// theirs to see, not every link holder's.
+    async fn member_view(&self, caller: &Caller, raw_id: &str) -> Result<Loaded, AppError> {
+        let id = id_field("meeting_id", raw_id)?;
+        let loaded = self.load(caller, &id).await?;
+        if !loaded.access.is_member() {
+            return Err(not_invited());
+        }
+        Ok(loaded)
+    }
+
     /// Loads a meeting the caller hosts.
     async fn managed(
         &self,
@@ -213,7 +225,18 @@ impl MeetingApi {
         match meetings::transition(&self.state.db, &loaded.record.id, from, to, now_micros())
             .await?
         {
-            Some(record) => Ok(self.to_pb(&record)),
+            Some(record) => {
+                let status = convert::meeting_status(to);
+                if to.is_over() {
+                    self.state.hub.close_room(&record.id, status);
+                } else {
+                    let event = pb::server_event::Event::MeetingStatus(pb::MeetingStatusChanged {
+                        status: status as i32,
+                    });
+                    self.state.hub.broadcast(&record.id, event);
+                }
+                Ok(self.to_pb(&record))
+            }
             // Someone changed it between our read and write: judge again.
             None => {
                 let now = meetings::find(&self.state.db, &loaded.record.id)
@@ -479,6 +502,7 @@ impl MeetingService for MeetingApi {
         {
             return Err(meeting_not_found(&id).into());
         }
+        self.state.hub.close_room(&id, pb::MeetingStatus::Cancelled);
         tracing::info!(meeting_id = %id, by = %caller.user_id, "meeting deleted");
         Ok(Response::new(pb::DeleteMeetingResponse {}))
     }
@@ -699,7 +723,7 @@ impl MeetingService for MeetingApi {
         let r = request.into_inner();
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
-        let loaded = self.viewable(&caller, &r.meeting_id).await?;
+        let loaded = self.member_view(&caller, &r.meeting_id).await?;
         let page_scope = format!("ListParticipants|{}", loaded.record.id);
         let cursor = self
             .state
@@ -761,7 +785,7 @@ impl MeetingService for MeetingApi {
     ) -> Result<Response<pb::ExportCalendarResponse>, Status> {
         let caller = caller(&request)?;
         let loaded = self
-            .viewable(&caller, &request.get_ref().meeting_id)
+            .member_view(&caller, &request.get_ref().meeting_id)
             .await?;
         let record = &loaded.record;
         let host = users::find_by_id(&self.state.db, &record.host_id)

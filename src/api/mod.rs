@@ -6,8 +6,10 @@ pub mod auth;
 mod convert;
 pub mod meetings;
 pub mod paging;
+pub mod room;
 pub mod users;
 
 pub use auth::AuthApi;
 pub use meetings::MeetingApi;
+pub use room::RoomApi;
 pub use users::UserApi;

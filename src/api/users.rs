@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, UserView};
 use crate::{
     auth::{Caller, caller},
+    blob::BlobError,
     domain::{
         Avatar, AvatarError, DisplayName, PageSize, Password, Role, parse_id, time::now_micros,
     },
@@ -109,6 +110,9 @@ impl UserService for UserApi {
         );
         if query.chars().count() > 200 {
             v.add("query", "must be at most 200 characters");
+        }
+        if query.chars().any(char::is_control) {
+            v.add("query", "must not contain control characters");
         }
         let (Some(size), Some(cursor)) = (size, cursor) else {
             return Err(v.into_error().into());
@@ -338,12 +342,13 @@ impl UserService for UserApi {
         let (Some(key), Some(content_type)) = (user.avatar_key, user.avatar_content_type) else {
             return Err(AppError::not_found("AVATAR_NOT_FOUND", "this user has no avatar").into());
         };
-        let data = self
-            .state
-            .blobs
-            .get(&key)
-            .await
-            .map_err(|e| AppError::internal(e.to_string()))?;
+        let data = self.state.blobs.get(&key).await.map_err(|e| match e {
+            // Replaced by a concurrent upload, or lost from the disk.
+            BlobError::Missing(_) => {
+                AppError::not_found("AVATAR_NOT_FOUND", "the avatar is gone; try again")
+            }
+            other => AppError::internal(other.to_string()),
+        })?;
         Ok(Response::new(pb::GetAvatarResponse { content_type, data }))
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     },
     error::AppError,
     store::{
-        Db,
+        Db, invites,
         sessions::{self, NewSession, Rotation},
         users::{self, EmailTaken, NewUser, UserRecord},
     },
@@ -129,9 +129,12 @@ impl Accounts {
     ) -> Result<(UserRecord, Tokens), AppError> {
         let now = now_micros();
         let window = micros(self.limits.login_failure_window);
-        let (failures, oldest) =
-            sessions::recent_login_failures(&self.db, email.key(), now - window).await?;
-        if failures >= i64::from(self.limits.max_login_failures) {
+        let (attempts, oldest) =
+            sessions::record_login_attempt(&self.db, email.key(), now, now - window).await?;
+        if attempts > i64::from(self.limits.max_login_failures) {
+            // Refused unchecked: it does not count, or a user who keeps
+            // trying would never get back in.
+            sessions::forget_login_attempt(&self.db, email.key(), now).await?;
             let retry_at = oldest.unwrap_or(now) + window;
             let wait = Duration::from_micros((retry_at - now).max(1_000_000) as u64);
             return Err(AppError::ResourceExhausted {
@@ -147,7 +150,6 @@ impl Accounts {
         let user = users::find_by_email_key(&self.db, email.key()).await?;
         let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
         if !self.passwords.verify(stored, password).await? {
-            sessions::record_login_failure(&self.db, email.key(), now, now - window).await?;
             return Err(invalid_credentials());
         }
         let Some(user) = user else {
@@ -159,9 +161,9 @@ impl Accounts {
                 "this account has been deactivated by an administrator",
             ));
         }
-        if failures > 0 {
-            sessions::clear_login_failures(&self.db, email.key()).await?;
-        }
+        sessions::clear_login_failures(&self.db, email.key()).await?;
+        // Invites that raced this account's sign-up are bound now.
+        invites::bind_to_user(&self.db, &user.id, email.key()).await?;
         let tokens = self.open_session(&user, now).await?;
         Ok((user, tokens))
     }
@@ -250,6 +252,7 @@ impl Accounts {
                     AppError::invalid("refresh_token", "is not a refresh token of your account")
                 })?
         };
+        // Revokes that session, and this access token whichever session it is.
         sessions::revoke(
             &self.db,
             &session_id,
@@ -259,18 +262,6 @@ impl Accounts {
             now,
         )
         .await?;
-        if session_id != caller.session_id {
-            // Logging out another of one's sessions still retires this token.
-            sessions::revoke(
-                &self.db,
-                &caller.session_id,
-                &caller.jti,
-                caller.token_expires_at,
-                "logout",
-                now,
-            )
-            .await?;
-        }
         Ok(())
     }
 

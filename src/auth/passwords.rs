@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use argon2::{
     Argon2, PasswordHash, PasswordVerifier,
     password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng},
@@ -15,6 +17,9 @@ pub struct PasswordHasher {
     /// A hash of a random password, verified against when the account does
     /// not exist so that unknown emails cost the same time as wrong passwords.
     dummy_hash: Arc<str>,
+    /// Each hash takes ~19 MiB and a core for tens of milliseconds: a flood
+    /// of logins waits here instead of filling memory with blocking threads.
+    permits: Arc<Semaphore>,
 }
 
 impl PasswordHasher {
@@ -25,15 +30,24 @@ impl PasswordHasher {
             .hash_password(random.as_bytes(), &salt)
             .map(|h| h.to_string())
             .unwrap_or_default();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             dummy_hash: dummy.into(),
+            permits: Arc::new(Semaphore::new(cores * 2)),
         }
     }
 
     /// An argon2id PHC string (`$argon2id$v=19$…`).
     pub async fn hash(&self, password: &Password) -> Result<String, AppError> {
         let password = password.expose().to_owned();
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| AppError::internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let salt = SaltString::generate(&mut OsRng);
             Argon2::default()
                 .hash_password(password.as_bytes(), &salt)
@@ -50,7 +64,14 @@ impl PasswordHasher {
         let known = stored.is_some();
         let stored = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
         let candidate = candidate.to_owned();
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| AppError::internal(e.to_string()))?;
         let matches = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             PasswordHash::new(&stored)
                 .map(|hash| {
                     Argon2::default()

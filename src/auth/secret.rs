@@ -19,8 +19,7 @@ pub fn load_or_generate(configured: Option<&str>, data_dir: &Path) -> std::io::R
     }
     let path: PathBuf = data_dir.join(FILE_NAME);
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().as_bytes().to_vec()),
-        Ok(_) => {}
+        Ok(text) => return checked(&path, text),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err),
     }
@@ -28,18 +27,24 @@ pub fn load_or_generate(configured: Option<&str>, data_dir: &Path) -> std::io::R
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let secret = URL_SAFE_NO_PAD.encode(bytes);
     std::fs::create_dir_all(data_dir)?;
+    // Written whole to a private temporary file, then linked into place: a
+    // crash never leaves a short key, and of two processes starting at once
+    // the first link wins and the other reads it.
+    let tmp = data_dir.join(format!(".{FILE_NAME}.{}", uuid::Uuid::new_v4().simple()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(secret.as_bytes())?;
-            file.sync_all()?;
-        }
-        // Another process created it first: use theirs.
+    let mut file = options.open(&tmp)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Ok(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec());
+            return checked(&path, std::fs::read_to_string(&path)?);
         }
         Err(err) => return Err(err),
     }
@@ -49,6 +54,21 @@ pub fn load_or_generate(configured: Option<&str>, data_dir: &Path) -> std::io::R
          Set UNIO_JWT_SECRET (the same on every node) in production."
     );
     Ok(secret.into_bytes())
+}
+
+/// A stored key must be long enough to be one we wrote.
+fn checked(path: &Path, text: String) -> std::io::Result<Vec<u8>> {
+    let secret = text.trim();
+    if secret.len() < 32 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} holds no usable key (under 32 bytes); delete it to generate a new one",
+                path.display()
+            ),
+        ));
+    }
+    Ok(secret.as_bytes().to_vec())
 }
 
 #[cfg(test)]
@@ -71,6 +91,13 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_truncated_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "").unwrap();
+        assert!(load_or_generate(None, dir.path()).is_err());
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub fn parse_start_time(
         return Err(ValidationError::new("has invalid nanos"));
     }
     // Year 10000 and beyond cannot be written in iCalendar or most clients.
-    if ts.seconds < 0 || ts.seconds > 253_402_300_799 {
+    // The end (start + up to a day) must stay within year 9999 too.
+    if ts.seconds < 0 || ts.seconds > 253_402_300_799 - 86_400 {
         return Err(ValidationError::new("must be between 1970 and 9999"));
     }
     let at = ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000;

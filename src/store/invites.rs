@@ -45,6 +45,19 @@ pub(super) const SELECT_BY_MEETING_AND_EMAIL: &str = "SELECT id, meeting_id, ema
 pub(super) const BIND_TO_NEW_USER: &str =
     "UPDATE meeting_invites SET user_id = $1 WHERE email_key = $2 AND user_id IS NULL";
 
+/// Binds invites sent to `email_key` before the account existed (also run
+/// at login, for an invite that raced the sign-up).
+pub async fn bind_to_user(db: &Db, user_id: &str, email_key: &str) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query(BIND_TO_NEW_USER)
+            .bind(user_id)
+            .bind(email_key)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+}
+
 /// Invites each address (idempotently) and returns every invite, new or
 /// existing, in the order given.
 pub async fn invite(

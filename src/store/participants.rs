@@ -85,3 +85,14 @@ pub async fn list(
         .await
     })
 }
+
+/// Marks a resumed attendance online again.
+pub async fn reopen(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("UPDATE meeting_participants SET left_at = NULL WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+}

@@ -224,39 +224,25 @@ pub async fn revoke(
         .bind(jti_expires_at)
         .execute(&mut *tx)
         .await?;
+        // Kept a minute past expiry: verification tolerates a little clock skew.
         sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at < $1")
-            .bind(now)
+            .bind(now - 60_000_000)
             .execute(&mut *tx)
             .await?;
         tx.commit().await
     })
 }
 
-/// Failed logins for `email_key` since `since`: how many, and the oldest.
-pub async fn recent_login_failures(
-    db: &Db,
-    email_key: &str,
-    since: Micros,
-) -> Result<(i64, Option<Micros>), sqlx::Error> {
-    dispatch!(db, pool => {
-        sqlx::query_as(
-            "SELECT COUNT(*), MIN(failed_at) FROM login_failures \
-             WHERE email_key = $1 AND failed_at >= $2",
-        )
-        .bind(email_key)
-        .bind(since)
-        .fetch_one(pool)
-        .await
-    })
-}
-
-/// Records a failed login and forgets those older than `forget_before`.
-pub async fn record_login_failure(
+/// Records a login attempt as failed until it succeeds, forgets attempts
+/// older than `since`, and returns how many are left (this one included)
+/// and the oldest. Counting the attempt before checking the password means
+/// parallel guesses cannot all slip under the limit.
+pub async fn record_login_attempt(
     db: &Db,
     email_key: &str,
     now: Micros,
-    forget_before: Micros,
-) -> Result<(), sqlx::Error> {
+    since: Micros,
+) -> Result<(i64, Option<Micros>), sqlx::Error> {
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
         sqlx::query("INSERT INTO login_failures (email_key, failed_at) VALUES ($1, $2)")
@@ -266,10 +252,29 @@ pub async fn record_login_failure(
             .await?;
         sqlx::query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at < $2")
             .bind(email_key)
-            .bind(forget_before)
+            .bind(since)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        let counted = sqlx::query_as(
+            "SELECT COUNT(*), MIN(failed_at) FROM login_failures WHERE email_key = $1",
+        )
+        .bind(email_key)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(counted)
+    })
+}
+
+/// Forgets one attempt (refused before its password was checked).
+pub async fn forget_login_attempt(db: &Db, email_key: &str, at: Micros) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at = $2")
+            .bind(email_key)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|_| ())
     })
 }
 

@@ -131,7 +131,19 @@ pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bo
         .fetch_optional(&mut *tx)
         .await?;
         let result = match updated {
-            Some(record) => (record, false),
+            Some(record) => {
+                // Whoever held this account before must sign in again with
+                // the new password before acting as an admin.
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = 'promoted_to_admin' \
+                     WHERE user_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(&record.id)
+                .bind(user.now)
+                .execute(&mut *tx)
+                .await?;
+                (record, false)
+            }
             None => {
                 sqlx::query(INSERT)
                     .bind(user.id)

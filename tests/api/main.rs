@@ -11,5 +11,6 @@ mod grpc_web;
 mod helpers;
 mod lifecycle;
 mod meetings;
+mod rooms;
 mod tokens;
 mod users;

@@ -1092,16 +1092,32 @@ async fn anyone_with_the_link_may_look_but_not_manage() {
         .get_meeting(authed(id_request(&m.id), &eve))
         .await
         .unwrap();
-    app.meetings()
-        .list_participants(authed(
-            pb::ListParticipantsRequest {
-                meeting_id: m.id.clone(),
-                ..Default::default()
-            },
-            &eve,
-        ))
-        .await
-        .unwrap();
+    // Attendance and the invitee list are for members, not every link holder.
+    assert_status(
+        app.meetings()
+            .list_participants(authed(
+                pb::ListParticipantsRequest {
+                    meeting_id: m.id.clone(),
+                    ..Default::default()
+                },
+                &eve,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    assert_status(
+        app.meetings()
+            .export_calendar(authed(
+                pb::ExportCalendarRequest {
+                    meeting_id: m.id.clone(),
+                },
+                &eve,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
     assert_status(
         app.meetings()
             .start_meeting(authed(

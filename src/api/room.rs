@@ -1,0 +1,323 @@
+//! `unio.v1.RoomService`: the gRPC faces of the room hub. Connect (native,
+//! bidirectional), Subscribe + Publish (browsers) and RemoveParticipant all
+//! meet in one [`RoomHub`](crate::realtime::RoomHub); this module only
+//! admits callers and translates between the wire and the hub.
+
+use std::{pin::Pin, time::Duration};
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use crate::{
+    auth::{Caller, caller},
+    domain::{
+        meeting::{Access, Relation},
+        new_id, parse_id,
+        time::now_micros,
+    },
+    error::AppError,
+    proto::pb::{self, client_event, room_service_server::RoomService},
+    realtime::{
+        SessionStream,
+        hub::{EventError, HubError, Joiner},
+    },
+    state::AppState,
+    store::{meetings, participants, users},
+};
+
+pub struct RoomApi {
+    state: AppState,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ServerEvent, Status>> + Send + 'static>>;
+
+/// How long Connect waits for the first event (`join`).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Join outcomes that are not errors of the call itself.
+enum Entered {
+    Session(SessionStream),
+    /// The resume token can no longer be honoured: tell the client, who
+    /// joins afresh.
+    ResumeFailed(&'static str),
+}
+
+fn resume_failed(message: &str) -> EventStream {
+    let event = pb::ServerEvent {
+        sequence: 0,
+        event: Some(pb::server_event::Event::Error(pb::ErrorEvent {
+            code: "RESUME_FAILED".into(),
+            message: format!("{message}; join again without a resume_token"),
+            request_id: String::new(),
+        })),
+    };
+    Box::pin(tokio_stream::once(Ok(event)))
+}
+
+/// A refused event as the status Publish answers with.
+fn event_status(err: EventError) -> Status {
+    let EventError { code, message } = err;
+    let error = match code {
+        "UNKNOWN_PARTICIPANT" => AppError::not_found(code, message),
+        "RATE_LIMITED" => AppError::ResourceExhausted {
+            reason: code,
+            message,
+            retry_after: Some(Duration::from_secs(1)),
+        },
+        "SESSION_CLOSED" => AppError::FailedPrecondition {
+            reason: code,
+            message,
+        },
+        _ => AppError::invalid("event", message),
+    };
+    error.into()
+}
+
+impl RoomApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// Checks that the caller may join the meeting now.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        raw_meeting_id: &str,
+    ) -> Result<(pb::Meeting, Joiner), AppError> {
+        let meeting_id =
+            parse_id(raw_meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
+        let found = meetings::with_relation(&self.state.db, &meeting_id, &caller.user_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::not_found(
+                    "MEETING_NOT_FOUND",
+                    format!("no meeting with id {meeting_id}"),
+                )
+            })?;
+        let access = Access {
+            relation: Relation {
+                is_host: found.meeting.host_id == caller.user_id,
+                is_admin: caller.is_admin(),
+                invite: found.invite(),
+                attended: found.attended,
+            },
+            policy: found.meeting.join_policy(),
+            status: found.meeting.status(),
+        };
+        if access.status.is_over() {
+            return Err(AppError::FailedPrecondition {
+                reason: "MEETING_NOT_JOINABLE",
+                message: format!(
+                    "the meeting is {}; it can no longer be joined",
+                    access.status.as_str()
+                ),
+            });
+        }
+        if !access.can_join() {
+            return Err(AppError::permission_denied(
+                "you are not a member of this meeting",
+            ));
+        }
+        let user = users::find_by_id(&self.state.db, &caller.user_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::unauthenticated("TOKEN_REVOKED", "your account no longer exists")
+            })?;
+        let meeting = convert::meeting(&found.meeting, &self.state.config.public_url);
+        Ok((
+            meeting,
+            Joiner {
+                user_id: user.id,
+                display_name: user.display_name,
+            },
+        ))
+    }
+
+    /// Joins or resumes.
+    async fn enter(
+        &self,
+        caller: &Caller,
+        meeting_id: &str,
+        resume_token: &str,
+        last_sequence: u64,
+    ) -> Result<Entered, AppError> {
+        let (meeting, joiner) = self.admit(caller, meeting_id).await?;
+        let hub = &self.state.hub;
+        if !resume_token.is_empty() {
+            return Ok(
+                match hub.resume(&meeting, &caller.user_id, resume_token, last_sequence) {
+                    Ok(stream) => Entered::Session(stream),
+                    Err(HubError::ResumeFailed(why)) => Entered::ResumeFailed(why),
+                    Err(HubError::NotJoinable) => Entered::ResumeFailed("the meeting is over"),
+                },
+            );
+        }
+        let participant_id = new_id();
+        participants::record_join(
+            &self.state.db,
+            &participant_id,
+            &meeting.id,
+            &caller.user_id,
+            now_micros(),
+        )
+        .await?;
+        match hub.join(&meeting, joiner, participant_id.clone()) {
+            Ok(stream) => Ok(Entered::Session(stream)),
+            Err(_) => {
+                participants::record_leave(&self.state.db, &participant_id, now_micros()).await?;
+                Err(AppError::FailedPrecondition {
+                    reason: "MEETING_NOT_JOINABLE",
+                    message: "the meeting ended while joining".into(),
+                })
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RoomService for RoomApi {
+    type ConnectStream = EventStream;
+    type SubscribeStream = EventStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::ClientEvent>>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = caller(&request)?;
+        let mut inbound = request.into_inner();
+        let first = match tokio::time::timeout(JOIN_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(event))) => event,
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) | Err(_) => {
+                return Err(AppError::invalid("event", "send `join` as the first event").into());
+            }
+        };
+        let Some(client_event::Event::Join(join)) = first.event else {
+            return Err(AppError::invalid("event", "the first event must be `join`").into());
+        };
+        let stream = match self
+            .enter(
+                &caller,
+                &join.meeting_id,
+                &join.resume_token,
+                join.last_sequence,
+            )
+            .await?
+        {
+            Entered::Session(stream) => stream,
+            Entered::ResumeFailed(why) => return Ok(Response::new(resume_failed(why))),
+        };
+        let hub = self.state.hub.clone();
+        let session_id = stream.session_id().to_owned();
+        // Reads the client's events until its side closes; the response
+        // stream, polled by tonic, carries everything back.
+        tokio::spawn(async move {
+            while let Ok(Some(event)) = inbound.message().await {
+                let Some(event_kind) = event.event else {
+                    let err = EventError {
+                        code: "INVALID_EVENT",
+                        message: "the event is empty".into(),
+                    };
+                    hub.send_error(&session_id, &err, &event.request_id);
+                    continue;
+                };
+                if let Err(err) = hub.handle(&session_id, event_kind) {
+                    if err.code == "SESSION_CLOSED" {
+                        break;
+                    }
+                    hub.send_error(&session_id, &err, &event.request_id);
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        match self
+            .enter(&caller, &r.meeting_id, &r.resume_token, r.last_sequence)
+            .await?
+        {
+            Entered::Session(stream) => Ok(Response::new(Box::pin(stream))),
+            Entered::ResumeFailed(why) => Ok(Response::new(resume_failed(why))),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let caller = caller(&request)?;
+        let pb::PublishRequest { session_id, event } = request.into_inner();
+        let session_id =
+            parse_id(&session_id).map_err(|e| AppError::invalid("session_id", e.to_string()))?;
+        let session = self.state.hub.session(&session_id).ok_or_else(|| {
+            AppError::not_found(
+                "SESSION_NOT_FOUND",
+                "no open session with this id; Subscribe again",
+            )
+        })?;
+        if session.user_id != caller.user_id {
+            return Err(AppError::permission_denied("this session belongs to someone else").into());
+        }
+        let Some(event) = event.and_then(|e| e.event) else {
+            return Err(AppError::invalid("event", "is required").into());
+        };
+        if matches!(event, client_event::Event::Join(_)) {
+            return Err(AppError::invalid(
+                "event",
+                "join with Subscribe; Publish sends the other events",
+            )
+            .into());
+        }
+        self.state
+            .hub
+            .handle(&session_id, event)
+            .map_err(event_status)?;
+        Ok(Response::new(pb::PublishResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_participant(
+        &self,
+        request: Request<pb::RemoveParticipantRequest>,
+    ) -> Result<Response<pb::RemoveParticipantResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let meeting_id =
+            parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
+        let participant_id = parse_id(&r.participant_id)
+            .map_err(|e| AppError::invalid("participant_id", e.to_string()))?;
+        let meeting = meetings::find(&self.state.db, &meeting_id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(|| {
+                AppError::not_found(
+                    "MEETING_NOT_FOUND",
+                    format!("no meeting with id {meeting_id}"),
+                )
+            })?;
+        if meeting.host_id != caller.user_id {
+            return Err(
+                AppError::permission_denied("only the host may remove participants").into(),
+            );
+        }
+        if !self.state.hub.kick(&meeting_id, &participant_id) {
+            return Err(AppError::not_found(
+                "PARTICIPANT_NOT_FOUND",
+                "no such participant in the room",
+            )
+            .into());
+        }
+        tracing::info!(%meeting_id, %participant_id, "participant removed by the host");
+        Ok(Response::new(pb::RemoveParticipantResponse {}))
+    }
+}

@@ -1,0 +1,736 @@
+//! [`RoomHub`]: every live room of this node.
+//!
+//! Rooms are created on first join and dropped when their last participant
+//! is gone. Each operation takes the room's std mutex for a short
+//! synchronous section (assign sequence, push to bounded queues) and never
+//! awaits under it; database writes (attendance) and grace timers are
+//! spawned after the lock is released. Lock order: `rooms`, then one room;
+//! `sessions` is only ever taken alone.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use tokio::{sync::mpsc, time::Instant};
+
+use super::{
+    ice::IceConfig,
+    rate::TokenBucket,
+    room::{
+        Audience, CloseReason, Closed, DetachCause, Outbox, Overflowed, RoomState, SessionControl,
+        SessionLimits, Slot,
+    },
+    session::{SessionStream, error_event},
+};
+use crate::{
+    domain::{
+        new_id,
+        time::{now_micros, to_timestamp},
+    },
+    proto::pb::{self, client_event, server_event::Event},
+    store::{Db, participants},
+};
+
+/// Limits and timings of the live rooms.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Events a participant's queue holds before it counts as fallen behind.
+    pub queue_capacity: usize,
+    /// Events a room keeps for resuming participants.
+    pub replay_capacity: usize,
+    pub resume_grace: Duration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub signals_per_second: u32,
+    pub typing_per_second: u32,
+    pub media_per_second: u32,
+    /// Largest SDP accepted in an offer or answer.
+    pub max_sdp_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 256,
+            replay_capacity: 1024,
+            resume_grace: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(45),
+            signals_per_second: 20,
+            typing_per_second: 5,
+            media_per_second: 10,
+            max_sdp_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Who is joining.
+#[derive(Debug, Clone)]
+pub struct Joiner {
+    pub user_id: String,
+    pub display_name: String,
+}
+
+/// Why a join or resume could not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubError {
+    /// The meeting ended while joining.
+    NotJoinable,
+    /// The slot is gone (grace passed, kicked) or its events were evicted.
+    ResumeFailed(&'static str),
+}
+
+/// Why a client event was refused. The stream stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl EventError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+type Room = Mutex<RoomState>;
+
+/// Where a session lives, for Publish.
+#[derive(Debug, Clone)]
+pub struct SessionRef {
+    pub meeting_id: String,
+    pub participant_id: String,
+    pub user_id: String,
+}
+
+pub struct RoomHub {
+    config: HubConfig,
+    ice: IceConfig,
+    db: Db,
+    /// By meeting id. A std Mutex: held only to find or insert a room.
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    /// By session id, so Publish finds its room without scanning.
+    sessions: Mutex<HashMap<String, SessionRef>>,
+    /// The zero of `SessionControl::last_seen_ms`.
+    started: Instant,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+impl RoomHub {
+    pub fn new(config: HubConfig, ice: IceConfig, db: Db) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            ice,
+            db,
+            rooms: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn instant_at(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
+    }
+
+    fn room(&self, meeting_id: &str) -> Option<Arc<Room>> {
+        lock(&self.rooms).get(meeting_id).cloned()
+    }
+
+    fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            signals: TokenBucket::new(self.config.signals_per_second),
+            typing: TokenBucket::new(self.config.typing_per_second),
+            media: TokenBucket::new(self.config.media_per_second),
+        }
+    }
+
+    fn stream(
+        self: &Arc<Self>,
+        rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
+        control: Arc<SessionControl>,
+    ) -> SessionStream {
+        SessionStream::new(
+            rx,
+            control,
+            self.clone(),
+            self.config.ping_interval,
+            self.config.ping_timeout,
+        )
+    }
+
+    fn joined(
+        &self,
+        state: &RoomState,
+        meeting: &pb::Meeting,
+        slot: &Slot,
+        session_id: &str,
+        resumed: bool,
+    ) -> pb::ServerEvent {
+        pb::ServerEvent {
+            sequence: state.last_seq(),
+            event: Some(Event::Joined(pb::Joined {
+                session_id: session_id.to_owned(),
+                participant_id: slot.info.participant_id.clone(),
+                resume_token: slot.resume_token.clone(),
+                participants: state.participants(),
+                ice_servers: self.ice.servers(&slot.user_id, now_micros() / 1_000_000),
+                ping_interval: Some(duration(self.config.ping_interval)),
+                ping_timeout: Some(duration(self.config.ping_timeout)),
+                meeting: Some(meeting.clone()),
+                resumed,
+            })),
+        }
+    }
+
+    /// Adds a participant (whose attendance row `participant_id` names) and
+    /// returns its stream, which starts with `joined`.
+    pub fn join(
+        self: &Arc<Self>,
+        meeting: &pb::Meeting,
+        joiner: Joiner,
+        participant_id: String,
+    ) -> Result<SessionStream, HubError> {
+        loop {
+            let room = lock(&self.rooms)
+                .entry(meeting.id.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(RoomState::new(self.config.replay_capacity)))
+                })
+                .clone();
+            let mut state = lock(&room);
+            match state.closed {
+                Some(Closed::Emptied) => continue,
+                Some(Closed::MeetingOver) => return Err(HubError::NotJoinable),
+                None => {}
+            }
+            let session_id = new_id();
+            let (tx, rx) = mpsc::channel(self.config.queue_capacity);
+            let control = Arc::new(SessionControl::new(
+                session_id.clone(),
+                meeting.id.clone(),
+                participant_id.clone(),
+                joiner.user_id.clone(),
+                0,
+                self.now_ms(),
+            ));
+            let info = pb::Participant {
+                participant_id: participant_id.clone(),
+                user_id: joiner.user_id.clone(),
+                display_name: joiner.display_name,
+                join_time: Some(to_timestamp(now_micros())),
+                media_state: Some(pb::MediaState::default()),
+            };
+            let overflowed = state.publish(
+                Audience::AllExcept(participant_id.clone()),
+                Event::ParticipantJoined(pb::ParticipantJoined {
+                    participant: Some(info.clone()),
+                }),
+            );
+            let slot = Slot {
+                info,
+                user_id: joiner.user_id.clone(),
+                resume_token: random_token(),
+                session_id: session_id.clone(),
+                outbox: Some(Outbox {
+                    tx,
+                    control: control.clone(),
+                }),
+                epoch: 0,
+                delivered: state.last_seq(),
+                detached: None,
+                limits: self.limits(),
+            };
+            state.slots.insert(participant_id.clone(), slot);
+            let slot = &state.slots[&participant_id];
+            let joined = self.joined(&state, meeting, slot, &session_id, false);
+            if let Some(outbox) = &slot.outbox {
+                let _ = outbox.tx.try_send(Arc::new(joined));
+            }
+            drop(state);
+            lock(&self.sessions).insert(
+                session_id,
+                SessionRef {
+                    meeting_id: meeting.id.clone(),
+                    participant_id,
+                    user_id: joiner.user_id,
+                },
+            );
+            self.handle_overflow(&meeting.id, overflowed);
+            return Ok(self.stream(rx, control));
+        }
+    }
+
+    /// Re-attaches the participant `resume_token` names, replaying what it
+    /// missed after `last_sequence` (0: after what was last queued for it).
+    pub fn resume(
+        self: &Arc<Self>,
+        meeting: &pb::Meeting,
+        user_id: &str,
+        resume_token: &str,
+        last_sequence: u64,
+    ) -> Result<SessionStream, HubError> {
+        let room = self.room(&meeting.id).ok_or(HubError::ResumeFailed(
+            "the participant's grace period is over",
+        ))?;
+        let mut state = lock(&room);
+        let participant_id = state
+            .slots
+            .iter()
+            .find(|(_, slot)| slot.resume_token == resume_token && slot.user_id == user_id)
+            .map(|(id, _)| id.clone())
+            .ok_or(HubError::ResumeFailed(
+                "the participant's grace period is over",
+            ))?;
+        let from = {
+            let slot = &state.slots[&participant_id];
+            if last_sequence > 0 {
+                last_sequence.min(state.last_seq())
+            } else {
+                slot.delivered
+            }
+        };
+        let missed = state
+            .replay_since(&participant_id, from)
+            .ok_or(HubError::ResumeFailed(
+                "the events missed are no longer buffered",
+            ))?;
+
+        let session_id = new_id();
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity + missed.len() + 1);
+        let last_seq = state.last_seq();
+        let now_ms = self.now_ms();
+        let slot = state.slots.get_mut(&participant_id).expect("found above");
+        let old_session = std::mem::replace(&mut slot.session_id, session_id.clone());
+        slot.close(CloseReason::Replaced);
+        slot.epoch += 1;
+        slot.detached = None;
+        slot.delivered = last_seq;
+        let control = Arc::new(SessionControl::new(
+            session_id.clone(),
+            meeting.id.clone(),
+            participant_id.clone(),
+            user_id.to_owned(),
+            slot.epoch,
+            now_ms,
+        ));
+        slot.outbox = Some(Outbox {
+            tx: tx.clone(),
+            control: control.clone(),
+        });
+        let slot = &state.slots[&participant_id];
+        let joined = self.joined(&state, meeting, slot, &session_id, true);
+        let _ = tx.try_send(Arc::new(joined));
+        for event in missed {
+            let _ = tx.try_send(event);
+        }
+        drop(state);
+        {
+            let mut sessions = lock(&self.sessions);
+            sessions.remove(&old_session);
+            sessions.insert(
+                session_id,
+                SessionRef {
+                    meeting_id: meeting.id.clone(),
+                    participant_id: participant_id.clone(),
+                    user_id: user_id.to_owned(),
+                },
+            );
+        }
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(err) = participants::reopen(&db, &participant_id).await {
+                tracing::warn!(error = %err, "could not reopen an attendance");
+            }
+        });
+        Ok(self.stream(rx, control))
+    }
+
+    pub fn session(&self, session_id: &str) -> Option<SessionRef> {
+        lock(&self.sessions).get(session_id).cloned()
+    }
+
+    /// Applies one client event from `session_id`'s participant.
+    pub fn handle(
+        self: &Arc<Self>,
+        session_id: &str,
+        event: client_event::Event,
+    ) -> Result<(), EventError> {
+        let closed = || EventError::new("SESSION_CLOSED", "this session has ended; join again");
+        let session = self.session(session_id).ok_or_else(closed)?;
+        let room = self.room(&session.meeting_id).ok_or_else(closed)?;
+        let mut state = lock(&room);
+        let now = std::time::Instant::now();
+        let now_ms = self.now_ms();
+        let me = session.participant_id.clone();
+        let slot = state
+            .slots
+            .get_mut(&me)
+            .filter(|s| s.session_id == session_id)
+            .ok_or_else(closed)?;
+        if let Some(outbox) = &slot.outbox {
+            outbox.control.touch(now_ms);
+        }
+        let overflowed = match event {
+            client_event::Event::Join(_) => {
+                return Err(EventError::new(
+                    "ALREADY_JOINED",
+                    "this session has already joined",
+                ));
+            }
+            client_event::Event::Ping(_) => {
+                if let Some(outbox) = &slot.outbox {
+                    let pong = pb::ServerEvent {
+                        sequence: 0,
+                        event: Some(Event::Pong(pb::Pong {})),
+                    };
+                    let _ = outbox.tx.try_send(Arc::new(pong));
+                }
+                Vec::new()
+            }
+            client_event::Event::Typing(typing) => {
+                if !slot.limits.typing.try_take(now) {
+                    return Err(rate_limited("typing"));
+                }
+                state.publish(
+                    Audience::AllExcept(me.clone()),
+                    Event::Typing(pb::TypingChanged {
+                        participant_id: me,
+                        is_typing: typing.is_typing,
+                    }),
+                )
+            }
+            client_event::Event::MediaState(media) => {
+                if !slot.limits.media.try_take(now) {
+                    return Err(rate_limited("media_state"));
+                }
+                slot.info.media_state = Some(media);
+                state.publish(
+                    Audience::AllExcept(me.clone()),
+                    Event::MediaState(pb::MediaStateChanged {
+                        participant_id: me,
+                        media_state: Some(media),
+                    }),
+                )
+            }
+            client_event::Event::Signal(signal) => {
+                if !slot.limits.signals.try_take(now) {
+                    return Err(rate_limited("signal"));
+                }
+                let payload = self.check_signal(&signal)?;
+                let target = signal.to_participant_id;
+                if target == me {
+                    return Err(EventError::new(
+                        "INVALID_SIGNAL",
+                        "to_participant_id is yourself",
+                    ));
+                }
+                if !state.slots.contains_key(&target) {
+                    return Err(EventError::new(
+                        "UNKNOWN_PARTICIPANT",
+                        format!("no participant {target:?} in this room"),
+                    ));
+                }
+                state.publish(
+                    Audience::Only(target),
+                    Event::Signal(pb::IncomingSignal {
+                        from_participant_id: me,
+                        payload: Some(payload),
+                    }),
+                )
+            }
+            client_event::Event::Leave(_) => {
+                drop(state);
+                self.remove(
+                    &session.meeting_id,
+                    &me,
+                    CloseReason::Left,
+                    pb::ParticipantLeftReason::Left,
+                );
+                return Ok(());
+            }
+        };
+        drop(state);
+        self.handle_overflow(&session.meeting_id, overflowed);
+        Ok(())
+    }
+
+    fn check_signal(
+        &self,
+        signal: &pb::OutgoingSignal,
+    ) -> Result<pb::incoming_signal::Payload, EventError> {
+        use pb::{incoming_signal::Payload as In, outgoing_signal::Payload as Out};
+        let too_big = |what: &str| {
+            EventError::new(
+                "SIGNAL_TOO_LARGE",
+                format!("{what} is larger than {} bytes", self.config.max_sdp_bytes),
+            )
+        };
+        match &signal.payload {
+            None => Err(EventError::new(
+                "INVALID_SIGNAL",
+                "signal needs an offer, an answer or an ice_candidate",
+            )),
+            Some(Out::Offer(sdp)) if sdp.sdp.len() > self.config.max_sdp_bytes => {
+                Err(too_big("offer.sdp"))
+            }
+            Some(Out::Answer(sdp)) if sdp.sdp.len() > self.config.max_sdp_bytes => {
+                Err(too_big("answer.sdp"))
+            }
+            Some(Out::IceCandidate(c)) if c.candidate.len() + c.sdp_mid.len() > 4096 => {
+                Err(too_big("ice_candidate"))
+            }
+            Some(Out::Offer(sdp)) => Ok(In::Offer(sdp.clone())),
+            Some(Out::Answer(sdp)) => Ok(In::Answer(sdp.clone())),
+            Some(Out::IceCandidate(c)) => Ok(In::IceCandidate(c.clone())),
+        }
+    }
+
+    /// Sends an event to one session only, outside the room's order (errors).
+    pub fn send_to_session(&self, session_id: &str, event: pb::ServerEvent) {
+        let Some(session) = self.session(session_id) else {
+            return;
+        };
+        let Some(room) = self.room(&session.meeting_id) else {
+            return;
+        };
+        let state = lock(&room);
+        if let Some(outbox) = state
+            .slots
+            .get(&session.participant_id)
+            .filter(|s| s.session_id == session_id)
+            .and_then(|s| s.outbox.as_ref())
+        {
+            let _ = outbox.tx.try_send(Arc::new(event));
+        }
+    }
+
+    /// An `error` event for `session_id`, echoing `request_id`.
+    pub fn send_error(&self, session_id: &str, err: &EventError, request_id: &str) {
+        self.send_to_session(session_id, error_event(err.code, &err.message, request_id));
+    }
+
+    /// The stream of `control` lost its client (or went silent): keep the
+    /// slot for the grace period, then drop it unless it resumed.
+    pub fn detach(self: &Arc<Self>, control: &SessionControl, cause: DetachCause) {
+        let Some(room) = self.room(&control.meeting_id) else {
+            return;
+        };
+        let epoch = {
+            let mut state = lock(&room);
+            let Some(slot) = state.slots.get_mut(&control.participant_id) else {
+                return;
+            };
+            if slot.epoch != control.epoch {
+                return; // Already resumed, replaced or detached.
+            }
+            slot.outbox = None;
+            slot.detached = Some(cause);
+            slot.epoch += 1;
+            slot.epoch
+        };
+        self.start_grace(
+            control.meeting_id.clone(),
+            control.participant_id.clone(),
+            epoch,
+        );
+    }
+
+    fn handle_overflow(self: &Arc<Self>, meeting_id: &str, overflowed: Vec<Overflowed>) {
+        for slow in overflowed {
+            tracing::info!(meeting_id, participant_id = %slow.participant_id, "participant fell behind; detached");
+            self.start_grace(meeting_id.to_owned(), slow.participant_id, slow.epoch);
+        }
+    }
+
+    /// Marks the attendance offline now, and removes the participant after
+    /// the grace period unless it resumed (which changes the epoch).
+    fn start_grace(self: &Arc<Self>, meeting_id: String, participant_id: String, epoch: u64) {
+        let hub = self.clone();
+        let grace = self.config.resume_grace;
+        tokio::spawn(async move {
+            if let Err(err) =
+                participants::record_leave(&hub.db, &participant_id, now_micros()).await
+            {
+                tracing::warn!(error = %err, "could not record a leave");
+            }
+            tokio::time::sleep(grace).await;
+            hub.expire(&meeting_id, &participant_id, epoch);
+        });
+    }
+
+    fn expire(self: &Arc<Self>, meeting_id: &str, participant_id: &str, epoch: u64) {
+        let Some(room) = self.room(meeting_id) else {
+            return;
+        };
+        let cause = {
+            let state = lock(&room);
+            match state.slots.get(participant_id) {
+                Some(slot) if slot.epoch == epoch && slot.detached.is_some() => slot.detached,
+                _ => return,
+            }
+        };
+        let reason = match cause {
+            Some(DetachCause::TimedOut) => pb::ParticipantLeftReason::TimedOut,
+            _ => pb::ParticipantLeftReason::Disconnected,
+        };
+        self.remove(meeting_id, participant_id, CloseReason::Left, reason);
+    }
+
+    /// Removes a participant for good and tells the room why.
+    fn remove(
+        self: &Arc<Self>,
+        meeting_id: &str,
+        participant_id: &str,
+        close: CloseReason,
+        reason: pb::ParticipantLeftReason,
+    ) -> bool {
+        let Some(room) = self.room(meeting_id) else {
+            return false;
+        };
+        let (session_id, overflowed, empty) = {
+            let mut state = lock(&room);
+            let Some(mut slot) = state.slots.remove(participant_id) else {
+                return false;
+            };
+            slot.close(close);
+            let overflowed = state.publish(
+                Audience::All,
+                Event::ParticipantLeft(pb::ParticipantLeft {
+                    participant_id: participant_id.to_owned(),
+                    reason: reason as i32,
+                }),
+            );
+            (slot.session_id, overflowed, state.slots.is_empty())
+        };
+        lock(&self.sessions).remove(&session_id);
+        self.handle_overflow(meeting_id, overflowed);
+        if empty {
+            self.drop_if_empty(meeting_id);
+        }
+        let db = self.db.clone();
+        let id = participant_id.to_owned();
+        tokio::spawn(async move {
+            if let Err(err) = participants::record_leave(&db, &id, now_micros()).await {
+                tracing::warn!(error = %err, "could not record a leave");
+            }
+        });
+        true
+    }
+
+    fn drop_if_empty(&self, meeting_id: &str) {
+        let mut rooms = lock(&self.rooms);
+        let Some(room) = rooms.get(meeting_id).cloned() else {
+            return;
+        };
+        let mut state = lock(&room);
+        if state.slots.is_empty() && state.closed.is_none() {
+            state.closed = Some(Closed::Emptied);
+            rooms.remove(meeting_id);
+        }
+    }
+
+    /// Host control: removes a participant; its stream ends with
+    /// PERMISSION_DENIED. False when there is no such participant.
+    pub fn kick(self: &Arc<Self>, meeting_id: &str, participant_id: &str) -> bool {
+        self.remove(
+            meeting_id,
+            participant_id,
+            CloseReason::Kicked,
+            pb::ParticipantLeftReason::Kicked,
+        )
+    }
+
+    /// Pushes a room-wide event (meeting status, calls) if the room is live.
+    pub fn broadcast(self: &Arc<Self>, meeting_id: &str, event: Event) {
+        let Some(room) = self.room(meeting_id) else {
+            return;
+        };
+        let overflowed = lock(&room).publish(Audience::All, event);
+        self.handle_overflow(meeting_id, overflowed);
+    }
+
+    /// The meeting is over: every stream gets a final `meeting_status` and
+    /// ends; the room is gone.
+    pub fn close_room(&self, meeting_id: &str, status: pb::MeetingStatus) {
+        let Some(room) = lock(&self.rooms).remove(meeting_id) else {
+            return;
+        };
+        let sessions: Vec<String> = {
+            let mut state = lock(&room);
+            state.closed = Some(Closed::MeetingOver);
+            state.publish(
+                Audience::All,
+                Event::MeetingStatus(pb::MeetingStatusChanged {
+                    status: status as i32,
+                }),
+            );
+            let slots = std::mem::take(&mut state.slots);
+            slots
+                .into_values()
+                .map(|mut slot| {
+                    slot.close(CloseReason::MeetingEnded);
+                    slot.session_id
+                })
+                .collect()
+        };
+        let mut map = lock(&self.sessions);
+        for session in sessions {
+            map.remove(&session);
+        }
+    }
+
+    /// Server shutdown: every stream ends with UNAVAILABLE.
+    pub fn shutdown(&self) {
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        for room in rooms {
+            let mut state = lock(&room);
+            for slot in state.slots.values_mut() {
+                slot.close(CloseReason::Shutdown);
+            }
+        }
+    }
+
+    /// Participants currently in a room (present or within their grace).
+    pub fn participants(&self, meeting_id: &str) -> Vec<pb::Participant> {
+        self.room(meeting_id)
+            .map(|room| lock(&room).participants())
+            .unwrap_or_default()
+    }
+}
+
+fn rate_limited(what: &str) -> EventError {
+    EventError::new("RATE_LIMITED", format!("too many {what} events; slow down"))
+}

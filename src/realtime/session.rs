@@ -1,0 +1,184 @@
+//! The stream one participant reads: its bounded queue, heartbeats on idle
+//! streams, the liveness deadline, and the way it ends.
+//!
+//! A `Stream` polled directly by tonic rather than a task per session: an
+//! idle participant costs its queue and this struct, nothing that wakes.
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    sync::mpsc,
+    time::{Instant, Sleep},
+};
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::{
+    hub::RoomHub,
+    room::{CloseReason, DetachCause, SessionControl},
+};
+use crate::{
+    error::AppError,
+    proto::pb::{self, server_event::Event},
+};
+
+pub struct SessionStream {
+    rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
+    control: Arc<SessionControl>,
+    hub: Arc<RoomHub>,
+    heartbeat: Pin<Box<Sleep>>,
+    liveness: Pin<Box<Sleep>>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    /// The last items of a stream that is ending.
+    ending: VecDeque<Result<pb::ServerEvent, Status>>,
+    finished: bool,
+}
+
+pub(super) fn error_event(code: &str, message: &str, request_id: &str) -> pb::ServerEvent {
+    pb::ServerEvent {
+        sequence: 0,
+        event: Some(Event::Error(pb::ErrorEvent {
+            code: code.into(),
+            message: message.into(),
+            request_id: request_id.into(),
+        })),
+    }
+}
+
+impl SessionStream {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
+        control: Arc<SessionControl>,
+        hub: Arc<RoomHub>,
+        ping_interval: Duration,
+        ping_timeout: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            rx,
+            control,
+            hub,
+            heartbeat: Box::pin(tokio::time::sleep_until(now + ping_interval)),
+            liveness: Box::pin(tokio::time::sleep_until(now + ping_timeout)),
+            ping_interval,
+            ping_timeout,
+            ending: VecDeque::new(),
+            finished: false,
+        }
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.control.session_id
+    }
+
+    pub fn control(&self) -> &Arc<SessionControl> {
+        &self.control
+    }
+
+    /// Queues what a stream closed for `reason` says last.
+    fn finish(&mut self, reason: Option<CloseReason>) {
+        self.finished = true;
+        let unavailable = |message: &str| Err(Status::from(AppError::Unavailable(message.into())));
+        match reason {
+            Some(CloseReason::Kicked) => {
+                self.ending.push_back(Err(Status::from(AppError::Denied {
+                    reason: "KICKED",
+                    message: "the host removed you from this meeting".into(),
+                })))
+            }
+            Some(CloseReason::SlowConsumer) => {
+                self.ending.push_back(Ok(error_event(
+                    "SLOW_CONSUMER",
+                    "you fell behind the room; join again with your resume_token and last sequence",
+                    "",
+                )));
+                self.ending
+                    .push_back(unavailable("fell behind the room; resume"));
+            }
+            Some(CloseReason::TimedOut) => {
+                self.ending.push_back(Ok(error_event(
+                    "PING_TIMEOUT",
+                    "nothing received from you within ping_timeout; join again with your resume_token",
+                    "",
+                )));
+                self.ending.push_back(unavailable("ping timeout; resume"));
+            }
+            Some(CloseReason::Replaced) => self.ending.push_back(Ok(error_event(
+                "SESSION_REPLACED",
+                "this participant resumed on another stream",
+                "",
+            ))),
+            Some(CloseReason::Shutdown) => self.ending.push_back(unavailable(
+                "the server is shutting down; reconnect and resume",
+            )),
+            Some(CloseReason::Left | CloseReason::MeetingEnded) | None => {}
+        }
+    }
+}
+
+impl Stream for SessionStream {
+    type Item = Result<pb::ServerEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(item) = this.ending.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    let next = Instant::now() + this.ping_interval;
+                    this.heartbeat.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok((*event).clone())));
+                }
+                // The hub dropped our sender: it closed us, and said why.
+                Poll::Ready(None) => {
+                    let reason = this.control.reason();
+                    this.finish(reason);
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            if this.liveness.as_mut().poll(cx).is_ready() {
+                let deadline = this.hub.instant_at(this.control.last_seen_ms()) + this.ping_timeout;
+                if Instant::now() >= deadline {
+                    this.control.close(CloseReason::TimedOut);
+                    this.hub.detach(&this.control, DetachCause::TimedOut);
+                    this.finish(Some(CloseReason::TimedOut));
+                } else {
+                    this.liveness.as_mut().reset(deadline);
+                }
+                continue;
+            }
+            if this.heartbeat.as_mut().poll(cx).is_ready() {
+                let next = Instant::now() + this.ping_interval;
+                this.heartbeat.as_mut().reset(next);
+                return Poll::Ready(Some(Ok(pb::ServerEvent {
+                    sequence: 0,
+                    event: Some(Event::Heartbeat(pb::Heartbeat {})),
+                })));
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl Drop for SessionStream {
+    /// A stream dropped while the hub still had it open lost its client:
+    /// the participant keeps its slot for the resume grace period.
+    fn drop(&mut self) {
+        if self.control.reason().is_none() {
+            self.hub.detach(&self.control, DetachCause::Disconnected);
+        }
+    }
+}
