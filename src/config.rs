@@ -76,6 +76,8 @@ pub struct Config {
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     pub rooms: RoomSettings,
+    /// How long a call rings before it counts as missed.
+    pub call_ring_timeout: Duration,
     pub limits: Limits,
 }
 
@@ -343,6 +345,7 @@ impl Config {
             refresh_token_ttl,
             shutdown_grace,
             rooms,
+            call_ring_timeout: duration("UNIO_CALL_RING_TIMEOUT", "45s")?,
             limits: Limits {
                 max_avatar_bytes,
                 max_login_failures: 5,

@@ -14,6 +14,7 @@
 //! - [`store`]: all SQL, for SQLite and PostgreSQL alike.
 //! - [`realtime`]: live rooms: the hub, sessions, fan-out, resume.
 //! - [`blob`]: avatar (and later file) bytes on disk.
+//! - [`jobs`]: background sweeps (missed calls).
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`telemetry`] and [`metrics`]: a log line per call, Prometheus counters.
 //!
@@ -25,6 +26,7 @@ pub mod blob;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod proto;
 pub mod realtime;
@@ -155,11 +157,16 @@ pub async fn run(
         }
         tokio::spawn(metrics::serve(listener, state.metrics.clone()))
     });
+    let missed_calls = tokio::spawn(jobs::missed_calls::run(
+        state.clone(),
+        state.config.call_ring_timeout,
+    ));
     let db = state.db.clone();
     let result = server::serve(state, listener, shutdown).await;
     if let Some(task) = admin_task {
         task.abort();
     }
+    missed_calls.abort();
     db.close().await;
     result
 }

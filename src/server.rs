@@ -16,14 +16,15 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     RunError,
-    api::{AuthApi, MeetingApi, RoomApi, UserApi},
+    api::{AuthApi, CallApi, MeetingApi, RoomApi, UserApi},
     auth::AuthLayer,
     config::CorsOrigins,
     proto::{
         FILE_DESCRIPTOR_SET,
         pb::{
-            auth_service_server::AuthServiceServer, meeting_service_server::MeetingServiceServer,
-            room_service_server::RoomServiceServer, user_service_server::UserServiceServer,
+            auth_service_server::AuthServiceServer, call_service_server::CallServiceServer,
+            meeting_service_server::MeetingServiceServer, room_service_server::RoomServiceServer,
+            user_service_server::UserServiceServer,
         },
     },
     state::AppState,
@@ -55,6 +56,7 @@ pub async fn serve(
         .set_serving::<MeetingServiceServer<MeetingApi>>()
         .await;
     health.set_serving::<RoomServiceServer<RoomApi>>().await;
+    health.set_serving::<CallServiceServer<CallApi>>().await;
 
     // grpcurl 1.8 asks v1alpha, newer clients v1: serve both.
     let reflection = || {
@@ -78,6 +80,8 @@ pub async fn serve(
 
     let rooms = RoomServiceServer::new(RoomApi::new(state.clone()))
         .max_decoding_message_size(ROOM_MESSAGE_BYTES);
+    let calls = CallServiceServer::new(CallApi::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let hub = state.hub.clone();
 
     let mut builder = Server::builder()
@@ -114,7 +118,8 @@ pub async fn serve(
         .add_service(auth)
         .add_service(users)
         .add_service(meetings)
-        .add_service(rooms);
+        .add_service(rooms)
+        .add_service(calls);
 
     let addr = listener.local_addr().map_err(RunError::Io)?;
     let scheme = if config.tls.is_some() {
@@ -140,6 +145,7 @@ pub async fn serve(
             .set_not_serving::<MeetingServiceServer<MeetingApi>>()
             .await;
         health.set_not_serving::<RoomServiceServer<RoomApi>>().await;
+        health.set_not_serving::<CallServiceServer<CallApi>>().await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

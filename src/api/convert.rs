@@ -4,13 +4,14 @@ use crate::{
     auth::accounts::Tokens,
     domain::{
         AuthProvider, Role,
+        call::CallStatus,
         meeting::{InviteStatus, JoinPolicy, MeetingStatus},
         time::to_timestamp,
     },
     proto::pb,
     store::{
-        invites::InviteRecord, meetings::MeetingRecord, participants::ParticipantRecord,
-        users::UserRecord,
+        calls::CallRecord, invites::InviteRecord, meetings::MeetingRecord,
+        participants::ParticipantRecord, users::UserRecord,
     },
 };
 
@@ -126,5 +127,25 @@ pub fn participant(record: &ParticipantRecord) -> pb::MeetingParticipant {
         join_time: Some(to_timestamp(record.joined_at)),
         leave_time: record.left_at.map(to_timestamp),
         online: record.left_at.is_none(),
+    }
+}
+
+pub fn call(record: &CallRecord) -> pb::CallSession {
+    pb::CallSession {
+        id: record.id.clone(),
+        meeting_id: record.meeting_id.clone(),
+        caller_id: record.caller_id.clone(),
+        callee_id: record.callee_id.clone().unwrap_or_default(),
+        status: match record.status() {
+            CallStatus::Ringing => pb::CallStatus::Ringing,
+            CallStatus::Active => pb::CallStatus::Active,
+            CallStatus::Ended => pb::CallStatus::Ended,
+            CallStatus::Declined => pb::CallStatus::Declined,
+            CallStatus::Missed => pb::CallStatus::Missed,
+        } as i32,
+        start_time: Some(to_timestamp(record.started_at)),
+        answer_time: record.answered_at.map(to_timestamp),
+        end_time: record.ended_at.map(to_timestamp),
+        duration_seconds: record.duration_seconds,
     }
 }

@@ -6,15 +6,17 @@ use std::collections::HashSet;
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{
+    access::{self, Loaded, meeting_not_found},
+    convert,
+};
 use crate::{
     auth::{Caller, caller},
     domain::{
         Email, PageSize,
         calendar::{self, Attendee, CalendarEvent},
         meeting::{
-            self, Access, Description, IllegalTransition, InviteStatus, JoinPolicy, MeetingStatus,
-            Relation, Title,
+            self, Description, IllegalTransition, InviteStatus, JoinPolicy, MeetingStatus, Title,
         },
         new_id, parse_id,
         time::{from_timestamp, now_micros},
@@ -31,16 +33,6 @@ use crate::{
 
 pub struct MeetingApi {
     state: AppState,
-}
-
-/// A meeting as one caller may act on it.
-struct Loaded {
-    record: MeetingRecord,
-    access: Access,
-}
-
-fn meeting_not_found(id: &str) -> AppError {
-    AppError::not_found("MEETING_NOT_FOUND", format!("no meeting with id {id}"))
 }
 
 fn not_invited() -> AppError {
@@ -102,23 +94,13 @@ impl MeetingApi {
     }
 
     async fn load(&self, caller: &Caller, meeting_id: &str) -> Result<Loaded, AppError> {
-        let found = meetings::with_relation(&self.state.db, meeting_id, &caller.user_id)
-            .await?
-            .ok_or_else(|| meeting_not_found(meeting_id))?;
-        let access = Access {
-            relation: Relation {
-                is_host: found.meeting.host_id == caller.user_id,
-                is_admin: caller.is_admin(),
-                invite: found.invite(),
-                attended: found.attended,
-            },
-            policy: found.meeting.join_policy(),
-            status: found.meeting.status(),
-        };
-        Ok(Loaded {
-            record: found.meeting,
-            access,
-        })
+        access::load(
+            &self.state.db,
+            meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await
     }
 
     /// Loads a meeting the caller may read.

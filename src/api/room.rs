@@ -8,14 +8,10 @@ use std::{pin::Pin, time::Duration};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert;
+use super::{access, convert};
 use crate::{
     auth::{Caller, caller},
-    domain::{
-        meeting::{Access, Relation},
-        new_id, parse_id,
-        time::now_micros,
-    },
+    domain::{new_id, parse_id, time::now_micros},
     error::AppError,
     proto::pb::{self, client_event, room_service_server::RoomService},
     realtime::{
@@ -87,24 +83,13 @@ impl RoomApi {
     ) -> Result<(pb::Meeting, Joiner), AppError> {
         let meeting_id =
             parse_id(raw_meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
-        let found = meetings::with_relation(&self.state.db, &meeting_id, &caller.user_id)
-            .await?
-            .ok_or_else(|| {
-                AppError::not_found(
-                    "MEETING_NOT_FOUND",
-                    format!("no meeting with id {meeting_id}"),
-                )
-            })?;
-        let access = Access {
-            relation: Relation {
-                is_host: found.meeting.host_id == caller.user_id,
-                is_admin: caller.is_admin(),
-                invite: found.invite(),
-                attended: found.attended,
-            },
-            policy: found.meeting.join_policy(),
-            status: found.meeting.status(),
-        };
+        let access::Loaded { record, access } = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
         if access.status.is_over() {
             return Err(AppError::FailedPrecondition {
                 reason: "MEETING_NOT_JOINABLE",
@@ -124,7 +109,7 @@ impl RoomApi {
             .ok_or_else(|| {
                 AppError::unauthenticated("TOKEN_REVOKED", "your account no longer exists")
             })?;
-        let meeting = convert::meeting(&found.meeting, &self.state.config.public_url);
+        let meeting = convert::meeting(&record, &self.state.config.public_url);
         Ok((
             meeting,
             Joiner {

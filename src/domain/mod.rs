@@ -7,6 +7,7 @@
 
 mod avatar;
 pub mod calendar;
+pub mod call;
 mod display_name;
 mod email;
 mod id;

@@ -12,6 +12,7 @@
 //! Store functions return `sqlx::Error`; outcomes a caller must branch on
 //! (an email already taken, a reused refresh token) are enums, not errors.
 
+pub mod calls;
 pub mod invites;
 pub mod meetings;
 pub mod participants;

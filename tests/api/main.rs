@@ -7,6 +7,7 @@
 mod accounts;
 mod avatars;
 mod calendar;
+mod calls;
 mod grpc_web;
 mod helpers;
 mod lifecycle;

@@ -1,0 +1,44 @@
+//! Loading a meeting together with what one user may do with it: the one
+//! place the API turns rows into a `domain::meeting::Access`.
+
+use crate::{
+    domain::meeting::{Access, Relation},
+    error::AppError,
+    store::{Db, meetings, meetings::MeetingRecord},
+};
+
+/// A meeting as one user may act on it.
+pub struct Loaded {
+    pub record: MeetingRecord,
+    pub access: Access,
+}
+
+pub fn meeting_not_found(id: &str) -> AppError {
+    AppError::not_found("MEETING_NOT_FOUND", format!("no meeting with id {id}"))
+}
+
+/// The meeting `meeting_id` (already parsed) as `user_id` sees it.
+pub async fn load(
+    db: &Db,
+    meeting_id: &str,
+    user_id: &str,
+    is_admin: bool,
+) -> Result<Loaded, AppError> {
+    let found = meetings::with_relation(db, meeting_id, user_id)
+        .await?
+        .ok_or_else(|| meeting_not_found(meeting_id))?;
+    let access = Access {
+        relation: Relation {
+            is_host: found.meeting.host_id == user_id,
+            is_admin,
+            invite: found.invite(),
+            attended: found.attended,
+        },
+        policy: found.meeting.join_policy(),
+        status: found.meeting.status(),
+    };
+    Ok(Loaded {
+        record: found.meeting,
+        access,
+    })
+}

@@ -1,0 +1,306 @@
+//! `unio.v1.CallService`: calls inside a meeting. Rules (the call status
+//! machine, durations) live in `domain::call`; every change is pushed to the
+//! meeting's room as a `call` event.
+
+use tonic::{Request, Response, Status};
+
+use super::{access, convert};
+use crate::{
+    auth::{Caller, caller},
+    domain::{
+        PageSize,
+        call::{self, CallStatus, IllegalCallTransition},
+        meeting::MeetingStatus,
+        new_id, parse_id,
+        time::now_micros,
+    },
+    error::AppError,
+    proto::pb::{self, call_service_server::CallService, server_event::Event},
+    state::AppState,
+    store::{
+        calls::{self, CallRecord},
+        meetings,
+    },
+};
+
+pub struct CallApi {
+    state: AppState,
+}
+
+fn illegal(err: IllegalCallTransition) -> AppError {
+    AppError::FailedPrecondition {
+        reason: "INVALID_STATUS_TRANSITION",
+        message: err.to_string(),
+    }
+}
+
+fn id_field(field: &str, raw: &str) -> Result<String, AppError> {
+    parse_id(raw).map_err(|e| AppError::invalid(field, e.to_string()))
+}
+
+impl CallApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn announce(&self, record: &CallRecord) -> pb::CallSession {
+        let session = convert::call(record);
+        self.state
+            .hub
+            .broadcast(&record.meeting_id, Event::Call(session.clone()));
+        session
+    }
+
+    async fn load_call(&self, raw_id: &str) -> Result<CallRecord, AppError> {
+        let id = id_field("call_id", raw_id)?;
+        calls::find(&self.state.db, &id)
+            .await?
+            .ok_or_else(|| AppError::not_found("CALL_NOT_FOUND", format!("no call with id {id}")))
+    }
+
+    /// Members of the call's meeting, and the call's own parties, may read it.
+    async fn readable(&self, caller: &Caller, raw_id: &str) -> Result<CallRecord, AppError> {
+        let record = self.load_call(raw_id).await?;
+        let is_party = record.caller_id == caller.user_id
+            || record.callee_id.as_deref() == Some(&caller.user_id);
+        if !is_party {
+            let loaded = access::load(
+                &self.state.db,
+                &record.meeting_id,
+                &caller.user_id,
+                caller.is_admin(),
+            )
+            .await?;
+            if !loaded.access.is_member() {
+                return Err(AppError::permission_denied(
+                    "you are not a member of this call's meeting",
+                ));
+            }
+        }
+        Ok(record)
+    }
+
+    /// Applies one status change decided by `step`, or explains why not.
+    async fn change(
+        &self,
+        record: CallRecord,
+        step: impl Fn(CallStatus) -> Result<CallStatus, IllegalCallTransition>,
+    ) -> Result<pb::CallSession, AppError> {
+        let from = record.status();
+        let to = step(from).map_err(illegal)?;
+        let now = now_micros();
+        let answered_at = (to == CallStatus::Active).then_some(now);
+        let (ended_at, duration) = match to {
+            CallStatus::Ended | CallStatus::Declined | CallStatus::Missed => (
+                Some(now),
+                call::duration_seconds(
+                    record.started_at,
+                    record.answered_at,
+                    now,
+                    record.callee_id.is_some(),
+                ),
+            ),
+            _ => (None, 0),
+        };
+        match calls::transition(
+            &self.state.db,
+            &record.id,
+            from,
+            to,
+            answered_at,
+            ended_at,
+            duration,
+        )
+        .await?
+        {
+            Some(updated) => Ok(self.announce(&updated)),
+            None => {
+                // Changed under us (answered, ended, or missed): judge again.
+                let now = calls::find(&self.state.db, &record.id)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("CALL_NOT_FOUND", "the call is gone"))?;
+                Err(step(now.status())
+                    .err()
+                    .map(illegal)
+                    .unwrap_or_else(|| AppError::internal("call changed concurrently")))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CallService for CallApi {
+    #[tracing::instrument(skip_all)]
+    async fn start_call(
+        &self,
+        request: Request<pb::StartCallRequest>,
+    ) -> Result<Response<pb::CallSession>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let meeting_id = id_field("meeting_id", &r.meeting_id)?;
+        let callee = if r.callee_id.trim().is_empty() {
+            None
+        } else {
+            Some(id_field("callee_id", &r.callee_id)?)
+        };
+        let loaded = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if loaded.access.status.is_over() {
+            return Err(AppError::FailedPrecondition {
+                reason: "MEETING_NOT_JOINABLE",
+                message: format!(
+                    "the meeting is {}; no more calls",
+                    loaded.access.status.as_str()
+                ),
+            }
+            .into());
+        }
+        if !loaded.access.can_join() {
+            return Err(AppError::permission_denied("you are not a member of this meeting").into());
+        }
+        if let Some(callee) = &callee {
+            if *callee == caller.user_id {
+                return Err(AppError::invalid("callee_id", "you cannot call yourself").into());
+            }
+            let theirs = access::load(&self.state.db, &meeting_id, callee, false).await?;
+            if !theirs.access.is_member() {
+                return Err(
+                    AppError::invalid("callee_id", "is not a member of this meeting").into(),
+                );
+            }
+        }
+
+        let now = now_micros();
+        if loaded.access.status == MeetingStatus::Scheduled {
+            // A call starts its meeting (unless someone else just did).
+            if meetings::transition(
+                &self.state.db,
+                &meeting_id,
+                MeetingStatus::Scheduled,
+                MeetingStatus::Ongoing,
+                now,
+            )
+            .await
+            .map_err(AppError::from)?
+            .is_some()
+            {
+                let status = pb::MeetingStatus::Ongoing as i32;
+                self.state.hub.broadcast(
+                    &meeting_id,
+                    Event::MeetingStatus(pb::MeetingStatusChanged { status }),
+                );
+            }
+        }
+        let status = CallStatus::initial(callee.is_some());
+        let record = calls::create(
+            &self.state.db,
+            &new_id(),
+            &meeting_id,
+            &caller.user_id,
+            callee.as_deref(),
+            status,
+            now,
+        )
+        .await
+        .map_err(AppError::from)?;
+        tracing::info!(call_id = %record.id, %meeting_id, "call started");
+        Ok(Response::new(self.announce(&record)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn answer_call(
+        &self,
+        request: Request<pb::AnswerCallRequest>,
+    ) -> Result<Response<pb::CallSession>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let record = self.load_call(&r.call_id).await?;
+        if record.callee_id.as_deref() != Some(caller.user_id.as_str()) {
+            return Err(AppError::permission_denied("only the callee may answer this call").into());
+        }
+        Ok(Response::new(
+            self.change(record, |s| s.answer(r.accept)).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn end_call(
+        &self,
+        request: Request<pb::EndCallRequest>,
+    ) -> Result<Response<pb::CallSession>, Status> {
+        let caller = caller(&request)?;
+        let record = self.load_call(&request.get_ref().call_id).await?;
+        let is_party = record.caller_id == caller.user_id
+            || record.callee_id.as_deref() == Some(&caller.user_id);
+        if !is_party {
+            return Err(AppError::permission_denied(
+                "only the caller or the callee may end this call",
+            )
+            .into());
+        }
+        Ok(Response::new(self.change(record, CallStatus::end).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_call(
+        &self,
+        request: Request<pb::GetCallRequest>,
+    ) -> Result<Response<pb::CallSession>, Status> {
+        let caller = caller(&request)?;
+        let record = self.readable(&caller, &request.get_ref().call_id).await?;
+        Ok(Response::new(convert::call(&record)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_calls(
+        &self,
+        request: Request<pb::ListCallsRequest>,
+    ) -> Result<Response<pb::ListCallsResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let meeting_id = id_field("meeting_id", &r.meeting_id)?;
+        let size = PageSize::parse(r.page_size)
+            .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
+        let loaded = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.is_member() {
+            return Err(AppError::permission_denied("you are not a member of this meeting").into());
+        }
+        let scope = format!("ListCalls|{meeting_id}");
+        let cursor = self
+            .state
+            .page_tokens
+            .decode(&scope, &r.page_token)
+            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let mut rows = calls::list(
+            &self.state.db,
+            &meeting_id,
+            cursor.as_deref(),
+            size.get() + 1,
+        )
+        .await
+        .map_err(AppError::from)?;
+        let next_page_token = if rows.len() > size.get() as usize {
+            rows.truncate(size.get() as usize);
+            rows.last()
+                .map(|last| self.state.page_tokens.encode(&scope, &last.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListCallsResponse {
+            calls: rows.iter().map(convert::call).collect(),
+            next_page_token,
+        }))
+    }
+}

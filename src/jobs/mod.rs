@@ -1,0 +1,8 @@
+//! Background work that runs beside the RPCs on every node.
+//!
+//! - [`missed_calls`]: ringing calls nobody answered become MISSED.
+//!
+//! Jobs act through single conditional UPDATEs, so several nodes running
+//! the same job never act twice on one row.
+
+pub mod missed_calls;

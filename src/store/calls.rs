@@ -1,0 +1,131 @@
+//! The `calls` table.
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch};
+use crate::domain::{call::CallStatus, time::Micros};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct CallRecord {
+    pub id: String,
+    pub meeting_id: String,
+    pub caller_id: String,
+    pub callee_id: Option<String>,
+    pub status: String,
+    pub started_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub duration_seconds: i64,
+}
+
+impl CallRecord {
+    pub fn status(&self) -> CallStatus {
+        CallStatus::from_db(&self.status).unwrap_or(CallStatus::Ended)
+    }
+}
+
+const COLUMNS: &str = "id, meeting_id, caller_id, callee_id, status, started_at, answered_at, ended_at, duration_seconds";
+
+pub async fn create(
+    db: &Db,
+    id: &str,
+    meeting_id: &str,
+    caller_id: &str,
+    callee_id: Option<&str>,
+    status: CallStatus,
+    now: Micros,
+) -> Result<CallRecord, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO calls (id, meeting_id, caller_id, callee_id, status, started_at, answered_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    );
+    let answered = (status == CallStatus::Active).then_some(now);
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, CallRecord>(&sql)
+            .bind(id)
+            .bind(meeting_id)
+            .bind(caller_id)
+            .bind(callee_id)
+            .bind(status.as_str())
+            .bind(now)
+            .bind(answered)
+            .fetch_one(pool)
+            .await
+    })
+}
+
+pub async fn find(db: &Db, id: &str) -> Result<Option<CallRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, CallRecord>(&format!("SELECT {COLUMNS} FROM calls WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Moves the call from `from` to `to` if it is still in `from` (`None`
+/// otherwise: someone else changed it first).
+pub async fn transition(
+    db: &Db,
+    id: &str,
+    from: CallStatus,
+    to: CallStatus,
+    answered_at: Option<Micros>,
+    ended_at: Option<Micros>,
+    duration_seconds: i64,
+) -> Result<Option<CallRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE calls SET status = $3, answered_at = COALESCE($4, answered_at), ended_at = COALESCE($5, ended_at), \
+           duration_seconds = $6 WHERE id = $1 AND status = $2 RETURNING {COLUMNS}"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, CallRecord>(&sql)
+            .bind(id)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(answered_at)
+            .bind(ended_at)
+            .bind(duration_seconds)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Marks calls ringing since before `rang_before` as missed and returns them.
+pub async fn mark_missed(
+    db: &Db,
+    rang_before: Micros,
+    now: Micros,
+) -> Result<Vec<CallRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE calls SET status = 'missed', ended_at = $2 \
+         WHERE status = 'ringing' AND started_at < $1 RETURNING {COLUMNS}"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, CallRecord>(&sql)
+            .bind(rang_before)
+            .bind(now)
+            .fetch_all(pool)
+            .await
+    })
+}
+
+/// A meeting's calls, newest first, before `before_id`.
+pub async fn list(
+    db: &Db,
+    meeting_id: &str,
+    before_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<CallRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM calls WHERE meeting_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, CallRecord>(&sql)
+            .bind(meeting_id)
+            .bind(before_id.unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })
+}
