@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Without the `connect(dst)` constructors: they clash with RoomService.Connect.
         .build_transport(false)
+        // INVALID_ARGUMENT for undecodable messages, small stream buffers.
+        .codec_path("crate::codec::UnioCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! - [`realtime`]: live rooms: the hub, sessions, fan-out, resume.
 //! - [`blob`]: avatar (and later file) bytes on disk.
 //! - [`jobs`]: background sweeps (missed calls).
+//! - [`codec`]: the protobuf codec (bad bytes are INVALID_ARGUMENT).
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`telemetry`] and [`metrics`]: a log line per call, Prometheus counters.
 //!
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod auth;
 pub mod blob;
+pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -162,11 +164,13 @@ pub async fn run(
         state.config.call_ring_timeout,
     ));
     let db = state.db.clone();
+    let hub = state.hub.clone();
     let result = server::serve(state, listener, shutdown).await;
     if let Some(task) = admin_task {
         task.abort();
     }
     missed_calls.abort();
+    hub.record_departures().await;
     db.close().await;
     result
 }

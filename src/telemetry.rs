@@ -31,6 +31,8 @@ pub fn init(filter: &str) -> bool {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Colours only for people: log files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .try_init()
         .is_ok()
 }

@@ -723,6 +723,22 @@ impl RoomHub {
         }
     }
 
+    /// Records every participant still in a room as gone (after shutdown,
+    /// so attendance does not stay "online" across a restart).
+    pub async fn record_departures(&self) {
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        let ids: Vec<String> = rooms
+            .iter()
+            .flat_map(|room| lock(room).slots.keys().cloned().collect::<Vec<_>>())
+            .collect();
+        let now = now_micros();
+        for id in ids {
+            if let Err(err) = participants::record_leave(&self.db, &id, now).await {
+                tracing::warn!(error = %err, "could not record a departure at shutdown");
+            }
+        }
+    }
+
     /// Participants currently in a room (present or within their grace).
     pub fn participants(&self, meeting_id: &str) -> Vec<pb::Participant> {
         self.room(meeting_id)

@@ -171,7 +171,12 @@ struct Buffered {
     seq: u64,
     to: Audience,
     event: Arc<pb::ServerEvent>,
+    bytes: usize,
 }
+
+/// The replay ring also stops at this many encoded bytes: a burst of large
+/// SDP offers must not pin tens of MiB per room.
+pub const REPLAY_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct RoomState {
     next_seq: u64,
@@ -179,6 +184,7 @@ pub struct RoomState {
     pub slots: BTreeMap<String, Slot>,
     replay: VecDeque<Buffered>,
     replay_capacity: usize,
+    replay_bytes: usize,
     pub closed: Option<Closed>,
 }
 
@@ -189,6 +195,7 @@ impl RoomState {
             slots: BTreeMap::new(),
             replay: VecDeque::new(),
             replay_capacity,
+            replay_bytes: 0,
             closed: None,
         }
     }
@@ -209,13 +216,20 @@ impl RoomState {
             sequence: seq,
             event: Some(event),
         });
-        if self.replay.len() == self.replay_capacity {
-            self.replay.pop_front();
+        let bytes = prost::Message::encoded_len(event.as_ref());
+        while self.replay.len() >= self.replay_capacity
+            || (!self.replay.is_empty() && self.replay_bytes + bytes > REPLAY_MAX_BYTES)
+        {
+            if let Some(old) = self.replay.pop_front() {
+                self.replay_bytes -= old.bytes;
+            }
         }
+        self.replay_bytes += bytes;
         self.replay.push_back(Buffered {
             seq,
             to: to.clone(),
             event: event.clone(),
+            bytes,
         });
 
         let mut overflowed = Vec::new();
@@ -353,6 +367,27 @@ mod tests {
         // What the slow participant missed is still replayable.
         let missed = room.replay_since("slow", 1).unwrap();
         assert_eq!(missed.iter().map(|e| e.sequence).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn the_replay_ring_is_bounded_in_bytes_too() {
+        let mut room = RoomState::new(1000);
+        let big = || {
+            Event::Signal(pb::IncomingSignal {
+                from_participant_id: "a".into(),
+                payload: Some(pb::incoming_signal::Payload::Offer(
+                    pb::SessionDescription {
+                        sdp: "s".repeat(64 * 1024),
+                    },
+                )),
+            })
+        };
+        for _ in 0..200 {
+            room.publish(Audience::All, big());
+        }
+        assert!(room.replay_bytes <= REPLAY_MAX_BYTES);
+        assert!(room.replay.len() < 100);
+        assert!(room.replay_since("x", 150).is_some());
     }
 
     #[test]

@@ -253,3 +253,31 @@ async fn configured_origins_are_the_only_ones_allowed() {
     let refused = http1(app.addr, preflight("https://evil.example")).await;
     assert!(!refused.headers.contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn undecodable_messages_are_invalid_argument_not_internal() {
+    let app = spawn_app().await;
+    // Field 1 (email) claims 127 bytes but the message ends: truncated.
+    let body = frame(0, &[0x0a, 0x7f, b'a']);
+    let response = http1(
+        app.addr,
+        grpc_web_post(app.addr, "AuthService/SignUp", "application/grpc-web+proto")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap(),
+    )
+    .await;
+    let (_, trailers) = frames(&response.body);
+    let status = response
+        .headers
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_else(|| {
+            trailers
+                .lines()
+                .find_map(|l| l.strip_prefix("grpc-status:"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        });
+    assert_eq!(status, "3", "INVALID_ARGUMENT; trailers {trailers:?}");
+}

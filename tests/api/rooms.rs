@@ -966,3 +966,31 @@ async fn late_joiners_see_current_media_state_and_turn_credentials() {
         unio::realtime::ice::turn_password("turn-secret", &turn.username)
     );
 }
+
+#[tokio::test]
+async fn shutdown_ends_room_streams_with_unavailable_and_closes_attendance() {
+    let mut app = spawn_app().await;
+    let (meeting, host, _, _) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
+    let mut a = connect(&app, &host, &meeting).await;
+    let (stop, server) = app.shutdown_handle();
+    stop.send(()).unwrap();
+    let status = end_of(&mut a.events).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    let config = unio::config::Config::from_lookup(|k| app.vars.get(k).cloned()).unwrap();
+    let db = unio::open_database(&config).await.unwrap();
+    let rows = unio::store::participants::list(&db, &meeting, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        rows[0].left_at.is_some(),
+        "nobody stays online across a restart"
+    );
+    db.close().await;
+}

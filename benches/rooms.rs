@@ -1,0 +1,361 @@
+//! Room benchmark: fan-out latency and memory per idle stream, against the
+//! real `unio` binary on loopback.
+//!
+//! Run: `cargo bench --bench rooms` (add `-- --quick` for a short run).
+//!
+//! The server runs as a child process (release build, SQLite in a temp dir)
+//! so its memory can be read from /proc. The benchmark is the client: it
+//! signs up a few users and opens many Connect streams (a user may join
+//! from many devices, each its own participant).
+//!
+//! - Fan-out latency: in rooms of 10, 100 and 1,000 participants, one
+//!   participant publishes a `media_state` change; the time until the last
+//!   of the others has received it is one sample (p50, p99 over samples).
+//! - Memory per idle stream: server RSS growth after opening 1,000 and then
+//!   10,000 idle streams (in rooms of 100), divided by the number of streams.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::{
+    Request, Streaming,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+use unio::proto::pb::{
+    self, auth_service_client::AuthServiceClient, client_event,
+    meeting_service_client::MeetingServiceClient, room_service_client::RoomServiceClient,
+    server_event::Event,
+};
+
+/// Streams per HTTP/2 connection (the server allows 256 in flight each).
+const STREAMS_PER_CONNECTION: usize = 100;
+const PASSWORD: &str = "bench password 42";
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_unio"))
+            .env("UNIO_ADDR", "127.0.0.1:0")
+            .env("UNIO_DATA_DIR", dir.path())
+            .env("UNIO_ADMIN_ADDR", "")
+            .env("UNIO_LOG", "warn,unio=info")
+            // A 1,000-participant room joining at once is a storm of
+            // presence events; give each queue room to absorb it.
+            .env("UNIO_ROOM_QUEUE", "4096")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start unio");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().expect("server output").unwrap();
+            if let Some(at) = line.find("listening on ") {
+                break line[at + "listening on ".len()..].trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+async fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn user(channel: &Channel, n: usize) -> String {
+    AuthServiceClient::new(channel.clone())
+        .sign_up(pb::SignUpRequest {
+            email: format!("bench{n}@example.com"),
+            password: PASSWORD.into(),
+            display_name: format!("Bench {n}"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token
+}
+
+async fn open_meeting(channel: &Channel, token: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    MeetingServiceClient::new(channel.clone())
+        .create_meeting(authed(
+            pb::CreateMeetingRequest {
+                title: "bench".into(),
+                start_time: Some(prost_types::Timestamp {
+                    seconds: now + 60,
+                    nanos: 0,
+                }),
+                duration_minutes: 60,
+                join_policy: pb::JoinPolicy::AnyoneWithLink as i32,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+struct Participant {
+    tx: mpsc::Sender<pb::ClientEvent>,
+    events: Streaming<pb::ServerEvent>,
+}
+
+async fn join(channel: &Channel, token: &str, meeting: &str) -> Participant {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(pb::ClientEvent {
+        request_id: String::new(),
+        event: Some(client_event::Event::Join(pb::JoinRoom {
+            meeting_id: meeting.into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut events = RoomServiceClient::new(channel.clone())
+        .connect(authed(ReceiverStream::new(rx), token))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.next().await.unwrap().unwrap();
+    let Some(Event::Joined(_)) = first.event else {
+        panic!("not joined: {first:?}")
+    };
+    Participant { tx, events }
+}
+
+/// Opens `count` participants in `meeting`, spread over connections and
+/// users, 32 joins at a time.
+async fn join_many(
+    channels: &[Channel],
+    tokens: &[String],
+    meeting: &str,
+    count: usize,
+    offset: usize,
+) -> Vec<Participant> {
+    let mut out = Vec::with_capacity(count);
+    let mut pending = Vec::new();
+    for i in 0..count {
+        let n = offset + i;
+        let channel = channels[n / STREAMS_PER_CONNECTION].clone();
+        let token = tokens[n % tokens.len()].clone();
+        let meeting = meeting.to_owned();
+        pending.push(tokio::spawn(async move {
+            join(&channel, &token, &meeting).await
+        }));
+        if pending.len() == 32 {
+            for p in pending.drain(..) {
+                out.push(p.await.unwrap());
+            }
+        }
+    }
+    for p in pending {
+        out.push(p.await.unwrap());
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+async fn fan_out(addr: &str, tokens: &[String], host: &str, size: usize, samples: usize) {
+    let connections = size.div_ceil(STREAMS_PER_CONNECTION);
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(channel(addr).await);
+    }
+    let meeting = open_meeting(&channels[0], host).await;
+    let mut people = join_many(&channels, tokens, &meeting, size, 0).await;
+    let publisher = people.remove(0);
+    // Every receiver reports when it sees a media_state change.
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Instant>();
+    let mut readers = Vec::new();
+    for mut p in people {
+        let seen = seen_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let _keep = p.tx;
+            while let Some(Ok(event)) = p.events.next().await {
+                if let Some(Event::MediaState(_)) = event.event {
+                    let _ = seen.send(Instant::now());
+                }
+            }
+        }));
+    }
+    // Let the join storm settle.
+    tokio::time::sleep(Duration::from_millis(500 + size as u64)).await;
+    while seen_rx.try_recv().is_ok() {}
+
+    let mut latencies = Vec::with_capacity(samples);
+    for k in 0..samples {
+        let started = Instant::now();
+        publisher
+            .tx
+            .send(pb::ClientEvent {
+                request_id: String::new(),
+                event: Some(client_event::Event::MediaState(pb::MediaState {
+                    audio_enabled: k % 2 == 0,
+                    ..Default::default()
+                })),
+            })
+            .await
+            .unwrap();
+        let mut last = started;
+        for _ in 0..size - 1 {
+            last = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())
+                .await
+                .expect("fan-out within 10 s")
+                .unwrap();
+        }
+        latencies.push(last - started);
+        // Stay under the 10 media_state events per second limit.
+        tokio::time::sleep(Duration::from_millis(110)).await;
+    }
+    latencies.sort();
+    println!(
+        "fan-out  room of {size:>5}: p50 {:>8.2} ms   p99 {:>8.2} ms   ({samples} samples, publish -> last of {} receivers)",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        size - 1
+    );
+    for r in readers {
+        r.abort();
+    }
+    drop(publisher);
+}
+
+async fn idle_memory(
+    server: &Server,
+    tokens: &[String],
+    host: &str,
+    targets: &[usize],
+    room_size: usize,
+) {
+    let mut channels: Vec<Channel> = Vec::new();
+    let mut held: Vec<Participant> = Vec::new();
+    // Warm up: one room, so allocator pools and the first-join path exist.
+    channels.push(channel(&server.addr).await);
+    let warm_meeting = open_meeting(&channels[0], host).await;
+    let warm = join_many(&channels, tokens, &warm_meeting, 10, 0).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = server.rss_kib();
+    let offset = STREAMS_PER_CONNECTION; // the warm-up used the first connection
+    for &target in targets {
+        while held.len() < target {
+            let needed = (offset + target).div_ceil(STREAMS_PER_CONNECTION);
+            while channels.len() < needed {
+                channels.push(channel(&server.addr).await);
+            }
+            let meeting = open_meeting(&channels[0], host).await;
+            let batch =
+                join_many(&channels, tokens, &meeting, room_size, offset + held.len()).await;
+            held.extend(batch);
+        }
+        // Drain the presence events the joins produced, then measure idle.
+        for p in held.iter_mut() {
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(1), p.events.next()).await
+            {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = server.rss_kib();
+        let per_stream = (rss.saturating_sub(base)) as f64 * 1024.0 / held.len() as f64;
+        println!(
+            "idle     {:>6} streams in rooms of {room_size:>3}: server RSS {:>7.1} MiB (+{:>6.1} MiB over baseline), {:>6.2} KiB per stream",
+            held.len(),
+            rss as f64 / 1024.0,
+            rss.saturating_sub(base) as f64 / 1024.0,
+            per_stream / 1024.0
+        );
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = Server::start();
+        let setup = channel(&server.addr).await;
+        let mut tokens = Vec::new();
+        for n in 0..8 {
+            tokens.push(user(&setup, n).await);
+        }
+        let host = tokens[0].clone();
+        println!(
+            "unio room benchmark against {} (release build, SQLite, loopback)",
+            server.addr
+        );
+        let samples = if quick { 20 } else { 100 };
+        for size in [10, 100, 1_000] {
+            fan_out(&server.addr, &tokens, &host, size, samples).await;
+        }
+        drop(server);
+        let targets: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
+        // What an idle stream costs depends on its room: `joined` carries
+        // the participant list, and the stream's encode buffer keeps the
+        // size it grew to. Each size gets a fresh server, so memory freed
+        // by earlier rooms cannot hide the cost.
+        for room_size in [10, 100] {
+            let server = Server::start();
+            let setup = channel(&server.addr).await;
+            let mut tokens = Vec::new();
+            for n in 0..8 {
+                tokens.push(user(&setup, n).await);
+            }
+            let host = tokens[0].clone();
+            idle_memory(&server, &tokens, &host, targets, room_size).await;
+        }
+    });
+}
