@@ -128,6 +128,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
     );
     Ok(AppState {
         hub,
+        inbox: realtime::inbox::Inbox::new(std::time::Duration::from_secs(15)),
         blobs: BlobStore::new(config.data_dir.join("blobs")),
         page_tokens: PageTokens::new(&secret),
         metrics: Arc::new(Metrics::new(Metrics::methods_of(&[
@@ -163,6 +164,10 @@ pub async fn run(
         state.clone(),
         state.config.call_ring_timeout,
     ));
+    let reminders = tokio::spawn(jobs::reminders::run(
+        state.clone(),
+        state.config.reminder_lead,
+    ));
     let db = state.db.clone();
     let hub = state.hub.clone();
     let result = server::serve(state, listener, shutdown).await;
@@ -170,6 +175,7 @@ pub async fn run(
         task.abort();
     }
     missed_calls.abort();
+    reminders.abort();
     hub.record_departures().await;
     db.close().await;
     result

@@ -16,15 +16,16 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     RunError,
-    api::{AuthApi, CallApi, MeetingApi, RoomApi, UserApi},
+    api::{AuthApi, CallApi, MeetingApi, NotificationApi, RoomApi, UserApi},
     auth::AuthLayer,
     config::CorsOrigins,
     proto::{
         FILE_DESCRIPTOR_SET,
         pb::{
             auth_service_server::AuthServiceServer, call_service_server::CallServiceServer,
-            meeting_service_server::MeetingServiceServer, room_service_server::RoomServiceServer,
-            user_service_server::UserServiceServer,
+            meeting_service_server::MeetingServiceServer,
+            notification_service_server::NotificationServiceServer,
+            room_service_server::RoomServiceServer, user_service_server::UserServiceServer,
         },
     },
     state::AppState,
@@ -57,6 +58,9 @@ pub async fn serve(
         .await;
     health.set_serving::<RoomServiceServer<RoomApi>>().await;
     health.set_serving::<CallServiceServer<CallApi>>().await;
+    health
+        .set_serving::<NotificationServiceServer<NotificationApi>>()
+        .await;
 
     // grpcurl 1.8 asks v1alpha, newer clients v1: serve both.
     let reflection = || {
@@ -69,7 +73,7 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1().map_err(RunError::Reflection)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(RunError::Reflection)?;
 
-    let auth = AuthServiceServer::new(AuthApi::new(state.accounts.clone()))
+    let auth = AuthServiceServer::new(AuthApi::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let users = UserServiceServer::new(UserApi::new(state.clone()))
         .max_decoding_message_size(config.limits.max_avatar_bytes + AVATAR_ENVELOPE_BYTES)
@@ -82,7 +86,10 @@ pub async fn serve(
         .max_decoding_message_size(ROOM_MESSAGE_BYTES);
     let calls = CallServiceServer::new(CallApi::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let notifications = NotificationServiceServer::new(NotificationApi::new(state.clone()))
+        .max_decoding_message_size(MEETING_MESSAGE_BYTES);
     let hub = state.hub.clone();
+    let inbox = state.inbox.clone();
 
     let mut builder = Server::builder()
         .accept_http1(true)
@@ -119,7 +126,8 @@ pub async fn serve(
         .add_service(users)
         .add_service(meetings)
         .add_service(rooms)
-        .add_service(calls);
+        .add_service(calls)
+        .add_service(notifications);
 
     let addr = listener.local_addr().map_err(RunError::Io)?;
     let scheme = if config.tls.is_some() {
@@ -146,6 +154,10 @@ pub async fn serve(
             .await;
         health.set_not_serving::<RoomServiceServer<RoomApi>>().await;
         health.set_not_serving::<CallServiceServer<CallApi>>().await;
+        health
+            .set_not_serving::<NotificationServiceServer<NotificationApi>>()
+            .await;
+        inbox.close_all();
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

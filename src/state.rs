@@ -3,8 +3,13 @@
 use std::sync::Arc;
 
 use crate::{
-    api::paging::PageTokens, auth::Accounts, blob::BlobStore, config::Config, metrics::Metrics,
-    realtime::RoomHub, store::Db,
+    api::paging::PageTokens,
+    auth::Accounts,
+    blob::BlobStore,
+    config::Config,
+    metrics::Metrics,
+    realtime::{RoomHub, inbox::Inbox},
+    store::Db,
 };
 
 /// Shared by all services; cheap to clone (everything inside is shared).
@@ -17,4 +22,5 @@ pub struct AppState {
     pub page_tokens: PageTokens,
     pub metrics: Arc<Metrics>,
     pub hub: Arc<RoomHub>,
+    pub inbox: Arc<Inbox>,
 }

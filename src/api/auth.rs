@@ -4,19 +4,20 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    auth::{Accounts, caller},
+    auth::caller,
     domain::{DisplayName, Email, Password},
     error::{AppError, Violations},
     proto::pb::{self, auth_service_server::AuthService},
+    state::AppState,
 };
 
 pub struct AuthApi {
-    accounts: Accounts,
+    state: AppState,
 }
 
 impl AuthApi {
-    pub fn new(accounts: Accounts) -> Self {
-        Self { accounts }
+    pub fn new(state: AppState) -> Self {
+        Self { state }
     }
 }
 
@@ -40,12 +41,17 @@ impl AuthService for AuthApi {
         else {
             return Err(v.into_error().into());
         };
-        let (user, tokens) = self
+        let signed_in = self
+            .state
             .accounts
             .sign_up(&email, &password, &display_name)
             .await?;
-        tracing::info!(user_id = %user.id, "signed up");
-        Ok(Response::new(convert::auth_response(&user, tokens)))
+        tracing::info!(user_id = %signed_in.user.id, "signed up");
+        super::deliver(&self.state, &signed_in.notices);
+        Ok(Response::new(convert::auth_response(
+            &signed_in.user,
+            signed_in.tokens,
+        )))
     }
 
     #[tracing::instrument(skip_all)]
@@ -62,8 +68,12 @@ impl AuthService for AuthApi {
         let Some(email) = email.filter(|_| v.is_empty()) else {
             return Err(v.into_error().into());
         };
-        let (user, tokens) = self.accounts.login(&email, &password).await?;
-        Ok(Response::new(convert::auth_response(&user, tokens)))
+        let signed_in = self.state.accounts.login(&email, &password).await?;
+        super::deliver(&self.state, &signed_in.notices);
+        Ok(Response::new(convert::auth_response(
+            &signed_in.user,
+            signed_in.tokens,
+        )))
     }
 
     #[tracing::instrument(skip_all)]
@@ -75,7 +85,7 @@ impl AuthService for AuthApi {
         if refresh_token.trim().is_empty() {
             return Err(AppError::invalid("refresh_token", "is required").into());
         }
-        let tokens = self.accounts.refresh(&refresh_token).await?;
+        let tokens = self.state.accounts.refresh(&refresh_token).await?;
         Ok(Response::new(convert::token_pair(tokens)))
     }
 
@@ -86,7 +96,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let caller = caller(&request)?;
         let pb::LogoutRequest { refresh_token } = request.into_inner();
-        self.accounts.logout(&caller, &refresh_token).await?;
+        self.state.accounts.logout(&caller, &refresh_token).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 }

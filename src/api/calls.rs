@@ -11,7 +11,9 @@ use crate::{
         PageSize,
         call::{self, CallStatus, IllegalCallTransition},
         meeting::MeetingStatus,
-        new_id, parse_id,
+        new_id,
+        notification::Draft,
+        parse_id,
         time::now_micros,
     },
     error::AppError,
@@ -19,7 +21,7 @@ use crate::{
     state::AppState,
     store::{
         calls::{self, CallRecord},
-        meetings,
+        meetings, users,
     },
 };
 
@@ -178,17 +180,19 @@ impl CallService for CallApi {
         let now = now_micros();
         if loaded.access.status == MeetingStatus::Scheduled {
             // A call starts its meeting (unless someone else just did).
-            if meetings::transition(
+            let draft = Draft::started(&meeting_id, &loaded.record.title);
+            let started = meetings::transition(
                 &self.state.db,
                 &meeting_id,
                 MeetingStatus::Scheduled,
                 MeetingStatus::Ongoing,
+                Some(&draft),
                 now,
             )
             .await
-            .map_err(AppError::from)?
-            .is_some()
-            {
+            .map_err(AppError::from)?;
+            if let Some((_, notices)) = started {
+                super::deliver(&self.state, &notices);
                 let status = pb::MeetingStatus::Ongoing as i32;
                 self.state.hub.broadcast(
                     &meeting_id,
@@ -197,17 +201,30 @@ impl CallService for CallApi {
             }
         }
         let status = CallStatus::initial(callee.is_some());
-        let record = calls::create(
+        let call_draft = match &callee {
+            Some(_) => {
+                let me = users::find_by_id(&self.state.db, &caller.user_id)
+                    .await
+                    .map_err(AppError::from)?
+                    .map(|u| u.display_name)
+                    .unwrap_or_default();
+                Some(Draft::incoming_call(&meeting_id, &loaded.record.title, &me))
+            }
+            None => None,
+        };
+        let (record, notice) = calls::create(
             &self.state.db,
             &new_id(),
             &meeting_id,
             &caller.user_id,
             callee.as_deref(),
             status,
+            call_draft.as_ref(),
             now,
         )
         .await
         .map_err(AppError::from)?;
+        super::deliver(&self.state, notice.as_slice());
         tracing::info!(call_id = %record.id, %meeting_id, "call started");
         Ok(Response::new(self.announce(&record)))
     }

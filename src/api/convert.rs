@@ -6,12 +6,13 @@ use crate::{
         AuthProvider, Role,
         call::CallStatus,
         meeting::{InviteStatus, JoinPolicy, MeetingStatus},
+        notification::NotificationKind,
         time::to_timestamp,
     },
     proto::pb,
     store::{
         calls::CallRecord, invites::InviteRecord, meetings::MeetingRecord,
-        participants::ParticipantRecord, users::UserRecord,
+        notifications::NotificationRecord, participants::ParticipantRecord, users::UserRecord,
     },
 };
 
@@ -147,5 +148,30 @@ pub fn call(record: &CallRecord) -> pb::CallSession {
         answer_time: record.answered_at.map(to_timestamp),
         end_time: record.ended_at.map(to_timestamp),
         duration_seconds: record.duration_seconds,
+    }
+}
+
+pub fn notification(record: &NotificationRecord) -> pb::Notification {
+    pb::Notification {
+        id: record.id.clone(),
+        user_id: record.user_id.clone(),
+        r#type: notification_type(record.kind()) as i32,
+        title: record.title.clone(),
+        body: record.body.clone(),
+        meeting_id: record.meeting_id.clone().unwrap_or_default(),
+        read: record.read_at.is_some(),
+        create_time: Some(to_timestamp(record.created_at)),
+    }
+}
+
+pub fn notification_type(kind: NotificationKind) -> pb::NotificationType {
+    match kind {
+        NotificationKind::MeetingInvite => pb::NotificationType::MeetingInvite,
+        NotificationKind::MeetingReminder => pb::NotificationType::MeetingReminder,
+        NotificationKind::MeetingStarted => pb::NotificationType::MeetingStarted,
+        NotificationKind::MeetingCancelled => pb::NotificationType::MeetingCancelled,
+        NotificationKind::InviteResponse => pb::NotificationType::InviteResponse,
+        NotificationKind::IncomingCall => pb::NotificationType::IncomingCall,
+        NotificationKind::General => pb::NotificationType::General,
     }
 }

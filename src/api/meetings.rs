@@ -18,7 +18,9 @@ use crate::{
         meeting::{
             self, Description, IllegalTransition, InviteStatus, JoinPolicy, MeetingStatus, Title,
         },
-        new_id, parse_id,
+        new_id,
+        notification::Draft,
+        parse_id,
         time::{from_timestamp, now_micros},
     },
     error::{AppError, Violations},
@@ -27,7 +29,8 @@ use crate::{
     store::{
         invites::{self, InviteScope, Invitee},
         meetings::{self, ListFilter, MeetingChanges, MeetingRecord, NewMeeting, Scope},
-        participants, users,
+        participants,
+        users::{self, UserRecord},
     },
 };
 
@@ -185,13 +188,13 @@ impl MeetingApi {
         out
     }
 
-    async fn host_email_key(&self, caller: &Caller) -> Result<String, AppError> {
-        let user = users::find_by_id(&self.state.db, &caller.user_id)
+    /// The caller's own account (hosts need their address and name).
+    async fn me(&self, caller: &Caller) -> Result<UserRecord, AppError> {
+        users::find_by_id(&self.state.db, &caller.user_id)
             .await?
             .ok_or_else(|| {
                 AppError::unauthenticated("TOKEN_REVOKED", "your account no longer exists")
-            })?;
-        Ok(user.email.to_lowercase())
+            })
     }
 
     /// Runs one status change (start, end, cancel).
@@ -204,10 +207,24 @@ impl MeetingApi {
         let loaded = self.managed(caller, raw_id, "meeting_id").await?;
         let from = loaded.record.status();
         let to = step(from).map_err(illegal)?;
-        match meetings::transition(&self.state.db, &loaded.record.id, from, to, now_micros())
-            .await?
-        {
-            Some(record) => {
+        let record = &loaded.record;
+        let draft = match to {
+            MeetingStatus::Ongoing => Some(Draft::started(&record.id, &record.title)),
+            MeetingStatus::Cancelled => Some(Draft::cancelled(&record.id, &record.title)),
+            _ => None,
+        };
+        let changed = meetings::transition(
+            &self.state.db,
+            &record.id,
+            from,
+            to,
+            draft.as_ref(),
+            now_micros(),
+        )
+        .await?;
+        match changed {
+            Some((record, notices)) => {
+                super::deliver(&self.state, &notices);
                 let status = convert::meeting_status(to);
                 if to.is_over() {
                     self.state.hub.close_room(&record.id, status);
@@ -242,7 +259,8 @@ impl MeetingService for MeetingApi {
     ) -> Result<Response<pb::Meeting>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let host_key = self.host_email_key(&caller).await?;
+        let me = self.me(&caller).await?;
+        let host_key = me.email.to_lowercase();
         let now = now_micros();
         let mut v = Violations::new();
         let title = v.check("title", Title::parse(&r.title));
@@ -285,9 +303,11 @@ impl MeetingService for MeetingApi {
             join_policy: policy,
             now,
         };
-        let (record, _) = meetings::create(&self.state.db, &new, &invitees)
+        let draft = Draft::invite(&id, title.as_str(), &me.display_name);
+        let (record, _, notices) = meetings::create(&self.state.db, &new, &invitees, &draft)
             .await
             .map_err(AppError::from)?;
+        super::deliver(&self.state, &notices);
         tracing::info!(meeting_id = %record.id, invites = invitees.len(), "meeting created");
         Ok(Response::new(self.to_pb(&record)))
     }
@@ -540,7 +560,8 @@ impl MeetingService for MeetingApi {
         if loaded.record.status().is_over() {
             return Err(read_only(loaded.record.status()).into());
         }
-        let host_key = self.host_email_key(&caller).await?;
+        let me = self.me(&caller).await?;
+        let host_key = me.email.to_lowercase();
         let mut v = Violations::new();
         if r.emails.is_empty() {
             v.add("emails", "name at least one address");
@@ -557,11 +578,21 @@ impl MeetingService for MeetingApi {
                 email_key: email.key(),
             })
             .collect();
-        let invites = invites::invite(&self.state.db, &loaded.record.id, &invitees, now_micros())
-            .await
-            .map_err(AppError::from)?;
+        let draft = Draft::invite(&loaded.record.id, &loaded.record.title, &me.display_name);
+        let (invites, notices) = invites::invite(
+            &self.state.db,
+            &loaded.record.id,
+            &invitees,
+            &draft,
+            now_micros(),
+        )
+        .await
+        .map_err(AppError::from)?;
         Ok(Response::new(pb::InviteParticipantsResponse {
-            invites: invites.iter().map(convert::invite).collect(),
+            invites: {
+                super::deliver(&self.state, &notices);
+                invites.iter().map(convert::invite).collect()
+            },
         }))
     }
 
@@ -674,17 +705,33 @@ impl MeetingService for MeetingApi {
                 AppError::permission_denied("this invite is addressed to someone else").into(),
             );
         }
+        let me = self.me(&caller).await?;
+        let title = meetings::find(&self.state.db, &invite.meeting_id)
+            .await
+            .map_err(AppError::from)?
+            .map(|m| m.title)
+            .unwrap_or_default();
+        let draft = Draft::invite_response(
+            &invite.meeting_id,
+            &title,
+            &me.display_name,
+            response == InviteStatus::Accepted,
+        );
         match invites::respond(
             &self.state.db,
             &invite_id,
             &caller.user_id,
             response,
+            &draft,
             now_micros(),
         )
         .await
         .map_err(AppError::from)?
         {
-            Some(updated) => Ok(Response::new(convert::invite(&updated))),
+            Some((updated, notice)) => {
+                super::deliver(&self.state, notice.as_slice());
+                Ok(Response::new(convert::invite(&updated)))
+            }
             None => {
                 let status = meetings::find(&self.state.db, &invite.meeting_id)
                     .await

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod calls;
 mod convert;
 pub mod meetings;
+pub mod notifications;
 pub mod paging;
 pub mod room;
 pub mod users;
@@ -15,5 +16,20 @@ pub use auth::AuthApi;
 pub use calls::CallApi;
 pub use convert::call as convert_call;
 pub use meetings::MeetingApi;
+pub use notifications::NotificationApi;
 pub use room::RoomApi;
 pub use users::UserApi;
+
+/// Hands committed notifications to their recipients' live watches.
+pub(crate) fn deliver(
+    state: &crate::state::AppState,
+    records: &[crate::store::notifications::NotificationRecord],
+) {
+    if !records.is_empty() {
+        state
+            .inbox
+            .publish(records.iter().map(convert::notification));
+    }
+}
+
+pub use convert::notification as convert_notification;

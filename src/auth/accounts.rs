@@ -17,10 +17,19 @@ use crate::{
     error::AppError,
     store::{
         Db, invites,
+        notifications::NotificationRecord,
         sessions::{self, NewSession, Rotation},
         users::{self, EmailTaken, NewUser, UserRecord},
     },
 };
+
+/// A user who just signed up or in, and notifications created on the way.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub user: UserRecord,
+    pub tokens: Tokens,
+    pub notices: Vec<NotificationRecord>,
+}
 
 /// A signed access token with the refresh token that renews it.
 #[derive(Debug, Clone)]
@@ -73,13 +82,15 @@ impl Accounts {
         &self.passwords
     }
 
-    /// Creates a password account and opens its first session.
+    /// Creates a password account and opens its first session. Invites
+    /// already sent to the address become the account's, with their
+    /// notifications (returned for live delivery).
     pub async fn sign_up(
         &self,
         email: &Email,
         password: &Password,
         display_name: &DisplayName,
-    ) -> Result<(UserRecord, Tokens), AppError> {
+    ) -> Result<SignedIn, AppError> {
         let hash = self.passwords.hash(password).await?;
         let now = now_micros();
         let user_id = new_id();
@@ -102,7 +113,7 @@ impl Accounts {
             now,
         };
         match users::create_with_session(&self.db, &user, &session).await? {
-            Ok(record) => {
+            Ok((record, notices)) => {
                 let access = self
                     .keys
                     .issue_access(&record.id, &session_id, record.role(), now);
@@ -111,7 +122,11 @@ impl Accounts {
                     refresh,
                     refresh_expires_at: session.refresh_expires_at,
                 };
-                Ok((record, tokens))
+                Ok(SignedIn {
+                    user: record,
+                    tokens,
+                    notices,
+                })
             }
             Err(EmailTaken) => Err(AppError::AlreadyExists {
                 reason: "EMAIL_TAKEN",
@@ -122,11 +137,7 @@ impl Accounts {
 
     /// Checks email and password. Unknown emails cost one hash like known
     /// ones and get the same answer; repeated failures are throttled per email.
-    pub async fn login(
-        &self,
-        email: &Email,
-        password: &str,
-    ) -> Result<(UserRecord, Tokens), AppError> {
+    pub async fn login(&self, email: &Email, password: &str) -> Result<SignedIn, AppError> {
         let now = now_micros();
         let window = micros(self.limits.login_failure_window);
         let (attempts, oldest) =
@@ -163,9 +174,13 @@ impl Accounts {
         }
         sessions::clear_login_failures(&self.db, email.key()).await?;
         // Invites that raced this account's sign-up are bound now.
-        invites::bind_to_user(&self.db, &user.id, email.key()).await?;
+        let notices = invites::bind_to_user(&self.db, &user.id, email.key(), now).await?;
         let tokens = self.open_session(&user, now).await?;
-        Ok((user, tokens))
+        Ok(SignedIn {
+            user,
+            tokens,
+            notices,
+        })
     }
 
     /// Opens a new session for an already authenticated user.

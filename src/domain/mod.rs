@@ -12,6 +12,7 @@ mod display_name;
 mod email;
 mod id;
 pub mod meeting;
+pub mod notification;
 mod page;
 mod password;
 mod role;

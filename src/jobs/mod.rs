@@ -1,8 +1,10 @@
 //! Background work that runs beside the RPCs on every node.
 //!
 //! - [`missed_calls`]: ringing calls nobody answered become MISSED.
+//! - [`reminders`]: one reminder per member before a meeting starts.
 //!
 //! Jobs act through single conditional UPDATEs, so several nodes running
 //! the same job never act twice on one row.
 
 pub mod missed_calls;
+pub mod reminders;

@@ -8,12 +8,14 @@
 //!   bounded queue, heartbeats, liveness and the way it ends.
 //! - [`rate`]: per-session token buckets.
 //! - [`ice`]: STUN/TURN servers handed out in `joined`.
+//! - [`inbox`]: live delivery of notifications to WatchNotifications.
 //!
 //! The hub is in-process: one node serves a room. Cross-node fan-out over
 //! Redis is planned behind the same interface.
 
 pub mod hub;
 pub mod ice;
+pub mod inbox;
 pub mod rate;
 pub mod room;
 pub mod session;

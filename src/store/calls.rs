@@ -2,8 +2,11 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch};
-use crate::domain::{call::CallStatus, time::Micros};
+use super::{
+    Db, dispatch,
+    notifications::{NotificationRecord, insert_notification},
+};
+use crate::domain::{call::CallStatus, notification::Draft, time::Micros};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct CallRecord {
@@ -26,6 +29,9 @@ impl CallRecord {
 
 const COLUMNS: &str = "id, meeting_id, caller_id, callee_id, status, started_at, answered_at, ended_at, duration_seconds";
 
+/// Records a new call; a ringing callee is notified with `draft` in the
+/// same transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     db: &Db,
     id: &str,
@@ -33,15 +39,17 @@ pub async fn create(
     caller_id: &str,
     callee_id: Option<&str>,
     status: CallStatus,
+    draft: Option<&Draft>,
     now: Micros,
-) -> Result<CallRecord, sqlx::Error> {
+) -> Result<(CallRecord, Option<NotificationRecord>), sqlx::Error> {
     let sql = format!(
         "INSERT INTO calls (id, meeting_id, caller_id, callee_id, status, started_at, answered_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     );
     let answered = (status == CallStatus::Active).then_some(now);
     dispatch!(db, pool => {
-        sqlx::query_as::<_, CallRecord>(&sql)
+        let mut tx = pool.begin().await?;
+        let record = sqlx::query_as::<_, CallRecord>(&sql)
             .bind(id)
             .bind(meeting_id)
             .bind(caller_id)
@@ -49,8 +57,14 @@ pub async fn create(
             .bind(status.as_str())
             .bind(now)
             .bind(answered)
-            .fetch_one(pool)
-            .await
+            .fetch_one(&mut *tx)
+            .await?;
+        let notice = match (callee_id, draft) {
+            (Some(callee), Some(draft)) => insert_notification!(&mut *tx, callee, draft, now, None::<String>),
+            _ => None,
+        };
+        tx.commit().await?;
+        Ok((record, notice))
     })
 }
 

@@ -2,8 +2,11 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch};
-use crate::domain::{meeting::InviteStatus, time::Micros};
+use super::{
+    Db, dispatch,
+    notifications::{NotificationRecord, insert_notification},
+};
+use crate::domain::{meeting::InviteStatus, notification::Draft, time::Micros};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct InviteRecord {
@@ -34,60 +37,127 @@ pub struct Invitee<'a> {
 const COLUMNS: &str = "id, meeting_id, email, user_id, status, created_at, responded_at";
 
 /// Inserts an invite unless the address is already invited; binds it to the
-/// account with that address if there is one.
+/// account with that address if there is one. RETURNING answers only for a
+/// new invite.
 pub(super) const INSERT_IGNORING_EXISTING: &str = "INSERT INTO meeting_invites \
      (id, meeting_id, email, email_key, user_id, status, created_at) \
      VALUES ($1, $2, $3, $4, (SELECT u.id FROM users u WHERE u.email_key = $4), 'pending', $5) \
-     ON CONFLICT (meeting_id, email_key) DO NOTHING";
+     ON CONFLICT (meeting_id, email_key) DO NOTHING RETURNING user_id";
 pub(super) const SELECT_BY_MEETING_AND_EMAIL: &str = "SELECT id, meeting_id, email, user_id, status, created_at, responded_at \
      FROM meeting_invites WHERE meeting_id = $1 AND email_key = $2";
 /// Gives a new account the invites sent to its address before it existed.
-pub(super) const BIND_TO_NEW_USER: &str =
-    "UPDATE meeting_invites SET user_id = $1 WHERE email_key = $2 AND user_id IS NULL";
+pub(super) const BIND_TO_NEW_USER: &str = "UPDATE meeting_invites SET user_id = $1 WHERE email_key = $2 AND user_id IS NULL RETURNING meeting_id";
+
+/// Inside a transaction `$tx`: invites `$invitees` (idempotently) to
+/// `$meeting_id`, notifying each newly invited account with `$draft`.
+/// Evaluates to (every invite in the order given, the notifications).
+macro_rules! invite_in {
+    ($tx:expr, $meeting_id:expr, $invitees:expr, $draft:expr, $now:expr) => {{
+        let mut invites = Vec::new();
+        let mut notices = Vec::new();
+        for invitee in $invitees {
+            let new: Option<(Option<String>,)> =
+                sqlx::query_as($crate::store::invites::INSERT_IGNORING_EXISTING)
+                    .bind(invitee.id)
+                    .bind($meeting_id)
+                    .bind(invitee.email)
+                    .bind(invitee.email_key)
+                    .bind($now)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            if let Some((Some(user_id),)) = new {
+                if let Some(notice) = $crate::store::notifications::insert_notification!(
+                    &mut *$tx,
+                    &user_id,
+                    $draft,
+                    $now,
+                    None::<String>
+                ) {
+                    notices.push(notice);
+                }
+            }
+            invites.push(
+                sqlx::query_as::<_, $crate::store::invites::InviteRecord>(
+                    $crate::store::invites::SELECT_BY_MEETING_AND_EMAIL,
+                )
+                .bind($meeting_id)
+                .bind(invitee.email_key)
+                .fetch_one(&mut *$tx)
+                .await?,
+            );
+        }
+        (invites, notices)
+    }};
+}
+pub(super) use invite_in;
+
+/// Inside a transaction `$tx`: binds the invites sent to `$email_key` to the
+/// account `$user_id` and notifies it of each live meeting. Evaluates to
+/// the notifications.
+macro_rules! bind_in {
+    ($tx:expr, $user_id:expr, $email_key:expr, $now:expr) => {{
+        let bound: Vec<(String,)> = sqlx::query_as($crate::store::invites::BIND_TO_NEW_USER)
+            .bind($user_id)
+            .bind($email_key)
+            .fetch_all(&mut *$tx)
+            .await?;
+        let mut notices = Vec::new();
+        for (meeting_id,) in bound {
+            let meeting: Option<(String, String)> = sqlx::query_as(
+                "SELECT m.title, u.display_name FROM meetings m JOIN users u ON u.id = m.host_id \
+                 WHERE m.id = $1 AND m.status IN ('scheduled', 'ongoing')",
+            )
+            .bind(&meeting_id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if let Some((title, host)) = meeting {
+                let draft = $crate::domain::notification::Draft::invite(&meeting_id, &title, &host);
+                if let Some(notice) = $crate::store::notifications::insert_notification!(
+                    &mut *$tx,
+                    $user_id,
+                    &draft,
+                    $now,
+                    None::<String>
+                ) {
+                    notices.push(notice);
+                }
+            }
+        }
+        notices
+    }};
+}
+pub(super) use bind_in;
 
 /// Binds invites sent to `email_key` before the account existed (also run
-/// at login, for an invite that raced the sign-up).
-pub async fn bind_to_user(db: &Db, user_id: &str, email_key: &str) -> Result<(), sqlx::Error> {
+/// at login, for an invite that raced the sign-up) and notifies the account.
+pub async fn bind_to_user(
+    db: &Db,
+    user_id: &str,
+    email_key: &str,
+    now: Micros,
+) -> Result<Vec<NotificationRecord>, sqlx::Error> {
     dispatch!(db, pool => {
-        sqlx::query(BIND_TO_NEW_USER)
-            .bind(user_id)
-            .bind(email_key)
-            .execute(pool)
-            .await
-            .map(|_| ())
+        let mut tx = pool.begin().await?;
+        let notices = bind_in!(tx, user_id, email_key, now);
+        tx.commit().await?;
+        Ok(notices)
     })
 }
 
-/// Invites each address (idempotently) and returns every invite, new or
-/// existing, in the order given.
+/// Invites each address (idempotently), notifying newly invited accounts
+/// with `draft`; returns every invite in the order given.
 pub async fn invite(
     db: &Db,
     meeting_id: &str,
     invitees: &[Invitee<'_>],
+    draft: &Draft,
     now: Micros,
-) -> Result<Vec<InviteRecord>, sqlx::Error> {
+) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), sqlx::Error> {
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
-        let mut out = Vec::with_capacity(invitees.len());
-        for invitee in invitees {
-            sqlx::query(INSERT_IGNORING_EXISTING)
-                .bind(invitee.id)
-                .bind(meeting_id)
-                .bind(invitee.email)
-                .bind(invitee.email_key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            out.push(
-                sqlx::query_as::<_, InviteRecord>(SELECT_BY_MEETING_AND_EMAIL)
-                    .bind(meeting_id)
-                    .bind(invitee.email_key)
-                    .fetch_one(&mut *tx)
-                    .await?,
-            );
-        }
+        let result = invite_in!(tx, meeting_id, invitees, draft, now);
         tx.commit().await?;
-        Ok(out)
+        Ok(result)
     })
 }
 
@@ -100,15 +170,17 @@ pub async fn find(db: &Db, invite_id: &str) -> Result<Option<InviteRecord>, sqlx
     })
 }
 
-/// Records the invitee's answer while the meeting is not over; `None` when
-/// the invite is not `user_id`'s or the meeting is over.
+/// Records the invitee's answer while the meeting is not over, and tells
+/// the host with `draft` in the same transaction; `None` when the invite is
+/// not `user_id`'s or the meeting is over.
 pub async fn respond(
     db: &Db,
     invite_id: &str,
     user_id: &str,
     status: InviteStatus,
+    draft: &Draft,
     now: Micros,
-) -> Result<Option<InviteRecord>, sqlx::Error> {
+) -> Result<Option<(InviteRecord, Option<NotificationRecord>)>, sqlx::Error> {
     let sql = format!(
         "UPDATE meeting_invites SET status = $3, responded_at = $4 \
          WHERE id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM meetings m \
@@ -116,13 +188,24 @@ pub async fn respond(
          RETURNING {COLUMNS}"
     );
     dispatch!(db, pool => {
-        sqlx::query_as::<_, InviteRecord>(&sql)
+        let mut tx = pool.begin().await?;
+        let updated = sqlx::query_as::<_, InviteRecord>(&sql)
             .bind(invite_id)
             .bind(user_id)
             .bind(status.as_str())
             .bind(now)
-            .fetch_optional(pool)
-            .await
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(invite) = updated else {
+            return Ok(None);
+        };
+        let (host_id,): (String,) = sqlx::query_as("SELECT host_id FROM meetings WHERE id = $1")
+            .bind(&invite.meeting_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let notice = insert_notification!(&mut *tx, &host_id, draft, now, None::<String>);
+        tx.commit().await?;
+        Ok(Some((invite, notice)))
     })
 }
 

@@ -3,9 +3,14 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, invites, participants};
+use super::{
+    Db, dispatch, invites,
+    notifications::{NotificationRecord, insert_notification},
+    participants,
+};
 use crate::domain::{
     meeting::{InviteStatus, JoinPolicy, MeetingStatus},
+    notification::Draft,
     time::Micros,
 };
 
@@ -72,12 +77,21 @@ pub struct NewMeeting<'a> {
     pub now: Micros,
 }
 
-/// Creates the meeting and its invites in one transaction.
+/// Creates the meeting and its invites in one transaction, notifying each
+/// invitee who has an account with `invite_draft`.
 pub async fn create(
     db: &Db,
     meeting: &NewMeeting<'_>,
     invitees: &[invites::Invitee<'_>],
-) -> Result<(MeetingRecord, Vec<invites::InviteRecord>), sqlx::Error> {
+    invite_draft: &Draft,
+) -> Result<
+    (
+        MeetingRecord,
+        Vec<invites::InviteRecord>,
+        Vec<NotificationRecord>,
+    ),
+    sqlx::Error,
+> {
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
         let record = sqlx::query_as::<_, MeetingRecord>(&format!(
@@ -95,26 +109,9 @@ pub async fn create(
         .bind(meeting.now)
         .fetch_one(&mut *tx)
         .await?;
-        let mut created = Vec::with_capacity(invitees.len());
-        for invitee in invitees {
-            sqlx::query(invites::INSERT_IGNORING_EXISTING)
-                .bind(invitee.id)
-                .bind(meeting.id)
-                .bind(invitee.email)
-                .bind(invitee.email_key)
-                .bind(meeting.now)
-                .execute(&mut *tx)
-                .await?;
-            created.push(
-                sqlx::query_as::<_, invites::InviteRecord>(invites::SELECT_BY_MEETING_AND_EMAIL)
-                    .bind(meeting.id)
-                    .bind(invitee.email_key)
-                    .fetch_one(&mut *tx)
-                    .await?,
-            );
-        }
+        let (created, notices) = invites::invite_in!(tx, meeting.id, invitees, invite_draft, meeting.now);
         tx.commit().await?;
-        Ok((record, created))
+        Ok((record, created, notices))
     })
 }
 
@@ -188,14 +185,16 @@ pub async fn update(
 
 /// Moves the meeting from `from` to `to` if it is still in `from`; `None`
 /// when it is not (someone else changed it first). Ending a meeting closes
-/// every open attendance in the same transaction.
+/// every open attendance, and `notify` goes to every invitee with an
+/// account who did not decline, all in the same transaction.
 pub async fn transition(
     db: &Db,
     meeting_id: &str,
     from: MeetingStatus,
     to: MeetingStatus,
+    notify: Option<&Draft>,
     now: Micros,
-) -> Result<Option<MeetingRecord>, sqlx::Error> {
+) -> Result<Option<(MeetingRecord, Vec<NotificationRecord>)>, sqlx::Error> {
     let sql = format!(
         "UPDATE meetings SET status = $3, \
            actual_start_at = CASE WHEN $3 = 'ongoing' THEN $4 ELSE actual_start_at END, \
@@ -212,15 +211,33 @@ pub async fn transition(
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-        if record.is_some() && to == MeetingStatus::Completed {
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        if to == MeetingStatus::Completed {
             sqlx::query(participants::CLOSE_OPEN)
                 .bind(meeting_id)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
         }
+        let mut notices = Vec::new();
+        if let Some(draft) = notify {
+            let recipients: Vec<(String,)> = sqlx::query_as(
+                "SELECT user_id FROM meeting_invites \
+                 WHERE meeting_id = $1 AND user_id IS NOT NULL AND status <> 'declined'",
+            )
+            .bind(meeting_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (user_id,) in recipients {
+                if let Some(notice) = insert_notification!(&mut *tx, &user_id, draft, now, None::<String>) {
+                    notices.push(notice);
+                }
+            }
+        }
         tx.commit().await?;
-        Ok(record)
+        Ok(Some((record, notices)))
     })
 }
 

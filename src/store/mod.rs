@@ -15,6 +15,7 @@
 pub mod calls;
 pub mod invites;
 pub mod meetings;
+pub mod notifications;
 pub mod participants;
 pub mod sessions;
 pub mod users;

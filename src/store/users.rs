@@ -2,7 +2,9 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, invites, is_unique_violation, sessions};
+use super::{
+    Db, dispatch, invites, is_unique_violation, notifications::NotificationRecord, sessions,
+};
 use crate::domain::{AuthProvider, Role, time::Micros};
 
 /// A row of `users`.
@@ -70,7 +72,7 @@ pub async fn create_with_session(
     db: &Db,
     user: &NewUser<'_>,
     session: &sessions::NewSession<'_>,
-) -> Result<Result<UserRecord, EmailTaken>, sqlx::Error> {
+) -> Result<Result<(UserRecord, Vec<NotificationRecord>), EmailTaken>, sqlx::Error> {
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
         let inserted = sqlx::query(INSERT)
@@ -89,11 +91,7 @@ pub async fn create_with_session(
             other => other?,
         };
         // Invites sent to this address before the account existed become its own.
-        sqlx::query(invites::BIND_TO_NEW_USER)
-            .bind(user.id)
-            .bind(user.email_key)
-            .execute(&mut *tx)
-            .await?;
+        let notices = invites::bind_in!(tx, user.id, user.email_key, user.now);
         sqlx::query(sessions::INSERT_SESSION)
             .bind(session.id)
             .bind(user.id)
@@ -112,7 +110,7 @@ pub async fn create_with_session(
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Ok(record))
+        Ok(Ok((record, notices)))
     })
 }
 
@@ -156,11 +154,7 @@ pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bo
                     .bind(user.now)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(invites::BIND_TO_NEW_USER)
-                    .bind(user.id)
-                    .bind(user.email_key)
-                    .execute(&mut *tx)
-                    .await?;
+                invites::bind_in!(tx, user.id, user.email_key, user.now);
                 let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
                     .bind(user.id)
                     .fetch_one(&mut *tx)

@@ -16,8 +16,8 @@ use tonic_types::StatusExt;
 use unio::{
     config::Config,
     proto::pb::{
-        self, auth_service_client::AuthServiceClient, meeting_service_client::MeetingServiceClient,
-        user_service_client::UserServiceClient,
+        self, auth_service_client::AuthServiceClient, call_service_client::CallServiceClient,
+        meeting_service_client::MeetingServiceClient, user_service_client::UserServiceClient,
     },
 };
 
@@ -148,6 +148,10 @@ impl TestApp {
         UserServiceClient::new(self.channel.clone())
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(16 << 20)
+    }
+
+    pub fn calls(&self) -> CallServiceClient<Channel> {
+        CallServiceClient::new(self.channel.clone())
     }
 
     pub fn meetings(&self) -> MeetingServiceClient<Channel> {

@@ -12,6 +12,7 @@ mod grpc_web;
 mod helpers;
 mod lifecycle;
 mod meetings;
+mod notifications;
 mod rooms;
 mod tokens;
 mod users;

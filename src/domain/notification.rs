@@ -1,0 +1,137 @@
+//! Notification kinds and the texts the server writes for its own events.
+
+use super::time::Micros;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationKind {
+    MeetingInvite,
+    MeetingReminder,
+    MeetingStarted,
+    MeetingCancelled,
+    InviteResponse,
+    IncomingCall,
+    General,
+}
+
+impl NotificationKind {
+    pub const ALL: [Self; 7] = [
+        Self::MeetingInvite,
+        Self::MeetingReminder,
+        Self::MeetingStarted,
+        Self::MeetingCancelled,
+        Self::InviteResponse,
+        Self::IncomingCall,
+        Self::General,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MeetingInvite => "meeting_invite",
+            Self::MeetingReminder => "meeting_reminder",
+            Self::MeetingStarted => "meeting_started",
+            Self::MeetingCancelled => "meeting_cancelled",
+            Self::InviteResponse => "invite_response",
+            Self::IncomingCall => "incoming_call",
+            Self::General => "general",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == value)
+    }
+}
+
+/// A notification to write, before it has a recipient and an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub kind: NotificationKind,
+    pub title: String,
+    pub body: String,
+    pub meeting_id: Option<String>,
+}
+
+impl Draft {
+    pub fn invite(meeting_id: &str, meeting_title: &str, host_name: &str) -> Self {
+        Self {
+            kind: NotificationKind::MeetingInvite,
+            title: format!("Invitation: {meeting_title}"),
+            body: format!("{host_name} invited you to \"{meeting_title}\"."),
+            meeting_id: Some(meeting_id.to_owned()),
+        }
+    }
+
+    pub fn started(meeting_id: &str, meeting_title: &str) -> Self {
+        Self {
+            kind: NotificationKind::MeetingStarted,
+            title: format!("Started: {meeting_title}"),
+            body: format!("\"{meeting_title}\" has started. Join now."),
+            meeting_id: Some(meeting_id.to_owned()),
+        }
+    }
+
+    pub fn cancelled(meeting_id: &str, meeting_title: &str) -> Self {
+        Self {
+            kind: NotificationKind::MeetingCancelled,
+            title: format!("Cancelled: {meeting_title}"),
+            body: format!("\"{meeting_title}\" has been cancelled."),
+            meeting_id: Some(meeting_id.to_owned()),
+        }
+    }
+
+    pub fn invite_response(
+        meeting_id: &str,
+        meeting_title: &str,
+        who: &str,
+        accepted: bool,
+    ) -> Self {
+        let answer = if accepted { "accepted" } else { "declined" };
+        Self {
+            kind: NotificationKind::InviteResponse,
+            title: format!("{who} {answer}: {meeting_title}"),
+            body: format!("{who} {answer} your invitation to \"{meeting_title}\"."),
+            meeting_id: Some(meeting_id.to_owned()),
+        }
+    }
+
+    pub fn incoming_call(meeting_id: &str, meeting_title: &str, caller_name: &str) -> Self {
+        Self {
+            kind: NotificationKind::IncomingCall,
+            title: format!("{caller_name} is calling"),
+            body: format!("{caller_name} is calling you in \"{meeting_title}\"."),
+            meeting_id: Some(meeting_id.to_owned()),
+        }
+    }
+
+    pub fn reminder(meeting_id: &str, meeting_title: &str, minutes_left: i64) -> Self {
+        Self {
+            kind: NotificationKind::MeetingReminder,
+            title: format!("Soon: {meeting_title}"),
+            body: format!("\"{meeting_title}\" starts in {minutes_left} minute(s)."),
+            meeting_id: Some(meeting_id.to_owned()),
+        }
+    }
+}
+
+/// The key that makes a reminder happen once per meeting, user and start
+/// time: a rescheduled meeting gets a new reminder, a repeated sweep none.
+pub fn reminder_key(meeting_id: &str, user_id: &str, start_at: Micros) -> String {
+    format!("reminder:{meeting_id}:{user_id}:{start_at}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in NotificationKind::ALL {
+            assert_eq!(NotificationKind::from_db(kind.as_str()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn reminder_keys_change_with_the_start_time() {
+        assert_ne!(reminder_key("m", "u", 1), reminder_key("m", "u", 2));
+        assert_eq!(reminder_key("m", "u", 1), reminder_key("m", "u", 1));
+    }
+}

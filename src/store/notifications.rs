@@ -1,0 +1,202 @@
+//! The `notifications` table. Other store modules write notifications
+//! inside their own transactions with `insert_notification!`, so a change
+//! and the notices it causes commit together.
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch};
+use crate::domain::{notification::NotificationKind, time::Micros};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub user_id: String,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub meeting_id: Option<String>,
+    pub read_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl NotificationRecord {
+    pub fn kind(&self) -> NotificationKind {
+        NotificationKind::from_db(&self.kind).unwrap_or(NotificationKind::General)
+    }
+}
+
+const COLUMNS: &str = "id, user_id, kind, title, body, meeting_id, read_at, created_at";
+
+/// Inserts one notification unless its dedupe key exists; RETURNING gives
+/// the row only when it was inserted.
+pub(crate) const INSERT: &str = "INSERT INTO notifications \
+     (id, user_id, kind, title, body, meeting_id, created_at, dedupe_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING \
+     RETURNING id, user_id, kind, title, body, meeting_id, read_at, created_at";
+
+/// `insert_notification!(executor, user_id, &draft, now, dedupe_key)`:
+/// `Option<NotificationRecord>`, `None` when the dedupe key already exists.
+macro_rules! insert_notification {
+    ($executor:expr, $user_id:expr, $draft:expr, $now:expr, $dedupe:expr) => {{
+        let draft: &$crate::domain::notification::Draft = $draft;
+        sqlx::query_as::<_, $crate::store::notifications::NotificationRecord>(
+            $crate::store::notifications::INSERT,
+        )
+        .bind($crate::domain::new_id())
+        .bind($user_id)
+        .bind(draft.kind.as_str())
+        .bind(&draft.title)
+        .bind(&draft.body)
+        .bind(draft.meeting_id.as_deref())
+        .bind($now)
+        .bind($dedupe)
+        .fetch_optional($executor)
+        .await?
+    }};
+}
+pub(crate) use insert_notification;
+
+/// Sends `draft` to each of `user_ids` in one transaction.
+pub async fn send(
+    db: &Db,
+    user_ids: &[String],
+    draft: &crate::domain::notification::Draft,
+    now: Micros,
+) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let mut out = Vec::with_capacity(user_ids.len());
+        for user_id in user_ids {
+            if let Some(record) = insert_notification!(&mut *tx, user_id, draft, now, None::<String>) {
+                out.push(record);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    })
+}
+
+/// Inserts a reminder once per dedupe key; `None` if it was already sent.
+pub async fn send_once(
+    db: &Db,
+    user_id: &str,
+    draft: &crate::domain::notification::Draft,
+    dedupe_key: &str,
+    now: Micros,
+) -> Result<Option<NotificationRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        Ok(insert_notification!(pool, user_id, draft, now, Some(dedupe_key)))
+    })
+}
+
+/// The user's notifications, newest first, before `before_id`.
+pub async fn list(
+    db: &Db,
+    user_id: &str,
+    kinds: &[NotificationKind],
+    unread_only: bool,
+    before_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+    let kind_filter = if kinds.is_empty() {
+        String::new()
+    } else {
+        let placeholders: Vec<String> = (5..5 + kinds.len()).map(|n| format!("${n}")).collect();
+        format!("AND kind IN ({})", placeholders.join(", "))
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND ($2 = '' OR id < $2) \
+         AND ($3 = FALSE OR read_at IS NULL) {kind_filter} ORDER BY id DESC LIMIT $4"
+    );
+    dispatch!(db, pool => {
+        let mut query = sqlx::query_as::<_, NotificationRecord>(&sql)
+            .bind(user_id)
+            .bind(before_id.unwrap_or_default())
+            .bind(unread_only)
+            .bind(i64::from(limit));
+        for kind in kinds {
+            query = query.bind(kind.as_str());
+        }
+        query.fetch_all(pool).await
+    })
+}
+
+pub async fn unread_count(db: &Db, user_id: &str) -> Result<i64, sqlx::Error> {
+    let (count,): (i64,) = dispatch!(db, pool => {
+        sqlx::query_as("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?
+    });
+    Ok(count)
+}
+
+/// Marks one of `user_id`'s notifications read or unread; `None` when it is
+/// not theirs or does not exist.
+pub async fn mark(
+    db: &Db,
+    user_id: &str,
+    id: &str,
+    read: bool,
+    now: Micros,
+) -> Result<Option<NotificationRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE notifications SET read_at = CASE WHEN $3 THEN COALESCE(read_at, $4) ELSE NULL END \
+         WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, NotificationRecord>(&sql)
+            .bind(id)
+            .bind(user_id)
+            .bind(read)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+pub async fn mark_all(db: &Db, user_id: &str, now: Micros) -> Result<u64, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
+            .bind(user_id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}
+
+pub async fn delete(db: &Db, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM notifications WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    })
+}
+
+/// Who should be reminded of meetings starting in `(now, now + lead]`:
+/// (meeting id, title, start, user id) for the host and every invitee with
+/// an account who did not decline.
+pub async fn reminder_candidates(
+    db: &Db,
+    now: Micros,
+    lead: Micros,
+) -> Result<Vec<(String, String, i64, String)>, sqlx::Error> {
+    const SQL: &str = "SELECT m.id, m.title, m.start_at, m.host_id FROM meetings m \
+         WHERE m.status = 'scheduled' AND m.start_at > $1 AND m.start_at <= $2 \
+         UNION ALL \
+         SELECT m.id, m.title, m.start_at, i.user_id FROM meetings m \
+         JOIN meeting_invites i ON i.meeting_id = m.id \
+         WHERE m.status = 'scheduled' AND m.start_at > $1 AND m.start_at <= $2 \
+           AND i.user_id IS NOT NULL AND i.status <> 'declined'";
+    dispatch!(db, pool => {
+        sqlx::query_as(SQL)
+            .bind(now)
+            .bind(now + lead)
+            .fetch_all(pool)
+            .await
+    })
+}
