@@ -257,6 +257,12 @@ impl Config {
             ));
         }
         let mail_from = non_empty("UNIO_MAIL_FROM");
+        if smtp_url.is_some() && mail_from.is_none() {
+            return Err(ConfigError::new(
+                "UNIO_MAIL_FROM",
+                "must be set when UNIO_SMTP_URL is",
+            ));
+        }
         if let Some(from) = &mail_from
             && crate::domain::Email::parse(from).is_err()
         {

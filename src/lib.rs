@@ -68,6 +68,8 @@ pub enum RunError {
     AdminAddr(std::io::Error),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Mail(String),
     #[error("reflection: {0}")]
     Reflection(tonic_reflection::server::Error),
     #[error("server: {0}")]
@@ -164,6 +166,13 @@ pub async fn run(
         state.clone(),
         state.config.call_ring_timeout,
     ));
+    let mailer = match (&state.config.smtp_url, &state.config.mail_from) {
+        (Some(url), Some(from)) => {
+            let mailer = jobs::mailer::Mailer::new(url, from).map_err(RunError::Mail)?;
+            Some(tokio::spawn(mailer.run(state.db.clone())))
+        }
+        _ => None,
+    };
     let reminders = tokio::spawn(jobs::reminders::run(
         state.clone(),
         state.config.reminder_lead,
@@ -176,6 +185,9 @@ pub async fn run(
     }
     missed_calls.abort();
     reminders.abort();
+    if let Some(mailer) = mailer {
+        mailer.abort();
+    }
     hub.record_departures().await;
     db.close().await;
     result

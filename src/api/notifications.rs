@@ -256,6 +256,7 @@ impl NotificationService for NotificationApi {
             title: title.to_owned(),
             body: body.to_owned(),
             meeting_id,
+            mail: false,
         };
         let sent = notifications::send(&self.state.db, &recipients, &draft, now_micros())
             .await

@@ -48,15 +48,31 @@ pub struct Draft {
     pub title: String,
     pub body: String,
     pub meeting_id: Option<String>,
+    /// Also send it by email (when the server has SMTP configured).
+    pub mail: bool,
 }
 
 impl Draft {
+    /// Invitations, cancellations and reminders also go out by email when
+    /// `smtp` is on; other kinds stay in the inbox.
+    pub fn mailed_if(mut self, smtp: bool) -> Self {
+        self.mail = smtp
+            && matches!(
+                self.kind,
+                NotificationKind::MeetingInvite
+                    | NotificationKind::MeetingCancelled
+                    | NotificationKind::MeetingReminder
+            );
+        self
+    }
+
     pub fn invite(meeting_id: &str, meeting_title: &str, host_name: &str) -> Self {
         Self {
             kind: NotificationKind::MeetingInvite,
             title: format!("Invitation: {meeting_title}"),
             body: format!("{host_name} invited you to \"{meeting_title}\"."),
             meeting_id: Some(meeting_id.to_owned()),
+            mail: false,
         }
     }
 
@@ -66,6 +82,7 @@ impl Draft {
             title: format!("Started: {meeting_title}"),
             body: format!("\"{meeting_title}\" has started. Join now."),
             meeting_id: Some(meeting_id.to_owned()),
+            mail: false,
         }
     }
 
@@ -75,6 +92,7 @@ impl Draft {
             title: format!("Cancelled: {meeting_title}"),
             body: format!("\"{meeting_title}\" has been cancelled."),
             meeting_id: Some(meeting_id.to_owned()),
+            mail: false,
         }
     }
 
@@ -90,6 +108,7 @@ impl Draft {
             title: format!("{who} {answer}: {meeting_title}"),
             body: format!("{who} {answer} your invitation to \"{meeting_title}\"."),
             meeting_id: Some(meeting_id.to_owned()),
+            mail: false,
         }
     }
 
@@ -99,6 +118,7 @@ impl Draft {
             title: format!("{caller_name} is calling"),
             body: format!("{caller_name} is calling you in \"{meeting_title}\"."),
             meeting_id: Some(meeting_id.to_owned()),
+            mail: false,
         }
     }
 
@@ -108,6 +128,7 @@ impl Draft {
             title: format!("Soon: {meeting_title}"),
             body: format!("\"{meeting_title}\" starts in {minutes_left} minute(s)."),
             meeting_id: Some(meeting_id.to_owned()),
+            mail: false,
         }
     }
 }

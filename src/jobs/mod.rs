@@ -2,9 +2,11 @@
 //!
 //! - [`missed_calls`]: ringing calls nobody answered become MISSED.
 //! - [`reminders`]: one reminder per member before a meeting starts.
+//! - [`mailer`]: sends queued email with retries (when SMTP is configured).
 //!
 //! Jobs act through single conditional UPDATEs, so several nodes running
 //! the same job never act twice on one row.
 
+pub mod mailer;
 pub mod missed_calls;
 pub mod reminders;

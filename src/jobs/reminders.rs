@@ -28,7 +28,8 @@ pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, sqlx:
     let mut sent = Vec::new();
     for (meeting_id, title, start_at, user_id) in candidates {
         let minutes = ((start_at - now) / 60_000_000).max(0) + 1;
-        let draft = Draft::reminder(&meeting_id, &title, minutes);
+        let draft = Draft::reminder(&meeting_id, &title, minutes)
+            .mailed_if(state.config.smtp_url.is_some());
         let key = reminder_key(&meeting_id, &user_id, start_at);
         if let Some(record) =
             notifications::send_once(&state.db, &user_id, &draft, &key, now).await?

@@ -65,16 +65,23 @@ macro_rules! invite_in {
                     .bind($now)
                     .fetch_optional(&mut *$tx)
                     .await?;
-            if let Some((Some(user_id),)) = new {
-                if let Some(notice) = $crate::store::notifications::insert_notification!(
-                    &mut *$tx,
-                    &user_id,
-                    $draft,
-                    $now,
-                    None::<String>
-                ) {
-                    notices.push(notice);
+            match new {
+                Some((Some(user_id),)) => {
+                    if let Some(notice) = $crate::store::notifications::insert_notification!(
+                        &mut *$tx,
+                        &user_id,
+                        $draft,
+                        $now,
+                        None::<String>
+                    ) {
+                        notices.push(notice);
+                    }
                 }
+                // No account yet: the email is the only way to tell them.
+                Some((None,)) if $draft.mail => {
+                    $crate::store::mail::enqueue_mail!(&mut *$tx, invitee.email, $draft, $now);
+                }
+                _ => {}
             }
             invites.push(
                 sqlx::query_as::<_, $crate::store::invites::InviteRecord>(

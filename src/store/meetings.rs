@@ -5,6 +5,7 @@ use sqlx::FromRow;
 
 use super::{
     Db, dispatch, invites,
+    mail::enqueue_mail,
     notifications::{NotificationRecord, insert_notification},
     participants,
 };
@@ -223,16 +224,23 @@ pub async fn transition(
         }
         let mut notices = Vec::new();
         if let Some(draft) = notify {
-            let recipients: Vec<(String,)> = sqlx::query_as(
-                "SELECT user_id FROM meeting_invites \
-                 WHERE meeting_id = $1 AND user_id IS NOT NULL AND status <> 'declined'",
+            let recipients: Vec<(Option<String>, String)> = sqlx::query_as(
+                "SELECT user_id, email FROM meeting_invites WHERE meeting_id = $1 AND status <> 'declined'",
             )
             .bind(meeting_id)
             .fetch_all(&mut *tx)
             .await?;
-            for (user_id,) in recipients {
-                if let Some(notice) = insert_notification!(&mut *tx, &user_id, draft, now, None::<String>) {
-                    notices.push(notice);
+            for (user_id, email) in recipients {
+                match user_id {
+                    Some(user_id) => {
+                        if let Some(notice) =
+                            insert_notification!(&mut *tx, &user_id, draft, now, None::<String>)
+                        {
+                            notices.push(notice);
+                        }
+                    }
+                    None if draft.mail => enqueue_mail!(&mut *tx, email, draft, now),
+                    None => {}
                 }
             }
         }

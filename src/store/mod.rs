@@ -14,6 +14,7 @@
 
 pub mod calls;
 pub mod invites;
+pub mod mail;
 pub mod meetings;
 pub mod notifications;
 pub mod participants;

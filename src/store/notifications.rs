@@ -39,7 +39,7 @@ pub(crate) const INSERT: &str = "INSERT INTO notifications \
 macro_rules! insert_notification {
     ($executor:expr, $user_id:expr, $draft:expr, $now:expr, $dedupe:expr) => {{
         let draft: &$crate::domain::notification::Draft = $draft;
-        sqlx::query_as::<_, $crate::store::notifications::NotificationRecord>(
+        let inserted = sqlx::query_as::<_, $crate::store::notifications::NotificationRecord>(
             $crate::store::notifications::INSERT,
         )
         .bind($crate::domain::new_id())
@@ -51,7 +51,18 @@ macro_rules! insert_notification {
         .bind($now)
         .bind($dedupe)
         .fetch_optional($executor)
-        .await?
+        .await?;
+        if let (Some(record), true) = (&inserted, draft.mail) {
+            let address: Option<(String,)> =
+                sqlx::query_as("SELECT email FROM users WHERE id = $1")
+                    .bind(&record.user_id)
+                    .fetch_optional($executor)
+                    .await?;
+            if let Some((address,)) = address {
+                $crate::store::mail::enqueue_mail!($executor, address, draft, $now);
+            }
+        }
+        inserted
     }};
 }
 pub(crate) use insert_notification;
@@ -76,7 +87,8 @@ pub async fn send(
     })
 }
 
-/// Inserts a reminder once per dedupe key; `None` if it was already sent.
+/// Inserts a reminder once per dedupe key (with its email, when the draft
+/// is mailed); `None` if it was already sent.
 pub async fn send_once(
     db: &Db,
     user_id: &str,
@@ -85,7 +97,10 @@ pub async fn send_once(
     now: Micros,
 ) -> Result<Option<NotificationRecord>, sqlx::Error> {
     dispatch!(db, pool => {
-        Ok(insert_notification!(pool, user_id, draft, now, Some(dedupe_key)))
+        let mut tx = pool.begin().await?;
+        let inserted = insert_notification!(&mut *tx, user_id, draft, now, Some(dedupe_key));
+        tx.commit().await?;
+        Ok(inserted)
     })
 }
 

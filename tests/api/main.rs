@@ -8,6 +8,7 @@ mod accounts;
 mod avatars;
 mod calendar;
 mod calls;
+mod email;
 mod grpc_web;
 mod helpers;
 mod lifecycle;

@@ -1,0 +1,122 @@
+//! Sends queued email (`mail_outbox`) over SMTP, off the request path.
+//!
+//! Each sweep leases a batch of due rows (so concurrent nodes never send
+//! one twice at once), sends them, and records the outcome; a failure is
+//! retried with exponential backoff (2 s, 4 s, … up to an hour) until
+//! `MAX_ATTEMPTS`, and an address that cannot be parsed is given up at once.
+
+use std::time::Duration;
+
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::Mailbox};
+
+use crate::{
+    domain::time::{micros, now_micros},
+    store::{Db, mail},
+};
+
+const BATCH: u32 = 20;
+/// How long a claimed row stays leased to this sender.
+const LEASE: Duration = Duration::from_secs(300);
+const SWEEP: Duration = Duration::from_millis(250);
+
+/// Backoff before attempt `attempts + 1`.
+pub fn backoff(attempts: i32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 12) as u32).min(3600))
+}
+
+/// A configured sender, or why the configuration is unusable.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(smtp_url: &str, from: &str) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|e| format!("UNIO_SMTP_URL: {e}"))?
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        let from = from.parse().map_err(|e| format!("UNIO_MAIL_FROM: {e}"))?;
+        Ok(Self { transport, from })
+    }
+
+    /// One sweep; returns how many emails were sent.
+    pub async fn sweep_once(&self, db: &Db) -> Result<usize, sqlx::Error> {
+        let now = now_micros();
+        let due = mail::claim_due(db, now, now + micros(LEASE), BATCH).await?;
+        let mut sent = 0;
+        for email in due {
+            let to: Mailbox = match email.to_address.parse() {
+                Ok(to) => to,
+                Err(e) => {
+                    mail::mark_failed(db, &email.id, &format!("bad address: {e}"), None).await?;
+                    continue;
+                }
+            };
+            let message = Message::builder()
+                .from(self.from.clone())
+                .to(to)
+                .subject(&email.subject)
+                .body(email.body.clone());
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    mail::mark_failed(db, &email.id, &format!("cannot build: {e}"), None).await?;
+                    continue;
+                }
+            };
+            match self.transport.send(message).await {
+                Ok(_) => {
+                    mail::mark_sent(db, &email.id, now_micros()).await?;
+                    sent += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempts = email.attempts + 1, "email not sent; will retry");
+                    let retry_at = now_micros() + micros(backoff(email.attempts + 1));
+                    mail::mark_failed(db, &email.id, &e.to_string(), Some(retry_at)).await?;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Runs until the task is aborted.
+    pub async fn run(self, db: Db) {
+        let mut tick = tokio::time::interval(SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(err) = self.sweep_once(&db).await {
+                tracing::warn!(error = %err, "mail sweep failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(20), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        assert!(
+            Mailer::new("ftp://x", "a@example.com")
+                .err()
+                .unwrap()
+                .starts_with("UNIO_SMTP_URL")
+        );
+        assert!(
+            Mailer::new("smtp://127.0.0.1:2525", "not an address")
+                .err()
+                .unwrap()
+                .starts_with("UNIO_MAIL_FROM")
+        );
+    }
+}

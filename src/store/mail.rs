@@ -1,0 +1,96 @@
+//! The `mail_outbox` table: email waiting to be sent. Rows are written in
+//! the same transaction as the change they report, and sent by
+//! `jobs::mailer`, which leases them so that several nodes never send one
+//! twice at the same time.
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch};
+use crate::domain::time::Micros;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OutgoingMail {
+    pub id: String,
+    pub to_address: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i32,
+}
+
+/// Gives up on an address after this many failed attempts.
+pub const MAX_ATTEMPTS: i32 = 10;
+
+pub(crate) const ENQUEUE: &str = "INSERT INTO mail_outbox (id, to_address, subject, body, next_attempt_at, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $5)";
+
+/// `enqueue_mail!(executor, to_address, &draft, now)`: queues the draft's
+/// title and body as an email.
+macro_rules! enqueue_mail {
+    ($executor:expr, $to:expr, $draft:expr, $now:expr) => {{
+        let draft: &$crate::domain::notification::Draft = $draft;
+        sqlx::query($crate::store::mail::ENQUEUE)
+            .bind($crate::domain::new_id())
+            .bind($to)
+            .bind(&draft.title)
+            .bind(&draft.body)
+            .bind($now)
+            .execute($executor)
+            .await?;
+    }};
+}
+pub(crate) use enqueue_mail;
+
+/// Leases up to `limit` due emails until `lease_until` and returns them.
+pub async fn claim_due(
+    db: &Db,
+    now: Micros,
+    lease_until: Micros,
+    limit: u32,
+) -> Result<Vec<OutgoingMail>, sqlx::Error> {
+    const SQL: &str = "UPDATE mail_outbox SET next_attempt_at = $2 \
+         WHERE next_attempt_at <= $1 AND id IN (SELECT id FROM mail_outbox \
+           WHERE sent_at IS NULL AND attempts < $4 AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3) \
+         RETURNING id, to_address, subject, body, attempts";
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, OutgoingMail>(SQL)
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::from(limit))
+            .bind(MAX_ATTEMPTS)
+            .fetch_all(pool)
+            .await
+    })
+}
+
+pub async fn mark_sent(db: &Db, id: &str, now: Micros) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("UPDATE mail_outbox SET sent_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+}
+
+/// Records a failed attempt; `retry_at` None gives up on the email.
+pub async fn mark_failed(
+    db: &Db,
+    id: &str,
+    error: &str,
+    retry_at: Option<Micros>,
+) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query(
+            "UPDATE mail_outbox SET attempts = CASE WHEN $3 IS NULL THEN $4 ELSE attempts + 1 END, \
+             next_attempt_at = COALESCE($3, next_attempt_at), last_error = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(retry_at)
+        .bind(MAX_ATTEMPTS)
+        .execute(pool)
+        .await
+        .map(|_| ())
+    })
+}
