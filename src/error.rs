@@ -61,6 +61,10 @@ pub enum AppError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// UNAVAILABLE with reason PROVIDER_UNAVAILABLE: an identity provider
+    /// could not be reached.
+    #[error("{0}")]
+    ProviderUnavailable(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("{0}")]
@@ -108,7 +112,7 @@ impl AppError {
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
-            Self::Unavailable(_) => Code::Unavailable,
+            Self::Unavailable(_) | Self::ProviderUnavailable(_) => Code::Unavailable,
             Self::Database(sqlx::Error::PoolTimedOut) => Code::Unavailable,
             Self::Database(_) | Self::Internal(_) => Code::Internal,
         }
@@ -213,6 +217,10 @@ impl From<AppError> for Status {
             }
             AppError::Unavailable(message) => {
                 info(&mut details, "UNAVAILABLE");
+                message
+            }
+            AppError::ProviderUnavailable(message) => {
+                info(&mut details, "PROVIDER_UNAVAILABLE");
                 message
             }
             AppError::Database(sqlx::Error::PoolTimedOut) => {

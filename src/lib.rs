@@ -131,6 +131,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
     Ok(AppState {
         hub,
         inbox: realtime::inbox::Inbox::new(std::time::Duration::from_secs(15)),
+        oauth: Arc::new(auth::oauth::OAuth::new(&config)),
         blobs: BlobStore::new(config.data_dir.join("blobs")),
         page_tokens: PageTokens::new(&secret),
         metrics: Arc::new(Metrics::new(Metrics::methods_of(&[

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     api::paging::PageTokens,
-    auth::Accounts,
+    auth::{Accounts, oauth::OAuth},
     blob::BlobStore,
     config::Config,
     metrics::Metrics,
@@ -23,4 +23,5 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<RoomHub>,
     pub inbox: Arc<Inbox>,
+    pub oauth: Arc<OAuth>,
 }

@@ -4,8 +4,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    auth::caller,
-    domain::{DisplayName, Email, Password},
+    auth::{caller, oauth},
+    domain::{AuthProvider, DisplayName, Email, Password},
     error::{AppError, Violations},
     proto::pb::{self, auth_service_server::AuthService},
     state::AppState,
@@ -98,5 +98,89 @@ impl AuthService for AuthApi {
         let pb::LogoutRequest { refresh_token } = request.into_inner();
         self.state.accounts.logout(&caller, &refresh_token).await?;
         Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn start_o_auth(
+        &self,
+        request: Request<pb::StartOAuthRequest>,
+    ) -> Result<Response<pb::StartOAuthResponse>, Status> {
+        let pb::StartOAuthRequest {
+            provider,
+            redirect_uri,
+        } = request.into_inner();
+        let provider = provider_of(provider)?;
+        let (authorization_url, state) = self
+            .state
+            .oauth
+            .start(&self.state.db, provider, redirect_uri.trim())
+            .await?;
+        Ok(Response::new(pb::StartOAuthResponse {
+            authorization_url,
+            state,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn complete_o_auth(
+        &self,
+        request: Request<pb::CompleteOAuthRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let pb::CompleteOAuthRequest {
+            provider,
+            code,
+            state,
+            id_token,
+        } = request.into_inner();
+        let provider = provider_of(provider)?;
+        let oauth = &self.state.oauth;
+        let claims = match (code.trim(), state.trim(), id_token.trim()) {
+            ("", "", "") => {
+                return Err(AppError::invalid(
+                    "code",
+                    "send `code` and `state` from the redirect, or an `id_token`",
+                )
+                .into());
+            }
+            (code, state, "") => {
+                let mut v = Violations::new();
+                if code.is_empty() {
+                    v.add("code", "is required with state");
+                }
+                if state.is_empty() {
+                    v.add("state", "is required with code");
+                }
+                v.finish()?;
+                oauth
+                    .complete_with_code(&self.state.db, provider, code, state)
+                    .await?
+            }
+            ("", _, id_token) => oauth.complete_with_id_token(provider, id_token).await?,
+            _ => {
+                return Err(AppError::invalid(
+                    "id_token",
+                    "send either code and state, or id_token",
+                )
+                .into());
+            }
+        };
+        let signed_in =
+            oauth::sign_in(&self.state.accounts, &self.state.db, provider, &claims).await?;
+        super::deliver(&self.state, &signed_in.notices);
+        Ok(Response::new(convert::auth_response(
+            &signed_in.user,
+            signed_in.tokens,
+        )))
+    }
+}
+
+fn provider_of(raw: i32) -> Result<AuthProvider, AppError> {
+    match pb::OauthProvider::try_from(raw) {
+        Ok(pb::OauthProvider::Google) => Ok(AuthProvider::Google),
+        Ok(pb::OauthProvider::Microsoft) => Ok(AuthProvider::Microsoft),
+        _ => Err(AppError::invalid(
+            "provider",
+            "must be OAUTH_PROVIDER_GOOGLE or OAUTH_PROVIDER_MICROSOFT",
+        )),
     }
 }

@@ -4,11 +4,14 @@
 //! - [`passwords`]: argon2id hashing on the blocking pool.
 //! - [`secret`]: the JWT key, generated once into the data directory.
 //! - [`accounts`]: sign-up, login, refresh rotation, logout, password change.
+//! - [`oauth`] and [`oidc`]: sign-in with Google and Microsoft.
 //! - [`layer`]: the tower layer that turns `authorization: Bearer …` into a
 //!   [`Caller`] in the request extensions.
 
 pub mod accounts;
 pub mod layer;
+pub mod oauth;
+pub mod oidc;
 pub mod passwords;
 pub mod secret;
 pub mod tokens;

@@ -1,0 +1,170 @@
+//! `user_identities` and `oauth_states`: who signs in through which
+//! provider, and web sign-ins in progress.
+
+use sqlx::FromRow;
+
+use super::{
+    Db, dispatch, invites, is_unique_violation, notifications::NotificationRecord,
+    users::UserRecord,
+};
+use crate::domain::{AuthProvider, time::Micros};
+
+/// A web sign-in in progress.
+#[derive(Debug, Clone, FromRow)]
+pub struct PendingSignIn {
+    pub provider: String,
+    pub redirect_uri: String,
+    pub pkce_verifier: String,
+    pub nonce: String,
+}
+
+pub async fn save_state(
+    db: &Db,
+    state_hash: &str,
+    provider: AuthProvider,
+    pending: &PendingSignIn,
+    expires_at: Micros,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO oauth_states (state_hash, provider, redirect_uri, pkce_verifier, nonce, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(state_hash)
+        .bind(provider.as_str())
+        .bind(&pending.redirect_uri)
+        .bind(&pending.pkce_verifier)
+        .bind(&pending.nonce)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+}
+
+/// Consumes a state: it works once, and only before it expires.
+pub async fn take_state(
+    db: &Db,
+    state_hash: &str,
+    now: Micros,
+) -> Result<Option<PendingSignIn>, sqlx::Error> {
+    let row: Option<(String, String, String, String, i64)> = dispatch!(db, pool => {
+        sqlx::query_as(
+            "DELETE FROM oauth_states WHERE state_hash = $1 \
+             RETURNING provider, redirect_uri, pkce_verifier, nonce, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(pool)
+        .await?
+    });
+    Ok(row
+        .filter(|(_, _, _, _, expires_at)| *expires_at > now)
+        .map(
+            |(provider, redirect_uri, pkce_verifier, nonce, _)| PendingSignIn {
+                provider,
+                redirect_uri,
+                pkce_verifier,
+                nonce,
+            },
+        ))
+}
+
+/// A verified identity from a provider.
+#[derive(Debug, Clone)]
+pub struct VerifiedIdentity<'a> {
+    pub provider: AuthProvider,
+    pub subject: &'a str,
+    pub email: &'a str,
+    pub email_key: &'a str,
+    pub email_verified: bool,
+    pub display_name: &'a str,
+}
+
+/// How a provider sign-in resolved to an account.
+#[derive(Debug)]
+pub enum Resolution {
+    /// Known identity, or an account it was just linked to, or a new account.
+    SignedIn {
+        user: Box<UserRecord>,
+        created: bool,
+        notices: Vec<NotificationRecord>,
+    },
+    /// An account has this email, but the provider does not vouch for it.
+    EmailNotVerified,
+}
+
+const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.password_hash, u.role, u.auth_provider, \
+     u.is_active, u.avatar_key, u.avatar_content_type, u.created_at, u.updated_at";
+
+/// Finds, links or creates the account of `identity`, in one transaction.
+pub async fn resolve(
+    db: &Db,
+    identity: &VerifiedIdentity<'_>,
+    new_user_id: &str,
+    now: Micros,
+) -> Result<Resolution, sqlx::Error> {
+    dispatch!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let known = sqlx::query_as::<_, UserRecord>(&format!(
+            "SELECT {USER_COLUMNS} FROM user_identities i JOIN users u ON u.id = i.user_id \
+             WHERE i.provider = $1 AND i.subject = $2"
+        ))
+        .bind(identity.provider.as_str())
+        .bind(identity.subject)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(user) = known {
+            tx.commit().await?;
+            return Ok(Resolution::SignedIn { user: Box::new(user), created: false, notices: Vec::new() });
+        }
+        let by_email = sqlx::query_as::<_, UserRecord>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"))
+            .bind(identity.email_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (user, created, notices) = match by_email {
+            Some(_) if !identity.email_verified => return Ok(Resolution::EmailNotVerified),
+            Some(user) => (user, false, Vec::new()),
+            None => {
+                let inserted = sqlx::query(
+                    "INSERT INTO users (id, email, email_key, display_name, password_hash, role, auth_provider, \
+                     is_active, created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, 'user', $5, TRUE, $6, $6)",
+                )
+                .bind(new_user_id)
+                .bind(identity.email)
+                .bind(identity.email_key)
+                .bind(identity.display_name)
+                .bind(identity.provider.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                if let Err(err) = inserted {
+                    // Someone signed up with this email meanwhile: let the
+                    // client retry, which will then link or refuse.
+                    return Err(if is_unique_violation(&err) { sqlx::Error::PoolTimedOut } else { err });
+                }
+                let notices = invites::bind_in!(tx, new_user_id, identity.email_key, now);
+                let user = sqlx::query_as::<_, UserRecord>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
+                    .bind(new_user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (user, true, notices)
+            }
+        };
+        sqlx::query("INSERT INTO user_identities (provider, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(identity.provider.as_str())
+            .bind(identity.subject)
+            .bind(&user.id)
+            .bind(identity.email)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Resolution::SignedIn { user: Box::new(user), created, notices })
+    })
+}
