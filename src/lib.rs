@@ -129,6 +129,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         db.clone(),
     );
     Ok(AppState {
+        chat: realtime::chat::ChatLog::start(db.clone(), hub.clone()),
         hub,
         inbox: realtime::inbox::Inbox::new(std::time::Duration::from_secs(15)),
         oauth: Arc::new(auth::oauth::OAuth::new(&config)),

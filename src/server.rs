@@ -16,14 +16,14 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     RunError,
-    api::{AuthApi, CallApi, MeetingApi, NotificationApi, RoomApi, UserApi},
+    api::{AuthApi, CallApi, ChatApi, MeetingApi, NotificationApi, RoomApi, UserApi},
     auth::AuthLayer,
     config::CorsOrigins,
     proto::{
         FILE_DESCRIPTOR_SET,
         pb::{
             auth_service_server::AuthServiceServer, call_service_server::CallServiceServer,
-            meeting_service_server::MeetingServiceServer,
+            chat_service_server::ChatServiceServer, meeting_service_server::MeetingServiceServer,
             notification_service_server::NotificationServiceServer,
             room_service_server::RoomServiceServer, user_service_server::UserServiceServer,
         },
@@ -58,6 +58,7 @@ pub async fn serve(
         .await;
     health.set_serving::<RoomServiceServer<RoomApi>>().await;
     health.set_serving::<CallServiceServer<CallApi>>().await;
+    health.set_serving::<ChatServiceServer<ChatApi>>().await;
     health
         .set_serving::<NotificationServiceServer<NotificationApi>>()
         .await;
@@ -88,6 +89,8 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let notifications = NotificationServiceServer::new(NotificationApi::new(state.clone()))
         .max_decoding_message_size(MEETING_MESSAGE_BYTES);
+    let chat = ChatServiceServer::new(ChatApi::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let hub = state.hub.clone();
     let inbox = state.inbox.clone();
 
@@ -127,7 +130,8 @@ pub async fn serve(
         .add_service(meetings)
         .add_service(rooms)
         .add_service(calls)
-        .add_service(notifications);
+        .add_service(notifications)
+        .add_service(chat);
 
     let addr = listener.local_addr().map_err(RunError::Io)?;
     let scheme = if config.tls.is_some() {
@@ -154,6 +158,7 @@ pub async fn serve(
             .await;
         health.set_not_serving::<RoomServiceServer<RoomApi>>().await;
         health.set_not_serving::<CallServiceServer<CallApi>>().await;
+        health.set_not_serving::<ChatServiceServer<ChatApi>>().await;
         health
             .set_not_serving::<NotificationServiceServer<NotificationApi>>()
             .await;

@@ -8,7 +8,7 @@ use crate::{
     blob::BlobStore,
     config::Config,
     metrics::Metrics,
-    realtime::{RoomHub, inbox::Inbox},
+    realtime::{RoomHub, chat::ChatLog, inbox::Inbox},
     store::Db,
 };
 
@@ -24,4 +24,5 @@ pub struct AppState {
     pub hub: Arc<RoomHub>,
     pub inbox: Arc<Inbox>,
     pub oauth: Arc<OAuth>,
+    pub chat: ChatLog,
 }

@@ -5,6 +5,7 @@
 mod access;
 pub mod auth;
 pub mod calls;
+pub mod chat;
 mod convert;
 pub mod meetings;
 pub mod notifications;
@@ -14,6 +15,7 @@ pub mod users;
 
 pub use auth::AuthApi;
 pub use calls::CallApi;
+pub use chat::ChatApi;
 pub use convert::call as convert_call;
 pub use meetings::MeetingApi;
 pub use notifications::NotificationApi;

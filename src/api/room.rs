@@ -51,6 +51,35 @@ fn resume_failed(message: &str) -> EventStream {
     Box::pin(tokio_stream::once(Ok(event)))
 }
 
+/// A chat message from a room session: rate-limited per session, then the
+/// same path as SendMessage (being in the room makes the sender a member).
+async fn room_chat(
+    state: &AppState,
+    session_id: &str,
+    chat: &pb::ChatSend,
+) -> Result<(), EventError> {
+    let (session, name) = state.hub.chat_sender(session_id)?;
+    super::chat::send(
+        state,
+        &session.user_id,
+        &name,
+        &session.meeting_id,
+        &chat.text,
+        &chat.client_message_id,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|err| {
+        let code = match &err {
+            AppError::InvalidArgument(_) => "INVALID_CHAT",
+            AppError::FailedPrecondition { .. } => "MEETING_READ_ONLY",
+            _ => "CHAT_FAILED",
+        };
+        let message = tonic::Status::from(err).message().to_owned();
+        EventError { code, message }
+    })
+}
+
 /// A refused event as the status Publish answers with.
 fn event_status(err: EventError) -> Status {
     let EventError { code, message } = err;
@@ -195,6 +224,7 @@ impl RoomService for RoomApi {
             Entered::ResumeFailed(why) => return Ok(Response::new(resume_failed(why))),
         };
         let hub = self.state.hub.clone();
+        let state = self.state.clone();
         let session_id = stream.session_id().to_owned();
         // Reads the client's events until its side closes; the response
         // stream, polled by tonic, carries everything back.
@@ -208,6 +238,12 @@ impl RoomService for RoomApi {
                     hub.send_error(&session_id, &err, &event.request_id);
                     continue;
                 };
+                if let client_event::Event::Chat(chat) = &event_kind {
+                    if let Err(err) = room_chat(&state, &session_id, chat).await {
+                        hub.send_error(&session_id, &err, &event.request_id);
+                    }
+                    continue;
+                }
                 if let Err(err) = hub.handle(&session_id, event_kind) {
                     if err.code == "SESSION_CLOSED" {
                         break;
@@ -262,6 +298,12 @@ impl RoomService for RoomApi {
                 "join with Subscribe; Publish sends the other events",
             )
             .into());
+        }
+        if let client_event::Event::Chat(chat) = &event {
+            room_chat(&self.state, &session_id, chat)
+                .await
+                .map_err(event_status)?;
+            return Ok(Response::new(pb::PublishResponse {}));
         }
         self.state
             .hub

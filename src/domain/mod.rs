@@ -8,6 +8,7 @@
 mod avatar;
 pub mod calendar;
 pub mod call;
+pub mod chat;
 mod display_name;
 mod email;
 mod id;

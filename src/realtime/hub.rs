@@ -46,6 +46,7 @@ pub struct HubConfig {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub signals_per_second: u32,
+    pub chats_per_second: u32,
     pub typing_per_second: u32,
     pub media_per_second: u32,
     /// Largest SDP accepted in an offer or answer.
@@ -61,6 +62,7 @@ impl Default for HubConfig {
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(45),
             signals_per_second: 20,
+            chats_per_second: 5,
             typing_per_second: 5,
             media_per_second: 10,
             max_sdp_bytes: 64 * 1024,
@@ -171,6 +173,7 @@ impl RoomHub {
 
     fn limits(&self) -> SessionLimits {
         SessionLimits {
+            chats: TokenBucket::new(self.config.chats_per_second),
             signals: TokenBucket::new(self.config.signals_per_second),
             typing: TokenBucket::new(self.config.typing_per_second),
             media: TokenBucket::new(self.config.media_per_second),
@@ -404,6 +407,14 @@ impl RoomHub {
             outbox.control.touch(now_ms);
         }
         let overflowed = match event {
+            // Chat is stored before it is delivered: it goes through the
+            // chat log (see `chat_sender`), never straight into the room.
+            client_event::Event::Chat(_) => {
+                return Err(EventError::new(
+                    "INVALID_EVENT",
+                    "chat goes through the chat log",
+                ));
+            }
             client_event::Event::Join(_) => {
                 return Err(EventError::new(
                     "ALREADY_JOINED",
@@ -485,6 +496,27 @@ impl RoomHub {
         drop(state);
         self.handle_overflow(&session.meeting_id, overflowed);
         Ok(())
+    }
+
+    /// Who is chatting from `session_id`, if its chat rate allows it now.
+    pub fn chat_sender(&self, session_id: &str) -> Result<(SessionRef, String), EventError> {
+        let closed = || EventError::new("SESSION_CLOSED", "this session has ended; join again");
+        let session = self.session(session_id).ok_or_else(closed)?;
+        let room = self.room(&session.meeting_id).ok_or_else(closed)?;
+        let mut state = lock(&room);
+        let slot = state
+            .slots
+            .get_mut(&session.participant_id)
+            .filter(|s| s.session_id == session_id)
+            .ok_or_else(closed)?;
+        if let Some(outbox) = &slot.outbox {
+            outbox.control.touch(self.now_ms());
+        }
+        if !slot.limits.chats.try_take(std::time::Instant::now()) {
+            return Err(rate_limited("chat"));
+        }
+        let name = slot.info.display_name.clone();
+        Ok((session, name))
     }
 
     fn check_signal(

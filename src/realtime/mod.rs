@@ -1,5 +1,6 @@
 //! The live side of meetings: rooms, sessions, fan-out and resume.
 //!
+//! - [`chat`]: the chat writer: group commit, then delivery in order.
 //! - [`hub`]: [`RoomHub`], every room of this node; joins, resumes, leaves,
 //!   kicks, fan-out. All state sits behind std mutexes held for short,
 //!   synchronous sections, never across an await.
@@ -13,6 +14,7 @@
 //! The hub is in-process: one node serves a room. Cross-node fan-out over
 //! Redis is planned behind the same interface.
 
+pub mod chat;
 pub mod hub;
 pub mod ice;
 pub mod inbox;

@@ -120,6 +120,7 @@ pub struct Outbox {
 /// Per-session limits on what a client may send.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
+    pub chats: TokenBucket,
     pub signals: TokenBucket,
     pub typing: TokenBucket,
     pub media: TokenBucket,
@@ -309,6 +310,7 @@ mod tests {
             delivered: 0,
             detached: None,
             limits: SessionLimits {
+                chats: TokenBucket::new(5),
                 signals: TokenBucket::new(20),
                 typing: TokenBucket::new(5),
                 media: TokenBucket::new(10),

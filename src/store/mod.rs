@@ -13,6 +13,7 @@
 //! (an email already taken, a reused refresh token) are enums, not errors.
 
 pub mod calls;
+pub mod chat;
 pub mod identities;
 pub mod invites;
 pub mod mail;

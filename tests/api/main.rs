@@ -8,6 +8,7 @@ mod accounts;
 mod avatars;
 mod calendar;
 mod calls;
+mod chat;
 mod email;
 mod fake_idp;
 mod grpc_web;

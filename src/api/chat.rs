@@ -1,0 +1,172 @@
+//! `unio.v1.ChatService`, and the chat half of the room: both send through
+//! [`send`], so validation, idempotency, storage and delivery are one path.
+
+use tonic::{Request, Response, Status};
+
+use super::access;
+use crate::{
+    auth::caller,
+    domain::{
+        PageSize,
+        chat::{ChatText, parse_client_message_id},
+        new_id, parse_id,
+    },
+    error::{AppError, Violations},
+    proto::pb::{self, chat_service_server::ChatService},
+    realtime::chat::to_pb,
+    state::AppState,
+    store::{
+        chat::{self, Appended, NewMessage},
+        users,
+    },
+};
+
+pub struct ChatApi {
+    state: AppState,
+}
+
+impl ChatApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+fn read_only() -> AppError {
+    AppError::FailedPrecondition {
+        reason: "MEETING_READ_ONLY",
+        message: "the meeting is over; its chat is read-only".into(),
+    }
+}
+
+/// Validates, stores (or finds, for a retry) and delivers one message from
+/// `sender_id` as `sender_name`. The caller has checked membership.
+pub async fn send(
+    state: &AppState,
+    sender_id: &str,
+    sender_name: &str,
+    meeting_id: &str,
+    text: &str,
+    client_message_id: &str,
+) -> Result<pb::ChatMessage, AppError> {
+    let mut v = Violations::new();
+    let text = v.check("text", ChatText::parse(text));
+    let client_id = v.check(
+        "client_message_id",
+        parse_client_message_id(client_message_id),
+    );
+    let (Some(text), Some(client_id)) = (text, client_id) else {
+        return Err(v.into_error());
+    };
+    let message = NewMessage {
+        id: new_id(),
+        meeting_id: meeting_id.to_owned(),
+        sender_id: sender_id.to_owned(),
+        sender_display_name: sender_name.to_owned(),
+        text: text.as_str().to_owned(),
+        client_message_id: client_id,
+    };
+    match state.chat.append(message).await? {
+        Appended::Stored(record) | Appended::Existing(record) => Ok(to_pb(&record)),
+        Appended::MeetingClosed => Err(read_only()),
+    }
+}
+
+#[tonic::async_trait]
+impl ChatService for ChatApi {
+    #[tracing::instrument(skip_all)]
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::ChatMessage>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let meeting_id =
+            parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
+        let loaded = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.is_member() {
+            return Err(AppError::permission_denied("you are not a member of this meeting").into());
+        }
+        if loaded.access.status.is_over() {
+            return Err(read_only().into());
+        }
+        let name = users::find_by_id(&self.state.db, &caller.user_id)
+            .await
+            .map_err(AppError::from)?
+            .map(|u| u.display_name)
+            .unwrap_or_default();
+        let message = send(
+            &self.state,
+            &caller.user_id,
+            &name,
+            &meeting_id,
+            &r.text,
+            &r.client_message_id,
+        )
+        .await?;
+        Ok(Response::new(message))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let meeting_id = v.check("meeting_id", parse_id(&r.meeting_id));
+        let size = v.check("page_size", PageSize::parse(r.page_size));
+        if r.after_sequence < 0 {
+            v.add("after_sequence", "must not be negative");
+        }
+        let (Some(meeting_id), Some(size)) = (meeting_id, size) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let loaded = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.is_member() {
+            return Err(AppError::permission_denied("you are not a member of this meeting").into());
+        }
+        let after = (r.after_sequence > 0).then_some(r.after_sequence);
+        let scope = format!("ListMessages|{meeting_id}|{after:?}");
+        let cursor = self
+            .state
+            .page_tokens
+            .decode(&scope, &r.page_token)
+            .map_err(|e| AppError::invalid("page_token", e.to_string()))?
+            .map(|c| c.parse::<i64>())
+            .transpose()
+            .map_err(|_| AppError::invalid("page_token", "is not a page token of this list"))?;
+        let mut rows = chat::list(&self.state.db, &meeting_id, after, cursor, size.get() + 1)
+            .await
+            .map_err(AppError::from)?;
+        let next_page_token = if rows.len() > size.get() as usize {
+            rows.truncate(size.get() as usize);
+            rows.last()
+                .map(|last| {
+                    self.state
+                        .page_tokens
+                        .encode(&scope, &last.sequence.to_string())
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: rows.iter().map(to_pb).collect(),
+            next_page_token,
+        }))
+    }
+}

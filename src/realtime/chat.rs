@@ -1,0 +1,112 @@
+//! [`ChatLog`]: the one path every chat message takes, from SendMessage
+//! and from the room alike — store, then deliver.
+//!
+//! A single writer task takes messages from a bounded queue and stores
+//! whatever has queued up in one transaction (group commit), so a burst
+//! costs one commit instead of one per message. After the commit it hands
+//! the new messages to the room hub in sequence order, so the room sees
+//! chat in the order of its sequence numbers. A retry (same sender and
+//! client_message_id) gets the stored message back and is not delivered
+//! again.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::RoomHub;
+use crate::{
+    domain::time::{now_micros, to_timestamp},
+    error::AppError,
+    proto::pb::{self, server_event::Event},
+    store::{
+        Db,
+        chat::{self, Appended, MessageRecord, NewMessage},
+    },
+};
+
+/// Messages waiting for the writer; senders wait when it is full.
+const QUEUE: usize = 4096;
+/// Most messages stored in one transaction.
+const BATCH: usize = 256;
+
+struct Job {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Appended, String>>,
+}
+
+#[derive(Clone)]
+pub struct ChatLog {
+    jobs: mpsc::Sender<Job>,
+}
+
+pub fn to_pb(record: &MessageRecord) -> pb::ChatMessage {
+    pb::ChatMessage {
+        id: record.id.clone(),
+        meeting_id: record.meeting_id.clone(),
+        sender_id: record.sender_id.clone(),
+        sender_display_name: record.sender_display_name.clone(),
+        text: record.text.clone(),
+        sequence: record.sequence,
+        client_message_id: record.client_message_id.clone().unwrap_or_default(),
+        create_time: Some(to_timestamp(record.created_at)),
+    }
+}
+
+impl ChatLog {
+    /// Starts the writer task; it ends when the last `ChatLog` is dropped.
+    pub fn start(db: Db, hub: Arc<RoomHub>) -> Self {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(db, hub, rx));
+        Self { jobs }
+    }
+
+    /// Stores (or finds, for a retry) one message; `Stored` ones have been
+    /// committed and handed to the room when this returns.
+    pub async fn append(&self, message: NewMessage) -> Result<Appended, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { message, reply })
+            .await
+            .map_err(|_| AppError::Unavailable("the chat writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AppError::Unavailable("the chat writer has stopped".into()))?
+            .map_err(|e| AppError::internal(format!("storing a chat message: {e}")))
+    }
+}
+
+async fn writer(db: Db, hub: Arc<RoomHub>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let messages: Vec<NewMessage> = jobs.iter().map(|j| j.message.clone()).collect();
+        let results = match chat::append_batch(&db, &messages, now_micros()).await {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            // One bad message must not fail its neighbours: store alone.
+            Err(_) if messages.len() > 1 => {
+                let mut each = Vec::with_capacity(messages.len());
+                for message in &messages {
+                    each.push(
+                        chat::append_batch(&db, std::slice::from_ref(message), now_micros())
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|mut r| r.pop().ok_or_else(|| "no result".to_owned())),
+                    );
+                }
+                each
+            }
+            Err(err) => vec![Err(err.to_string())],
+        };
+        for (job, result) in jobs.into_iter().zip(results) {
+            if let Ok(Appended::Stored(record)) = &result {
+                hub.broadcast(&record.meeting_id, Event::Chat(to_pb(record)));
+            }
+            let _ = job.reply.send(result);
+        }
+    }
+}
