@@ -85,48 +85,48 @@ impl CallApi {
     /// Applies one status change decided by `step`, or explains why not.
     async fn change(
         &self,
-        record: CallRecord,
+        mut record: CallRecord,
         step: impl Fn(CallStatus) -> Result<CallStatus, IllegalCallTransition>,
     ) -> Result<pb::CallSession, AppError> {
-        let from = record.status();
-        let to = step(from).map_err(illegal)?;
-        let now = now_micros();
-        let answered_at = (to == CallStatus::Active).then_some(now);
-        let (ended_at, duration) = match to {
-            CallStatus::Ended | CallStatus::Declined | CallStatus::Missed => (
-                Some(now),
-                call::duration_seconds(
-                    record.started_at,
-                    record.answered_at,
-                    now,
-                    record.callee_id.is_some(),
+        // A concurrent change (answered, ended, missed) makes the
+        // conditional update miss: judge the new state and try again.
+        for _ in 0..3 {
+            let from = record.status();
+            let to = step(from).map_err(illegal)?;
+            let now = now_micros();
+            let answered_at = (to == CallStatus::Active).then_some(now);
+            let (ended_at, duration) = match to {
+                CallStatus::Ended | CallStatus::Declined | CallStatus::Missed => (
+                    Some(now),
+                    call::duration_seconds(
+                        record.started_at,
+                        record.answered_at,
+                        now,
+                        record.callee_id.is_some(),
+                    ),
                 ),
-            ),
-            _ => (None, 0),
-        };
-        match calls::transition(
-            &self.state.db,
-            &record.id,
-            from,
-            to,
-            answered_at,
-            ended_at,
-            duration,
-        )
-        .await?
-        {
-            Some(updated) => Ok(self.announce(&updated)),
-            None => {
-                // Changed under us (answered, ended, or missed): judge again.
-                let now = calls::find(&self.state.db, &record.id)
-                    .await?
-                    .ok_or_else(|| AppError::not_found("CALL_NOT_FOUND", "the call is gone"))?;
-                Err(step(now.status())
-                    .err()
-                    .map(illegal)
-                    .unwrap_or_else(|| AppError::internal("call changed concurrently")))
+                _ => (None, 0),
+            };
+            let changed = calls::transition(
+                &self.state.db,
+                &record.id,
+                from,
+                to,
+                answered_at,
+                ended_at,
+                duration,
+            )
+            .await?;
+            if let Some(updated) = changed {
+                return Ok(self.announce(&updated));
             }
+            record = calls::find(&self.state.db, &record.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("CALL_NOT_FOUND", "the call is gone"))?;
         }
+        Err(AppError::Unavailable(
+            "the call keeps changing; try again".into(),
+        ))
     }
 }
 

@@ -217,6 +217,14 @@ impl NotificationService for NotificationApi {
             return Err(v.into_error().into());
         };
 
+        if let Some(meeting_id) = &meeting_id
+            && crate::store::meetings::find(&self.state.db, meeting_id)
+                .await
+                .map_err(AppError::from)?
+                .is_none()
+        {
+            return Err(access::meeting_not_found(meeting_id).into());
+        }
         // Admins send to anyone; a host only to its meeting's members.
         if !caller.is_admin() {
             let Some(meeting_id) = &meeting_id else {

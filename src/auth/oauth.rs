@@ -282,6 +282,12 @@ pub async fn sign_in(
     let now = now_micros();
     let (user, notices) = match identities::resolve(db, &identity, &new_id(), now).await {
         Ok(Resolution::SignedIn { user, notices, .. }) => (*user, notices),
+        Ok(Resolution::Disabled) => {
+            return Err(AppError::unauthenticated(
+                "ACCOUNT_DISABLED",
+                "this account has been deactivated by an administrator",
+            ));
+        }
         Ok(Resolution::EmailNotVerified) => {
             return Err(AppError::Denied {
                 reason: "EMAIL_NOT_VERIFIED",

@@ -17,12 +17,11 @@ use std::{
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 
-use crate::{config::OidcProviderConfig, domain::AuthProvider, error::AppError};
+use crate::{
+    config::OidcProviderConfig, domain::AuthProvider, error::AppError, realtime::rate::TokenBucket,
+};
 
 const CACHE_FOR: Duration = Duration::from_secs(3600);
-/// At most one key refetch per provider in this window (a flood of tokens
-/// with made-up `kid`s must not become a flood of requests).
-const REFETCH_AFTER: Duration = Duration::from_secs(1);
 const LEEWAY_SECONDS: u64 = 60;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +99,8 @@ pub struct Provider {
     discovery: Mutex<Option<(Instant, Discovery)>>,
     /// The provider's signing keys as last fetched.
     keys: Mutex<Option<KeySet>>,
+    /// Key refetches allowed (a few per second).
+    refetches: Mutex<TokenBucket>,
 }
 
 impl Provider {
@@ -109,6 +110,7 @@ impl Provider {
             config,
             discovery: Mutex::new(None),
             keys: Mutex::new(None),
+            refetches: Mutex::new(TokenBucket::new(2)),
         }
     }
 
@@ -136,32 +138,30 @@ impl Provider {
         http: &oauth2::reqwest::Client,
         kid: &str,
     ) -> Result<DecodingKey, AppError> {
-        let lookup = |this: &Self| -> (Option<DecodingKey>, bool) {
-            let keys = this.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let (found, fresh) = {
+            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             match keys.as_ref() {
                 Some((at, keys)) => (
                     keys.iter()
                         .find(|(k, _)| k == kid)
                         .map(|(_, key)| key.clone()),
-                    at.elapsed() > REFETCH_AFTER,
+                    at.elapsed() < CACHE_FOR,
                 ),
-                None => (None, true),
+                None => (None, false),
             }
         };
-        let (found, may_refetch) = lookup(self);
-        let fresh = self
-            .keys
+        if let (Some(key), true) = (&found, fresh) {
+            return Ok(key.clone());
+        }
+        // A new kid is fetched at once (a rotation), but refetches are
+        // rate-limited so made-up kids cannot make us hammer the provider.
+        let allowed = self
+            .refetches
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < CACHE_FOR);
-        if let Some(key) = found
-            && fresh
-        {
-            return Ok(key);
-        }
-        if !may_refetch {
-            return Err(invalid_token(format!("unknown signing key {kid:?}")));
+            .try_take(std::time::Instant::now());
+        if !allowed {
+            return found.ok_or_else(|| invalid_token(format!("unknown signing key {kid:?}")));
         }
         let discovery = self.discovery(http).await?;
         let set: JwkSet = fetch_json(http, &discovery.jwks_uri)
@@ -221,7 +221,11 @@ impl Provider {
         let expected_issuer = discovery
             .issuer
             .replace("{tenantid}", claims.tid.as_deref().unwrap_or(""));
-        if claims.iss != expected_issuer {
+        // Google documents both `https://accounts.google.com` and the bare
+        // `accounts.google.com` as its ID tokens' issuer.
+        let bare = self.kind == AuthProvider::Google
+            && expected_issuer.strip_prefix("https://") == Some(claims.iss.as_str());
+        if claims.iss != expected_issuer && !bare {
             return Err(invalid_token(format!(
                 "issuer {:?} is not {expected_issuer:?}",
                 claims.iss

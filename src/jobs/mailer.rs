@@ -15,8 +15,10 @@ use crate::{
 };
 
 const BATCH: u32 = 20;
-/// How long a claimed row stays leased to this sender.
-const LEASE: Duration = Duration::from_secs(300);
+/// How long a claimed row stays leased to this sender: longer than a whole
+/// batch can take (20 sends at a 20 s timeout each), so no other node
+/// claims a row this one is still sending.
+const LEASE: Duration = Duration::from_secs(1800);
 const SWEEP: Duration = Duration::from_millis(250);
 
 /// Backoff before attempt `attempts + 1`.

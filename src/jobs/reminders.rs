@@ -32,7 +32,7 @@ pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, sqlx:
             .mailed_if(state.config.smtp_url.is_some());
         let key = reminder_key(&meeting_id, &user_id, start_at);
         if let Some(record) =
-            notifications::send_once(&state.db, &user_id, &draft, &key, now).await?
+            notifications::send_once(&state.db, &user_id, &draft, &key, start_at, now).await?
         {
             sent.push(record);
         }

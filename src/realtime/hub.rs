@@ -112,7 +112,27 @@ pub struct SessionRef {
     pub user_id: String,
 }
 
+/// An attendance write. They go through one queue, in order: a leave and
+/// the reopen of a quick resume must not overtake each other.
+#[derive(Debug)]
+enum Attendance {
+    Leave(String, crate::domain::time::Micros),
+    Reopen(String),
+}
+
+async fn apply(db: &Db, op: &Attendance) {
+    let result = match op {
+        Attendance::Leave(id, at) => participants::record_leave(db, id, *at).await.map(|_| ()),
+        Attendance::Reopen(id) => participants::reopen(db, id).await,
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, ?op, "could not record attendance");
+    }
+}
+
 pub struct RoomHub {
+    /// Attendance writes, applied in order by one task.
+    attendance: mpsc::Sender<Attendance>,
     config: HubConfig,
     ice: IceConfig,
     db: Db,
@@ -145,7 +165,15 @@ fn duration(d: Duration) -> prost_types::Duration {
 
 impl RoomHub {
     pub fn new(config: HubConfig, ice: IceConfig, db: Db) -> Arc<Self> {
+        let (attendance, mut ops) = mpsc::channel::<Attendance>(65_536);
+        let writer_db = db.clone();
+        tokio::spawn(async move {
+            while let Some(op) = ops.recv().await {
+                apply(&writer_db, &op).await;
+            }
+        });
         Arc::new(Self {
+            attendance,
             config,
             ice,
             db,
@@ -153,6 +181,17 @@ impl RoomHub {
             sessions: Mutex::new(HashMap::new()),
             started: Instant::now(),
         })
+    }
+
+    /// Queues an attendance write (applied right away if the queue is full).
+    fn attendance(&self, op: Attendance) {
+        if let Err(err) = self.attendance.try_send(op) {
+            let op = match err {
+                mpsc::error::TrySendError::Full(op) | mpsc::error::TrySendError::Closed(op) => op,
+            };
+            let db = self.db.clone();
+            tokio::spawn(async move { apply(&db, &op).await });
+        }
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -201,9 +240,12 @@ impl RoomHub {
         slot: &Slot,
         session_id: &str,
         resumed: bool,
+        sequence: u64,
     ) -> pb::ServerEvent {
         pb::ServerEvent {
-            sequence: state.last_seq(),
+            // Where the client stands: events after it follow (on a resume,
+            // the replay).
+            sequence,
             event: Some(Event::Joined(pb::Joined {
                 session_id: session_id.to_owned(),
                 participant_id: slot.info.participant_id.clone(),
@@ -278,7 +320,8 @@ impl RoomHub {
             };
             state.slots.insert(participant_id.clone(), slot);
             let slot = &state.slots[&participant_id];
-            let joined = self.joined(&state, meeting, slot, &session_id, false);
+            let joined = self.joined(&state, meeting, slot, &session_id, false, state.last_seq());
+            control.mark_sent(state.last_seq());
             if let Some(outbox) = &slot.outbox {
                 let _ = outbox.tx.try_send(Arc::new(joined));
             }
@@ -354,7 +397,8 @@ impl RoomHub {
             control: control.clone(),
         });
         let slot = &state.slots[&participant_id];
-        let joined = self.joined(&state, meeting, slot, &session_id, true);
+        let joined = self.joined(&state, meeting, slot, &session_id, true, from);
+        control.mark_sent(from);
         let _ = tx.try_send(Arc::new(joined));
         for event in missed {
             let _ = tx.try_send(event);
@@ -372,12 +416,7 @@ impl RoomHub {
                 },
             );
         }
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            if let Err(err) = participants::reopen(&db, &participant_id).await {
-                tracing::warn!(error = %err, "could not reopen an attendance");
-            }
-        });
+        self.attendance(Attendance::Reopen(participant_id));
         Ok(self.stream(rx, control))
     }
 
@@ -590,6 +629,8 @@ impl RoomHub {
             }
             slot.outbox = None;
             slot.detached = Some(cause);
+            // Resume from what reached the transport, not what was queued.
+            slot.delivered = control.sent_seq();
             slot.epoch += 1;
             slot.epoch
         };
@@ -612,12 +653,8 @@ impl RoomHub {
     fn start_grace(self: &Arc<Self>, meeting_id: String, participant_id: String, epoch: u64) {
         let hub = self.clone();
         let grace = self.config.resume_grace;
+        self.attendance(Attendance::Leave(participant_id.clone(), now_micros()));
         tokio::spawn(async move {
-            if let Err(err) =
-                participants::record_leave(&hub.db, &participant_id, now_micros()).await
-            {
-                tracing::warn!(error = %err, "could not record a leave");
-            }
             tokio::time::sleep(grace).await;
             hub.expire(&meeting_id, &participant_id, epoch);
         });
@@ -672,13 +709,7 @@ impl RoomHub {
         if empty {
             self.drop_if_empty(meeting_id);
         }
-        let db = self.db.clone();
-        let id = participant_id.to_owned();
-        tokio::spawn(async move {
-            if let Err(err) = participants::record_leave(&db, &id, now_micros()).await {
-                tracing::warn!(error = %err, "could not record a leave");
-            }
-        });
+        self.attendance(Attendance::Leave(participant_id.to_owned(), now_micros()));
         true
     }
 
@@ -716,13 +747,27 @@ impl RoomHub {
 
     /// The meeting is over: every stream gets a final `meeting_status` and
     /// ends; the room is gone.
-    pub fn close_room(&self, meeting_id: &str, status: pb::MeetingStatus) {
-        let Some(room) = lock(&self.rooms).remove(meeting_id) else {
-            return;
-        };
+    pub fn close_room(self: &Arc<Self>, meeting_id: &str, status: pb::MeetingStatus) {
+        // The closed room stays in the map for a minute as a tombstone, so
+        // a join that was admitted just before the end cannot open a new,
+        // live room for a meeting that is over.
+        let room = lock(&self.rooms)
+            .entry(meeting_id.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(RoomState::new(self.config.replay_capacity))))
+            .clone();
         let sessions: Vec<String> = {
             let mut state = lock(&room);
             state.closed = Some(Closed::MeetingOver);
+            let ids: Vec<String> = state.slots.keys().cloned().collect();
+            for id in ids {
+                state.publish(
+                    Audience::AllExcept(id.clone()),
+                    Event::ParticipantLeft(pb::ParticipantLeft {
+                        participant_id: id,
+                        reason: pb::ParticipantLeftReason::MeetingEnded as i32,
+                    }),
+                );
+            }
             state.publish(
                 Audience::All,
                 Event::MeetingStatus(pb::MeetingStatusChanged {
@@ -738,10 +783,24 @@ impl RoomHub {
                 })
                 .collect()
         };
-        let mut map = lock(&self.sessions);
-        for session in sessions {
-            map.remove(&session);
+        {
+            let mut map = lock(&self.sessions);
+            for session in sessions {
+                map.remove(&session);
+            }
         }
+        let hub = self.clone();
+        let meeting_id = meeting_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let mut rooms = lock(&hub.rooms);
+            if rooms
+                .get(&meeting_id)
+                .is_some_and(|room| lock(room).closed == Some(Closed::MeetingOver))
+            {
+                rooms.remove(&meeting_id);
+            }
+        });
     }
 
     /// Server shutdown: every stream ends with UNAVAILABLE.

@@ -70,6 +70,9 @@ pub struct SessionControl {
     reason: Mutex<Option<CloseReason>>,
     /// Milliseconds since the hub started at the client's last event.
     last_seen_ms: AtomicU64,
+    /// The last room sequence handed to the transport: where a resume
+    /// without `last_sequence` starts (what was only queued was lost).
+    sent_seq: AtomicU64,
 }
 
 impl SessionControl {
@@ -89,6 +92,7 @@ impl SessionControl {
             epoch,
             reason: Mutex::new(None),
             last_seen_ms: AtomicU64::new(now_ms),
+            sent_seq: AtomicU64::new(0),
         }
     }
 
@@ -107,6 +111,14 @@ impl SessionControl {
 
     pub fn last_seen_ms(&self) -> u64 {
         self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_sent(&self, sequence: u64) {
+        self.sent_seq.fetch_max(sequence, Ordering::Relaxed);
+    }
+
+    pub fn sent_seq(&self) -> u64 {
+        self.sent_seq.load(Ordering::Relaxed)
     }
 }
 
@@ -242,6 +254,8 @@ impl RoomState {
             match outbox.tx.try_send(event.clone()) {
                 Ok(()) => slot.delivered = seq,
                 Err(TrySendError::Full(_)) => {
+                    // What it received is what it can resume from.
+                    slot.delivered = outbox.control.sent_seq();
                     slot.close(CloseReason::SlowConsumer);
                     slot.detached = Some(DetachCause::SlowConsumer);
                     slot.epoch += 1;
@@ -363,12 +377,16 @@ mod tests {
         let slow = &room.slots["slow"];
         assert!(slow.outbox.is_none());
         assert_eq!(slow.detached, Some(DetachCause::SlowConsumer));
-        assert_eq!(slow.delivered, 1);
+        // Nothing reached its transport (no stream polled it): it resumes
+        // from the start, and everything is still replayable.
+        assert_eq!(slow.delivered, 0);
         assert_eq!(rx_fast.try_recv().unwrap().sequence, 1);
         assert_eq!(rx_fast.try_recv().unwrap().sequence, 2);
-        // What the slow participant missed is still replayable.
-        let missed = room.replay_since("slow", 1).unwrap();
-        assert_eq!(missed.iter().map(|e| e.sequence).collect::<Vec<_>>(), [2]);
+        let missed = room.replay_since("slow", slow.delivered).unwrap();
+        assert_eq!(
+            missed.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [1, 2]
+        );
     }
 
     #[test]

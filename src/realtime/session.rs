@@ -137,6 +137,9 @@ impl Stream for SessionStream {
             }
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(event)) => {
+                    if event.sequence > 0 {
+                        this.control.mark_sent(event.sequence);
+                    }
                     let next = Instant::now() + this.ping_interval;
                     this.heartbeat.as_mut().reset(next);
                     return Poll::Ready(Some(Ok((*event).clone())));

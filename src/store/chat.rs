@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch};
+use super::{Db, dispatch, dispatch_write};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -57,8 +57,7 @@ pub async fn append_batch(
         "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, sequence, \
          client_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
     );
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    dispatch_write!(db, tx => {
         let mut results = Vec::with_capacity(messages.len());
         for message in messages {
             if let Some(client_id) = &message.client_message_id {

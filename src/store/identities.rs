@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, invites, is_unique_violation, notifications::NotificationRecord,
+    Db, dispatch, dispatch_write, invites, is_unique_violation, notifications::NotificationRecord,
     users::UserRecord,
 };
 use crate::domain::{AuthProvider, time::Micros};
@@ -89,6 +89,8 @@ pub struct VerifiedIdentity<'a> {
 /// How a provider sign-in resolved to an account.
 #[derive(Debug)]
 pub enum Resolution {
+    /// The account is deactivated; nothing was written.
+    Disabled,
     /// Known identity, or an account it was just linked to, or a new account.
     SignedIn {
         user: Box<UserRecord>,
@@ -103,14 +105,20 @@ const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.password_hash, u.ro
      u.is_active, u.avatar_key, u.avatar_content_type, u.created_at, u.updated_at";
 
 /// Finds, links or creates the account of `identity`, in one transaction.
+///
+/// Linking to an existing account needs a provider-verified email, and it
+/// clears that account's password and ends its sessions: our sign-up does
+/// not verify addresses, so whoever registered the address first must not
+/// keep a way in to an account the address owner now signs into.
+/// Unverified provider emails create a new account but do not collect the
+/// address's pending invitations.
 pub async fn resolve(
     db: &Db,
     identity: &VerifiedIdentity<'_>,
     new_user_id: &str,
     now: Micros,
 ) -> Result<Resolution, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    dispatch_write!(db, tx => {
         let known = sqlx::query_as::<_, UserRecord>(&format!(
             "SELECT {USER_COLUMNS} FROM user_identities i JOIN users u ON u.id = i.user_id \
              WHERE i.provider = $1 AND i.subject = $2"
@@ -120,16 +128,39 @@ pub async fn resolve(
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(user) = known {
+            if !user.is_active {
+                return Ok(Resolution::Disabled);
+            }
             tx.commit().await?;
             return Ok(Resolution::SignedIn { user: Box::new(user), created: false, notices: Vec::new() });
         }
-        let by_email = sqlx::query_as::<_, UserRecord>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"))
-            .bind(identity.email_key)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let by_email = sqlx::query_as::<_, UserRecord>(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"
+        ))
+        .bind(identity.email_key)
+        .fetch_optional(&mut *tx)
+        .await?;
         let (user, created, notices) = match by_email {
+            Some(user) if !user.is_active => return Ok(Resolution::Disabled),
             Some(_) if !identity.email_verified => return Ok(Resolution::EmailNotVerified),
-            Some(user) => (user, false, Vec::new()),
+            Some(user) => {
+                if user.password_hash.is_some() {
+                    sqlx::query("UPDATE users SET password_hash = NULL, updated_at = $2 WHERE id = $1")
+                        .bind(&user.id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = $2, revoked_reason = 'linked_to_provider' \
+                         WHERE user_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(&user.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (user, false, Vec::new())
+            }
             None => {
                 let inserted = sqlx::query(
                     "INSERT INTO users (id, email, email_key, display_name, password_hash, role, auth_provider, \
@@ -148,22 +179,30 @@ pub async fn resolve(
                     // client retry, which will then link or refuse.
                     return Err(if is_unique_violation(&err) { sqlx::Error::PoolTimedOut } else { err });
                 }
-                let notices = invites::bind_in!(tx, new_user_id, identity.email_key, now);
-                let user = sqlx::query_as::<_, UserRecord>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
-                    .bind(new_user_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let notices = if identity.email_verified {
+                    invites::bind_in!(tx, new_user_id, identity.email_key, now)
+                } else {
+                    Vec::new()
+                };
+                let user = sqlx::query_as::<_, UserRecord>(&format!(
+                    "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+                ))
+                .bind(new_user_id)
+                .fetch_one(&mut *tx)
+                .await?;
                 (user, true, notices)
             }
         };
-        sqlx::query("INSERT INTO user_identities (provider, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(identity.provider.as_str())
-            .bind(identity.subject)
-            .bind(&user.id)
-            .bind(identity.email)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO user_identities (provider, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(identity.provider.as_str())
+        .bind(identity.subject)
+        .bind(&user.id)
+        .bind(identity.email)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Resolution::SignedIn { user: Box::new(user), created, notices })
     })

@@ -190,9 +190,15 @@ pub async fn respond(
 ) -> Result<Option<(InviteRecord, Option<NotificationRecord>)>, sqlx::Error> {
     let sql = format!(
         "UPDATE meeting_invites SET status = $3, responded_at = $4 \
-         WHERE id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM meetings m \
+         WHERE id = $1 AND user_id = $2 AND status <> $3 AND EXISTS (SELECT 1 FROM meetings m \
            WHERE m.id = meeting_invites.meeting_id AND m.status IN ('scheduled', 'ongoing')) \
          RETURNING {COLUMNS}"
+    );
+    // The same answer again changes nothing and tells the host nothing.
+    let unchanged_sql = format!(
+        "SELECT {COLUMNS} FROM meeting_invites WHERE id = $1 AND user_id = $2 AND status = $3 \
+         AND EXISTS (SELECT 1 FROM meetings m WHERE m.id = meeting_invites.meeting_id \
+           AND m.status IN ('scheduled', 'ongoing'))"
     );
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
@@ -204,7 +210,13 @@ pub async fn respond(
             .fetch_optional(&mut *tx)
             .await?;
         let Some(invite) = updated else {
-            return Ok(None);
+            let unchanged = sqlx::query_as::<_, InviteRecord>(&unchanged_sql)
+                .bind(invite_id)
+                .bind(user_id)
+                .bind(status.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(unchanged.map(|invite| (invite, None)));
         };
         let (host_id,): (String,) = sqlx::query_as("SELECT host_id FROM meetings WHERE id = $1")
             .bind(&invite.meeting_id)

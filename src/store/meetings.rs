@@ -215,7 +215,7 @@ pub async fn transition(
         let Some(record) = record else {
             return Ok(None);
         };
-        if to == MeetingStatus::Completed {
+        if to.is_over() {
             sqlx::query(participants::CLOSE_OPEN)
                 .bind(meeting_id)
                 .bind(now)

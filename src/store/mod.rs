@@ -50,6 +50,29 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// Like `dispatch!`, with `$tx` a transaction that holds the write lock
+/// from its first statement. SQLite needs `BEGIN IMMEDIATE` for a
+/// transaction that reads before it writes: a deferred one that must
+/// upgrade after another connection committed fails with SQLITE_BUSY
+/// instead of waiting. PostgreSQL locks rows as it goes.
+macro_rules! dispatch_write {
+    ($db:expr, $tx:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use dispatch_write;
+
 impl Db {
     /// Connects to `url` (`sqlite:…` or `postgres://…`). SQLite files are
     /// created when missing and opened in WAL mode with foreign keys on.

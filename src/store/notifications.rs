@@ -4,7 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch};
+use super::{Db, dispatch, dispatch_write};
 use crate::domain::{notification::NotificationKind, time::Micros};
 
 #[derive(Debug, Clone, FromRow)]
@@ -94,10 +94,23 @@ pub async fn send_once(
     user_id: &str,
     draft: &crate::domain::notification::Draft,
     dedupe_key: &str,
+    start_at: Micros,
     now: Micros,
 ) -> Result<Option<NotificationRecord>, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    let meeting_id = draft.meeting_id.clone().unwrap_or_default();
+    dispatch_write!(db, tx => {
+        // Re-checked under the write lock: a meeting cancelled or moved
+        // since the sweep looked gets no reminder for the old time.
+        let still: Option<(i64,)> = sqlx::query_as(
+            "SELECT start_at FROM meetings WHERE id = $1 AND status = 'scheduled' AND start_at = $2",
+        )
+        .bind(&meeting_id)
+        .bind(start_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if still.is_none() {
+            return Ok(None);
+        }
         let inserted = insert_notification!(&mut *tx, user_id, draft, now, Some(dedupe_key));
         tx.commit().await?;
         Ok(inserted)

@@ -146,6 +146,25 @@ async fn meeting_events_reach_the_right_inboxes_exactly_once() {
         ))
         .await
         .unwrap();
+    // The same answer twice tells the host once.
+    let carol_invite = app
+        .meetings()
+        .list_invites(authed(pb::ListInvitesRequest::default(), &carol))
+        .await
+        .unwrap()
+        .into_inner()
+        .invites
+        .remove(0);
+    app.meetings()
+        .respond_to_invite(authed(
+            pb::RespondToInviteRequest {
+                invite_id: carol_invite.id,
+                response: pb::InviteStatus::Declined as i32,
+            },
+            &carol,
+        ))
+        .await
+        .unwrap();
     let hosts = list(&app, &host, Default::default()).await;
     assert_eq!(types(&hosts), [T::InviteResponse as i32]);
     assert_eq!(hosts.notifications[0].user_id, host_user.id);

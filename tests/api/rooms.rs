@@ -653,6 +653,10 @@ async fn ending_the_meeting_closes_every_stream() {
     for events in [&mut a.events, &mut b] {
         let rest = end_of(events).await.expect("a clean end");
         assert!(
+            rest.iter().any(|e| matches!(&e.event, Some(Event::ParticipantLeft(l)) if l.reason == pb::ParticipantLeftReason::MeetingEnded as i32)),
+            "{rest:?}"
+        );
+        assert!(
             matches!(rest.last().and_then(|e| e.event.clone()), Some(Event::MeetingStatus(s)) if s.status == pb::MeetingStatus::Completed as i32)
         );
     }
@@ -993,4 +997,45 @@ async fn shutdown_ends_room_streams_with_unavailable_and_closes_attendance() {
         "nobody stays online across a restart"
     );
     db.close().await;
+}
+
+#[tokio::test]
+async fn resuming_without_a_sequence_replays_what_never_reached_the_client() {
+    let app = spawn_app_with(&[("UNIO_RESUME_GRACE", "3s")]).await;
+    let (meeting, host, bob, _) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
+    let mut a = connect(&app, &host, &meeting).await;
+    let b = connect(&app, &bob, &meeting).await;
+    let token = b.joined.resume_token.clone();
+    next(&mut a.events).await;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.tx.send(event(
+        "t",
+        client_event::Event::Typing(pb::Typing { is_typing: true }),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_tx, mut again) = open(
+        &app,
+        &bob,
+        client_event::Event::Join(pb::JoinRoom {
+            meeting_id: meeting.clone(),
+            resume_token: token,
+            last_sequence: 0,
+        }),
+    )
+    .await
+    .unwrap();
+    let joined = next(&mut again).await;
+    assert!(matches!(joined.event, Some(Event::Joined(j)) if j.resumed));
+    let replayed = next(&mut again).await;
+    assert!(
+        matches!(replayed.event, Some(Event::Typing(_))),
+        "{replayed:?}"
+    );
+    assert!(
+        replayed.sequence > joined.sequence,
+        "joined says where the replay starts"
+    );
 }
