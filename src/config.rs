@@ -44,6 +44,7 @@ pub struct OidcProviderConfig {
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_avatar_bytes: usize,
+    pub max_file_bytes: u64,
     /// Failed logins per email within `login_failure_window` before refusing.
     pub max_login_failures: u32,
     pub login_failure_window: Duration,
@@ -353,6 +354,15 @@ impl Config {
             rooms,
             call_ring_timeout: duration("UNIO_CALL_RING_TIMEOUT", "45s")?,
             limits: Limits {
+                max_file_bytes: match non_empty("UNIO_MAX_FILE_BYTES") {
+                    None => 50 * 1024 * 1024,
+                    Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ConfigError::new(
+                            "UNIO_MAX_FILE_BYTES",
+                            "must be a positive number of bytes",
+                        )
+                    })?,
+                },
                 max_avatar_bytes,
                 max_login_failures: 5,
                 login_failure_window: Duration::from_secs(15 * 60),

@@ -175,6 +175,7 @@ pub async fn run(
         }
         _ => None,
     };
+    let uploads = tokio::spawn(jobs::uploads::run(state.db.clone(), state.blobs.clone()));
     let reminders = tokio::spawn(jobs::reminders::run(
         state.clone(),
         state.config.reminder_lead,
@@ -187,6 +188,7 @@ pub async fn run(
     }
     missed_calls.abort();
     reminders.abort();
+    uploads.abort();
     if let Some(mailer) = mailer {
         mailer.abort();
     }

@@ -16,14 +16,15 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     RunError,
-    api::{AuthApi, CallApi, ChatApi, MeetingApi, NotificationApi, RoomApi, UserApi},
+    api::{AuthApi, CallApi, ChatApi, FileApi, MeetingApi, NotificationApi, RoomApi, UserApi},
     auth::AuthLayer,
     config::CorsOrigins,
     proto::{
         FILE_DESCRIPTOR_SET,
         pb::{
             auth_service_server::AuthServiceServer, call_service_server::CallServiceServer,
-            chat_service_server::ChatServiceServer, meeting_service_server::MeetingServiceServer,
+            chat_service_server::ChatServiceServer, file_service_server::FileServiceServer,
+            meeting_service_server::MeetingServiceServer,
             notification_service_server::NotificationServiceServer,
             room_service_server::RoomServiceServer, user_service_server::UserServiceServer,
         },
@@ -36,6 +37,8 @@ use crate::{
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// 200 invitee addresses and a 5,000-character description fit.
 const MEETING_MESSAGE_BYTES: usize = 256 * 1024;
+/// A 1 MiB file chunk with its envelope.
+const FILE_MESSAGE_BYTES: usize = 1024 * 1024 + 64 * 1024;
 /// An SDP offer (64 KiB at most) with its envelope.
 const ROOM_MESSAGE_BYTES: usize = 128 * 1024;
 /// Room for the protobuf framing around an avatar of the configured size.
@@ -59,6 +62,7 @@ pub async fn serve(
     health.set_serving::<RoomServiceServer<RoomApi>>().await;
     health.set_serving::<CallServiceServer<CallApi>>().await;
     health.set_serving::<ChatServiceServer<ChatApi>>().await;
+    health.set_serving::<FileServiceServer<FileApi>>().await;
     health
         .set_serving::<NotificationServiceServer<NotificationApi>>()
         .await;
@@ -91,6 +95,9 @@ pub async fn serve(
         .max_decoding_message_size(MEETING_MESSAGE_BYTES);
     let chat = ChatServiceServer::new(ChatApi::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let files = FileServiceServer::new(FileApi::new(state.clone()))
+        .max_decoding_message_size(FILE_MESSAGE_BYTES)
+        .max_encoding_message_size(FILE_MESSAGE_BYTES);
     let hub = state.hub.clone();
     let inbox = state.inbox.clone();
 
@@ -131,7 +138,8 @@ pub async fn serve(
         .add_service(rooms)
         .add_service(calls)
         .add_service(notifications)
-        .add_service(chat);
+        .add_service(chat)
+        .add_service(files);
 
     let addr = listener.local_addr().map_err(RunError::Io)?;
     let scheme = if config.tls.is_some() {
@@ -159,6 +167,7 @@ pub async fn serve(
         health.set_not_serving::<RoomServiceServer<RoomApi>>().await;
         health.set_not_serving::<CallServiceServer<CallApi>>().await;
         health.set_not_serving::<ChatServiceServer<ChatApi>>().await;
+        health.set_not_serving::<FileServiceServer<FileApi>>().await;
         health
             .set_not_serving::<NotificationServiceServer<NotificationApi>>()
             .await;

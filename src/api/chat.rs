@@ -13,7 +13,7 @@ use crate::{
     },
     error::{AppError, Violations},
     proto::pb::{self, chat_service_server::ChatService},
-    realtime::chat::to_pb,
+    realtime::chat::{to_pb, to_pb_with_file},
     state::AppState,
     store::{
         chat::{self, Appended, NewMessage},
@@ -64,6 +64,7 @@ pub async fn send(
         sender_display_name: sender_name.to_owned(),
         text: text.as_str().to_owned(),
         client_message_id: client_id,
+        file_id: None,
     };
     match state.chat.append(message).await? {
         Appended::Stored(record) | Appended::Existing(record) => Ok(to_pb(&record)),
@@ -165,7 +166,13 @@ impl ChatService for ChatApi {
             String::new()
         };
         Ok(Response::new(pb::ListMessagesResponse {
-            messages: rows.iter().map(to_pb).collect(),
+            messages: {
+                let mut messages = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    messages.push(to_pb_with_file(&self.state.db, row).await);
+                }
+                messages
+            },
             next_page_token,
         }))
     }

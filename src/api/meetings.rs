@@ -505,6 +505,10 @@ impl MeetingService for MeetingApi {
             }
             .into());
         }
+        // The bytes of its files go with the meeting (rows cascade).
+        let blob_keys = crate::store::files::blob_keys_of_meeting(&self.state.db, &id)
+            .await
+            .map_err(AppError::from)?;
         if !meetings::delete(&self.state.db, &id)
             .await
             .map_err(AppError::from)?
@@ -512,6 +516,10 @@ impl MeetingService for MeetingApi {
             return Err(meeting_not_found(&id).into());
         }
         self.state.hub.close_room(&id, pb::MeetingStatus::Cancelled);
+        for key in blob_keys {
+            let _ = self.state.blobs.delete(&key).await;
+            let _ = self.state.blobs.delete_temp(&key).await;
+        }
         tracing::info!(meeting_id = %id, by = %caller.user_id, "meeting deleted");
         Ok(Response::new(pb::DeleteMeetingResponse {}))
     }

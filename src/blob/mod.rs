@@ -4,6 +4,8 @@
 //! out over 256 directories. Writes go to a temporary file that is synced and
 //! renamed into place, so a crash leaves either the whole blob or nothing.
 
+pub mod ingest;
+
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
@@ -64,6 +66,67 @@ impl BlobStore {
         match tokio::fs::remove_file(self.path(key)?).await {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
             _ => Ok(()),
+        }
+    }
+
+    /// A new, empty temporary blob (an upload in progress).
+    pub async fn create_temp(&self) -> Result<(String, tokio::fs::File), BlobError> {
+        let key = uuid::Uuid::new_v4().to_string();
+        let path = self.temp_path(&key)?;
+        tokio::fs::create_dir_all(self.root.join("tmp")).await?;
+        let file = tokio::fs::File::create(&path).await?;
+        Ok((key, file))
+    }
+
+    pub fn temp_path(&self, key: &str) -> Result<PathBuf, BlobError> {
+        let id = uuid::Uuid::try_parse(key).map_err(|_| BlobError::BadKey(key.to_owned()))?;
+        Ok(self.root.join("tmp").join(id.hyphenated().to_string()))
+    }
+
+    /// Writes `bytes` at `offset` of a temporary blob.
+    pub async fn write_temp_at(
+        &self,
+        key: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), BlobError> {
+        use tokio::io::AsyncSeekExt;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(self.temp_path(key)?)
+            .await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        file.write_all(bytes).await?;
+        file.flush().await?;
+        Ok(())
+    }
+
+    /// Makes a finished temporary blob permanent under the same key.
+    pub async fn commit_temp(&self, key: &str) -> Result<String, BlobError> {
+        let from = self.temp_path(key)?;
+        let to = self.path(key)?;
+        if let Some(dir) = to.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::rename(&from, &to).await?;
+        Ok(key.to_owned())
+    }
+
+    pub async fn delete_temp(&self, key: &str) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.temp_path(key)?).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens a stored blob for streaming.
+    pub async fn open(&self, key: &str) -> Result<tokio::fs::File, BlobError> {
+        match tokio::fs::File::open(self.path(key)?).await {
+            Ok(file) => Ok(file),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(BlobError::Missing(key.to_owned()))
+            }
+            Err(err) => Err(err.into()),
         }
     }
 

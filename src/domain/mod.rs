@@ -11,6 +11,7 @@ pub mod call;
 pub mod chat;
 mod display_name;
 mod email;
+pub mod file;
 mod id;
 pub mod meeting;
 pub mod notification;

@@ -3,6 +3,7 @@
 //! - [`missed_calls`]: ringing calls nobody answered become MISSED.
 //! - [`reminders`]: one reminder per member before a meeting starts.
 //! - [`mailer`]: sends queued email with retries (when SMTP is configured).
+//! - [`uploads`]: discards browser uploads left unfinished for 24 hours.
 //!
 //! Jobs act through single conditional UPDATEs, so several nodes running
 //! the same job never act twice on one row.
@@ -10,3 +11,4 @@
 pub mod mailer;
 pub mod missed_calls;
 pub mod reminders;
+pub mod uploads;

@@ -21,6 +21,7 @@ use crate::{
     store::{
         Db,
         chat::{self, Appended, MessageRecord, NewMessage},
+        files::{self, FileRecord},
     },
 };
 
@@ -39,6 +40,30 @@ pub struct ChatLog {
     jobs: mpsc::Sender<Job>,
 }
 
+pub fn file_to_pb(file: &FileRecord) -> pb::SharedFile {
+    pb::SharedFile {
+        id: file.id.clone(),
+        meeting_id: file.meeting_id.clone(),
+        uploader_id: file.uploader_id.clone(),
+        filename: file.filename.clone(),
+        content_type: file.content_type.clone(),
+        size_bytes: file.size_bytes,
+        sha256: file.sha256.clone(),
+        create_time: Some(to_timestamp(file.created_at)),
+    }
+}
+
+/// The message with its attachment, looked up when it announces a file.
+pub async fn to_pb_with_file(db: &Db, record: &MessageRecord) -> pb::ChatMessage {
+    let mut message = to_pb(record);
+    if let Some(file_id) = &record.file_id
+        && let Ok(Some(file)) = files::find(db, file_id).await
+    {
+        message.attachment = Some(file_to_pb(&file));
+    }
+    message
+}
+
 pub fn to_pb(record: &MessageRecord) -> pb::ChatMessage {
     pb::ChatMessage {
         id: record.id.clone(),
@@ -49,6 +74,7 @@ pub fn to_pb(record: &MessageRecord) -> pb::ChatMessage {
         sequence: record.sequence,
         client_message_id: record.client_message_id.clone().unwrap_or_default(),
         create_time: Some(to_timestamp(record.created_at)),
+        attachment: None,
     }
 }
 
@@ -104,7 +130,8 @@ async fn writer(db: Db, hub: Arc<RoomHub>, mut rx: mpsc::Receiver<Job>) {
         };
         for (job, result) in jobs.into_iter().zip(results) {
             if let Ok(Appended::Stored(record)) = &result {
-                hub.broadcast(&record.meeting_id, Event::Chat(to_pb(record)));
+                let message = to_pb_with_file(&db, record).await;
+                hub.broadcast(&record.meeting_id, Event::Chat(message));
             }
             let _ = job.reply.send(result);
         }

@@ -15,6 +15,8 @@ pub struct MessageRecord {
     pub sequence: i64,
     pub client_message_id: Option<String>,
     pub created_at: i64,
+    /// The shared file this message announces.
+    pub file_id: Option<String>,
 }
 
 /// A message to store.
@@ -26,6 +28,7 @@ pub struct NewMessage {
     pub sender_display_name: String,
     pub text: String,
     pub client_message_id: Option<String>,
+    pub file_id: Option<String>,
 }
 
 /// What happened to one message of a batch.
@@ -39,8 +42,7 @@ pub enum Appended {
     MeetingClosed,
 }
 
-const COLUMNS: &str =
-    "id, meeting_id, sender_id, sender_display_name, text, sequence, client_message_id, created_at";
+const COLUMNS: &str = "id, meeting_id, sender_id, sender_display_name, text, sequence, client_message_id, created_at, file_id";
 
 /// Stores a batch of messages in one transaction (group commit). Each gets
 /// its meeting's next sequence; as the increment and the insert share the
@@ -55,7 +57,7 @@ pub async fn append_batch(
     );
     let insert_sql = format!(
         "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, sequence, \
-         client_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+         client_message_id, created_at, file_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     );
     dispatch_write!(db, tx => {
         let mut results = Vec::with_capacity(messages.len());
@@ -92,6 +94,7 @@ pub async fn append_batch(
                 .bind(sequence)
                 .bind(message.client_message_id.as_deref())
                 .bind(now)
+                .bind(message.file_id.as_deref())
                 .fetch_one(&mut *tx)
                 .await?;
             results.push(Appended::Stored(stored));

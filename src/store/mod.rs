@@ -14,6 +14,7 @@
 
 pub mod calls;
 pub mod chat;
+pub mod files;
 pub mod identities;
 pub mod invites;
 pub mod mail;

@@ -11,6 +11,7 @@ mod calls;
 mod chat;
 mod email;
 mod fake_idp;
+mod files;
 mod grpc_web;
 mod helpers;
 mod lifecycle;

@@ -1,0 +1,575 @@
+//! `unio.v1.FileService`: native streaming uploads, resumable browser
+//! uploads, downloads, listing and deletion. Every upload, whichever way it
+//! arrived, ends in [`store_received`]: check, sniff, commit, announce.
+
+use std::{pin::Pin, time::Duration};
+
+use tokio::io::AsyncReadExt;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::access;
+use crate::{
+    auth::{Caller, caller},
+    blob::ingest::{self, Ingest, Received},
+    domain::{
+        PageSize,
+        file::{parse_sha256, sanitize_filename, sniff},
+        new_id, parse_id,
+        time::{micros, now_micros, to_timestamp},
+    },
+    error::{AppError, Violations},
+    proto::pb::{self, file_service_server::FileService, upload_file_request},
+    realtime::chat::file_to_pb,
+    state::AppState,
+    store::{
+        chat::{Appended, NewMessage},
+        files::{self, FileRecord, UploadRecord},
+        users,
+    },
+};
+
+/// Largest chunk of a resumable upload.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+const DOWNLOAD_CHUNK_BYTES: usize = 64 * 1024;
+const UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub struct FileApi {
+    state: AppState,
+}
+
+/// An upload's checked metadata.
+struct Declared {
+    meeting_id: String,
+    filename: String,
+    size: Option<i64>,
+    sha256: Option<String>,
+}
+
+fn too_large(limit: u64) -> AppError {
+    AppError::ResourceExhausted {
+        reason: "FILE_TOO_LARGE",
+        message: format!("files may be at most {limit} bytes"),
+        retry_after: None,
+    }
+}
+
+fn blob_error(err: crate::blob::BlobError) -> AppError {
+    AppError::internal(err.to_string())
+}
+
+fn read_only() -> AppError {
+    AppError::FailedPrecondition {
+        reason: "MEETING_READ_ONLY",
+        message: "the meeting is over; no more files".into(),
+    }
+}
+
+impl FileApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn limit(&self) -> u64 {
+        self.state.config.limits.max_file_bytes
+    }
+
+    /// Validates metadata and that the caller may upload into the meeting.
+    async fn declared(
+        &self,
+        caller: &Caller,
+        metadata: Option<pb::FileMetadata>,
+    ) -> Result<Declared, AppError> {
+        let Some(m) = metadata else {
+            return Err(AppError::invalid(
+                "metadata",
+                "is required (and comes first)",
+            ));
+        };
+        let mut v = Violations::new();
+        let meeting_id = v.check("metadata.meeting_id", parse_id(&m.meeting_id));
+        let sha256 = v.check("metadata.sha256", parse_sha256(&m.sha256));
+        if let Some(size) = m.size_bytes {
+            if size < 0 {
+                v.add("metadata.size_bytes", "must not be negative");
+            } else if size as u64 > self.limit() {
+                return Err(too_large(self.limit()));
+            }
+        }
+        let (Some(meeting_id), Some(sha256)) = (meeting_id, sha256) else {
+            return Err(v.into_error());
+        };
+        v.finish()?;
+        let loaded = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.is_member() {
+            return Err(AppError::permission_denied(
+                "you are not a member of this meeting",
+            ));
+        }
+        if loaded.access.status.is_over() {
+            return Err(read_only());
+        }
+        Ok(Declared {
+            meeting_id,
+            filename: sanitize_filename(&m.filename),
+            size: m.size_bytes,
+            sha256,
+        })
+    }
+
+    /// Checks received bytes against the declaration and the allow-list,
+    /// makes them permanent, records the file and announces it in the chat.
+    async fn store_received(
+        &self,
+        caller: &Caller,
+        declared: Declared,
+        mut received: Received,
+    ) -> Result<pb::SharedFile, AppError> {
+        let mut v = Violations::new();
+        if declared
+            .size
+            .is_some_and(|size| size as u64 != received.size)
+        {
+            v.add(
+                "metadata.size_bytes",
+                format!(
+                    "says {} bytes but {} arrived",
+                    declared.size.unwrap_or(0),
+                    received.size
+                ),
+            );
+        }
+        if declared
+            .sha256
+            .as_ref()
+            .is_some_and(|sha| *sha != received.sha256)
+        {
+            v.add("metadata.sha256", "does not match the bytes that arrived");
+        }
+        let content_type = v.check("content", sniff(&received.head, &declared.filename));
+        let Some(content_type) = content_type.filter(|_| v.is_empty()) else {
+            return Err(v.into_error());
+        };
+        let key = self
+            .state
+            .blobs
+            .commit_temp(&received.temp_key)
+            .await
+            .map_err(blob_error)?;
+        received.guard.disarm();
+        let record = FileRecord {
+            id: new_id(),
+            meeting_id: declared.meeting_id.clone(),
+            uploader_id: caller.user_id.clone(),
+            filename: declared.filename.clone(),
+            content_type: content_type.to_owned(),
+            size_bytes: received.size as i64,
+            sha256: received.sha256.clone(),
+            blob_key: key.clone(),
+            created_at: now_micros(),
+        };
+        let stored = match files::insert(&self.state.db, &record).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                let _ = self.state.blobs.delete(&key).await;
+                return Err(err.into());
+            }
+        };
+        self.announce(caller, &stored).await;
+        tracing::info!(file_id = %stored.id, size = stored.size_bytes, "file shared");
+        Ok(file_to_pb(&stored))
+    }
+
+    /// "shared a file" in the meeting's chat, with the file attached.
+    async fn announce(&self, caller: &Caller, file: &FileRecord) {
+        let name = users::find_by_id(&self.state.db, &caller.user_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.display_name)
+            .unwrap_or_default();
+        let message = NewMessage {
+            id: new_id(),
+            meeting_id: file.meeting_id.clone(),
+            sender_id: caller.user_id.clone(),
+            sender_display_name: name,
+            text: format!("shared a file: {}", file.filename),
+            client_message_id: Some(format!("file:{}", file.id)),
+            file_id: Some(file.id.clone()),
+        };
+        match self.state.chat.append(message).await {
+            Ok(Appended::Stored(_) | Appended::Existing(_)) => {}
+            Ok(Appended::MeetingClosed) => {
+                tracing::info!("file shared as the meeting ended; not announced")
+            }
+            Err(err) => tracing::warn!(error = %err, "could not announce a shared file"),
+        }
+    }
+
+    async fn readable_file(&self, caller: &Caller, raw_id: &str) -> Result<FileRecord, AppError> {
+        let id = parse_id(raw_id).map_err(|e| AppError::invalid("file_id", e.to_string()))?;
+        let file = files::find(&self.state.db, &id).await?.ok_or_else(|| {
+            AppError::not_found("FILE_NOT_FOUND", format!("no file with id {id}"))
+        })?;
+        let loaded = access::load(
+            &self.state.db,
+            &file.meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.is_member() {
+            return Err(AppError::permission_denied(
+                "you are not a member of this file's meeting",
+            ));
+        }
+        Ok(file)
+    }
+
+    async fn own_upload(&self, caller: &Caller, raw_id: &str) -> Result<UploadRecord, AppError> {
+        let id = parse_id(raw_id).map_err(|e| AppError::invalid("upload_id", e.to_string()))?;
+        let upload = files::find_upload(&self.state.db, &id)
+            .await?
+            .filter(|u| u.expires_at > now_micros())
+            .ok_or_else(|| {
+                AppError::not_found(
+                    "UPLOAD_NOT_FOUND",
+                    "no such upload (or it expired); create a new one",
+                )
+            })?;
+        if upload.uploader_id != caller.user_id {
+            return Err(AppError::permission_denied(
+                "this upload belongs to someone else",
+            ));
+        }
+        Ok(upload)
+    }
+}
+
+fn upload_pb(upload: &UploadRecord, received: i64) -> pb::Upload {
+    pb::Upload {
+        upload_id: upload.id.clone(),
+        received_bytes: received,
+        expire_time: Some(to_timestamp(upload.expires_at)),
+    }
+}
+
+type DownloadStream =
+    Pin<Box<dyn Stream<Item = Result<pb::DownloadFileResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FileService for FileApi {
+    type DownloadFileStream = DownloadStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn upload_file(
+        &self,
+        request: Request<Streaming<pb::UploadFileRequest>>,
+    ) -> Result<Response<pb::SharedFile>, Status> {
+        let caller = caller(&request)?;
+        let mut stream = request.into_inner();
+        let metadata = match stream.message().await? {
+            Some(pb::UploadFileRequest {
+                data: Some(upload_file_request::Data::Metadata(m)),
+            }) => Some(m),
+            _ => None,
+        };
+        let declared = self.declared(&caller, metadata).await?;
+        let mut ingest = Ingest::start(&self.state.blobs, self.limit())
+            .await
+            .map_err(blob_error)?;
+        // A broken stream returns early: the ingest's guard removes the bytes.
+        while let Some(message) = stream.message().await? {
+            match message.data {
+                Some(upload_file_request::Data::Chunk(bytes)) => {
+                    if ingest.push(&bytes).await.map_err(blob_error)?.is_err() {
+                        return Err(too_large(self.limit()).into());
+                    }
+                }
+                _ => {
+                    return Err(
+                        AppError::invalid("data", "after the metadata, send only chunks").into(),
+                    );
+                }
+            }
+        }
+        let received = ingest.finish().await.map_err(blob_error)?;
+        Ok(Response::new(
+            self.store_received(&caller, declared, received).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_upload(
+        &self,
+        request: Request<pb::CreateUploadRequest>,
+    ) -> Result<Response<pb::Upload>, Status> {
+        let caller = caller(&request)?;
+        let declared = self
+            .declared(&caller, request.into_inner().metadata)
+            .await?;
+        let (temp_key, _file) = self.state.blobs.create_temp().await.map_err(blob_error)?;
+        let now = now_micros();
+        let upload = UploadRecord {
+            id: new_id(),
+            meeting_id: declared.meeting_id,
+            uploader_id: caller.user_id.clone(),
+            filename: declared.filename,
+            declared_size: declared.size,
+            declared_sha256: declared.sha256.unwrap_or_default(),
+            received_bytes: 0,
+            temp_key,
+            expires_at: now + micros(UPLOAD_TTL),
+        };
+        if let Err(err) = files::create_upload(&self.state.db, &upload, now).await {
+            let _ = self.state.blobs.delete_temp(&upload.temp_key).await;
+            return Err(AppError::from(err).into());
+        }
+        Ok(Response::new(upload_pb(&upload, 0)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn upload_chunk(
+        &self,
+        request: Request<pb::UploadChunkRequest>,
+    ) -> Result<Response<pb::Upload>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        if r.data.len() > MAX_CHUNK_BYTES {
+            return Err(AppError::invalid(
+                "data",
+                format!("chunks may be at most {MAX_CHUNK_BYTES} bytes"),
+            )
+            .into());
+        }
+        if r.offset < 0 {
+            return Err(AppError::invalid("offset", "must not be negative").into());
+        }
+        let upload = self.own_upload(&caller, &r.upload_id).await?;
+        let received = upload.received_bytes;
+        let end = r.offset + r.data.len() as i64;
+        // A retry of a chunk already received: acknowledged, not rewritten.
+        if end <= received && !(r.data.is_empty() && r.offset > received) {
+            return Ok(Response::new(upload_pb(&upload, received)));
+        }
+        if r.offset != received {
+            return Err(AppError::FailedPrecondition {
+                reason: "UPLOAD_OFFSET_MISMATCH",
+                message: format!("expected a chunk at offset {received}"),
+            }
+            .into());
+        }
+        if end as u64 > self.limit() {
+            return Err(too_large(self.limit()).into());
+        }
+        self.state
+            .blobs
+            .write_temp_at(&upload.temp_key, r.offset as u64, &r.data)
+            .await
+            .map_err(blob_error)?;
+        if !files::advance_upload(&self.state.db, &upload.id, received, end)
+            .await
+            .map_err(AppError::from)?
+        {
+            return Err(AppError::FailedPrecondition {
+                reason: "UPLOAD_OFFSET_MISMATCH",
+                message: "another chunk arrived first; ask again with the returned offset".into(),
+            }
+            .into());
+        }
+        Ok(Response::new(upload_pb(&upload, end)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn complete_upload(
+        &self,
+        request: Request<pb::CompleteUploadRequest>,
+    ) -> Result<Response<pb::SharedFile>, Status> {
+        let caller = caller(&request)?;
+        let upload = self
+            .own_upload(&caller, &request.get_ref().upload_id)
+            .await?;
+        let upload = files::take_upload(&self.state.db, &upload.id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(|| {
+                AppError::not_found("UPLOAD_NOT_FOUND", "the upload was already completed")
+            })?;
+        let received = ingest::hash_temp(&self.state.blobs, &upload.temp_key)
+            .await
+            .map_err(blob_error)?;
+        let declared = Declared {
+            meeting_id: upload.meeting_id.clone(),
+            filename: upload.filename.clone(),
+            size: upload.declared_size,
+            sha256: (!upload.declared_sha256.is_empty()).then(|| upload.declared_sha256.clone()),
+        };
+        // Membership and the meeting's state may have changed since it began.
+        let loaded = access::load(
+            &self.state.db,
+            &declared.meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.is_member() {
+            return Err(
+                AppError::permission_denied("you are no longer a member of this meeting").into(),
+            );
+        }
+        if loaded.access.status.is_over() {
+            return Err(read_only().into());
+        }
+        Ok(Response::new(
+            self.store_received(&caller, declared, received).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn download_file(
+        &self,
+        request: Request<pb::DownloadFileRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
+        let caller = caller(&request)?;
+        let file = self
+            .readable_file(&caller, &request.get_ref().file_id)
+            .await?;
+        let mut blob = self
+            .state
+            .blobs
+            .open(&file.blob_key)
+            .await
+            .map_err(|e| match e {
+                crate::blob::BlobError::Missing(_) => {
+                    AppError::not_found("FILE_NOT_FOUND", "the file's bytes are gone")
+                }
+                other => blob_error(other),
+            })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let metadata = file_to_pb(&file);
+        tokio::spawn(async move {
+            let first = pb::DownloadFileResponse {
+                data: Some(pb::download_file_response::Data::Metadata(metadata)),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                let mut chunk = vec![0u8; DOWNLOAD_CHUNK_BYTES];
+                let mut filled = 0;
+                // Fill whole chunks: a short read is not the end of the file.
+                while filled < chunk.len() {
+                    match blob.read(&mut chunk[filled..]).await {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(err) => {
+                            let _ = tx
+                                .send(Err(AppError::internal(err.to_string()).into()))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return;
+                }
+                chunk.truncate(filled);
+                let message = pb::DownloadFileResponse {
+                    data: Some(pb::download_file_response::Data::Chunk(chunk)),
+                };
+                // A failed send means the client left: stop reading.
+                if tx.send(Ok(message)).await.is_err() || filled < DOWNLOAD_CHUNK_BYTES {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_files(
+        &self,
+        request: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let meeting_id =
+            parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
+        let size = PageSize::parse(r.page_size)
+            .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
+        let loaded = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.is_member() {
+            return Err(AppError::permission_denied("you are not a member of this meeting").into());
+        }
+        let scope = format!("ListFiles|{meeting_id}");
+        let cursor = self
+            .state
+            .page_tokens
+            .decode(&scope, &r.page_token)
+            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let mut rows = files::list(
+            &self.state.db,
+            &meeting_id,
+            cursor.as_deref(),
+            size.get() + 1,
+        )
+        .await
+        .map_err(AppError::from)?;
+        let next_page_token = if rows.len() > size.get() as usize {
+            rows.truncate(size.get() as usize);
+            rows.last()
+                .map(|last| self.state.page_tokens.encode(&scope, &last.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListFilesResponse {
+            files: rows.iter().map(file_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_file(
+        &self,
+        request: Request<pb::DeleteFileRequest>,
+    ) -> Result<Response<pb::DeleteFileResponse>, Status> {
+        let caller = caller(&request)?;
+        let file = self
+            .readable_file(&caller, &request.get_ref().file_id)
+            .await?;
+        let loaded = access::load(
+            &self.state.db,
+            &file.meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if file.uploader_id != caller.user_id && !loaded.access.can_manage() && !caller.is_admin() {
+            return Err(AppError::permission_denied(
+                "only the uploader or the host may delete a file",
+            )
+            .into());
+        }
+        if let Some(deleted) = files::delete(&self.state.db, &file.id)
+            .await
+            .map_err(AppError::from)?
+            && let Err(err) = self.state.blobs.delete(&deleted.blob_key).await
+        {
+            tracing::warn!(error = %err, "could not remove a deleted file's bytes");
+        }
+        Ok(Response::new(pb::DeleteFileResponse {}))
+    }
+}

@@ -1,0 +1,175 @@
+//! `shared_files` and `uploads`.
+
+use sqlx::FromRow;
+
+use super::{Db, dispatch};
+use crate::domain::time::Micros;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct FileRecord {
+    pub id: String,
+    pub meeting_id: String,
+    pub uploader_id: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub blob_key: String,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str =
+    "id, meeting_id, uploader_id, filename, content_type, size_bytes, sha256, blob_key, created_at";
+
+pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO shared_files ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, FileRecord>(&sql)
+            .bind(&file.id)
+            .bind(&file.meeting_id)
+            .bind(&file.uploader_id)
+            .bind(&file.filename)
+            .bind(&file.content_type)
+            .bind(file.size_bytes)
+            .bind(&file.sha256)
+            .bind(&file.blob_key)
+            .bind(file.created_at)
+            .fetch_one(pool)
+            .await
+    })
+}
+
+pub async fn find(db: &Db, id: &str) -> Result<Option<FileRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, FileRecord>(&format!("SELECT {COLUMNS} FROM shared_files WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// A meeting's files, newest first, before `before_id`.
+pub async fn list(
+    db: &Db,
+    meeting_id: &str,
+    before_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<FileRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM shared_files WHERE meeting_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, FileRecord>(&sql)
+            .bind(meeting_id)
+            .bind(before_id.unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })
+}
+
+pub async fn delete(db: &Db, id: &str) -> Result<Option<FileRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, FileRecord>(&format!("DELETE FROM shared_files WHERE id = $1 RETURNING {COLUMNS}"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Blob keys of a meeting's files and unfinished uploads (to remove from
+/// disk when the meeting goes).
+pub async fn blob_keys_of_meeting(db: &Db, meeting_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = dispatch!(db, pool => {
+        sqlx::query_as(
+            "SELECT blob_key FROM shared_files WHERE meeting_id = $1 \
+             UNION ALL SELECT temp_key FROM uploads WHERE meeting_id = $1",
+        )
+        .bind(meeting_id)
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(rows.into_iter().map(|(k,)| k).collect())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UploadRecord {
+    pub id: String,
+    pub meeting_id: String,
+    pub uploader_id: String,
+    pub filename: String,
+    pub declared_size: Option<i64>,
+    pub declared_sha256: String,
+    pub received_bytes: i64,
+    pub temp_key: String,
+    pub expires_at: i64,
+}
+
+const UPLOAD_COLUMNS: &str = "id, meeting_id, uploader_id, filename, declared_size, declared_sha256, received_bytes, temp_key, expires_at";
+
+pub async fn create_upload(db: &Db, upload: &UploadRecord, now: Micros) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query(&format!(
+            "INSERT INTO uploads ({UPLOAD_COLUMNS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&upload.id)
+        .bind(&upload.meeting_id)
+        .bind(&upload.uploader_id)
+        .bind(&upload.filename)
+        .bind(upload.declared_size)
+        .bind(&upload.declared_sha256)
+        .bind(upload.received_bytes)
+        .bind(&upload.temp_key)
+        .bind(upload.expires_at)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ())
+    })
+}
+
+pub async fn find_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, UploadRecord>(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Moves `received_bytes` from `from` to `to`; false when another chunk
+/// got there first.
+pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<bool, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("UPDATE uploads SET received_bytes = $3 WHERE id = $1 AND received_bytes = $2")
+            .bind(id)
+            .bind(from)
+            .bind(to)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    })
+}
+
+/// Removes an upload row; returns it if it existed (only one caller wins).
+pub async fn take_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, UploadRecord>(&format!("DELETE FROM uploads WHERE id = $1 RETURNING {UPLOAD_COLUMNS}"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Removes uploads past their expiry and returns their temp keys.
+pub async fn take_expired_uploads(db: &Db, now: Micros) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = dispatch!(db, pool => {
+        sqlx::query_as("DELETE FROM uploads WHERE expires_at < $1 RETURNING temp_key")
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(rows.into_iter().map(|(k,)| k).collect())
+}
