@@ -14,137 +14,20 @@
 //! - Memory per idle stream: server RSS growth after opening 1,000 and then
 //!   10,000 idle streams (in rooms of 100), divided by the number of streams.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+mod common;
 
+use std::time::{Duration, Instant};
+
+use common::{Server, authed, channel, open_meeting, user};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
-use tonic::{
-    Request, Streaming,
-    metadata::MetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Streaming, transport::Channel};
 use unio::proto::pb::{
-    self, auth_service_client::AuthServiceClient, client_event,
-    meeting_service_client::MeetingServiceClient, room_service_client::RoomServiceClient,
-    server_event::Event,
+    self, client_event, room_service_client::RoomServiceClient, server_event::Event,
 };
 
 /// Streams per HTTP/2 connection (the server allows 256 in flight each).
 const STREAMS_PER_CONNECTION: usize = 100;
-const PASSWORD: &str = "bench password 42";
-
-struct Server {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_unio"))
-            .env("UNIO_ADDR", "127.0.0.1:0")
-            .env("UNIO_DATA_DIR", dir.path())
-            .env("UNIO_ADMIN_ADDR", "")
-            .env("UNIO_LOG", "warn,unio=info")
-            // A 1,000-participant room joining at once is a storm of
-            // presence events; give each queue room to absorb it.
-            .env("UNIO_ROOM_QUEUE", "4096")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start unio");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines.next().expect("server output").unwrap();
-            if let Some(at) = line.find("listening on ") {
-                break line[at + "listening on ".len()..].trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
-}
-
-async fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn user(channel: &Channel, n: usize) -> String {
-    AuthServiceClient::new(channel.clone())
-        .sign_up(pb::SignUpRequest {
-            email: format!("bench{n}@example.com"),
-            password: PASSWORD.into(),
-            display_name: format!("Bench {n}"),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap()
-        .access_token
-}
-
-async fn open_meeting(channel: &Channel, token: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    MeetingServiceClient::new(channel.clone())
-        .create_meeting(authed(
-            pb::CreateMeetingRequest {
-                title: "bench".into(),
-                start_time: Some(prost_types::Timestamp {
-                    seconds: now + 60,
-                    nanos: 0,
-                }),
-                duration_minutes: 60,
-                join_policy: pb::JoinPolicy::AnyoneWithLink as i32,
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .id
-}
 
 struct Participant {
     tx: mpsc::Sender<pb::ClientEvent>,
@@ -326,7 +209,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let server = Server::start();
+        let server = Server::start(&[("UNIO_ROOM_QUEUE", "4096")]);
         let setup = channel(&server.addr).await;
         let mut tokens = Vec::new();
         for n in 0..8 {
@@ -348,7 +231,7 @@ fn main() {
         // size it grew to. Each size gets a fresh server, so memory freed
         // by earlier rooms cannot hide the cost.
         for room_size in [10, 100] {
-            let server = Server::start();
+            let server = Server::start(&[("UNIO_ROOM_QUEUE", "4096")]);
             let setup = channel(&server.addr).await;
             let mut tokens = Vec::new();
             for n in 0..8 {

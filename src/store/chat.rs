@@ -45,8 +45,9 @@ pub enum Appended {
 const COLUMNS: &str = "id, meeting_id, sender_id, sender_display_name, text, sequence, client_message_id, created_at, file_id";
 
 /// Stores a batch of messages in one transaction (group commit). Each gets
-/// its meeting's next sequence; as the increment and the insert share the
-/// transaction, a failure leaves no gap.
+/// its meeting's next sequence; as the increments and the inserts share the
+/// transaction, a failure leaves no gap. The statements are few whatever
+/// the batch size: one sequence bump per meeting, one multi-row insert.
 pub async fn append_batch(
     db: &Db,
     messages: &[NewMessage],
@@ -55,13 +56,10 @@ pub async fn append_batch(
     let existing_sql = format!(
         "SELECT {COLUMNS} FROM chat_messages WHERE meeting_id = $1 AND sender_id = $2 AND client_message_id = $3"
     );
-    let insert_sql = format!(
-        "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, sequence, \
-         client_message_id, created_at, file_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-    );
     dispatch_write!(db, tx => {
-        let mut results = Vec::with_capacity(messages.len());
-        for message in messages {
+        let mut results: Vec<Option<Appended>> = vec![None; messages.len()];
+        // Retries first: they get the stored message back.
+        for (i, message) in messages.iter().enumerate() {
             if let Some(client_id) = &message.client_message_id {
                 let existing = sqlx::query_as::<_, MessageRecord>(&existing_sql)
                     .bind(&message.meeting_id)
@@ -70,37 +68,85 @@ pub async fn append_batch(
                     .fetch_optional(&mut *tx)
                     .await?;
                 if let Some(existing) = existing {
-                    results.push(Appended::Existing(existing));
-                    continue;
+                    results[i] = Some(Appended::Existing(existing));
                 }
             }
-            let sequence: Option<(i64,)> = sqlx::query_as(
-                "UPDATE meetings SET chat_seq = chat_seq + 1 \
+        }
+        // One sequence bump per meeting for its new messages, in order.
+        let mut meetings: Vec<&str> = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            if results[i].is_none() && !meetings.contains(&message.meeting_id.as_str()) {
+                meetings.push(&message.meeting_id);
+            }
+        }
+        let mut stored = Vec::new();
+        for meeting_id in meetings {
+            let indexes: Vec<usize> = (0..messages.len())
+                .filter(|&i| results[i].is_none() && messages[i].meeting_id == meeting_id)
+                .collect();
+            let last: Option<(i64,)> = sqlx::query_as(
+                "UPDATE meetings SET chat_seq = chat_seq + $2 \
                  WHERE id = $1 AND status IN ('scheduled', 'ongoing') RETURNING chat_seq",
             )
-            .bind(&message.meeting_id)
+            .bind(meeting_id)
+            .bind(indexes.len() as i64)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((sequence,)) = sequence else {
-                results.push(Appended::MeetingClosed);
+            let Some((last,)) = last else {
+                for i in indexes {
+                    results[i] = Some(Appended::MeetingClosed);
+                }
                 continue;
             };
-            let stored = sqlx::query_as::<_, MessageRecord>(&insert_sql)
-                .bind(&message.id)
-                .bind(&message.meeting_id)
-                .bind(&message.sender_id)
-                .bind(&message.sender_display_name)
-                .bind(&message.text)
-                .bind(sequence)
-                .bind(message.client_message_id.as_deref())
-                .bind(now)
-                .bind(message.file_id.as_deref())
-                .fetch_one(&mut *tx)
-                .await?;
-            results.push(Appended::Stored(stored));
+            let first = last - indexes.len() as i64 + 1;
+            for (n, i) in indexes.into_iter().enumerate() {
+                let message = &messages[i];
+                let record = MessageRecord {
+                    id: message.id.clone(),
+                    meeting_id: message.meeting_id.clone(),
+                    sender_id: message.sender_id.clone(),
+                    sender_display_name: message.sender_display_name.clone(),
+                    text: message.text.clone(),
+                    sequence: first + n as i64,
+                    client_message_id: message.client_message_id.clone(),
+                    created_at: now,
+                    file_id: message.file_id.clone(),
+                };
+                stored.push((i, record));
+            }
+        }
+        if !stored.is_empty() {
+            let rows: Vec<String> = (0..stored.len())
+                .map(|r| {
+                    let b = r * 9;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, sequence, \
+                 client_message_id, created_at, file_id) VALUES {}",
+                rows.join(", ")
+            );
+            let mut insert = sqlx::query(&sql);
+            for (_, r) in &stored {
+                insert = insert
+                    .bind(&r.id)
+                    .bind(&r.meeting_id)
+                    .bind(&r.sender_id)
+                    .bind(&r.sender_display_name)
+                    .bind(&r.text)
+                    .bind(r.sequence)
+                    .bind(r.client_message_id.as_deref())
+                    .bind(r.created_at)
+                    .bind(r.file_id.as_deref());
+            }
+            insert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(results)
+        for (i, record) in stored {
+            results[i] = Some(Appended::Stored(record));
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or(Appended::MeetingClosed)).collect())
     })
 }
 

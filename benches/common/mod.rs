@@ -1,0 +1,137 @@
+//! Shared by the benchmarks: the release `unio` binary as a child process
+//! (so its memory can be read from /proc and it does not share an async
+//! runtime with the load), and small client helpers.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+use tonic::{
+    Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+use unio::proto::pb::{
+    self, auth_service_client::AuthServiceClient, meeting_service_client::MeetingServiceClient,
+};
+
+pub const PASSWORD: &str = "bench password 42";
+
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `unio` on 127.0.0.1:0 with SQLite in a temp dir.
+    pub fn start(extra_env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_unio"));
+        command
+            .env("UNIO_ADDR", "127.0.0.1:0")
+            .env("UNIO_DATA_DIR", dir.path())
+            .env("UNIO_ADMIN_ADDR", "")
+            .env("UNIO_JWT_SECRET", "bench-secret-bench-secret-bench-secret")
+            .env("UNIO_LOG", "warn,unio=info");
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start unio");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().expect("server output").unwrap();
+            if let Some(at) = line.find("listening on ") {
+                break line[at + "listening on ".len()..].trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr, dir }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+pub async fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Signs up `bench<n>@example.com` and returns its access token.
+pub async fn user(channel: &Channel, n: usize) -> String {
+    AuthServiceClient::new(channel.clone())
+        .sign_up(pb::SignUpRequest {
+            email: format!("bench{n}@example.com"),
+            password: PASSWORD.into(),
+            display_name: format!("Bench {n}"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token
+}
+
+/// A meeting anyone with the id may join, starting in a minute.
+pub async fn open_meeting(channel: &Channel, token: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    MeetingServiceClient::new(channel.clone())
+        .create_meeting(authed(
+            pb::CreateMeetingRequest {
+                title: "bench".into(),
+                start_time: Some(prost_types::Timestamp {
+                    seconds: now + 60,
+                    nanos: 0,
+                }),
+                duration_minutes: 60,
+                join_policy: pb::JoinPolicy::AnyoneWithLink as i32,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
