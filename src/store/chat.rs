@@ -47,7 +47,7 @@ const COLUMNS: &str = "id, meeting_id, sender_id, sender_display_name, text, seq
 /// Stores a batch of messages in one transaction (group commit). Each gets
 /// its meeting's next sequence; as the increments and the inserts share the
 /// transaction, a failure leaves no gap. The statements are few whatever
-/// the batch size: one sequence bump per meeting, one multi-row insert.
+/// the batch size: one statement bumps the sequences, one inserts.
 pub async fn append_batch(
     db: &Db,
     messages: &[NewMessage],
@@ -79,26 +79,39 @@ pub async fn append_batch(
                 meetings.push(&message.meeting_id);
             }
         }
+        // One statement bumps every meeting's sequence by its count.
+        let counts: Vec<(&str, i64)> = meetings
+            .iter()
+            .map(|m| (*m, (0..messages.len()).filter(|&i| results[i].is_none() && messages[i].meeting_id == *m).count() as i64))
+            .collect();
+        let mut lasts: Vec<(String, i64)> = Vec::new();
+        if !counts.is_empty() {
+            let cases: Vec<String> = (0..counts.len()).map(|k| format!("WHEN ${} THEN ${}", 2 * k + 1, 2 * k + 2)).collect();
+            let ids: Vec<String> = (0..counts.len()).map(|k| format!("${}", 2 * k + 1)).collect();
+            let sql = format!(
+                "UPDATE meetings SET chat_seq = chat_seq + CASE id {} END \
+                 WHERE id IN ({}) AND status IN ('scheduled', 'ongoing') RETURNING id, chat_seq",
+                cases.join(" "),
+                ids.join(", ")
+            );
+            let mut bump = sqlx::query_as::<_, (String, i64)>(&sql);
+            for (meeting_id, count) in &counts {
+                bump = bump.bind(*meeting_id).bind(*count);
+            }
+            lasts = bump.fetch_all(&mut *tx).await?;
+        }
         let mut stored = Vec::new();
-        for meeting_id in meetings {
+        for (meeting_id, count) in counts {
             let indexes: Vec<usize> = (0..messages.len())
                 .filter(|&i| results[i].is_none() && messages[i].meeting_id == meeting_id)
                 .collect();
-            let last: Option<(i64,)> = sqlx::query_as(
-                "UPDATE meetings SET chat_seq = chat_seq + $2 \
-                 WHERE id = $1 AND status IN ('scheduled', 'ongoing') RETURNING chat_seq",
-            )
-            .bind(meeting_id)
-            .bind(indexes.len() as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((last,)) = last else {
+            let Some(last) = lasts.iter().find(|(id, _)| id == meeting_id).map(|(_, last)| *last) else {
                 for i in indexes {
                     results[i] = Some(Appended::MeetingClosed);
                 }
                 continue;
             };
-            let first = last - indexes.len() as i64 + 1;
+            let first = last - count + 1;
             for (n, i) in indexes.into_iter().enumerate() {
                 let message = &messages[i];
                 let record = MessageRecord {
