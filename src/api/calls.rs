@@ -294,11 +294,7 @@ impl CallService for CallApi {
             return Err(AppError::permission_denied("you are not a member of this meeting").into());
         }
         let scope = format!("ListCalls|{meeting_id}");
-        let cursor = self
-            .state
-            .page_tokens
-            .decode(&scope, &r.page_token)
-            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let cursor = self.state.page_tokens.cursor(&scope, &r.page_token)?;
         let mut rows = calls::list(
             &self.state.db,
             &meeting_id,
@@ -307,14 +303,10 @@ impl CallService for CallApi {
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = if rows.len() > size.get() as usize {
-            rows.truncate(size.get() as usize);
-            rows.last()
-                .map(|last| self.state.page_tokens.encode(&scope, &last.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self
+            .state
+            .page_tokens
+            .next(&mut rows, size, &scope, |c| c.id.clone());
         Ok(Response::new(pb::ListCallsResponse {
             calls: rows.iter().map(convert::call).collect(),
             next_page_token,

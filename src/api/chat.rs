@@ -153,18 +153,10 @@ impl ChatService for ChatApi {
         let mut rows = chat::list(&self.state.db, &meeting_id, after, cursor, size.get() + 1)
             .await
             .map_err(AppError::from)?;
-        let next_page_token = if rows.len() > size.get() as usize {
-            rows.truncate(size.get() as usize);
-            rows.last()
-                .map(|last| {
-                    self.state
-                        .page_tokens
-                        .encode(&scope, &last.sequence.to_string())
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self
+            .state
+            .page_tokens
+            .next(&mut rows, size, &scope, |m| m.sequence.to_string());
         Ok(Response::new(pb::ListMessagesResponse {
             messages: {
                 let mut messages = Vec::with_capacity(rows.len());

@@ -514,11 +514,7 @@ impl FileService for FileApi {
             return Err(AppError::permission_denied("you are not a member of this meeting").into());
         }
         let scope = format!("ListFiles|{meeting_id}");
-        let cursor = self
-            .state
-            .page_tokens
-            .decode(&scope, &r.page_token)
-            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let cursor = self.state.page_tokens.cursor(&scope, &r.page_token)?;
         let mut rows = files::list(
             &self.state.db,
             &meeting_id,
@@ -527,14 +523,10 @@ impl FileService for FileApi {
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = if rows.len() > size.get() as usize {
-            rows.truncate(size.get() as usize);
-            rows.last()
-                .map(|last| self.state.page_tokens.encode(&scope, &last.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self
+            .state
+            .page_tokens
+            .next(&mut rows, size, &scope, |f| f.id.clone());
         Ok(Response::new(pb::ListFilesResponse {
             files: rows.iter().map(file_to_pb).collect(),
             next_page_token,

@@ -666,11 +666,7 @@ impl MeetingService for MeetingApi {
             "ListInvites|{}|{meeting_id:?}|{sees_all}|{statuses:?}",
             caller.user_id
         );
-        let cursor = self
-            .state
-            .page_tokens
-            .decode(&page_scope, &r.page_token)
-            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let cursor = self.state.page_tokens.cursor(&page_scope, &r.page_token)?;
         let mut rows = invites::list(
             &self.state.db,
             scope,
@@ -770,11 +766,7 @@ impl MeetingService for MeetingApi {
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
         let loaded = self.member_view(&caller, &r.meeting_id).await?;
         let page_scope = format!("ListParticipants|{}", loaded.record.id);
-        let cursor = self
-            .state
-            .page_tokens
-            .decode(&page_scope, &r.page_token)
-            .map_err(|e| AppError::invalid("page_token", e.to_string()))?;
+        let cursor = self.state.page_tokens.cursor(&page_scope, &r.page_token)?;
         let mut rows = participants::list(
             &self.state.db,
             &loaded.record.id,
@@ -888,12 +880,6 @@ impl MeetingApi {
         scope: &str,
         cursor: impl Fn(&T) -> String,
     ) -> String {
-        if rows.len() <= size.get() as usize {
-            return String::new();
-        }
-        rows.truncate(size.get() as usize);
-        rows.last()
-            .map(|last| self.state.page_tokens.encode(scope, &cursor(last)))
-            .unwrap_or_default()
+        self.state.page_tokens.next(rows, size, scope, cursor)
     }
 }

@@ -98,14 +98,10 @@ impl NotificationService for NotificationApi {
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = if rows.len() > size.get() as usize {
-            rows.truncate(size.get() as usize);
-            rows.last()
-                .map(|last| self.state.page_tokens.encode(&scope, &last.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self
+            .state
+            .page_tokens
+            .next(&mut rows, size, &scope, |n| n.id.clone());
         let unread = notifications::unread_count(db, &caller.user_id)
             .await
             .map_err(AppError::from)?;

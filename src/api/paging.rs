@@ -76,6 +76,39 @@ impl PageTokens {
     }
 }
 
+impl PageTokens {
+    /// The cursor of a request's `page_token`, as INVALID_ARGUMENT naming
+    /// `page_token` when it is not one of this list's.
+    pub fn cursor(
+        &self,
+        scope: &str,
+        token: &str,
+    ) -> Result<Option<String>, crate::error::AppError> {
+        self.decode(scope, token)
+            .map_err(|e| crate::error::AppError::invalid("page_token", e.to_string()))
+    }
+
+    /// Trims the one extra row fetched to detect a next page (callers ask
+    /// for `size + 1`) and signs a token that resumes after the last kept
+    /// row; empty on the last page.
+    pub fn next<T>(
+        &self,
+        rows: &mut Vec<T>,
+        size: crate::domain::PageSize,
+        scope: &str,
+        cursor: impl Fn(&T) -> String,
+    ) -> String {
+        let size = size.get() as usize;
+        if rows.len() <= size {
+            return String::new();
+        }
+        rows.truncate(size);
+        rows.last()
+            .map(|last| self.encode(scope, &cursor(last)))
+            .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

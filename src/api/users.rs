@@ -121,14 +121,10 @@ impl UserService for UserApi {
         let mut rows = users::list(&self.state.db, &query, cursor.as_deref(), size.get() + 1)
             .await
             .map_err(AppError::from)?;
-        let next_page_token = if rows.len() > size.get() as usize {
-            rows.truncate(size.get() as usize);
-            rows.last()
-                .map(|last| self.state.page_tokens.encode(&scope, &last.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self
+            .state
+            .page_tokens
+            .next(&mut rows, size, &scope, |u| u.id.clone());
         Ok(Response::new(pb::ListUsersResponse {
             users: rows
                 .iter()
