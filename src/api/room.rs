@@ -164,8 +164,15 @@ impl RoomApi {
                     Ok(stream) => Entered::Session(stream),
                     Err(HubError::ResumeFailed(why)) => Entered::ResumeFailed(why),
                     Err(HubError::NotJoinable) => Entered::ResumeFailed("the meeting is over"),
+                    Err(HubError::Removed) => Entered::ResumeFailed("the host removed you"),
                 },
             );
+        }
+        if hub.is_removed(&meeting.id, &caller.user_id) {
+            return Err(AppError::Denied {
+                reason: "REMOVED_BY_HOST",
+                message: "the host removed you from this meeting".into(),
+            });
         }
         let participant_id = new_id();
         participants::record_join(
@@ -178,6 +185,13 @@ impl RoomApi {
         .await?;
         match hub.join(&meeting, joiner, participant_id.clone()) {
             Ok(stream) => Ok(Entered::Session(stream)),
+            Err(HubError::Removed) => {
+                participants::record_leave(&self.state.db, &participant_id, now_micros()).await?;
+                Err(AppError::Denied {
+                    reason: "REMOVED_BY_HOST",
+                    message: "the host removed you from this meeting".into(),
+                })
+            }
             Err(_) => {
                 participants::record_leave(&self.state.db, &participant_id, now_micros()).await?;
                 Err(AppError::FailedPrecondition {

@@ -84,6 +84,8 @@ pub enum HubError {
     NotJoinable,
     /// The slot is gone (grace passed, kicked) or its events were evicted.
     ResumeFailed(&'static str),
+    /// The host removed this user from the room.
+    Removed,
 }
 
 /// Why a client event was refused. The stream stays open.
@@ -281,6 +283,9 @@ impl RoomHub {
                 Some(Closed::MeetingOver) => return Err(HubError::NotJoinable),
                 None => {}
             }
+            if state.removed_users.contains(&joiner.user_id) {
+                return Err(HubError::Removed);
+            }
             let session_id = new_id();
             let (tx, rx) = mpsc::channel(self.config.queue_capacity);
             let control = Arc::new(SessionControl::new(
@@ -418,6 +423,12 @@ impl RoomHub {
         }
         self.attendance(Attendance::Reopen(participant_id));
         Ok(self.stream(rx, control))
+    }
+
+    /// Whether the host removed `user_id` from the meeting's live room.
+    pub fn is_removed(&self, meeting_id: &str, user_id: &str) -> bool {
+        self.room(meeting_id)
+            .is_some_and(|room| lock(&room).removed_users.contains(user_id))
     }
 
     pub fn session(&self, session_id: &str) -> Option<SessionRef> {
@@ -728,6 +739,12 @@ impl RoomHub {
     /// Host control: removes a participant; its stream ends with
     /// PERMISSION_DENIED. False when there is no such participant.
     pub fn kick(self: &Arc<Self>, meeting_id: &str, participant_id: &str) -> bool {
+        if let Some(room) = self.room(meeting_id) {
+            let mut state = lock(&room);
+            if let Some(user_id) = state.slots.get(participant_id).map(|s| s.user_id.clone()) {
+                state.removed_users.insert(user_id);
+            }
+        }
         self.remove(
             meeting_id,
             participant_id,

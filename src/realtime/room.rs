@@ -199,6 +199,9 @@ pub struct RoomState {
     replay_capacity: usize,
     replay_bytes: usize,
     pub closed: Option<Closed>,
+    /// Users the host removed: they may not join this room again while it
+    /// lives.
+    pub removed_users: std::collections::HashSet<String>,
 }
 
 impl RoomState {
@@ -210,6 +213,7 @@ impl RoomState {
             replay_capacity,
             replay_bytes: 0,
             closed: None,
+            removed_users: std::collections::HashSet::new(),
         }
     }
 

@@ -605,6 +605,12 @@ async fn the_host_removes_a_participant() {
     assert!(
         matches!(next(&mut again).await.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED")
     );
+    // ... and a fresh join is refused while the room lives.
+    assert_status(
+        open(&app, &bob, join(&meeting)).await,
+        Code::PermissionDenied,
+        "REMOVED_BY_HOST",
+    );
     let _ = carol;
 }
 
