@@ -252,6 +252,10 @@ impl UserService for UserApi {
         if target != caller.user_id && !caller.is_admin() {
             return Err(AppError::permission_denied("you may only delete your own account").into());
         }
+        // Their files' bytes go too (the rows cascade with the user).
+        let blob_keys = crate::store::files::blob_keys_of_user(&self.state.db, &target)
+            .await
+            .map_err(AppError::from)?;
         let deleted = users::delete(&self.state.db, &target)
             .await
             .map_err(AppError::from)?
@@ -262,6 +266,10 @@ impl UserService for UserApi {
             && let Err(err) = self.state.blobs.delete(key).await
         {
             tracing::warn!(error = %err, "could not remove a deleted user's avatar");
+        }
+        for key in blob_keys {
+            let _ = self.state.blobs.delete(&key).await;
+            let _ = self.state.blobs.delete_temp(&key).await;
         }
         tracing::info!(user_id = %deleted.id, by = %caller.user_id, "user deleted");
         Ok(Response::new(pb::DeleteUserResponse {}))

@@ -173,3 +173,20 @@ pub async fn take_expired_uploads(db: &Db, now: Micros) -> Result<Vec<String>, s
     });
     Ok(rows.into_iter().map(|(k,)| k).collect())
 }
+
+/// Blob keys that go when a user goes: files they uploaded, files in
+/// meetings they host, and their unfinished uploads.
+pub async fn blob_keys_of_user(db: &Db, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = dispatch!(db, pool => {
+        sqlx::query_as(
+            "SELECT blob_key FROM shared_files WHERE uploader_id = $1 \
+               OR meeting_id IN (SELECT id FROM meetings WHERE host_id = $1) \
+             UNION ALL SELECT temp_key FROM uploads WHERE uploader_id = $1 \
+               OR meeting_id IN (SELECT id FROM meetings WHERE host_id = $1)",
+        )
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(rows.into_iter().map(|(k,)| k).collect())
+}

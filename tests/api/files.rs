@@ -538,3 +538,19 @@ async fn stored_files_survive_a_restart() {
     let app = app.restart().await;
     assert_eq!(download(&app, &host, &stored.id).await.unwrap().1, bytes);
 }
+
+#[tokio::test]
+async fn deleting_a_user_removes_the_bytes_of_their_files() {
+    let app = spawn_app().await;
+    let (_, host, _) = app.user("host@example.com").await;
+    let m = meeting(&app, &host, &[]).await;
+    upload(&app, &host, metadata(&m, "a.txt", None, ""), b"mine")
+        .await
+        .unwrap();
+    assert_eq!(blob_files(&app), 1);
+    app.users()
+        .delete_user(authed(pb::DeleteUserRequest::default(), &host))
+        .await
+        .unwrap();
+    assert_eq!(blob_files(&app), 0);
+}
