@@ -2,7 +2,8 @@
 //! starting within the lead time and writes one reminder per member, keyed
 //! by (meeting, user, start time) in a UNIQUE column: repeated sweeps,
 //! restarts and several nodes racing all produce exactly one reminder, and
-//! a rescheduled meeting gets a new one.
+//! a rescheduled meeting gets a new one. Invitees without an account get the
+//! reminder by email only (when SMTP is configured), deduplicated the same way.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use crate::{
         time::{micros, now_micros},
     },
     state::AppState,
-    store::notifications,
+    store::{mail, notifications},
 };
 
 /// How often to sweep: a tenth of the lead, between 100 ms and 30 s.
@@ -37,8 +38,25 @@ pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, sqlx:
             sent.push(record);
         }
     }
-    let count = sent.len();
+    let mut count = sent.len();
     state.inbox.publish(sent.iter().map(convert_notification));
+    // Invitees without an account hear by email, when there is email.
+    if state.config.smtp_url.is_some() {
+        for (meeting_id, title, start_at, email) in
+            notifications::email_reminder_candidates(&state.db, now, micros(lead)).await?
+        {
+            let minutes = ((start_at - now) / 60_000_000).max(0) + 1;
+            let draft = Draft::reminder(&meeting_id, &title, minutes);
+            let key = reminder_key(
+                &meeting_id,
+                &format!("email:{}", email.to_lowercase()),
+                start_at,
+            );
+            if mail::enqueue_once(&state.db, &email, &draft, &key, start_at, now).await? {
+                count += 1;
+            }
+        }
+    }
     Ok(count)
 }
 

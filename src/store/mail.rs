@@ -5,7 +5,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch};
+use super::{Db, dispatch, dispatch_write};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -92,5 +92,45 @@ pub async fn mark_failed(
         .execute(pool)
         .await
         .map(|_| ())
+    })
+}
+
+/// Queues `draft` for `to` once per `dedupe_key`, while the meeting is still
+/// scheduled at `start_at`; false when it was already queued (or is moot).
+pub async fn enqueue_once(
+    db: &Db,
+    to: &str,
+    draft: &crate::domain::notification::Draft,
+    dedupe_key: &str,
+    start_at: Micros,
+    now: Micros,
+) -> Result<bool, sqlx::Error> {
+    let meeting_id = draft.meeting_id.clone().unwrap_or_default();
+    dispatch_write!(db, tx => {
+        let still: Option<(i64,)> = sqlx::query_as(
+            "SELECT start_at FROM meetings WHERE id = $1 AND status = 'scheduled' AND start_at = $2",
+        )
+        .bind(&meeting_id)
+        .bind(start_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if still.is_none() {
+            return Ok(false);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO mail_outbox (id, to_address, subject, body, next_attempt_at, created_at, dedupe_key) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(crate::domain::new_id())
+        .bind(to)
+        .bind(&draft.title)
+        .bind(&draft.body)
+        .bind(now)
+        .bind(dedupe_key)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
     })
 }

@@ -228,3 +228,25 @@ pub async fn reminder_candidates(
             .await
     })
 }
+
+/// Invitees without an account (who did not decline) of meetings starting
+/// in `(now, now + lead]`: (meeting id, title, start, email). They are
+/// reminded by email only.
+pub async fn email_reminder_candidates(
+    db: &Db,
+    now: Micros,
+    lead: Micros,
+) -> Result<Vec<(String, String, i64, String)>, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as(
+            "SELECT m.id, m.title, m.start_at, i.email FROM meetings m \
+             JOIN meeting_invites i ON i.meeting_id = m.id \
+             WHERE m.status = 'scheduled' AND m.start_at > $1 AND m.start_at <= $2 \
+               AND i.user_id IS NULL AND i.status <> 'declined'",
+        )
+        .bind(now)
+        .bind(now + lead)
+        .fetch_all(pool)
+        .await
+    })
+}

@@ -212,3 +212,58 @@ async fn a_refused_email_is_retried_and_sent_once() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(sink.received.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn invitees_without_an_account_get_one_reminder_by_email() {
+    let sink = SmtpSink::start(0).await;
+    let url = format!("smtp://{}", sink.addr);
+    let app = spawn_app_with(&[
+        ("UNIO_SMTP_URL", &url),
+        ("UNIO_MAIL_FROM", "unio@example.com"),
+        ("UNIO_REMINDER_LEAD", "3s"),
+    ])
+    .await;
+    let (_, host, _) = app.user("host@example.com").await;
+    app.meetings()
+        .create_meeting(authed(
+            pb::CreateMeetingRequest {
+                title: "Soon".into(),
+                start_time: start_in(2),
+                duration_minutes: 15,
+                invitee_emails: vec!["solo@example.com".into()],
+                ..Default::default()
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    let got = sink.wait_for(3).await;
+    let to_solo: Vec<_> = got.iter().filter(|m| m.to == "solo@example.com").collect();
+    assert!(
+        to_solo
+            .iter()
+            .any(|m| m.data.contains("Subject: Invitation: Soon"))
+    );
+    assert_eq!(
+        to_solo
+            .iter()
+            .filter(|m| m.data.contains("Subject: Soon: Soon"))
+            .count(),
+        1
+    );
+    // The host's reminder went out by email too.
+    assert!(
+        got.iter()
+            .any(|m| m.to == "host@example.com" && m.data.contains("Subject: Soon: Soon"))
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let later = sink.received.lock().unwrap().clone();
+    assert_eq!(
+        later
+            .iter()
+            .filter(|m| m.data.contains("Subject: Soon: Soon"))
+            .count(),
+        2,
+        "once each"
+    );
+}
