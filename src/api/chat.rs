@@ -31,6 +31,17 @@ impl ChatApi {
     }
 }
 
+fn state_removed(state: &AppState, meeting_id: &str, user_id: &str) -> bool {
+    state.hub.is_removed(meeting_id, user_id)
+}
+
+pub(crate) fn removed() -> AppError {
+    AppError::Denied {
+        reason: "REMOVED_BY_HOST",
+        message: "the host removed you from this meeting".into(),
+    }
+}
+
 fn read_only() -> AppError {
     AppError::FailedPrecondition {
         reason: "MEETING_READ_ONLY",
@@ -93,8 +104,10 @@ impl ChatService for ChatApi {
         if !loaded.access.is_member() {
             return Err(AppError::permission_denied("you are not a member of this meeting").into());
         }
-        if loaded.access.status.is_over() {
-            return Err(read_only().into());
+        // A finished meeting's chat is read-only, but a retry of a message
+        // already stored still gets it back: the chat log decides.
+        if state_removed(&self.state, &meeting_id, &caller.user_id) {
+            return Err(removed().into());
         }
         let name = users::find_by_id(&self.state.db, &caller.user_id)
             .await

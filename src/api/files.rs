@@ -115,6 +115,9 @@ impl FileApi {
         if loaded.access.status.is_over() {
             return Err(read_only());
         }
+        if self.state.hub.is_removed(&meeting_id, &caller.user_id) {
+            return Err(super::chat::removed());
+        }
         Ok(Declared {
             meeting_id,
             filename: sanitize_filename(&m.filename),
@@ -353,7 +356,9 @@ impl FileService for FileApi {
         }
         let upload = self.own_upload(&caller, &r.upload_id).await?;
         let received = upload.received_bytes;
-        let end = r.offset + r.data.len() as i64;
+        let Some(end) = r.offset.checked_add(r.data.len() as i64) else {
+            return Err(AppError::invalid("offset", "is too large").into());
+        };
         // A retry of a chunk already received: acknowledged, not rewritten.
         if end <= received && !(r.data.is_empty() && r.offset > received) {
             return Ok(Response::new(upload_pb(&upload, received)));
@@ -372,7 +377,12 @@ impl FileService for FileApi {
             .blobs
             .write_temp_at(&upload.temp_key, r.offset as u64, &r.data)
             .await
-            .map_err(blob_error)?;
+            .map_err(|e| match e {
+                crate::blob::BlobError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    AppError::not_found("UPLOAD_NOT_FOUND", "the upload was completed or discarded")
+                }
+                other => blob_error(other),
+            })?;
         if !files::advance_upload(&self.state.db, &upload.id, received, end)
             .await
             .map_err(AppError::from)?
@@ -401,9 +411,14 @@ impl FileService for FileApi {
             .ok_or_else(|| {
                 AppError::not_found("UPLOAD_NOT_FOUND", "the upload was already completed")
             })?;
-        let received = ingest::hash_temp(&self.state.blobs, &upload.temp_key)
-            .await
-            .map_err(blob_error)?;
+        // Only what was acknowledged counts, whatever a failed write left.
+        let received = ingest::hash_temp(
+            &self.state.blobs,
+            &upload.temp_key,
+            upload.received_bytes as u64,
+        )
+        .await
+        .map_err(blob_error)?;
         let declared = Declared {
             meeting_id: upload.meeting_id.clone(),
             filename: upload.filename.clone(),

@@ -57,8 +57,11 @@ async fn room_chat(
     state: &AppState,
     session_id: &str,
     chat: &pb::ChatSend,
-) -> Result<(), EventError> {
-    let (session, name) = state.hub.chat_sender(session_id)?;
+) -> Result<(), RoomChatError> {
+    let (session, name) = state
+        .hub
+        .chat_sender(session_id)
+        .map_err(RoomChatError::Event)?;
     super::chat::send(
         state,
         &session.user_id,
@@ -69,15 +72,42 @@ async fn room_chat(
     )
     .await
     .map(|_| ())
-    .map_err(|err| {
-        let code = match &err {
-            AppError::InvalidArgument(_) => "INVALID_CHAT",
-            AppError::FailedPrecondition { .. } => "MEETING_READ_ONLY",
-            _ => "CHAT_FAILED",
-        };
-        let message = tonic::Status::from(err).message().to_owned();
-        EventError { code, message }
-    })
+    .map_err(RoomChatError::App)
+}
+
+/// Why a room chat message was refused: by the room (rate limits, closed
+/// session) or by the chat path itself.
+enum RoomChatError {
+    Event(EventError),
+    App(AppError),
+}
+
+impl RoomChatError {
+    /// As an `error` event on a Connect stream.
+    fn into_event(self) -> EventError {
+        match self {
+            Self::Event(err) => err,
+            Self::App(err) => {
+                let code = match &err {
+                    AppError::InvalidArgument(_) => "INVALID_CHAT",
+                    AppError::FailedPrecondition { .. } => "MEETING_READ_ONLY",
+                    _ => "CHAT_FAILED",
+                };
+                EventError {
+                    code,
+                    message: tonic::Status::from(err).message().to_owned(),
+                }
+            }
+        }
+    }
+
+    /// As Publish's answer.
+    fn into_status(self) -> Status {
+        match self {
+            Self::Event(err) => event_status(err),
+            Self::App(err) => err.into(),
+        }
+    }
 }
 
 /// A refused event as the status Publish answers with.
@@ -254,7 +284,7 @@ impl RoomService for RoomApi {
                 };
                 if let client_event::Event::Chat(chat) = &event_kind {
                     if let Err(err) = room_chat(&state, &session_id, chat).await {
-                        hub.send_error(&session_id, &err, &event.request_id);
+                        hub.send_error(&session_id, &err.into_event(), &event.request_id);
                     }
                     continue;
                 }
@@ -316,7 +346,7 @@ impl RoomService for RoomApi {
         if let client_event::Event::Chat(chat) = &event {
             room_chat(&self.state, &session_id, chat)
                 .await
-                .map_err(event_status)?;
+                .map_err(RoomChatError::into_status)?;
             return Ok(Response::new(pb::PublishResponse {}));
         }
         self.state

@@ -104,10 +104,19 @@ impl Ingest {
 }
 
 /// Hashes a temporary blob written in pieces (resumable uploads).
-pub async fn hash_temp(blobs: &BlobStore, temp_key: &str) -> Result<Received, BlobError> {
+pub async fn hash_temp(
+    blobs: &BlobStore,
+    temp_key: &str,
+    length: u64,
+) -> Result<Received, BlobError> {
     let path = blobs.temp_path(temp_key)?;
     let guard = TempGuard::new(path.clone());
-    let mut file = tokio::fs::File::open(&path).await?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .await?;
+    file.set_len(length).await?;
     file.sync_all().await?;
     let mut hasher = Sha256::new();
     let mut head = Vec::new();

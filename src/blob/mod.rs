@@ -119,6 +119,28 @@ impl BlobStore {
         }
     }
 
+    /// Keys of temporary blobs last written more than `age` ago.
+    pub async fn temp_keys_older_than(&self, age: std::time::Duration) -> Vec<String> {
+        let Ok(mut entries) = tokio::fs::read_dir(self.root.join("tmp")).await else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let old = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if old && uuid::Uuid::try_parse(&name).is_ok() {
+                keys.push(name);
+            }
+        }
+        keys
+    }
+
     /// Opens a stored blob for streaming.
     pub async fn open(&self, key: &str) -> Result<tokio::fs::File, BlobError> {
         match tokio::fs::File::open(self.path(key)?).await {

@@ -11,7 +11,13 @@ pub const SNIFF_BYTES: usize = 4096;
 /// most 255 bytes (cut on a character boundary); "file" if nothing is left.
 pub fn sanitize_filename(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    // Control characters, and the invisible format characters (bidi
+    // overrides such as U+202E) that make "invoice\u{202e}gnp.exe" read as
+    // a .png.
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control() && !is_format(*c))
+        .collect();
     let mut name = cleaned.trim().trim_start_matches('.').trim().to_owned();
     if name.len() > MAX_NAME_BYTES {
         let mut cut = MAX_NAME_BYTES;
@@ -26,6 +32,13 @@ pub fn sanitize_filename(raw: &str) -> String {
         name
     }
 }
+
+fn is_format(c: char) -> bool {
+    matches!(c as u32, 0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB)
+}
+
+/// Container formats that also carry programs, refused by name.
+const EXECUTABLE_CONTAINERS: [&str; 7] = [".jar", ".apk", ".xpi", ".msi", ".msix", ".appx", ".exe"];
 
 /// The content type of a file from its first bytes, or why it is refused.
 /// `name` only tells office formats apart inside the zip container.
@@ -64,8 +77,14 @@ pub fn sniff(head: &[u8], name: &str) -> Result<&'static str, ValidationError> {
     if starts(b"%PDF-") {
         return Ok("application/pdf");
     }
+    let lower = name.to_ascii_lowercase();
+    let container = starts(b"PK\x03\x04")
+        || starts(b"PK\x05\x06")
+        || starts(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]);
+    if container && EXECUTABLE_CONTAINERS.iter().any(|ext| lower.ends_with(ext)) {
+        return refused("installer and application package");
+    }
     if starts(b"PK\x03\x04") || starts(b"PK\x05\x06") {
-        let lower = name.to_ascii_lowercase();
         return Ok(if lower.ends_with(".docx") {
             "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
         } else if lower.ends_with(".xlsx") {
@@ -119,6 +138,10 @@ mod tests {
         assert_eq!(sanitize_filename(".."), "file");
         assert_eq!(sanitize_filename(""), "file");
         assert_eq!(sanitize_filename(".hidden"), "hidden");
+        assert_eq!(
+            sanitize_filename("invoice\u{202e}gnp.exe"),
+            "invoicegnp.exe"
+        );
         let long = "é".repeat(200);
         let cut = sanitize_filename(&long);
         assert!(cut.len() <= 255 && cut.chars().all(|c| c == 'é'));

@@ -12,7 +12,11 @@ use crate::{
 
 const SWEEP: Duration = Duration::from_secs(600);
 
-/// One sweep; returns how many uploads were discarded.
+/// Temporary bytes no upload owns (a crash mid-upload) go after this long.
+const ORPHAN_AGE: Duration = Duration::from_secs(25 * 3600);
+
+/// One sweep; returns how many uploads (and orphaned temporary blobs) were
+/// discarded.
 pub async fn sweep_once(db: &Db, blobs: &BlobStore) -> Result<usize, sqlx::Error> {
     let expired = files::take_expired_uploads(db, now_micros()).await?;
     for key in &expired {
@@ -20,7 +24,13 @@ pub async fn sweep_once(db: &Db, blobs: &BlobStore) -> Result<usize, sqlx::Error
             tracing::warn!(error = %err, "could not remove an expired upload's bytes");
         }
     }
-    Ok(expired.len())
+    let mut orphans = 0;
+    for key in blobs.temp_keys_older_than(ORPHAN_AGE).await {
+        if !files::temp_in_use(db, &key).await? && blobs.delete_temp(&key).await.is_ok() {
+            orphans += 1;
+        }
+    }
+    Ok(expired.len() + orphans)
 }
 
 /// Runs until the task is aborted.

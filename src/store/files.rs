@@ -190,3 +190,14 @@ pub async fn blob_keys_of_user(db: &Db, user_id: &str) -> Result<Vec<String>, sq
     });
     Ok(rows.into_iter().map(|(k,)| k).collect())
 }
+
+/// Whether an unfinished upload still owns the temporary blob `temp_key`.
+pub async fn temp_in_use(db: &Db, temp_key: &str) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = dispatch!(db, pool => {
+        sqlx::query_as("SELECT 1 FROM uploads WHERE temp_key = $1")
+            .bind(temp_key)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row.is_some())
+}

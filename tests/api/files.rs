@@ -554,3 +554,67 @@ async fn deleting_a_user_removes_the_bytes_of_their_files() {
         .unwrap();
     assert_eq!(blob_files(&app), 0);
 }
+
+#[tokio::test]
+async fn unfinished_uploads_are_discarded_after_they_expire() {
+    let app = spawn_app().await;
+    let (_, host, _) = app.user("host@example.com").await;
+    let m = meeting(&app, &host, &[]).await;
+    let upload = client(&app)
+        .create_upload(authed(
+            pb::CreateUploadRequest {
+                metadata: Some(metadata(&m, "a.txt", None, "")),
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    client(&app)
+        .upload_chunk(authed(
+            pb::UploadChunkRequest {
+                upload_id: upload.upload_id.clone(),
+                offset: 0,
+                data: b"half".to_vec(),
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(blob_files(&app), 1);
+    let config = unio::config::Config::from_lookup(|k| app.vars.get(k).cloned()).unwrap();
+    let state = unio::build_state(config).await.unwrap();
+    match &state.db {
+        unio::store::Db::Sqlite(pool) => sqlx::query("UPDATE uploads SET expires_at = 0")
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        unio::store::Db::Postgres(pool) => sqlx::query("UPDATE uploads SET expires_at = 0")
+            .execute(pool)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    assert_eq!(
+        unio::jobs::uploads::sweep_once(&state.db, &state.blobs)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(blob_files(&app), 0);
+    assert_status(
+        client(&app)
+            .upload_chunk(authed(
+                pb::UploadChunkRequest {
+                    upload_id: upload.upload_id.clone(),
+                    offset: 4,
+                    data: b"rest".to_vec(),
+                },
+                &host,
+            ))
+            .await,
+        Code::NotFound,
+        "UPLOAD_NOT_FOUND",
+    );
+    state.db.close().await;
+}
