@@ -68,7 +68,7 @@ pub fn to_pb(record: &MessageRecord) -> pb::ChatMessage {
     pb::ChatMessage {
         id: record.id.clone(),
         meeting_id: record.meeting_id.clone(),
-        sender_id: record.sender_id.clone(),
+        sender_id: record.sender_id.clone().unwrap_or_default(),
         sender_display_name: record.sender_display_name.clone(),
         text: record.text.clone(),
         sequence: record.sequence,

@@ -9,7 +9,8 @@ use crate::domain::time::Micros;
 pub struct MessageRecord {
     pub id: String,
     pub meeting_id: String,
-    pub sender_id: String,
+    /// `None` once the sender's account is deleted.
+    pub sender_id: Option<String>,
     pub sender_display_name: String,
     pub text: String,
     pub sequence: i64,
@@ -117,7 +118,7 @@ pub async fn append_batch(
                 let record = MessageRecord {
                     id: message.id.clone(),
                     meeting_id: message.meeting_id.clone(),
-                    sender_id: message.sender_id.clone(),
+                    sender_id: Some(message.sender_id.clone()),
                     sender_display_name: message.sender_display_name.clone(),
                     text: message.text.clone(),
                     sequence: first + n as i64,

@@ -316,10 +316,19 @@ pub async fn set_avatar(
 /// Returns the deleted row so the caller can remove the avatar blob.
 pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
     dispatch!(db, pool => {
-        sqlx::query_as::<_, UserRecord>(&format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}"))
+        let mut tx = pool.begin().await?;
+        // Their chat messages stay in others' histories (sequences keep no
+        // gaps), no longer naming them; the delete then clears sender_id.
+        sqlx::query("UPDATE chat_messages SET sender_display_name = 'Deleted user' WHERE sender_id = $1")
             .bind(id)
-            .fetch_optional(pool)
-            .await
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query_as::<_, UserRecord>(&format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
     })
 }
 

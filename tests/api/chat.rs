@@ -417,3 +417,38 @@ async fn room_chat_is_rate_limited_with_error_events() {
         "a burst of 10, then errors; the blank one is refused too"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_senders_messages_stay_anonymised_without_gaps() {
+    let app = spawn_app().await;
+    let (_, host, _) = app.user("host@example.com").await;
+    let (_, bob, _) = app.user("bob@example.com").await;
+    let m = meeting(&app, &host, &["bob@example.com"]).await;
+    send(&app, &host, &m, "one", "").await.unwrap();
+    send(&app, &bob, &m, "two", "").await.unwrap();
+    send(&app, &host, &m, "three", "").await.unwrap();
+    app.users()
+        .delete_user(authed(pb::DeleteUserRequest::default(), &bob))
+        .await
+        .unwrap();
+    let history = chat(&app)
+        .list_messages(authed(
+            pb::ListMessagesRequest {
+                meeting_id: m.clone(),
+                ..Default::default()
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let seqs: Vec<i64> = history.messages.iter().map(|m| m.sequence).collect();
+    assert_eq!(seqs, [3, 2, 1]);
+    assert_eq!(
+        (
+            history.messages[1].sender_id.as_str(),
+            history.messages[1].sender_display_name.as_str()
+        ),
+        ("", "Deleted user")
+    );
+}
