@@ -36,6 +36,25 @@ const UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub struct FileApi {
     state: AppState,
+    /// Uploads with a chunk being written right now. Two chunks for one
+    /// upload must not write at once: the loser of the offset race could
+    /// leave its bytes on disk. A std Mutex: held for an insert or remove.
+    writing: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Marks an upload as being written until dropped.
+struct Writing<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// An upload's checked metadata.
@@ -67,7 +86,25 @@ fn read_only() -> AppError {
 
 impl FileApi {
     pub fn new(state: AppState) -> Self {
-        Self { state }
+        Self {
+            state,
+            writing: Default::default(),
+        }
+    }
+
+    /// Claims the right to write a chunk of `upload_id`, or says to retry.
+    fn claim_write(&self, upload_id: &str) -> Result<Writing<'_>, AppError> {
+        let mut set = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(upload_id.to_owned()) {
+            return Err(AppError::FailedPrecondition {
+                reason: "UPLOAD_BUSY",
+                message: "another chunk of this upload is being written; retry it".into(),
+            });
+        }
+        Ok(Writing {
+            set: &self.writing,
+            id: upload_id.to_owned(),
+        })
     }
 
     fn limit(&self) -> u64 {
@@ -373,6 +410,16 @@ impl FileService for FileApi {
         if end as u64 > self.limit() {
             return Err(too_large(self.limit()).into());
         }
+        let _writing = self.claim_write(&upload.id)?;
+        // Re-read under the claim: a chunk that finished meanwhile moved the offset.
+        let upload = self.own_upload(&caller, &upload.id).await?;
+        if upload.received_bytes != received {
+            return Err(AppError::FailedPrecondition {
+                reason: "UPLOAD_OFFSET_MISMATCH",
+                message: format!("expected a chunk at offset {}", upload.received_bytes),
+            }
+            .into());
+        }
         self.state
             .blobs
             .write_temp_at(&upload.temp_key, r.offset as u64, &r.data)
@@ -405,6 +452,7 @@ impl FileService for FileApi {
         let upload = self
             .own_upload(&caller, &request.get_ref().upload_id)
             .await?;
+        let _writing = self.claim_write(&upload.id)?;
         let upload = files::take_upload(&self.state.db, &upload.id)
             .await
             .map_err(AppError::from)?
