@@ -42,3 +42,20 @@ pub async fn load(
         access,
     })
 }
+
+/// The meeting as `caller` sees it, refused with PERMISSION_DENIED unless
+/// the caller is a member (host, invitee who did not decline, participant,
+/// admin): what chat, files, calls and attendance ask of their readers.
+pub async fn member(
+    db: &Db,
+    meeting_id: &str,
+    caller: &crate::auth::Caller,
+) -> Result<Loaded, AppError> {
+    let loaded = load(db, meeting_id, &caller.user_id, caller.is_admin()).await?;
+    if !loaded.access.is_member() {
+        return Err(AppError::permission_denied(
+            "you are not a member of this meeting",
+        ));
+    }
+    Ok(loaded)
+}

@@ -66,18 +66,7 @@ impl CallApi {
         let is_party = record.caller_id == caller.user_id
             || record.callee_id.as_deref() == Some(&caller.user_id);
         if !is_party {
-            let loaded = access::load(
-                &self.state.db,
-                &record.meeting_id,
-                &caller.user_id,
-                caller.is_admin(),
-            )
-            .await?;
-            if !loaded.access.is_member() {
-                return Err(AppError::permission_denied(
-                    "you are not a member of this call's meeting",
-                ));
-            }
+            access::member(&self.state.db, &record.meeting_id, caller).await?;
         }
         Ok(record)
     }
@@ -283,16 +272,7 @@ impl CallService for CallApi {
         let meeting_id = id_field("meeting_id", &r.meeting_id)?;
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
-        let loaded = access::load(
-            &self.state.db,
-            &meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.is_member() {
-            return Err(AppError::permission_denied("you are not a member of this meeting").into());
-        }
+        access::member(&self.state.db, &meeting_id, &caller).await?;
         let scope = format!("ListCalls|{meeting_id}");
         let cursor = self.state.page_tokens.cursor(&scope, &r.page_token)?;
         let mut rows = calls::list(

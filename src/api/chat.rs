@@ -94,16 +94,7 @@ impl ChatService for ChatApi {
         let r = request.into_inner();
         let meeting_id =
             parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
-        let loaded = access::load(
-            &self.state.db,
-            &meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.is_member() {
-            return Err(AppError::permission_denied("you are not a member of this meeting").into());
-        }
+        access::member(&self.state.db, &meeting_id, &caller).await?;
         // A finished meeting's chat is read-only, but a retry of a message
         // already stored still gets it back: the chat log decides.
         if state_removed(&self.state, &meeting_id, &caller.user_id) {
@@ -143,16 +134,7 @@ impl ChatService for ChatApi {
             return Err(v.into_error().into());
         };
         v.finish()?;
-        let loaded = access::load(
-            &self.state.db,
-            &meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.is_member() {
-            return Err(AppError::permission_denied("you are not a member of this meeting").into());
-        }
+        access::member(&self.state.db, &meeting_id, &caller).await?;
         let after = (r.after_sequence > 0).then_some(r.after_sequence);
         let scope = format!("ListMessages|{meeting_id}|{after:?}");
         let cursor = self

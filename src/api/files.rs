@@ -77,6 +77,13 @@ fn blob_error(err: crate::blob::BlobError) -> AppError {
     AppError::internal(err.to_string())
 }
 
+fn offset_mismatch(expected: i64) -> AppError {
+    AppError::FailedPrecondition {
+        reason: "UPLOAD_OFFSET_MISMATCH",
+        message: format!("expected a chunk at offset {expected}"),
+    }
+}
+
 fn read_only() -> AppError {
     AppError::FailedPrecondition {
         reason: "MEETING_READ_ONLY",
@@ -137,18 +144,7 @@ impl FileApi {
             return Err(v.into_error());
         };
         v.finish()?;
-        let loaded = access::load(
-            &self.state.db,
-            &meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.is_member() {
-            return Err(AppError::permission_denied(
-                "you are not a member of this meeting",
-            ));
-        }
+        let loaded = access::member(&self.state.db, &meeting_id, caller).await?;
         if loaded.access.status.is_over() {
             return Err(read_only());
         }
@@ -252,24 +248,18 @@ impl FileApi {
         }
     }
 
-    async fn readable_file(&self, caller: &Caller, raw_id: &str) -> Result<FileRecord, AppError> {
+    /// A file in a meeting the caller is a member of, with that meeting.
+    async fn readable_file(
+        &self,
+        caller: &Caller,
+        raw_id: &str,
+    ) -> Result<(FileRecord, access::Loaded), AppError> {
         let id = parse_id(raw_id).map_err(|e| AppError::invalid("file_id", e.to_string()))?;
         let file = files::find(&self.state.db, &id).await?.ok_or_else(|| {
             AppError::not_found("FILE_NOT_FOUND", format!("no file with id {id}"))
         })?;
-        let loaded = access::load(
-            &self.state.db,
-            &file.meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.is_member() {
-            return Err(AppError::permission_denied(
-                "you are not a member of this file's meeting",
-            ));
-        }
-        Ok(file)
+        let loaded = access::member(&self.state.db, &file.meeting_id, caller).await?;
+        Ok((file, loaded))
     }
 
     async fn own_upload(&self, caller: &Caller, raw_id: &str) -> Result<UploadRecord, AppError> {
@@ -401,11 +391,7 @@ impl FileService for FileApi {
             return Ok(Response::new(upload_pb(&upload, received)));
         }
         if r.offset != received {
-            return Err(AppError::FailedPrecondition {
-                reason: "UPLOAD_OFFSET_MISMATCH",
-                message: format!("expected a chunk at offset {received}"),
-            }
-            .into());
+            return Err(offset_mismatch(received).into());
         }
         if end as u64 > self.limit() {
             return Err(too_large(self.limit()).into());
@@ -414,11 +400,7 @@ impl FileService for FileApi {
         // Re-read under the claim: a chunk that finished meanwhile moved the offset.
         let upload = self.own_upload(&caller, &upload.id).await?;
         if upload.received_bytes != received {
-            return Err(AppError::FailedPrecondition {
-                reason: "UPLOAD_OFFSET_MISMATCH",
-                message: format!("expected a chunk at offset {}", upload.received_bytes),
-            }
-            .into());
+            return Err(offset_mismatch(upload.received_bytes).into());
         }
         self.state
             .blobs
@@ -474,18 +456,7 @@ impl FileService for FileApi {
             sha256: (!upload.declared_sha256.is_empty()).then(|| upload.declared_sha256.clone()),
         };
         // Membership and the meeting's state may have changed since it began.
-        let loaded = access::load(
-            &self.state.db,
-            &declared.meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.is_member() {
-            return Err(
-                AppError::permission_denied("you are no longer a member of this meeting").into(),
-            );
-        }
+        let loaded = access::member(&self.state.db, &declared.meeting_id, &caller).await?;
         if loaded.access.status.is_over() {
             return Err(read_only().into());
         }
@@ -500,7 +471,7 @@ impl FileService for FileApi {
         request: Request<pb::DownloadFileRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
         let caller = caller(&request)?;
-        let file = self
+        let (file, _) = self
             .readable_file(&caller, &request.get_ref().file_id)
             .await?;
         let mut blob = self
@@ -566,16 +537,7 @@ impl FileService for FileApi {
             parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
-        let loaded = access::load(
-            &self.state.db,
-            &meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.is_member() {
-            return Err(AppError::permission_denied("you are not a member of this meeting").into());
-        }
+        access::member(&self.state.db, &meeting_id, &caller).await?;
         let scope = format!("ListFiles|{meeting_id}");
         let cursor = self.state.page_tokens.cursor(&scope, &r.page_token)?;
         let mut rows = files::list(
@@ -602,16 +564,9 @@ impl FileService for FileApi {
         request: Request<pb::DeleteFileRequest>,
     ) -> Result<Response<pb::DeleteFileResponse>, Status> {
         let caller = caller(&request)?;
-        let file = self
+        let (file, loaded) = self
             .readable_file(&caller, &request.get_ref().file_id)
             .await?;
-        let loaded = access::load(
-            &self.state.db,
-            &file.meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
         if file.uploader_id != caller.user_id && !loaded.access.can_manage() && !caller.is_admin() {
             return Err(AppError::permission_denied(
                 "only the uploader or the host may delete a file",

@@ -121,11 +121,7 @@ impl MeetingApi {
     /// theirs to see, not every link holder's.
     async fn member_view(&self, caller: &Caller, raw_id: &str) -> Result<Loaded, AppError> {
         let id = id_field("meeting_id", raw_id)?;
-        let loaded = self.load(caller, &id).await?;
-        if !loaded.access.is_member() {
-            return Err(not_invited());
-        }
-        Ok(loaded)
+        access::member(&self.state.db, &id, caller).await
     }
 
     /// Loads a meeting the caller hosts.
@@ -408,7 +404,10 @@ impl MeetingService for MeetingApi {
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = self.next_token(&mut rows, size, &page_scope, encode_cursor);
+        let next_page_token =
+            self.state
+                .page_tokens
+                .next(&mut rows, size, &page_scope, encode_cursor);
         Ok(Response::new(pb::ListMeetingsResponse {
             meetings: rows.iter().map(|m| self.to_pb(m)).collect(),
             next_page_token,
@@ -676,7 +675,10 @@ impl MeetingService for MeetingApi {
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = self.next_token(&mut rows, size, &page_scope, |i| i.id.clone());
+        let next_page_token = self
+            .state
+            .page_tokens
+            .next(&mut rows, size, &page_scope, |i| i.id.clone());
         Ok(Response::new(pb::ListInvitesResponse {
             invites: rows.iter().map(convert::invite).collect(),
             next_page_token,
@@ -775,7 +777,10 @@ impl MeetingService for MeetingApi {
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = self.next_token(&mut rows, size, &page_scope, |p| p.id.clone());
+        let next_page_token = self
+            .state
+            .page_tokens
+            .next(&mut rows, size, &page_scope, |p| p.id.clone());
         Ok(Response::new(pb::ListParticipantsResponse {
             participants: rows.iter().map(convert::participant).collect(),
             next_page_token,
@@ -808,7 +813,10 @@ impl MeetingService for MeetingApi {
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = self.next_token(&mut rows, size, &page_scope, encode_cursor);
+        let next_page_token =
+            self.state
+                .page_tokens
+                .next(&mut rows, size, &page_scope, encode_cursor);
         Ok(Response::new(pb::GetMeetingHistoryResponse {
             meetings: rows.iter().map(|m| self.to_pb(m)).collect(),
             next_page_token,
@@ -867,19 +875,5 @@ impl MeetingService for MeetingApi {
             content_type: "text/calendar; charset=utf-8".into(),
             filename: format!("{}.ics", record.id),
         }))
-    }
-}
-
-impl MeetingApi {
-    /// Trims the extra row fetched to detect a next page and signs a token
-    /// for it.
-    fn next_token<T>(
-        &self,
-        rows: &mut Vec<T>,
-        size: PageSize,
-        scope: &str,
-        cursor: impl Fn(&T) -> String,
-    ) -> String {
-        self.state.page_tokens.next(rows, size, scope, cursor)
     }
 }
