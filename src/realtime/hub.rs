@@ -367,10 +367,11 @@ impl RoomHub {
             ))?;
         let from = {
             let slot = &state.slots[&participant_id];
-            if last_sequence > 0 {
-                last_sequence.min(state.last_seq())
-            } else {
-                slot.delivered
+            match (&slot.outbox, last_sequence) {
+                (_, n) if n > 0 => n.min(state.last_seq()),
+                // Replacing a stream the server has not yet seen drop.
+                (Some(outbox), _) => outbox.control.sent_seq(),
+                (None, _) => slot.delivered,
             }
         };
         let missed = state
@@ -381,14 +382,12 @@ impl RoomHub {
 
         let session_id = new_id();
         let (tx, rx) = mpsc::channel(self.config.queue_capacity + missed.len() + 1);
-        let last_seq = state.last_seq();
         let now_ms = self.now_ms();
         let slot = state.slots.get_mut(&participant_id).expect("found above");
         let old_session = std::mem::replace(&mut slot.session_id, session_id.clone());
         slot.close(CloseReason::Replaced);
         slot.epoch += 1;
         slot.detached = None;
-        slot.delivered = last_seq;
         let control = Arc::new(SessionControl::new(
             session_id.clone(),
             meeting.id.clone(),

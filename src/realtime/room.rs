@@ -147,7 +147,9 @@ pub struct Slot {
     pub session_id: String,
     pub outbox: Option<Outbox>,
     pub epoch: u64,
-    /// The last sequence pushed into this participant's queue.
+    /// While detached: the last sequence that reached the participant's
+    /// transport, where a resume without `last_sequence` starts. (While
+    /// attached, the session's own `sent_seq` says it.)
     pub delivered: u64,
     pub detached: Option<DetachCause>,
     pub limits: SessionLimits,
@@ -256,7 +258,7 @@ impl RoomState {
             }
             let Some(outbox) = &slot.outbox else { continue };
             match outbox.tx.try_send(event.clone()) {
-                Ok(()) => slot.delivered = seq,
+                Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     // What it received is what it can resume from.
                     slot.delivered = outbox.control.sent_seq();
