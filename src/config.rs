@@ -70,6 +70,8 @@ pub struct Config {
     pub oauth_redirect_uris: Vec<String>,
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
+    /// How often the mailer looks for queued mail.
+    pub mail_poll_interval: Duration,
     pub reminder_lead: Duration,
     pub log: String,
     pub access_token_ttl: Duration,
@@ -278,6 +280,13 @@ impl Config {
                 .map_err(|message| ConfigError::new(var, message))
         };
         let reminder_lead = duration("UNIO_REMINDER_LEAD", "10m")?;
+        let mail_poll_interval = duration("UNIO_MAIL_POLL_INTERVAL", "250ms")?;
+        if mail_poll_interval.is_zero() {
+            return Err(ConfigError::new(
+                "UNIO_MAIL_POLL_INTERVAL",
+                "must be longer than zero",
+            ));
+        }
         let access_token_ttl = duration("UNIO_ACCESS_TOKEN_TTL", "15m")?;
         let refresh_token_ttl = duration("UNIO_REFRESH_TOKEN_TTL", "30d")?;
         let shutdown_grace = duration("UNIO_SHUTDOWN_GRACE", "10s")?;
@@ -346,6 +355,7 @@ impl Config {
             oauth_redirect_uris,
             smtp_url,
             mail_from,
+            mail_poll_interval,
             reminder_lead,
             log: non_empty("UNIO_LOG").unwrap_or("info".into()),
             access_token_ttl,

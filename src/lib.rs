@@ -111,6 +111,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         keys,
         PasswordHasher::new(),
         config.limits.clone(),
+        &config.public_url,
     );
     let hub = RoomHub::new(
         HubConfig {
@@ -169,12 +170,10 @@ pub async fn run(
         state.config.call_ring_timeout,
     ));
     let mailer = match (&state.config.smtp_url, &state.config.mail_from) {
-        (Some(url), Some(from)) => {
-            let mailer = jobs::mailer::Mailer::new(url, from).map_err(RunError::Mail)?;
-            Some(tokio::spawn(mailer.run(state.db.clone())))
-        }
-        _ => None,
+        (Some(url), Some(from)) => jobs::mailer::Mailer::new(url, from).map_err(RunError::Mail)?,
+        _ => jobs::mailer::Mailer::console(),
     };
+    let mailer = tokio::spawn(mailer.run(state.db.clone(), state.config.mail_poll_interval));
     let uploads = tokio::spawn(jobs::uploads::run(state.db.clone(), state.blobs.clone()));
     let reminders = tokio::spawn(jobs::reminders::run(
         state.clone(),
@@ -189,9 +188,7 @@ pub async fn run(
     missed_calls.abort();
     reminders.abort();
     uploads.abort();
-    if let Some(mailer) = mailer {
-        mailer.abort();
-    }
+    mailer.abort();
     hub.record_departures().await;
     db.close().await;
     result

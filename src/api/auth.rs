@@ -2,10 +2,10 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::convert::{self, UserView};
 use crate::{
     auth::{caller, oauth},
-    domain::{AuthProvider, DisplayName, Email, Password},
+    domain::{AuthProvider, DisplayName, Email, Password, time::to_timestamp},
     error::{AppError, Violations},
     proto::pb::{self, auth_service_server::AuthService},
     state::AppState,
@@ -172,7 +172,42 @@ impl AuthService for AuthApi {
             signed_in.tokens,
         )))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let pb::VerifyEmailRequest { token } = request.into_inner();
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AppError::invalid("token", "is required").into());
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AppError::invalid("token", "is not a verification token").into());
+        }
+        let (user, notices) = self.state.accounts.verify_email(token).await?;
+        tracing::info!(user_id = %user.id, "email verified");
+        super::deliver(&self.state, &notices);
+        Ok(Response::new(convert::user(&user, UserView::Full)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn send_verification_email(
+        &self,
+        request: Request<pb::SendVerificationEmailRequest>,
+    ) -> Result<Response<pb::SendVerificationEmailResponse>, Status> {
+        let caller = caller(&request)?;
+        let (email, expires_at) = self.state.accounts.send_verification(&caller).await?;
+        Ok(Response::new(pb::SendVerificationEmailResponse {
+            email,
+            expire_time: Some(to_timestamp(expires_at)),
+        }))
+    }
 }
+
+/// Longer than any token this server issues.
+const MAX_TOKEN_BYTES: usize = 256;
 
 fn provider_of(raw: i32) -> Result<AuthProvider, AppError> {
     match pb::OauthProvider::try_from(raw) {

@@ -9,7 +9,7 @@ use crate::{
     auth::{Caller, caller},
     domain::{
         PageSize,
-        call::{self, CallStatus, IllegalCallTransition},
+        call::{self, CallStatus, IllegalCallTransition, RingLimit},
         meeting::MeetingStatus,
         new_id,
         notification::Draft,
@@ -20,7 +20,7 @@ use crate::{
     proto::pb::{self, call_service_server::CallService, server_event::Event},
     state::AppState,
     store::{
-        calls::{self, CallRecord},
+        calls::{self, CallRecord, Started},
         meetings, users,
     },
 };
@@ -168,6 +168,16 @@ impl CallService for CallApi {
 
         let now = now_micros();
         if loaded.access.status == MeetingStatus::Scheduled {
+            // Only who may start the meeting starts it with a call: an
+            // invitee must not take the host's meeting out of their hands.
+            if !loaded.access.can_manage() {
+                return Err(AppError::FailedPrecondition {
+                    reason: "MEETING_NOT_STARTED",
+                    message: "the host has not started this meeting yet; calls begin once it has"
+                        .into(),
+                }
+                .into());
+            }
             // A call starts its meeting (unless someone else just did).
             let draft = Draft::started(&meeting_id, &loaded.record.title);
             let started = meetings::transition(
@@ -201,7 +211,7 @@ impl CallService for CallApi {
             }
             None => None,
         };
-        let (record, notice) = calls::create(
+        let started = calls::create(
             &self.state.db,
             &new_id(),
             &meeting_id,
@@ -213,6 +223,32 @@ impl CallService for CallApi {
         )
         .await
         .map_err(AppError::from)?;
+        let (record, notice) = match started {
+            Started::New(record, notice) => (record, notice),
+            // Asking again rings nothing new: the same call answers.
+            Started::AlreadyRinging(record) => return Ok(Response::new(convert::call(&record))),
+            Started::Limited(RingLimit::CallerTooFast(at)) => {
+                let wait = std::time::Duration::from_secs(((at - now) / 1_000_000).max(1) as u64);
+                return Err(AppError::ResourceExhausted {
+                    reason: "TOO_MANY_CALLS",
+                    message: format!(
+                        "you started {} calls in the last minute; try again in {} seconds",
+                        call::MAX_CALLS_PER_MINUTE,
+                        wait.as_secs()
+                    ),
+                    retry_after: Some(wait),
+                }
+                .into());
+            }
+            Started::Limited(RingLimit::CalleeBusy) => {
+                return Err(AppError::ResourceExhausted {
+                    reason: "CALLEE_BUSY",
+                    message: "the callee has too many calls ringing; try again shortly".into(),
+                    retry_after: Some(std::time::Duration::from_secs(5)),
+                }
+                .into());
+            }
+        };
         super::deliver(&self.state, notice.as_slice());
         tracing::info!(call_id = %record.id, %meeting_id, "call started");
         Ok(Response::new(self.announce(&record)))

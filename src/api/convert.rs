@@ -39,6 +39,7 @@ pub fn user(record: &UserRecord, view: UserView) -> pb::User {
         is_active: record.is_active,
         create_time: Some(to_timestamp(record.created_at)),
         update_time: Some(to_timestamp(record.updated_at)),
+        email_verified: view == UserView::Full && record.email_verified,
     }
 }
 

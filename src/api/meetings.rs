@@ -143,11 +143,6 @@ impl MeetingApi {
         Ok(loaded)
     }
 
-    /// Whether notices that have an email form are also mailed.
-    fn smtp(&self) -> bool {
-        self.state.config.smtp_url.is_some()
-    }
-
     fn to_pb(&self, record: &MeetingRecord) -> pb::Meeting {
         convert::meeting(record, &self.state.config.public_url)
     }
@@ -211,9 +206,7 @@ impl MeetingApi {
         let record = &loaded.record;
         let draft = match to {
             MeetingStatus::Ongoing => Some(Draft::started(&record.id, &record.title)),
-            MeetingStatus::Cancelled => {
-                Some(Draft::cancelled(&record.id, &record.title).mailed_if(self.smtp()))
-            }
+            MeetingStatus::Cancelled => Some(Draft::cancelled(&record.id, &record.title).mailed()),
             _ => None,
         };
         let changed = meetings::transition(
@@ -306,7 +299,7 @@ impl MeetingService for MeetingApi {
             join_policy: policy,
             now,
         };
-        let draft = Draft::invite(&id, title.as_str(), &me.display_name).mailed_if(self.smtp());
+        let draft = Draft::invite(&id, title.as_str(), &me.display_name).mailed();
         let (record, _, notices) = meetings::create(&self.state.db, &new, &invitees, &draft)
             .await
             .map_err(AppError::from)?;
@@ -592,8 +585,8 @@ impl MeetingService for MeetingApi {
                 email_key: email.key(),
             })
             .collect();
-        let draft = Draft::invite(&loaded.record.id, &loaded.record.title, &me.display_name)
-            .mailed_if(self.smtp());
+        let draft =
+            Draft::invite(&loaded.record.id, &loaded.record.title, &me.display_name).mailed();
         let (invites, notices) = invites::invite(
             &self.state.db,
             &loaded.record.id,

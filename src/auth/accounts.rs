@@ -13,6 +13,7 @@ use crate::{
     domain::{
         AuthProvider, DisplayName, Email, Password, Role, new_id,
         time::{Micros, micros, now_micros},
+        verification,
     },
     error::AppError,
     store::{
@@ -20,6 +21,7 @@ use crate::{
         notifications::NotificationRecord,
         sessions::{self, NewSession, Rotation},
         users::{self, EmailTaken, NewUser, UserRecord},
+        verifications::{self, NewLink, Requested, Verified},
     },
 };
 
@@ -45,6 +47,8 @@ pub struct Accounts {
     keys: Arc<TokenKeys>,
     passwords: PasswordHasher,
     limits: Limits,
+    /// Base of the verification links we mail.
+    public_url: Arc<str>,
 }
 
 fn token_error(err: TokenError) -> AppError {
@@ -69,12 +73,19 @@ fn invalid_credentials() -> AppError {
 }
 
 impl Accounts {
-    pub fn new(db: Db, keys: Arc<TokenKeys>, passwords: PasswordHasher, limits: Limits) -> Self {
+    pub fn new(
+        db: Db,
+        keys: Arc<TokenKeys>,
+        passwords: PasswordHasher,
+        limits: Limits,
+        public_url: &str,
+    ) -> Self {
         Self {
             db,
             keys,
             passwords,
             limits,
+            public_url: public_url.into(),
         }
     }
 
@@ -82,9 +93,9 @@ impl Accounts {
         &self.passwords
     }
 
-    /// Creates a password account and opens its first session. Invites
-    /// already sent to the address become the account's, with their
-    /// notifications (returned for live delivery).
+    /// Creates a password account, mails it a verification link and opens
+    /// its first session. Invitations to the address wait until the link
+    /// is followed (DESIGN §7).
     pub async fn sign_up(
         &self,
         email: &Email,
@@ -112,8 +123,17 @@ impl Accounts {
             refresh_expires_at: self.keys.refresh_expiry(now),
             now,
         };
-        match users::create_with_session(&self.db, &user, &session).await? {
-            Ok((record, notices)) => {
+        let (token, token_hash) = tokens::new_verification_token();
+        let (subject, body) = verification::mail(&self.public_url, &token, display_name.as_str());
+        let link = NewLink {
+            token_hash: &token_hash,
+            expires_at: now + micros(verification::TOKEN_TTL),
+            to: email.as_str(),
+            subject: &subject,
+            body: &body,
+        };
+        match users::create_with_session(&self.db, &user, Some(&link), &session).await? {
+            Ok(record) => {
                 let access = self
                     .keys
                     .issue_access(&record.id, &session_id, record.role(), now);
@@ -125,7 +145,7 @@ impl Accounts {
                 Ok(SignedIn {
                     user: record,
                     tokens,
-                    notices,
+                    notices: Vec::new(),
                 })
             }
             Err(EmailTaken) => Err(AppError::AlreadyExists {
@@ -173,8 +193,12 @@ impl Accounts {
             ));
         }
         sessions::clear_login_failures(&self.db, email.key()).await?;
-        // Invites that raced this account's sign-up are bound now.
-        let notices = invites::bind_to_user(&self.db, &user.id, email.key(), now).await?;
+        // Invites that raced this account's verification are bound now.
+        let notices = if user.email_verified {
+            invites::bind_to_user(&self.db, &user.id, email.key(), now).await?
+        } else {
+            Vec::new()
+        };
         let tokens = self.open_session(&user, now).await?;
         Ok(SignedIn {
             user,
@@ -352,6 +376,64 @@ impl Accounts {
             provider: AuthProvider::Password,
             now: now_micros(),
         };
-        Ok(users::upsert_admin(&self.db, &user).await?)
+        let (user, created, _notices) = users::upsert_admin(&self.db, &user).await?;
+        Ok((user, created))
+    }
+
+    /// Proves the address of the account a verification link was sent
+    /// to; returns the account and the notices of the invitations it
+    /// collected.
+    pub async fn verify_email(
+        &self,
+        token: &str,
+    ) -> Result<(UserRecord, Vec<NotificationRecord>), AppError> {
+        let hash = tokens::hash_opaque_token(token);
+        match verifications::verify(&self.db, &hash, now_micros()).await? {
+            Verified::Done { user, notices } => Ok((*user, notices)),
+            Verified::Invalid => Err(AppError::FailedPrecondition {
+                reason: "VERIFICATION_TOKEN_INVALID",
+                message: "this verification link is unknown, already used or expired; \
+                          ask for a new one with SendVerificationEmail"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Mails a new verification link to the caller's address; returns the
+    /// address and when the link expires.
+    pub async fn send_verification(&self, caller: &Caller) -> Result<(String, Micros), AppError> {
+        let user = users::find_by_id(&self.db, &caller.user_id)
+            .await?
+            .ok_or_else(revoked)?;
+        let now = now_micros();
+        let (token, token_hash) = tokens::new_verification_token();
+        let (subject, body) = verification::mail(&self.public_url, &token, &user.display_name);
+        let expires_at = now + micros(verification::TOKEN_TTL);
+        let link = NewLink {
+            token_hash: &token_hash,
+            expires_at,
+            to: &user.email,
+            subject: &subject,
+            body: &body,
+        };
+        match verifications::request(&self.db, &user.id, &link, now).await? {
+            Requested::Sent => Ok((user.email, expires_at)),
+            Requested::AlreadyVerified => Err(AppError::FailedPrecondition {
+                reason: "EMAIL_ALREADY_VERIFIED",
+                message: format!("{} is already verified", user.email),
+            }),
+            Requested::TooSoon(at) => {
+                let wait = Duration::from_micros((at - now).max(1_000_000) as u64);
+                Err(AppError::ResourceExhausted {
+                    reason: "TOO_MANY_VERIFICATION_EMAILS",
+                    message: format!(
+                        "a verification email was sent recently; try again in {} seconds",
+                        wait.as_secs().max(1)
+                    ),
+                    retry_after: Some(Duration::from_secs(wait.as_secs().max(1))),
+                })
+            }
+            Requested::UnknownUser => Err(revoked()),
+        }
     }
 }

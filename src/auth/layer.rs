@@ -19,8 +19,9 @@ use super::{Accounts, Caller};
 use crate::error::AppError;
 
 /// Methods callable without a token, and services that bypass auth.
-const PUBLIC_METHODS: [&str; 5] = [
+const PUBLIC_METHODS: [&str; 6] = [
     "/unio.v1.AuthService/SignUp",
+    "/unio.v1.AuthService/VerifyEmail",
     "/unio.v1.AuthService/Login",
     "/unio.v1.AuthService/RefreshToken",
     "/unio.v1.AuthService/StartOAuth",

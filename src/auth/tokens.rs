@@ -49,6 +49,7 @@ pub enum TokenError {
 /// Clock skew tolerated between nodes when checking `exp`.
 const LEEWAY_SECONDS: u64 = 5;
 const REFRESH_PREFIX: &str = "unio_rt_";
+const VERIFICATION_PREFIX: &str = "unio_ev_";
 
 pub struct TokenKeys {
     kid: String,
@@ -140,14 +141,28 @@ fn key_id(secret: &[u8]) -> String {
 /// A new refresh token and the hash to store. 256 random bits, so a fast
 /// hash is enough: there is nothing to brute-force.
 pub fn new_refresh_token() -> (String, String) {
+    new_opaque_token(REFRESH_PREFIX)
+}
+
+/// A new email-verification token (the `token` of the link) and its hash.
+pub fn new_verification_token() -> (String, String) {
+    new_opaque_token(VERIFICATION_PREFIX)
+}
+
+fn new_opaque_token(prefix: &str) -> (String, String) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    let hash = hash_refresh_token(&token);
+    let token = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = hash_opaque_token(&token);
     (token, hash)
 }
 
 pub fn hash_refresh_token(token: &str) -> String {
+    hash_opaque_token(token)
+}
+
+/// The SHA-256 (hex) under which an opaque token is stored.
+pub fn hash_opaque_token(token: &str) -> String {
     Sha256::digest(token.trim().as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -2,6 +2,35 @@
 
 use super::time::Micros;
 
+/// Calls one user may start within a minute: each rings someone's phone.
+pub const MAX_CALLS_PER_MINUTE: i64 = 10;
+/// Calls that may ring one callee at once, from different callers.
+pub const MAX_RINGING_PER_CALLEE: i64 = 3;
+
+/// Why a new call may not ring now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingLimit {
+    /// The caller started too many calls lately; it may again at this time.
+    CallerTooFast(Micros),
+    /// The callee already has this many calls ringing.
+    CalleeBusy,
+}
+
+/// Decides whether a call may start, from the caller's calls of the last
+/// minute (count and oldest start) and the callee's ringing calls.
+pub fn ring_limit(
+    recent_by_caller: i64,
+    oldest_recent: Option<Micros>,
+    ringing_for_callee: i64,
+) -> Option<RingLimit> {
+    if recent_by_caller >= MAX_CALLS_PER_MINUTE {
+        return Some(RingLimit::CallerTooFast(
+            oldest_recent.unwrap_or_default() + 60_000_000,
+        ));
+    }
+    (ringing_for_callee >= MAX_RINGING_PER_CALLEE).then_some(RingLimit::CalleeBusy)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallStatus {
     Ringing,
@@ -93,6 +122,20 @@ pub fn duration_seconds(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ringing_is_bounded_per_caller_and_per_callee() {
+        assert_eq!(ring_limit(0, None, 0), None);
+        assert_eq!(
+            ring_limit(MAX_CALLS_PER_MINUTE, Some(5), 0),
+            Some(RingLimit::CallerTooFast(60_000_005))
+        );
+        assert_eq!(
+            ring_limit(1, Some(5), MAX_RINGING_PER_CALLEE),
+            Some(RingLimit::CalleeBusy)
+        );
+        assert_eq!(ring_limit(1, Some(5), MAX_RINGING_PER_CALLEE - 1), None);
+    }
 
     #[test]
     fn calls_ring_then_go_live_or_get_declined() {

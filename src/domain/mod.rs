@@ -19,6 +19,7 @@ mod page;
 mod password;
 mod role;
 pub mod time;
+pub mod verification;
 
 pub use avatar::{ACCEPTED_TYPES as AVATAR_TYPES, Avatar, AvatarError};
 pub use display_name::DisplayName;

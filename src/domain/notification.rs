@@ -48,21 +48,20 @@ pub struct Draft {
     pub title: String,
     pub body: String,
     pub meeting_id: Option<String>,
-    /// Also send it by email (when the server has SMTP configured).
+    /// Also send it by email (over SMTP, or to the log without it).
     pub mail: bool,
 }
 
 impl Draft {
-    /// Invitations, cancellations and reminders also go out by email when
-    /// `smtp` is on; other kinds stay in the inbox.
-    pub fn mailed_if(mut self, smtp: bool) -> Self {
-        self.mail = smtp
-            && matches!(
-                self.kind,
-                NotificationKind::MeetingInvite
-                    | NotificationKind::MeetingCancelled
-                    | NotificationKind::MeetingReminder
-            );
+    /// Invitations, cancellations and reminders also go out by email; other
+    /// kinds stay in the inbox.
+    pub fn mailed(mut self) -> Self {
+        self.mail = matches!(
+            self.kind,
+            NotificationKind::MeetingInvite
+                | NotificationKind::MeetingCancelled
+                | NotificationKind::MeetingReminder
+        );
         self
     }
 

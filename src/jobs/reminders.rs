@@ -29,8 +29,7 @@ pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, sqlx:
     let mut sent = Vec::new();
     for (meeting_id, title, start_at, user_id) in candidates {
         let minutes = ((start_at - now) / 60_000_000).max(0) + 1;
-        let draft = Draft::reminder(&meeting_id, &title, minutes)
-            .mailed_if(state.config.smtp_url.is_some());
+        let draft = Draft::reminder(&meeting_id, &title, minutes).mailed();
         let key = reminder_key(&meeting_id, &user_id, start_at);
         if let Some(record) =
             notifications::send_once(&state.db, &user_id, &draft, &key, start_at, now).await?
@@ -40,21 +39,19 @@ pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, sqlx:
     }
     let mut count = sent.len();
     state.inbox.publish(sent.iter().map(convert_notification));
-    // Invitees without an account hear by email, when there is email.
-    if state.config.smtp_url.is_some() {
-        for (meeting_id, title, start_at, email) in
-            notifications::email_reminder_candidates(&state.db, now, micros(lead)).await?
-        {
-            let minutes = ((start_at - now) / 60_000_000).max(0) + 1;
-            let draft = Draft::reminder(&meeting_id, &title, minutes);
-            let key = reminder_key(
-                &meeting_id,
-                &format!("email:{}", email.to_lowercase()),
-                start_at,
-            );
-            if mail::enqueue_once(&state.db, &email, &draft, &key, start_at, now).await? {
-                count += 1;
-            }
+    // Invitees without a (verified) account hear by email.
+    for (meeting_id, title, start_at, email) in
+        notifications::email_reminder_candidates(&state.db, now, micros(lead)).await?
+    {
+        let minutes = ((start_at - now) / 60_000_000).max(0) + 1;
+        let draft = Draft::reminder(&meeting_id, &title, minutes);
+        let key = reminder_key(
+            &meeting_id,
+            &format!("email:{}", email.to_lowercase()),
+            start_at,
+        );
+        if mail::enqueue_once(&state.db, &email, &draft, &key, start_at, now).await? {
+            count += 1;
         }
     }
     Ok(count)

@@ -3,10 +3,14 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch,
+    Db, dispatch, dispatch_write,
     notifications::{NotificationRecord, insert_notification},
 };
-use crate::domain::{call::CallStatus, notification::Draft, time::Micros};
+use crate::domain::{
+    call::{CallStatus, RingLimit, ring_limit},
+    notification::Draft,
+    time::Micros,
+};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct CallRecord {
@@ -29,8 +33,21 @@ impl CallRecord {
 
 const COLUMNS: &str = "id, meeting_id, caller_id, callee_id, status, started_at, answered_at, ended_at, duration_seconds";
 
+/// What starting a call led to.
+#[derive(Debug)]
+pub enum Started {
+    /// Recorded; a ringing callee was notified in the same transaction.
+    New(CallRecord, Option<NotificationRecord>),
+    /// The caller's call to this callee in this meeting is still ringing:
+    /// nothing new rings.
+    AlreadyRinging(CallRecord),
+    Limited(RingLimit),
+}
+
 /// Records a new call; a ringing callee is notified with `draft` in the
-/// same transaction.
+/// same transaction. One caller rings one callee once at a time, and
+/// `domain::call::ring_limit` bounds the rest; the callee's row is locked
+/// first so concurrent starts count each other.
 #[allow(clippy::too_many_arguments)]
 pub async fn create(
     db: &Db,
@@ -41,14 +58,47 @@ pub async fn create(
     status: CallStatus,
     draft: Option<&Draft>,
     now: Micros,
-) -> Result<(CallRecord, Option<NotificationRecord>), sqlx::Error> {
+) -> Result<Started, sqlx::Error> {
     let sql = format!(
         "INSERT INTO calls (id, meeting_id, caller_id, callee_id, status, started_at, answered_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     );
     let answered = (status == CallStatus::Active).then_some(now);
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    dispatch_write!(db, tx => {
+        if let Some(callee) = callee_id {
+            sqlx::query("UPDATE users SET id = id WHERE id = $1")
+                .bind(callee)
+                .execute(&mut *tx)
+                .await?;
+            let ringing = sqlx::query_as::<_, CallRecord>(&format!(
+                "SELECT {COLUMNS} FROM calls WHERE meeting_id = $1 AND caller_id = $2 \
+                 AND callee_id = $3 AND status = 'ringing' LIMIT 1"
+            ))
+            .bind(meeting_id)
+            .bind(caller_id)
+            .bind(callee)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(call) = ringing {
+                return Ok(Started::AlreadyRinging(call));
+            }
+            let (recent, oldest): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(started_at) FROM calls WHERE caller_id = $1 AND started_at > $2",
+            )
+            .bind(caller_id)
+            .bind(now - 60_000_000)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (busy,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM calls WHERE callee_id = $1 AND status = 'ringing'",
+            )
+            .bind(callee)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(limit) = ring_limit(recent, oldest, busy) {
+                return Ok(Started::Limited(limit));
+            }
+        }
         let record = sqlx::query_as::<_, CallRecord>(&sql)
             .bind(id)
             .bind(meeting_id)
@@ -64,7 +114,7 @@ pub async fn create(
             _ => None,
         };
         tx.commit().await?;
-        Ok((record, notice))
+        Ok(Started::New(record, notice))
     })
 }
 

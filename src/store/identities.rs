@@ -101,17 +101,68 @@ pub enum Resolution {
     EmailNotVerified,
 }
 
-const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.password_hash, u.role, u.auth_provider, \
-     u.is_active, u.avatar_key, u.avatar_content_type, u.created_at, u.updated_at";
+const USER_COLUMNS: &str = "u.id, u.email, u.email_key, u.display_name, u.password_hash, u.role, u.auth_provider, \
+     u.is_active, u.avatar_key, u.avatar_content_type, u.created_at, u.updated_at, u.email_verified";
+
+/// Removes the identities of `$1` whose provider did not vouch for the
+/// address.
+pub(super) const DELETE_UNVERIFIED_IDENTITIES: &str =
+    "DELETE FROM user_identities WHERE user_id = $1 AND NOT email_verified";
+
+/// Inside a transaction `$tx`: a verified identity claims `$user` (a
+/// `UserRecord`) whose address was never proved. Every way in that did not
+/// prove the address ends: the password set before verification, the
+/// provider identities that did not vouch, and every session they opened.
+/// Then the account is verified and collects its invitations. Evaluates
+/// to the invitation notices.
+macro_rules! claim_in {
+    ($tx:expr, $user:expr, $now:expr) => {{
+        let user: &UserRecord = $user;
+        sqlx::query("UPDATE users SET password_hash = NULL, updated_at = $2 WHERE id = $1")
+            .bind(&user.id)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query(DELETE_UNVERIFIED_IDENTITIES)
+            .bind(&user.id)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $2, revoked_reason = 'address_claimed' \
+             WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&user.id)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        $crate::store::verifications::mark_verified_in!($tx, &user.id, &user.email_key, $now)
+    }};
+}
+
+/// Inside a transaction `$tx`: the current row of user `$id`.
+macro_rules! reload {
+    ($tx:expr, $id:expr) => {
+        sqlx::query_as::<_, UserRecord>(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+        ))
+        .bind($id)
+        .fetch_one(&mut *$tx)
+        .await?
+    };
+}
 
 /// Finds, links or creates the account of `identity`, in one transaction.
 ///
-/// Linking to an existing account needs a provider-verified email, and it
-/// clears that account's password and ends its sessions: our sign-up does
-/// not verify addresses, so whoever registered the address first must not
-/// keep a way in to an account the address owner now signs into.
-/// Unverified provider emails create a new account but do not collect the
-/// address's pending invitations.
+/// An address is only as good as its proof (DESIGN §7):
+/// - a known identity signs in; one that now vouches for an address its
+///   account never proved claims the account (below);
+/// - an identity whose provider does not vouch for the email never links to
+///   an existing account, and a new account it creates stays unverified
+///   (it collects no invitations);
+/// - a vouching identity links to the account with its address. If that
+///   account never proved the address, whoever registered it first (a
+///   password, an unverified provider identity) loses every way in, with
+///   their sessions, before the owner signs in.
 pub async fn resolve(
     db: &Db,
     identity: &VerifiedIdentity<'_>,
@@ -131,8 +182,24 @@ pub async fn resolve(
             if !user.is_active {
                 return Ok(Resolution::Disabled);
             }
+            let claims_now = identity.email_verified
+                && !user.email_verified
+                && user.email_key == identity.email_key;
+            if !claims_now {
+                tx.commit().await?;
+                return Ok(Resolution::SignedIn { user: Box::new(user), created: false, notices: Vec::new() });
+            }
+            sqlx::query(
+                "UPDATE user_identities SET email_verified = TRUE WHERE provider = $1 AND subject = $2",
+            )
+            .bind(identity.provider.as_str())
+            .bind(identity.subject)
+            .execute(&mut *tx)
+            .await?;
+            let notices = claim_in!(tx, &user, now);
+            let user = reload!(tx, &user.id);
             tx.commit().await?;
-            return Ok(Resolution::SignedIn { user: Box::new(user), created: false, notices: Vec::new() });
+            return Ok(Resolution::SignedIn { user: Box::new(user), created: false, notices });
         }
         let by_email = sqlx::query_as::<_, UserRecord>(&format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"
@@ -140,31 +207,20 @@ pub async fn resolve(
         .bind(identity.email_key)
         .fetch_optional(&mut *tx)
         .await?;
-        let (user, created, notices) = match by_email {
+        let (user_id, created, notices) = match by_email {
             Some(user) if !user.is_active => return Ok(Resolution::Disabled),
             Some(_) if !identity.email_verified => return Ok(Resolution::EmailNotVerified),
+            // Both proved the address: the same person.
+            Some(user) if user.email_verified => (user.id, false, Vec::new()),
             Some(user) => {
-                if user.password_hash.is_some() {
-                    sqlx::query("UPDATE users SET password_hash = NULL, updated_at = $2 WHERE id = $1")
-                        .bind(&user.id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "UPDATE sessions SET revoked_at = $2, revoked_reason = 'linked_to_provider' \
-                         WHERE user_id = $1 AND revoked_at IS NULL",
-                    )
-                    .bind(&user.id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                (user, false, Vec::new())
+                let notices = claim_in!(tx, &user, now);
+                (user.id, false, notices)
             }
             None => {
                 let inserted = sqlx::query(
                     "INSERT INTO users (id, email, email_key, display_name, password_hash, role, auth_provider, \
-                     is_active, created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, 'user', $5, TRUE, $6, $6)",
+                     is_active, created_at, updated_at, email_verified) \
+                     VALUES ($1, $2, $3, $4, NULL, 'user', $5, TRUE, $6, $6, $7)",
                 )
                 .bind(new_user_id)
                 .bind(identity.email)
@@ -172,6 +228,7 @@ pub async fn resolve(
                 .bind(identity.display_name)
                 .bind(identity.provider.as_str())
                 .bind(now)
+                .bind(identity.email_verified)
                 .execute(&mut *tx)
                 .await;
                 if let Err(err) = inserted {
@@ -179,30 +236,23 @@ pub async fn resolve(
                     // client retry, which will then link or refuse.
                     return Err(if is_unique_violation(&err) { sqlx::Error::PoolTimedOut } else { err });
                 }
-                let notices = if identity.email_verified {
-                    invites::bind_in!(tx, new_user_id, identity.email_key, now)
-                } else {
-                    Vec::new()
-                };
-                let user = sqlx::query_as::<_, UserRecord>(&format!(
-                    "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
-                ))
-                .bind(new_user_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                (user, true, notices)
+                let notices = invites::bind_in!(tx, new_user_id, identity.email_key, now);
+                (new_user_id.to_owned(), true, notices)
             }
         };
         sqlx::query(
-            "INSERT INTO user_identities (provider, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO user_identities (provider, subject, user_id, email, created_at, email_verified) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(identity.provider.as_str())
         .bind(identity.subject)
-        .bind(&user.id)
+        .bind(&user_id)
         .bind(identity.email)
         .bind(now)
+        .bind(identity.email_verified)
         .execute(&mut *tx)
         .await?;
+        let user = reload!(tx, &user_id);
         tx.commit().await?;
         Ok(Resolution::SignedIn { user: Box::new(user), created, notices })
     })

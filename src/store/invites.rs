@@ -37,16 +37,22 @@ pub struct Invitee<'a> {
 const COLUMNS: &str = "id, meeting_id, email, user_id, status, created_at, responded_at";
 
 /// Inserts an invite unless the address is already invited; binds it to the
-/// account with that address if there is one. RETURNING answers only for a
-/// new invite.
+/// account with that address if there is one and it has proved the address
+/// (DESIGN §7; otherwise the invite waits, as for an address without an
+/// account). RETURNING answers only for a new invite.
 pub(super) const INSERT_IGNORING_EXISTING: &str = "INSERT INTO meeting_invites \
      (id, meeting_id, email, email_key, user_id, status, created_at) \
-     VALUES ($1, $2, $3, $4, (SELECT u.id FROM users u WHERE u.email_key = $4), 'pending', $5) \
+     VALUES ($1, $2, $3, $4, \
+       (SELECT u.id FROM users u WHERE u.email_key = $4 AND u.email_verified), 'pending', $5) \
      ON CONFLICT (meeting_id, email_key) DO NOTHING RETURNING user_id";
 pub(super) const SELECT_BY_MEETING_AND_EMAIL: &str = "SELECT id, meeting_id, email, user_id, status, created_at, responded_at \
      FROM meeting_invites WHERE meeting_id = $1 AND email_key = $2";
-/// Gives a new account the invites sent to its address before it existed.
-pub(super) const BIND_TO_NEW_USER: &str = "UPDATE meeting_invites SET user_id = $1 WHERE email_key = $2 AND user_id IS NULL RETURNING meeting_id";
+/// Gives an account the invites waiting for its address; only an account
+/// that has proved the address collects them, whoever calls this.
+pub(super) const BIND_TO_NEW_USER: &str = "UPDATE meeting_invites SET user_id = $1 \
+     WHERE email_key = $2 AND user_id IS NULL \
+       AND EXISTS (SELECT 1 FROM users u WHERE u.id = $1 AND u.email_key = $2 AND u.email_verified) \
+     RETURNING meeting_id";
 
 /// Inside a transaction `$tx`: invites `$invitees` (idempotently) to
 /// `$meeting_id`, notifying each newly invited account with `$draft`.
@@ -135,8 +141,8 @@ macro_rules! bind_in {
 }
 pub(super) use bind_in;
 
-/// Binds invites sent to `email_key` before the account existed (also run
-/// at login, for an invite that raced the sign-up) and notifies the account.
+/// Binds invites waiting for `email_key` to a verified account (run at
+/// login, for an invite that raced the verification) and notifies it.
 pub async fn bind_to_user(
     db: &Db,
     user_id: &str,

@@ -64,7 +64,8 @@ pub async fn claim_due(
 
 pub async fn mark_sent(db: &Db, id: &str, now: Micros) -> Result<(), sqlx::Error> {
     dispatch!(db, pool => {
-        sqlx::query("UPDATE mail_outbox SET sent_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
+        // The body may carry a secret link: a sent mail keeps none.
+        sqlx::query("UPDATE mail_outbox SET sent_at = $2, attempts = attempts + 1, last_error = NULL, body = '' WHERE id = $1")
             .bind(id)
             .bind(now)
             .execute(pool)

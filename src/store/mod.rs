@@ -23,6 +23,7 @@ pub mod notifications;
 pub mod participants;
 pub mod sessions;
 pub mod users;
+pub mod verifications;
 
 use std::{str::FromStr, time::Duration};
 

@@ -3,7 +3,8 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, invites, is_unique_violation, notifications::NotificationRecord, sessions,
+    Db, dispatch, dispatch_write, identities, is_unique_violation,
+    notifications::NotificationRecord, sessions, verifications,
 };
 use crate::domain::{AuthProvider, Role, time::Micros};
 
@@ -12,6 +13,8 @@ use crate::domain::{AuthProvider, Role, time::Micros};
 pub struct UserRecord {
     pub id: String,
     pub email: String,
+    /// The address as compared: unique ignoring case (`Email::key`).
+    pub email_key: String,
     pub display_name: String,
     pub password_hash: Option<String>,
     pub role: String,
@@ -21,6 +24,7 @@ pub struct UserRecord {
     pub avatar_content_type: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub email_verified: bool,
 }
 
 impl UserRecord {
@@ -59,20 +63,22 @@ pub struct UserChanges<'a> {
     pub is_active: Option<bool>,
 }
 
-const COLUMNS: &str = "id, email, display_name, password_hash, role, auth_provider, is_active, \
-     avatar_key, avatar_content_type, created_at, updated_at";
+pub(super) const COLUMNS: &str = "id, email, email_key, display_name, password_hash, role, auth_provider, is_active, \
+     avatar_key, avatar_content_type, created_at, updated_at, email_verified";
 
 const INSERT: &str = "INSERT INTO users (id, email, email_key, display_name, password_hash, role, \
-     auth_provider, is_active, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)";
+     auth_provider, is_active, created_at, updated_at, email_verified) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $9)";
 
-/// Inserts the user and opens its first session in one transaction, so a
-/// sign-up either fully happens or leaves nothing behind.
+/// Inserts the user, queues its verification link and opens its first
+/// session in one transaction, so a sign-up either fully happens or leaves
+/// nothing behind.
 pub async fn create_with_session(
     db: &Db,
     user: &NewUser<'_>,
+    verification: Option<&verifications::NewLink<'_>>,
     session: &sessions::NewSession<'_>,
-) -> Result<Result<(UserRecord, Vec<NotificationRecord>), EmailTaken>, sqlx::Error> {
+) -> Result<Result<UserRecord, EmailTaken>, sqlx::Error> {
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
         let inserted = sqlx::query(INSERT)
@@ -84,14 +90,18 @@ pub async fn create_with_session(
             .bind(user.role.as_str())
             .bind(user.provider.as_str())
             .bind(user.now)
+            .bind(false)
             .execute(&mut *tx)
             .await;
         match inserted {
             Err(err) if is_unique_violation(&err) => return Ok(Err(EmailTaken)),
             other => other?,
         };
-        // Invites sent to this address before the account existed become its own.
-        let notices = invites::bind_in!(tx, user.id, user.email_key, user.now);
+        // The address is unproven: invitations to it wait for the link in
+        // this mail (DESIGN §7).
+        if let Some(link) = verification {
+            verifications::insert_in!(tx, user.id, user.email_key, link, user.now);
+        }
         sqlx::query(sessions::INSERT_SESSION)
             .bind(session.id)
             .bind(user.id)
@@ -110,15 +120,20 @@ pub async fn create_with_session(
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Ok((record, notices)))
+        Ok(Ok(record))
     })
 }
 
 /// Creates an admin, or promotes and re-passwords an existing account with
-/// that email. Returns the user and whether it was newly created.
-pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bool), sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+/// that email. The operator vouches for the address, so the account is
+/// verified and collects its invitations; an existing account loses every
+/// way in that did not prove the address. Returns the user, whether it was
+/// newly created, and the invitation notices.
+pub async fn upsert_admin(
+    db: &Db,
+    user: &NewUser<'_>,
+) -> Result<(UserRecord, bool, Vec<NotificationRecord>), sqlx::Error> {
+    dispatch_write!(db, tx => {
         let updated = sqlx::query_as::<_, UserRecord>(&format!(
             "UPDATE users SET role = 'admin', is_active = TRUE, password_hash = $2, updated_at = $3 \
              WHERE email_key = $1 RETURNING {COLUMNS}"
@@ -128,7 +143,7 @@ pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bo
         .bind(user.now)
         .fetch_optional(&mut *tx)
         .await?;
-        let result = match updated {
+        let (id, created) = match updated {
             Some(record) => {
                 // Whoever held this account before must sign in again with
                 // the new password before acting as an admin.
@@ -140,7 +155,13 @@ pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bo
                 .bind(user.now)
                 .execute(&mut *tx)
                 .await?;
-                (record, false)
+                if !record.email_verified {
+                    sqlx::query(identities::DELETE_UNVERIFIED_IDENTITIES)
+                        .bind(&record.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                (record.id, false)
             }
             None => {
                 sqlx::query(INSERT)
@@ -152,18 +173,19 @@ pub async fn upsert_admin(db: &Db, user: &NewUser<'_>) -> Result<(UserRecord, bo
                     .bind(Role::Admin.as_str())
                     .bind(user.provider.as_str())
                     .bind(user.now)
+                    .bind(true)
                     .execute(&mut *tx)
                     .await?;
-                invites::bind_in!(tx, user.id, user.email_key, user.now);
-                let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-                    .bind(user.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                (record, true)
+                (user.id.to_owned(), true)
             }
         };
+        let notices = verifications::mark_verified_in!(tx, &id, user.email_key, user.now);
+        let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(result)
+        Ok((record, created, notices))
     })
 }
 

@@ -208,6 +208,15 @@ async fn a_call_rings_is_answered_and_ends_with_its_duration() {
 async fn room_calls_are_live_at_once_and_declines_are_recorded() {
     let app = spawn_app().await;
     let p = setup(&app).await;
+    app.meetings()
+        .start_meeting(authed(
+            pb::StartMeetingRequest {
+                meeting_id: p.meeting.clone(),
+            },
+            &p.host,
+        ))
+        .await
+        .unwrap();
     let room_call = calls(&app)
         .start_call(authed(
             pb::StartCallRequest {
@@ -463,4 +472,105 @@ async fn calls_belong_to_their_parties_and_members() {
         Code::FailedPrecondition,
         "MEETING_NOT_JOINABLE",
     );
+}
+
+#[tokio::test]
+async fn an_invitee_cannot_start_the_hosts_meeting_with_a_call() {
+    let app = spawn_app().await;
+    let p = setup(&app).await;
+    for callee in [String::new(), p.bob_id.clone()] {
+        let token = if callee.is_empty() { &p.bob } else { &p.carol };
+        assert_status(
+            calls(&app)
+                .start_call(authed(
+                    pb::StartCallRequest {
+                        meeting_id: p.meeting.clone(),
+                        callee_id: callee,
+                    },
+                    token,
+                ))
+                .await,
+            Code::FailedPrecondition,
+            "MEETING_NOT_STARTED",
+        );
+    }
+    // The meeting is still the host's to reschedule or cancel.
+    let meeting = app
+        .meetings()
+        .cancel_meeting(authed(
+            pb::CancelMeetingRequest {
+                meeting_id: p.meeting.clone(),
+            },
+            &p.host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meeting.status, pb::MeetingStatus::Cancelled as i32);
+    let listed = calls(&app)
+        .list_calls(authed(
+            pb::ListCallsRequest {
+                meeting_id: p.meeting.clone(),
+                ..Default::default()
+            },
+            &p.host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.calls.is_empty(), "nothing half-stored");
+}
+
+#[tokio::test]
+async fn ringing_a_callee_again_and_again_rings_once_and_is_bounded() {
+    let app = spawn_app().await;
+    let p = setup(&app).await;
+    let ring = |token: &str| {
+        let mut client = calls(&app);
+        let request = authed(
+            pb::StartCallRequest {
+                meeting_id: p.meeting.clone(),
+                callee_id: p.bob_id.clone(),
+            },
+            token,
+        );
+        async move { client.start_call(request).await }
+    };
+    let first = ring(&p.host).await.unwrap().into_inner();
+    for _ in 0..5 {
+        let again = ring(&p.host).await.unwrap().into_inner();
+        assert_eq!(again.id, first.id, "the ringing call answers again");
+    }
+    let incoming = app
+        .notifications()
+        .list_notifications(authed(
+            pb::ListNotificationsRequest {
+                types: vec![pb::NotificationType::IncomingCall as i32],
+                ..Default::default()
+            },
+            &p.bob,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(incoming.notifications.len(), 1, "one INCOMING_CALL");
+
+    // A caller who keeps hanging up and calling again is slowed down.
+    let mut limited = None;
+    for _ in 0..12 {
+        let call = match ring(&p.host).await {
+            Ok(call) => call.into_inner(),
+            Err(status) => {
+                limited = Some(status);
+                break;
+            }
+        };
+        calls(&app)
+            .end_call(authed(pb::EndCallRequest { call_id: call.id }, &p.host))
+            .await
+            .unwrap();
+    }
+    let status = limited.expect("the caller is limited");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(crate::helpers::reason(&status), "TOO_MANY_CALLS");
 }

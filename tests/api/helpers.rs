@@ -13,10 +13,13 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig},
 };
 use tonic_types::StatusExt;
+use crate::mail_sink::SmtpSink;
 use unio::{
     config::Config,
     proto::pb::{
         self, auth_service_client::AuthServiceClient, call_service_client::CallServiceClient,
+        chat_service_client::ChatServiceClient,
+        notification_service_client::NotificationServiceClient,
         meeting_service_client::MeetingServiceClient, user_service_client::UserServiceClient,
     },
 };
@@ -25,6 +28,8 @@ pub const PASSWORD: &str = "correct horse 42";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where this server's mail goes.
+    pub mail: Arc<SmtpSink>,
     pub data_dir: Arc<TempDir>,
     pub secret: String,
     pub vars: HashMap<String, String>,
@@ -41,6 +46,7 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server with extra `UNIO_*` settings.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mail = Arc::new(SmtpSink::start().await);
     let secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
     let mut vars: HashMap<String, String> = HashMap::from([
         ("UNIO_ADDR".into(), "127.0.0.1:0".into()),
@@ -51,6 +57,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("UNIO_JWT_SECRET".into(), secret.clone()),
         ("UNIO_ADMIN_ADDR".into(), String::new()),
         ("UNIO_SHUTDOWN_GRACE".into(), "2s".into()),
+        ("UNIO_SMTP_URL".into(), format!("smtp://{}", mail.addr)),
+        ("UNIO_MAIL_FROM".into(), "unio@example.com".into()),
+        ("UNIO_MAIL_POLL_INTERVAL".into(), "20ms".into()),
         (
             "UNIO_LOG".into(),
             std::env::var("UNIO_TEST_LOG").unwrap_or("warn".into()),
@@ -62,10 +71,15 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     for (k, v) in extra {
         vars.insert((*k).into(), (*v).into());
     }
-    start(vars, data_dir, secret).await
+    start(vars, data_dir, secret, mail).await
 }
 
-async fn start(vars: HashMap<String, String>, data_dir: Arc<TempDir>, secret: String) -> TestApp {
+async fn start(
+    vars: HashMap<String, String>,
+    data_dir: Arc<TempDir>,
+    secret: String,
+    mail: Arc<SmtpSink>,
+) -> TestApp {
     let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
     unio::telemetry::init(&config.log);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -90,6 +104,7 @@ async fn start(vars: HashMap<String, String>, data_dir: Arc<TempDir>, secret: St
     .connect_lazy();
     let app = TestApp {
         addr,
+        mail,
         data_dir,
         secret,
         vars,
@@ -154,6 +169,14 @@ impl TestApp {
         CallServiceClient::new(self.channel.clone())
     }
 
+    pub fn notifications(&self) -> NotificationServiceClient<Channel> {
+        NotificationServiceClient::new(self.channel.clone())
+    }
+
+    pub fn chat(&self) -> ChatServiceClient<Channel> {
+        ChatServiceClient::new(self.channel.clone())
+    }
+
     pub fn meetings(&self) -> MeetingServiceClient<Channel> {
         MeetingServiceClient::new(self.channel.clone())
     }
@@ -175,8 +198,16 @@ impl TestApp {
             .into_inner()
     }
 
-    /// Signs up a user and returns (user, access token, refresh token).
+    /// Signs up a user, follows the verification link mailed to it, and
+    /// returns (user, access token, refresh token).
     pub async fn user(&self, email: &str) -> (pb::User, String, String) {
+        let (_, access, refresh) = self.unverified_user(email).await;
+        let user = self.verify_email(email, 1).await;
+        (user, access, refresh)
+    }
+
+    /// Signs up a user without verifying its address.
+    pub async fn unverified_user(&self, email: &str) -> (pb::User, String, String) {
         let response = self.sign_up(email).await;
         let tokens = response.tokens.unwrap();
         (
@@ -184,6 +215,21 @@ impl TestApp {
             tokens.access_token,
             tokens.refresh_token,
         )
+    }
+
+    /// Follows the `nth` verification link mailed to `email`.
+    pub async fn verify_email(&self, email: &str, nth: usize) -> pb::User {
+        let token = self
+            .mail
+            .verification_mail(email, nth)
+            .await
+            .verification_token()
+            .expect("a link in the verification mail");
+        self.auth()
+            .verify_email(pb::VerifyEmailRequest { token })
+            .await
+            .expect("verify email")
+            .into_inner()
     }
 
     /// Creates an admin through the same code path as `unio create-admin`
@@ -234,7 +280,7 @@ impl TestApp {
         self.stop().await;
         let mut vars = self.vars.clone();
         vars.insert("UNIO_ADDR".into(), "127.0.0.1:0".into());
-        start(vars, self.data_dir.clone(), self.secret.clone()).await
+        start(vars, self.data_dir.clone(), self.secret.clone(), self.mail.clone()).await
     }
 }
 

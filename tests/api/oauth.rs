@@ -144,9 +144,10 @@ async fn google_sign_in_creates_an_account_then_recognises_it() {
 }
 
 #[tokio::test]
-async fn a_verified_email_links_to_the_existing_password_account() {
+async fn a_verified_identity_ends_every_unproven_way_into_its_address() {
     let p = setup().await;
-    let (bob, bob_token, _) = p.app.user("bob@example.com").await;
+    // Someone registered bob's address with a password and never proved it.
+    let (bob, squatter_token, _) = p.app.unverified_user("bob@example.com").await;
     let linked = code_flow(
         &p.app,
         &p.google,
@@ -155,9 +156,11 @@ async fn a_verified_email_links_to_the_existing_password_account() {
     )
     .await
     .unwrap();
-    assert_eq!(linked.user.unwrap().id, bob.id);
-    // Linking ends the password and the sessions of whoever registered
-    // the address before its owner proved it: the provider is the way in now.
+    let owner = linked.user.unwrap();
+    assert_eq!(owner.id, bob.id);
+    assert!(owner.email_verified);
+    // The password and the sessions of whoever registered the address
+    // before its owner proved it end: the provider is the way in now.
     assert_status(
         p.app
             .auth()
@@ -172,7 +175,7 @@ async fn a_verified_email_links_to_the_existing_password_account() {
     assert_status(
         p.app
             .users()
-            .get_me(authed(pb::GetMeRequest {}, &bob_token))
+            .get_me(authed(pb::GetMeRequest {}, &squatter_token))
             .await,
         Code::Unauthenticated,
         "TOKEN_REVOKED",
@@ -188,7 +191,7 @@ async fn a_verified_email_links_to_the_existing_password_account() {
     assert_eq!(again.user.unwrap().id, bob.id);
 
     // An unverified email neither links nor signs in.
-    let (carol, _, _) = p.app.user("carol@example.com").await;
+    p.app.user("carol@example.com").await;
     let mut claims = p.google.claims("g-carol", "carol@example.com");
     claims["email_verified"] = json!(false);
     assert_status(
@@ -196,7 +199,148 @@ async fn a_verified_email_links_to_the_existing_password_account() {
         Code::PermissionDenied,
         "EMAIL_NOT_VERIFIED",
     );
-    let _ = carol;
+}
+
+#[tokio::test]
+async fn a_proven_password_stays_when_a_provider_links() {
+    let p = setup().await;
+    let (dora, dora_token, _) = p.app.user("dora@example.com").await;
+    let linked = code_flow(
+        &p.app,
+        &p.google,
+        GOOGLE,
+        p.google.claims("g-dora", "dora@example.com"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(linked.user.unwrap().id, dora.id);
+    // Both proved the address: the same person keeps both ways in.
+    p.app
+        .auth()
+        .login(pb::LoginRequest {
+            email: "dora@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    p.app
+        .users()
+        .get_me(authed(pb::GetMeRequest {}, &dora_token))
+        .await
+        .unwrap();
+}
+
+/// Microsoft sign-in without a vouched email creates an account; when the
+/// address's owner signs in with Google, the first identity, the password
+/// it set and all its sessions lose the account.
+#[tokio::test]
+async fn an_unverified_provider_identity_cannot_ride_a_later_verified_link() {
+    let p = setup().await;
+    let host = p.app.user("host@example.com").await.1;
+    let invited = p
+        .app
+        .meetings()
+        .create_meeting(authed(
+            pb::CreateMeetingRequest {
+                title: "Board".into(),
+                start_time: Some(prost_types::Timestamp {
+                    seconds: now() + 86_400,
+                    nanos: 0,
+                }),
+                duration_minutes: 30,
+                invitee_emails: vec!["ceo@corp.example".into()],
+                ..Default::default()
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut claims = p.microsoft.claims("ms-squatter", "ceo@corp.example");
+    claims["email_verified"] = json!(false);
+    if let Some(map) = claims.as_object_mut() {
+        map.remove("xms_edov");
+    }
+    let squatter = code_flow(&p.app, &p.microsoft, MICROSOFT, claims.clone())
+        .await
+        .unwrap();
+    let squatter_user = squatter.user.unwrap();
+    assert!(!squatter_user.email_verified);
+    let squatter_token = squatter.tokens.unwrap().access_token;
+    // It sees none of the address's invitations, and sets itself a password.
+    let none = p
+        .app
+        .meetings()
+        .list_invites(authed(pb::ListInvitesRequest::default(), &squatter_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.invites.is_empty());
+    p.app
+        .users()
+        .change_password(authed(
+            pb::ChangePasswordRequest {
+                current_password: String::new(),
+                new_password: "squatter password 1".into(),
+            },
+            &squatter_token,
+        ))
+        .await
+        .unwrap();
+
+    // The owner signs in with Google, which vouches for the address.
+    let owner = code_flow(
+        &p.app,
+        &p.google,
+        GOOGLE,
+        p.google.claims("g-ceo", "ceo@corp.example"),
+    )
+    .await
+    .unwrap();
+    let owner_user = owner.user.unwrap();
+    assert!(owner_user.email_verified);
+    let owner_token = owner.tokens.unwrap().access_token;
+    let mine = p
+        .app
+        .meetings()
+        .list_invites(authed(pb::ListInvitesRequest::default(), &owner_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.invites.len(), 1);
+    assert_eq!(mine.invites[0].meeting_id, invited.id);
+
+    // Every way the squatter had is gone: session, identity, password.
+    assert_status(
+        p.app
+            .users()
+            .get_me(authed(pb::GetMeRequest {}, &squatter_token))
+            .await,
+        Code::Unauthenticated,
+        "TOKEN_REVOKED",
+    );
+    assert_status(
+        code_flow(&p.app, &p.microsoft, MICROSOFT, claims).await,
+        Code::PermissionDenied,
+        "EMAIL_NOT_VERIFIED",
+    );
+    assert_status(
+        p.app
+            .auth()
+            .login(pb::LoginRequest {
+                email: "ceo@corp.example".into(),
+                password: "squatter password 1".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
+    p.app
+        .users()
+        .get_me(authed(pb::GetMeRequest {}, &owner_token))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
