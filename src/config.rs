@@ -45,9 +45,12 @@ pub struct OidcProviderConfig {
 pub struct Limits {
     pub max_avatar_bytes: usize,
     pub max_file_bytes: u64,
-    /// Failed logins per email within `login_failure_window` before refusing.
-    pub max_login_failures: u32,
-    pub login_failure_window: Duration,
+    /// Calls that may wait for a password hash before more are shed.
+    pub max_hash_queue: usize,
+    /// Unauthenticated calls per second per client address (bursts of 3×).
+    pub public_calls_per_second: u32,
+    /// Chat messages per second per user in one meeting (bursts of 2×).
+    pub chat_messages_per_second: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +58,9 @@ pub struct Config {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// How long a SQLite write waits for the database lock before the call
+    /// answers UNAVAILABLE.
+    pub database_busy_timeout: Duration,
     pub redis_url: Option<String>,
     /// `None` means: generate one and keep it in `data_dir`.
     pub jwt_secret: Option<String>,
@@ -82,6 +88,8 @@ pub struct Config {
     /// How long a call rings before it counts as missed.
     pub call_ring_timeout: Duration,
     pub limits: Limits,
+    /// A header a trusted load balancer sets to the client's address.
+    pub client_address_header: Option<http::HeaderName>,
 }
 
 /// Timings and sizes of live rooms.
@@ -307,6 +315,16 @@ impl Config {
                 .filter(|n| (1..=1_000_000).contains(n))
                 .ok_or_else(|| ConfigError::new(var, "must be a number from 1 to 1000000")),
         };
+        let rate = |var: &'static str, default: u32| match non_empty(var) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(var, "must be a number from 1 to 100000 per second")
+                }),
+        };
         let rooms = RoomSettings {
             resume_grace: duration("UNIO_RESUME_GRACE", "30s")?,
             ping_interval: duration("UNIO_PING_INTERVAL", "15s")?,
@@ -341,6 +359,7 @@ impl Config {
             addr,
             data_dir,
             database_url,
+            database_busy_timeout: duration("UNIO_DATABASE_BUSY_TIMEOUT", "10s")?,
             redis_url,
             jwt_secret,
             public_url,
@@ -374,8 +393,17 @@ impl Config {
                     })?,
                 },
                 max_avatar_bytes,
-                max_login_failures: 5,
-                login_failure_window: Duration::from_secs(15 * 60),
+                max_hash_queue: count("UNIO_MAX_HASH_QUEUE", 64)?,
+                public_calls_per_second: rate("UNIO_PUBLIC_RATE", 10)?,
+                chat_messages_per_second: rate("UNIO_CHAT_RATE", 5)?,
+            },
+            client_address_header: match non_empty("UNIO_CLIENT_ADDRESS_HEADER") {
+                None => None,
+                Some(name) => Some(
+                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(
+                        |_| ConfigError::new("UNIO_CLIENT_ADDRESS_HEADER", "is not a header name"),
+                    )?,
+                ),
             },
         })
     }

@@ -14,6 +14,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::ValidationError;
 
+/// A BadRequest names at most this many fields; the rest are counted in
+/// the message. 50,000 bad enum values must not become tens of MB of
+/// trailers.
+pub const MAX_VIOLATIONS: usize = 20;
+
 /// One bad field of a request and what to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -113,7 +118,7 @@ impl AppError {
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unavailable(_) | Self::ProviderUnavailable(_) => Code::Unavailable,
-            Self::Database(sqlx::Error::PoolTimedOut) => Code::Unavailable,
+            Self::Database(err) if crate::store::is_transient(err) => Code::Unavailable,
             Self::Database(_) | Self::Internal(_) => Code::Internal,
         }
     }
@@ -141,6 +146,14 @@ impl Violations {
     }
 
     pub fn add(&mut self, field: &str, description: impl Into<String>) {
+        // Past the cap only the count matters: keep a placeholder.
+        if self.0.len() > MAX_VIOLATIONS {
+            self.0.push(FieldViolation {
+                field: String::new(),
+                description: String::new(),
+            });
+            return;
+        }
         self.0.push(FieldViolation {
             field: field.to_owned(),
             description: description.into(),
@@ -180,13 +193,18 @@ impl From<AppError> for Status {
             details.set_error_info(reason, DOMAIN, HashMap::<String, String>::new());
         };
         let message = match err {
-            AppError::InvalidArgument(violations) => {
+            AppError::InvalidArgument(mut violations) => {
                 info(&mut details, "INVALID_ARGUMENT");
-                let message = violations
+                let more = violations.len().saturating_sub(MAX_VIOLATIONS);
+                violations.truncate(MAX_VIOLATIONS);
+                let mut message = violations
                     .iter()
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
+                if more > 0 {
+                    message.push_str(&format!("; and {more} more"));
+                }
                 for v in violations {
                     details.add_bad_request_violation(v.field, v.description);
                 }
@@ -223,10 +241,11 @@ impl From<AppError> for Status {
                 info(&mut details, "PROVIDER_UNAVAILABLE");
                 message
             }
-            AppError::Database(sqlx::Error::PoolTimedOut) => {
-                tracing::warn!("database pool timed out");
-                info(&mut details, "DATABASE_BUSY");
-                "the server is busy; retry shortly".to_owned()
+            AppError::Database(err) if crate::store::is_transient(&err) => {
+                tracing::warn!(error = %error_chain(&err), "database unavailable");
+                info(&mut details, "DATABASE_UNAVAILABLE");
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                "the database is busy or unreachable; retry shortly".to_owned()
             }
             err @ (AppError::Database(_) | AppError::Internal(_)) => {
                 tracing::error!(error = %error_chain(&err), "internal error");
@@ -275,6 +294,28 @@ mod tests {
             .collect();
         assert_eq!(fields, ["email", "password"]);
         assert_eq!(details.error_info().unwrap().domain, "unio");
+    }
+
+    #[test]
+    fn violations_are_capped_with_a_count_of_the_rest() {
+        let mut v = Violations::new();
+        for i in 0..50_000 {
+            v.add(&format!("statuses[{i}]"), "is not a known status");
+        }
+        let status = Status::from(v.finish().unwrap_err());
+        let fields = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .len();
+        assert_eq!(fields, MAX_VIOLATIONS);
+        assert!(
+            status.message().ends_with("; and 49980 more"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().len() < 2_000);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod realtime;
@@ -84,7 +85,7 @@ pub async fn open_database(config: &Config) -> Result<Db, RunError> {
     if config.database_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir).map_err(RunError::DataDir)?;
     }
-    let db = Db::connect(&config.database_url)
+    let db = Db::connect(&config.database_url, config.database_busy_timeout)
         .await
         .map_err(|source| RunError::Database {
             url: url.clone(),
@@ -109,8 +110,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
     let accounts = Accounts::new(
         db.clone(),
         keys,
-        PasswordHasher::new(),
-        config.limits.clone(),
+        PasswordHasher::with_queue(config.limits.max_hash_queue),
         &config.public_url,
     );
     let hub = RoomHub::new(
@@ -142,6 +142,10 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ]))),
+        limits: Arc::new(limits::Limiters::new(
+            config.limits.public_calls_per_second,
+            config.limits.chat_messages_per_second,
+        )),
         config: Arc::new(config),
         db,
         accounts,
@@ -175,6 +179,7 @@ pub async fn run(
     };
     let mailer = tokio::spawn(mailer.run(state.db.clone(), state.config.mail_poll_interval));
     let uploads = tokio::spawn(jobs::uploads::run(state.db.clone(), state.blobs.clone()));
+    let expired = tokio::spawn(jobs::expired::run(state.db.clone(), state.limits.clone()));
     let reminders = tokio::spawn(jobs::reminders::run(
         state.clone(),
         state.config.reminder_lead,
@@ -188,6 +193,7 @@ pub async fn run(
     missed_calls.abort();
     reminders.abort();
     uploads.abort();
+    expired.abort();
     mailer.abort();
     hub.record_departures().await;
     db.close().await;

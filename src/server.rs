@@ -128,7 +128,11 @@ pub async fn serve(
         .layer(cors(&config.cors_origins))
         .layer(GrpcWebLayer::new())
         .layer(CallLogLayer::new(state.metrics.clone()))
-        .layer(AuthLayer::new(state.accounts.clone()))
+        .layer(AuthLayer::new(
+            state.accounts.clone(),
+            state.limits.clone(),
+            config.client_address_header.clone(),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

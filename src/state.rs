@@ -7,6 +7,7 @@ use crate::{
     auth::{Accounts, oauth::OAuth},
     blob::BlobStore,
     config::Config,
+    limits::Limiters,
     metrics::Metrics,
     realtime::{RoomHub, chat::ChatLog, inbox::Inbox},
     store::Db,
@@ -25,4 +26,5 @@ pub struct AppState {
     pub inbox: Arc<Inbox>,
     pub oauth: Arc<OAuth>,
     pub chat: ChatLog,
+    pub limits: Arc<Limiters>,
 }

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, UserView};
 use crate::{
-    auth::{caller, oauth},
+    auth::{caller, client::client_address, oauth},
     domain::{AuthProvider, DisplayName, Email, Password, time::to_timestamp},
     error::{AppError, Violations},
     proto::pb::{self, auth_service_server::AuthService},
@@ -59,6 +59,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
+        let client = client_address(&request);
         let pb::LoginRequest { email, password } = request.into_inner();
         let mut v = Violations::new();
         let email = v.check("email", Email::parse(&email));
@@ -68,7 +69,7 @@ impl AuthService for AuthApi {
         let Some(email) = email.filter(|_| v.is_empty()) else {
             return Err(v.into_error().into());
         };
-        let signed_in = self.state.accounts.login(&email, &password).await?;
+        let signed_in = self.state.accounts.login(&email, &password, client).await?;
         super::deliver(&self.state, &signed_in.notices);
         Ok(Response::new(convert::auth_response(
             &signed_in.user,

@@ -68,6 +68,16 @@ pub async fn send(
     let (Some(text), Some(client_id)) = (text, client_id) else {
         return Err(v.into_error());
     };
+    // One budget per user and meeting, however many sessions or paths the
+    // user sends from.
+    let key = (sender_id.to_owned(), meeting_id.to_owned());
+    if let Err(wait) = state.limits.chat.check(&key) {
+        return Err(AppError::ResourceExhausted {
+            reason: "RATE_LIMITED",
+            message: "you are sending chat messages too fast in this meeting; slow down".into(),
+            retry_after: Some(wait.max(std::time::Duration::from_millis(100))),
+        });
+    }
     let message = NewMessage {
         id: new_id(),
         meeting_id: meeting_id.to_owned(),

@@ -166,6 +166,7 @@ impl FileApi {
         caller: &Caller,
         declared: Declared,
         mut received: Received,
+        upload: Option<&UploadRecord>,
     ) -> Result<pb::SharedFile, AppError> {
         let mut v = Violations::new();
         if declared
@@ -188,18 +189,19 @@ impl FileApi {
         {
             v.add("metadata.sha256", "does not match the bytes that arrived");
         }
-        let content_type = v.check("content", sniff(&received.head, &declared.filename));
+        let content_type = v.check(
+            "content",
+            sniff(&received.head, &declared.filename, received.is_text),
+        );
         let Some(content_type) = content_type.filter(|_| v.is_empty()) else {
+            if let Some(upload) = upload {
+                // These bytes can never make a file: the upload goes too.
+                files::take_upload(&self.state.db, &upload.id).await?;
+                let _ = self.state.blobs.delete_temp(&upload.temp_key).await;
+            }
             return Err(v.into_error());
         };
-        let key = self
-            .state
-            .blobs
-            .commit_temp(&received.temp_key)
-            .await
-            .map_err(blob_error)?;
-        received.guard.disarm();
-        let record = FileRecord {
+        let mut record = FileRecord {
             id: new_id(),
             meeting_id: declared.meeting_id.clone(),
             uploader_id: caller.user_id.clone(),
@@ -207,14 +209,53 @@ impl FileApi {
             content_type: content_type.to_owned(),
             size_bytes: received.size as i64,
             sha256: received.sha256.clone(),
-            blob_key: key.clone(),
+            blob_key: String::new(),
             created_at: now_micros(),
         };
-        let stored = match files::insert(&self.state.db, &record).await {
-            Ok(stored) => stored,
-            Err(err) => {
-                let _ = self.state.blobs.delete(&key).await;
-                return Err(err.into());
+        let stored = match upload {
+            // A stream's bytes exist only for this call: move them in place.
+            None => {
+                record.blob_key = self
+                    .state
+                    .blobs
+                    .commit_temp(&received.temp_key)
+                    .await
+                    .map_err(blob_error)?;
+                received.guard.disarm();
+                match files::insert(&self.state.db, &record).await {
+                    Ok(stored) => stored,
+                    Err(err) => {
+                        let _ = self.state.blobs.delete(&record.blob_key).await;
+                        return Err(err.into());
+                    }
+                }
+            }
+            // A resumable upload keeps its row and bytes until the file is
+            // committed: a failure here leaves it whole, to complete again.
+            Some(upload) => {
+                record.blob_key = self
+                    .state
+                    .blobs
+                    .link_temp(&upload.temp_key)
+                    .await
+                    .map_err(blob_error)?;
+                match files::complete_upload(&self.state.db, &upload.id, &record).await {
+                    Ok(Some(stored)) => {
+                        let _ = self.state.blobs.delete_temp(&upload.temp_key).await;
+                        stored
+                    }
+                    Ok(None) => {
+                        let _ = self.state.blobs.delete(&record.blob_key).await;
+                        return Err(AppError::not_found(
+                            "UPLOAD_NOT_FOUND",
+                            "the upload was already completed",
+                        ));
+                    }
+                    Err(err) => {
+                        let _ = self.state.blobs.delete(&record.blob_key).await;
+                        return Err(err.into());
+                    }
+                }
             }
         };
         self.announce(caller, &stored).await;
@@ -331,7 +372,8 @@ impl FileService for FileApi {
         }
         let received = ingest.finish().await.map_err(blob_error)?;
         Ok(Response::new(
-            self.store_received(&caller, declared, received).await?,
+            self.store_received(&caller, declared, received, None)
+                .await?,
         ))
     }
 
@@ -435,20 +477,16 @@ impl FileService for FileApi {
             .own_upload(&caller, &request.get_ref().upload_id)
             .await?;
         let _writing = self.claim_write(&upload.id)?;
-        let upload = files::take_upload(&self.state.db, &upload.id)
-            .await
-            .map_err(AppError::from)?
-            .ok_or_else(|| {
-                AppError::not_found("UPLOAD_NOT_FOUND", "the upload was already completed")
-            })?;
         // Only what was acknowledged counts, whatever a failed write left.
-        let received = ingest::hash_temp(
+        let mut received = ingest::hash_temp(
             &self.state.blobs,
             &upload.temp_key,
             upload.received_bytes as u64,
         )
         .await
         .map_err(blob_error)?;
+        // The bytes belong to the upload until its file is committed.
+        received.guard.disarm();
         let declared = Declared {
             meeting_id: upload.meeting_id.clone(),
             filename: upload.filename.clone(),
@@ -461,7 +499,8 @@ impl FileService for FileApi {
             return Err(read_only().into());
         }
         Ok(Response::new(
-            self.store_received(&caller, declared, received).await?,
+            self.store_received(&caller, declared, received, Some(&upload))
+                .await?,
         ))
     }
 

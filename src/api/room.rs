@@ -91,6 +91,7 @@ impl RoomChatError {
                 let code = match &err {
                     AppError::InvalidArgument(_) => "INVALID_CHAT",
                     AppError::FailedPrecondition { .. } => "MEETING_READ_ONLY",
+                    AppError::ResourceExhausted { .. } => "RATE_LIMITED",
                     _ => "CHAT_FAILED",
                 };
                 EventError {

@@ -1,7 +1,7 @@
 //! Account flows that issue or revoke tokens: sign-up, login, refresh,
 //! logout, password change, and checking an access token on every call.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use super::{
     Caller,
@@ -9,9 +9,8 @@ use super::{
     tokens::{self, IssuedAccess, TokenError, TokenKeys},
 };
 use crate::{
-    config::Limits,
     domain::{
-        AuthProvider, DisplayName, Email, Password, Role, new_id,
+        AuthProvider, DisplayName, Email, Password, Role, new_id, throttle,
         time::{Micros, micros, now_micros},
         verification,
     },
@@ -20,6 +19,7 @@ use crate::{
         Db, invites,
         notifications::NotificationRecord,
         sessions::{self, NewSession, Rotation},
+        throttle as throttle_store,
         users::{self, EmailTaken, NewUser, UserRecord},
         verifications::{self, NewLink, Requested, Verified},
     },
@@ -46,7 +46,6 @@ pub struct Accounts {
     db: Db,
     keys: Arc<TokenKeys>,
     passwords: PasswordHasher,
-    limits: Limits,
     /// Base of the verification links we mail.
     public_url: Arc<str>,
 }
@@ -73,18 +72,11 @@ fn invalid_credentials() -> AppError {
 }
 
 impl Accounts {
-    pub fn new(
-        db: Db,
-        keys: Arc<TokenKeys>,
-        passwords: PasswordHasher,
-        limits: Limits,
-        public_url: &str,
-    ) -> Self {
+    pub fn new(db: Db, keys: Arc<TokenKeys>, passwords: PasswordHasher, public_url: &str) -> Self {
         Self {
             db,
             keys,
             passwords,
-            limits,
             public_url: public_url.into(),
         }
     }
@@ -156,25 +148,34 @@ impl Accounts {
     }
 
     /// Checks email and password. Unknown emails cost one hash like known
-    /// ones and get the same answer; repeated failures are throttled per email.
-    pub async fn login(&self, email: &Email, password: &str) -> Result<SignedIn, AppError> {
+    /// ones and get the same answer. Failures are throttled per email at
+    /// the client's address, per address and per email (`domain::throttle`):
+    /// growing delays, and a guesser elsewhere does not lock the owner out.
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<SignedIn, AppError> {
         let now = now_micros();
-        let window = micros(self.limits.login_failure_window);
-        let (attempts, oldest) =
-            sessions::record_login_attempt(&self.db, email.key(), now, now - window).await?;
-        if attempts > i64::from(self.limits.max_login_failures) {
-            // Refused unchecked: it does not count, or a user who keeps
-            // trying would never get back in.
-            sessions::forget_login_attempt(&self.db, email.key(), now).await?;
-            let retry_at = oldest.unwrap_or(now) + window;
-            let wait = Duration::from_micros((retry_at - now).max(1_000_000) as u64);
+        let address = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let pair_key = format!("pair:{}|{address}", email.key());
+        let account_key = format!("email:{}", email.key());
+        let mut keys = vec![
+            (pair_key.clone(), throttle::PAIR),
+            (account_key.clone(), throttle::ACCOUNT),
+        ];
+        let address_key = client.map(|_| (format!("addr:{address}"), throttle::ADDRESS));
+        keys.extend(address_key.clone());
+        if let Err(retry_at) = throttle_store::claim(&self.db, &keys, now).await? {
+            let wait = Duration::from_secs(((retry_at - now) as u64).div_ceil(1_000_000).max(1));
             return Err(AppError::ResourceExhausted {
                 reason: "TOO_MANY_LOGIN_ATTEMPTS",
                 message: format!(
-                    "too many failed sign-ins for this email; try again in {} seconds",
-                    wait.as_secs().max(1)
+                    "too many failed sign-ins; try again in {} seconds",
+                    wait.as_secs()
                 ),
-                retry_after: Some(Duration::from_secs(wait.as_secs().max(1))),
+                retry_after: Some(wait),
             });
         }
 
@@ -192,7 +193,8 @@ impl Accounts {
                 "this account has been deactivated by an administrator",
             ));
         }
-        sessions::clear_login_failures(&self.db, email.key()).await?;
+        throttle_store::succeeded(&self.db, &[pair_key, account_key], address_key.as_slice())
+            .await?;
         // Invites that raced this account's verification are bound now.
         let notices = if user.email_verified {
             invites::bind_to_user(&self.db, &user.id, email.key(), now).await?

@@ -4,19 +4,28 @@
 //! pass the same check. On success the [`Caller`] goes into the request
 //! extensions, where tonic hands it to the handler; on failure the call is
 //! answered here with UNAUTHENTICATED and never reaches a service.
+//!
+//! It also records every call's [`ClientAddress`], and holds the public
+//! methods (which anyone may call, and which may cost a password hash or a
+//! stored row) to a rate per client address: RESOURCE_EXHAUSTED with a
+//! RetryInfo beyond it.
 
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::{Accounts, Caller};
-use crate::error::AppError;
+use super::{
+    Accounts, Caller,
+    client::{ClientAddress, address_of},
+};
+use crate::{error::AppError, limits::Limiters};
 
 /// Methods callable without a token, and services that bypass auth.
 const PUBLIC_METHODS: [&str; 6] = [
@@ -40,11 +49,22 @@ pub fn is_public(path: &str) -> bool {
 #[derive(Clone)]
 pub struct AuthLayer {
     accounts: Accounts,
+    limits: Arc<Limiters>,
+    /// A header set by a trusted load balancer with the client's address.
+    address_header: Option<HeaderName>,
 }
 
 impl AuthLayer {
-    pub fn new(accounts: Accounts) -> Self {
-        Self { accounts }
+    pub fn new(
+        accounts: Accounts,
+        limits: Arc<Limiters>,
+        address_header: Option<HeaderName>,
+    ) -> Self {
+        Self {
+            accounts,
+            limits,
+            address_header,
+        }
     }
 }
 
@@ -55,6 +75,8 @@ impl<S> Layer<S> for AuthLayer {
         RequireAuth {
             inner,
             accounts: self.accounts.clone(),
+            limits: self.limits.clone(),
+            address_header: self.address_header.clone(),
         }
     }
 }
@@ -63,6 +85,8 @@ impl<S> Layer<S> for AuthLayer {
 pub struct RequireAuth<S> {
     inner: S,
     accounts: Accounts,
+    limits: Arc<Limiters>,
+    address_header: Option<HeaderName>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -83,7 +107,23 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        if is_public(request.uri().path()) {
+        let address = address_of(&request, self.address_header.as_ref());
+        if let Some(address) = address {
+            request.extensions_mut().insert(ClientAddress(address));
+        }
+        let path = request.uri().path();
+        if is_public(path) {
+            // Health checks and reflection cost nothing; our public methods may.
+            if let (true, Some(address)) = (PUBLIC_METHODS.contains(&path), address)
+                && let Err(wait) = self.limits.public.check(&address)
+            {
+                let err = AppError::ResourceExhausted {
+                    reason: "TOO_MANY_REQUESTS",
+                    message: "too many sign-in requests from your address; slow down".into(),
+                    retry_after: Some(wait.max(std::time::Duration::from_millis(100))),
+                };
+                return Box::pin(async move { Ok(Status::from(err).into_http()) });
+            }
             return Box::pin(self.inner.call(request));
         }
         // The clone that was polled ready is the one that must be called.

@@ -7,8 +7,10 @@
 //! - [`oauth`] and [`oidc`]: sign-in with Google and Microsoft.
 //! - [`layer`]: the tower layer that turns `authorization: Bearer …` into a
 //!   [`Caller`] in the request extensions.
+//! - [`client`]: the client's network address, for per-address limits.
 
 pub mod accounts;
+pub mod client;
 pub mod layer;
 pub mod oauth;
 pub mod oidc;

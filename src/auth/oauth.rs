@@ -2,6 +2,8 @@
 //! PKCE for web clients, and ID tokens from the providers' SDKs for native
 //! ones. Both end in [`Accounts::open_session`] like a password login.
 
+use std::{future::Future, pin::Pin};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -23,9 +25,10 @@ use crate::{
     },
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
-    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    AsyncHttpClient, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse,
+    TokenUrl,
     basic::{
         BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
         BasicTokenType,
@@ -34,6 +37,9 @@ use oauth2::{
 
 /// How long a started sign-in may take.
 const STATE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Started sign-ins kept at most: each is a row anyone may create, so a
+/// flood from many addresses fills this, not the disk.
+const MAX_PENDING_SIGN_INS: i64 = 10_000;
 
 /// The `id_token` an OpenID Connect token endpoint adds to the response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +61,39 @@ type OidcClient = oauth2::Client<
     EndpointNotSet,
     EndpointSet,
 >;
+
+/// Why the token endpoint gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum TokenHttpError {
+    #[error("{0}")]
+    Http(String),
+    #[error("the token endpoint answered HTTP {0}")]
+    Outage(u16),
+}
+
+/// The token endpoint's HTTP client: a provider that answers 5xx is down,
+/// whatever its body says (an outage, not a rejected code).
+struct OutageAware(oauth2::reqwest::Client);
+
+impl<'c> AsyncHttpClient<'c> for OutageAware {
+    type Error = TokenHttpError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, TokenHttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self
+                .0
+                .call(request)
+                .await
+                .map_err(|e| TokenHttpError::Http(e.to_string()))?;
+            if response.status().is_server_error() {
+                return Err(TokenHttpError::Outage(response.status().as_u16()));
+            }
+            Ok(response)
+        })
+    }
+}
 
 /// The configured providers and the HTTP client that talks to them.
 pub struct OAuth {
@@ -175,15 +214,23 @@ impl OAuth {
             pkce_verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
         };
-        identities::save_state(
+        let saved = identities::save_state(
             db,
             &hash_state(state.secret()),
             kind,
             &pending,
             now + micros(STATE_TTL),
             now,
+            MAX_PENDING_SIGN_INS,
         )
         .await?;
+        if !saved {
+            return Err(AppError::ResourceExhausted {
+                reason: "TOO_MANY_PENDING_SIGN_INS",
+                message: "too many sign-ins are in progress; retry in a minute".into(),
+                retry_after: Some(std::time::Duration::from_secs(60)),
+            });
+        }
         Ok((url.to_string(), state.secret().clone()))
     }
 
@@ -205,7 +252,7 @@ impl OAuth {
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
-            .request_async(&self.http)
+            .request_async(&OutageAware(self.http.clone()))
             .await
             .map_err(|err| match err {
                 RequestTokenError::ServerResponse(response) => AppError::unauthenticated(

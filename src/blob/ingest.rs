@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
 use super::{BlobError, BlobStore};
-use crate::domain::file::SNIFF_BYTES;
+use crate::domain::file::{SNIFF_BYTES, TextCheck};
 
 /// Removes its temporary blob on drop unless disarmed (committed).
 pub struct TempGuard {
@@ -39,6 +39,8 @@ pub struct Received {
     pub size: u64,
     pub sha256: String,
     pub head: Vec<u8>,
+    /// Whether all of it is UTF-8 text without NULs.
+    pub is_text: bool,
     pub guard: TempGuard,
 }
 
@@ -53,6 +55,7 @@ pub struct Ingest {
     size: u64,
     limit: u64,
     head: Vec<u8>,
+    text: TextCheck,
     guard: TempGuard,
 }
 
@@ -71,6 +74,7 @@ impl Ingest {
             size: 0,
             limit,
             head: Vec::new(),
+            text: TextCheck::default(),
             guard,
         })
     }
@@ -85,6 +89,7 @@ impl Ingest {
             self.head.extend_from_slice(&bytes[..take]);
         }
         self.hasher.update(bytes);
+        self.text.push(bytes);
         self.file.write_all(bytes).await?;
         self.size += bytes.len() as u64;
         Ok(Ok(()))
@@ -98,6 +103,7 @@ impl Ingest {
             size: self.size,
             sha256: hex(&self.hasher.finalize()),
             head: self.head,
+            is_text: self.text.finish(),
             guard: self.guard,
         })
     }
@@ -120,6 +126,7 @@ pub async fn hash_temp(
     file.sync_all().await?;
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
+    let mut text = TextCheck::default();
     let mut size = 0u64;
     let mut buffer = vec![0u8; 256 * 1024];
     loop {
@@ -132,6 +139,7 @@ pub async fn hash_temp(
             head.extend_from_slice(&buffer[..take]);
         }
         hasher.update(&buffer[..n]);
+        text.push(&buffer[..n]);
         size += n as u64;
     }
     Ok(Received {
@@ -139,6 +147,7 @@ pub async fn hash_temp(
         size,
         sha256: hex(&hasher.finalize()),
         head,
+        is_text: text.finish(),
         guard,
     })
 }

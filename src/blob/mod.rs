@@ -101,6 +101,23 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Gives a finished temporary blob a permanent key of its own while the
+    /// temporary one stays (a hard link; a copy where links fail), so the
+    /// upload it belongs to survives until its file is committed.
+    pub async fn link_temp(&self, key: &str) -> Result<String, BlobError> {
+        let from = self.temp_path(key)?;
+        let new_key = uuid::Uuid::now_v7().to_string();
+        let to = self.path(&new_key)?;
+        if let Some(dir) = to.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        if tokio::fs::hard_link(&from, &to).await.is_err() {
+            tokio::fs::copy(&from, &to).await?;
+            tokio::fs::File::open(&to).await?.sync_all().await?;
+        }
+        Ok(new_key)
+    }
+
     /// Makes a finished temporary blob permanent under the same key.
     pub async fn commit_temp(&self, key: &str) -> Result<String, BlobError> {
         let from = self.temp_path(key)?;

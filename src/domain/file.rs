@@ -1,5 +1,12 @@
 //! Shared-file rules: names are metadata only and get sanitised; types come
-//! from the bytes (magic numbers) against an allow-list.
+//! from the bytes (magic numbers) against an allow-list, and the name's
+//! extension must agree with them.
+//!
+//! A file is text only if all of it is UTF-8 without NULs (checked as it
+//! streams in by [`TextCheck`]), so a text head cannot smuggle a JAR behind
+//! it. An extension that tells the reader's computer to treat the file as
+//! something else (`.html`, `.svg`, `.bat`, `.exe` on a PNG) is refused:
+//! the type we sniffed is only safe if the file opens as that type.
 
 use super::ValidationError;
 
@@ -18,7 +25,14 @@ pub fn sanitize_filename(raw: &str) -> String {
         .chars()
         .filter(|c| !c.is_control() && !is_format(*c))
         .collect();
-    let mut name = cleaned.trim().trim_start_matches('.').trim().to_owned();
+    // Leading dots hide files; trailing dots and spaces vanish on Windows,
+    // turning "x.exe." into "x.exe" after our extension check.
+    let mut name = cleaned
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches(['.', ' '])
+        .trim()
+        .to_owned();
     if name.len() > MAX_NAME_BYTES {
         let mut cut = MAX_NAME_BYTES;
         while !name.is_char_boundary(cut) {
@@ -26,10 +40,106 @@ pub fn sanitize_filename(raw: &str) -> String {
         }
         name.truncate(cut);
     }
+    let name = name.trim_end_matches(['.', ' ']).to_owned();
     if name.is_empty() {
         "file".to_owned()
     } else {
         name
+    }
+}
+
+/// The lower-case extension of a (sanitised) name, without the dot; empty
+/// when there is none.
+pub fn extension(name: &str) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+        _ => String::new(),
+    }
+}
+
+/// Extensions each sniffed type may carry (none is always fine).
+fn allowed_extensions(content_type: &str) -> &'static [&'static str] {
+    match content_type {
+        "image/png" => &["png"],
+        "image/jpeg" => &["jpg", "jpeg", "jpe", "jfif"],
+        "image/gif" => &["gif"],
+        "image/webp" => &["webp"],
+        "application/pdf" => &["pdf"],
+        "application/zip" => &["zip"],
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => &["docx"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => &["xlsx"],
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation" => &["pptx"],
+        "application/vnd.oasis.opendocument.text" => &["odt"],
+        "application/vnd.ms-office" => &["doc", "xls", "ppt", "msg"],
+        TEXT => &[
+            "txt", "text", "md", "markdown", "csv", "tsv", "log", "json", "yaml", "yml", "ics",
+            "vtt", "srt",
+        ],
+        _ => &[],
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Whether a whole file is UTF-8 text without NULs, fed in pieces of any
+/// size (a character may straddle two pieces).
+#[derive(Debug, Clone)]
+pub struct TextCheck {
+    /// The start of a character cut at the end of the last piece.
+    carry: Vec<u8>,
+    text: bool,
+}
+
+impl Default for TextCheck {
+    fn default() -> Self {
+        Self {
+            carry: Vec::new(),
+            text: true,
+        }
+    }
+}
+
+impl TextCheck {
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if !self.text {
+            return;
+        }
+        if bytes.contains(&0) {
+            self.text = false;
+            return;
+        }
+        // Complete the character carried over from the last piece.
+        while !self.carry.is_empty() && !bytes.is_empty() {
+            self.carry.push(bytes[0]);
+            bytes = &bytes[1..];
+            match std::str::from_utf8(&self.carry) {
+                Ok(_) => self.carry.clear(),
+                Err(e) if e.error_len().is_some() => {
+                    self.text = false;
+                    return;
+                }
+                Err(_) if self.carry.len() >= 4 => {
+                    self.text = false;
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+        if bytes.is_empty() {
+            return;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => {}
+            Err(e) if e.error_len().is_none() => {
+                self.carry = bytes[e.valid_up_to()..].to_vec();
+            }
+            Err(_) => self.text = false,
+        }
+    }
+
+    /// Whether everything pushed was text (no character left unfinished).
+    pub fn finish(&self) -> bool {
+        self.text && self.carry.is_empty()
     }
 }
 
@@ -40,9 +150,35 @@ fn is_format(c: char) -> bool {
 /// Container formats that also carry programs, refused by name.
 const EXECUTABLE_CONTAINERS: [&str; 7] = [".jar", ".apk", ".xpi", ".msi", ".msix", ".appx", ".exe"];
 
-/// The content type of a file from its first bytes, or why it is refused.
-/// `name` only tells office formats apart inside the zip container.
-pub fn sniff(head: &[u8], name: &str) -> Result<&'static str, ValidationError> {
+/// The content type of a file from its first bytes (and whether all of it
+/// is text), or why it is refused: a type off the allow-list, or a name
+/// whose extension does not match the type.
+pub fn sniff(
+    head: &[u8],
+    name: &str,
+    whole_is_text: bool,
+) -> Result<&'static str, ValidationError> {
+    let content_type = sniff_bytes(head, name, whole_is_text)?;
+    let ext = extension(name);
+    let allowed = allowed_extensions(content_type);
+    if ext.is_empty() || allowed.contains(&ext.as_str()) {
+        return Ok(content_type);
+    }
+    Err(ValidationError::new(format!(
+        "the name ends in .{ext} but the content is {content_type}; use {}",
+        allowed
+            .iter()
+            .map(|e| format!(".{e}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+fn sniff_bytes(
+    head: &[u8],
+    name: &str,
+    whole_is_text: bool,
+) -> Result<&'static str, ValidationError> {
     let starts = |magic: &[u8]| head.starts_with(magic);
     let refused = |what: &str| {
         Err(ValidationError::new(format!(
@@ -100,14 +236,9 @@ pub fn sniff(head: &[u8], name: &str) -> Result<&'static str, ValidationError> {
     if starts(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
         return Ok("application/vnd.ms-office");
     }
-    // Plain text: UTF-8 without NULs (a character cut at the sniff window's
-    // end is fine).
-    let valid = match std::str::from_utf8(head) {
-        Ok(_) => true,
-        Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
-    };
-    if valid && !head.contains(&0) {
-        return Ok("text/plain; charset=utf-8");
+    // Plain text: all of it UTF-8 without NULs.
+    if whole_is_text {
+        return Ok(TEXT);
     }
     Err(ValidationError::new(
         "is not an allowed type (images, PDF, plain text, office documents, zip)",
@@ -147,27 +278,80 @@ mod tests {
         assert!(cut.len() <= 255 && cut.chars().all(|c| c == 'é'));
     }
 
+    fn text(bytes: &[u8]) -> bool {
+        let mut check = TextCheck::default();
+        check.push(bytes);
+        check.finish()
+    }
+
     #[test]
-    fn the_bytes_decide_the_type() {
+    fn the_bytes_decide_the_type_and_the_name_must_agree() {
         assert_eq!(
-            sniff(b"\x89PNG\r\n\x1a\n....", "virus.exe").unwrap(),
+            sniff(b"\x89PNG\r\n\x1a\n....", "cat.png", false).unwrap(),
             "image/png"
         );
-        assert!(sniff(b"\x7fELF\x02\x01", "cat.png").is_err());
-        assert!(sniff(b"MZ\x90\x00", "doc.pdf").is_err());
-        assert!(sniff(b"#!/bin/sh\nrm -rf /", "notes.txt").is_err());
-        assert_eq!(sniff(b"%PDF-1.7", "x").unwrap(), "application/pdf");
+        assert_eq!(
+            sniff(b"\x89PNG\r\n\x1a\n....", "cat", false).unwrap(),
+            "image/png"
+        );
+        assert!(sniff(b"\x89PNG\r\n\x1a\n....", "virus.exe", false).is_err());
+        assert!(sniff(b"\x7fELF\x02\x01", "cat.png", false).is_err());
+        assert!(sniff(b"MZ\x90\x00", "doc.pdf", false).is_err());
+        assert!(sniff(b"#!/bin/sh\nrm -rf /", "notes.txt", true).is_err());
+        assert_eq!(
+            sniff(b"%PDF-1.7", "x.PDF", false).unwrap(),
+            "application/pdf"
+        );
         assert!(
-            sniff(b"PK\x03\x04rest", "a.docx")
+            sniff(b"PK\x03\x04rest", "a.docx", false)
                 .unwrap()
                 .contains("wordprocessingml")
         );
-        assert_eq!(
-            sniff(b"hello\nworld", "a").unwrap(),
-            "text/plain; charset=utf-8"
-        );
-        assert_eq!(sniff(b"", "empty").unwrap(), "text/plain; charset=utf-8");
-        assert!(sniff(&[0, 1, 2, 3, 0xff], "blob.bin").is_err());
+        assert!(sniff(b"PK\x03\x04rest", "a.jar", false).is_err());
+        assert_eq!(sniff(b"hello\nworld", "a", true).unwrap(), TEXT);
+        assert_eq!(sniff(b"a,b\n1,2", "t.csv", true).unwrap(), TEXT);
+        assert_eq!(sniff(b"", "empty", true).unwrap(), TEXT);
+        assert!(sniff(&[0, 1, 2, 3, 0xff], "blob.bin", false).is_err());
+        // Text that a computer would run or render as something else.
+        for name in [
+            "x.html", "x.htm", "x.svg", "x.bat", "x.js", "x.ps1", "x.hta",
+        ] {
+            assert!(
+                sniff(b"<svg onload=alert(1)>", name, true).is_err(),
+                "{name}"
+            );
+        }
+        // A text head with a non-text tail (a JAR glued behind it) is not text.
+        assert!(sniff(b"just some words", "x.txt", false).is_err());
+    }
+
+    #[test]
+    fn text_is_checked_across_pieces() {
+        assert!(text("héllo wörld".as_bytes()));
+        let bytes = "€uro".as_bytes();
+        let mut check = TextCheck::default();
+        check.push(&bytes[..1]);
+        check.push(&bytes[1..2]);
+        check.push(&bytes[2..]);
+        assert!(check.finish(), "a character split three ways");
+        let mut cut = TextCheck::default();
+        cut.push(&bytes[..2]);
+        assert!(!cut.finish(), "a character left unfinished");
+        assert!(!text(b"ok\0nul"));
+        assert!(!text(&[b'a', 0xff, b'b']));
+        let mut tail = TextCheck::default();
+        tail.push(b"plain words\n");
+        tail.push(b"PK\x03\x04\x14\x00\x08\x00\x08\x00\xa3");
+        assert!(!tail.finish(), "a zip behind a text head");
+    }
+
+    #[test]
+    fn trailing_dots_and_spaces_go() {
+        assert_eq!(sanitize_filename("x.exe."), "x.exe");
+        assert_eq!(sanitize_filename("x.html . ."), "x.html");
+        assert_eq!(extension("x.exe"), "exe");
+        assert_eq!(extension("archive.tar.GZ"), "gz");
+        assert_eq!(extension("noext"), "");
     }
 
     #[test]

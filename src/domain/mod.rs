@@ -18,6 +18,7 @@ pub mod notification;
 mod page;
 mod password;
 mod role;
+pub mod throttle;
 pub mod time;
 pub mod verification;
 

@@ -34,7 +34,7 @@ pub fn backoff(attempts: i32) -> Duration {
 /// Where mail goes.
 enum Transport {
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
         from: Mailbox,
     },
     /// The log, for a server without SMTP.
@@ -55,7 +55,10 @@ impl Mailer {
             .build();
         let from = from.parse().map_err(|e| format!("UNIO_MAIL_FROM: {e}"))?;
         Ok(Self {
-            transport: Transport::Smtp { transport, from },
+            transport: Transport::Smtp {
+                transport: Box::new(transport),
+                from,
+            },
         })
     }
 

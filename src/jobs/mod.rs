@@ -4,10 +4,12 @@
 //! - [`reminders`]: one reminder per member before a meeting starts.
 //! - [`mailer`]: sends queued email with retries (when SMTP is configured).
 //! - [`uploads`]: discards browser uploads left unfinished for 24 hours.
+//! - [`expired`]: forgets expired throttle keys, OAuth states and links.
 //!
 //! Jobs act through single conditional UPDATEs, so several nodes running
 //! the same job never act twice on one row.
 
+pub mod expired;
 pub mod mailer;
 pub mod missed_calls;
 pub mod reminders;

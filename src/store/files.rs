@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch};
+use super::{Db, dispatch, dispatch_write};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -154,6 +154,42 @@ pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<boo
 }
 
 /// Removes an upload row; returns it if it existed (only one caller wins).
+/// Turns an upload into its file in one transaction: the upload row goes
+/// and the file row comes, or neither. `None` when the upload was already
+/// completed (or discarded) meanwhile.
+pub async fn complete_upload(
+    db: &Db,
+    upload_id: &str,
+    file: &FileRecord,
+) -> Result<Option<FileRecord>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO shared_files ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+    );
+    dispatch_write!(db, tx => {
+        let taken: Option<(String,)> = sqlx::query_as("DELETE FROM uploads WHERE id = $1 RETURNING id")
+            .bind(upload_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_none() {
+            return Ok(None);
+        }
+        let stored = sqlx::query_as::<_, FileRecord>(&sql)
+            .bind(&file.id)
+            .bind(&file.meeting_id)
+            .bind(&file.uploader_id)
+            .bind(&file.filename)
+            .bind(&file.content_type)
+            .bind(file.size_bytes)
+            .bind(&file.sha256)
+            .bind(&file.blob_key)
+            .bind(file.created_at)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(stored))
+    })
+}
+
 pub async fn take_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, sqlx::Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UploadRecord>(&format!("DELETE FROM uploads WHERE id = $1 RETURNING {UPLOAD_COLUMNS}"))

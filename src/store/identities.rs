@@ -18,6 +18,8 @@ pub struct PendingSignIn {
     pub nonce: String,
 }
 
+/// Remembers a started sign-in, unless `max_pending` sign-ins are already
+/// waiting (false then: nothing stored).
 pub async fn save_state(
     db: &Db,
     state_hash: &str,
@@ -25,9 +27,19 @@ pub async fn save_state(
     pending: &PendingSignIn,
     expires_at: Micros,
     now: Micros,
-) -> Result<(), sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    max_pending: i64,
+) -> Result<bool, sqlx::Error> {
+    dispatch_write!(db, tx => {
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let (pending_now,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM oauth_states")
+            .fetch_one(&mut *tx)
+            .await?;
+        if pending_now >= max_pending {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO oauth_states (state_hash, provider, redirect_uri, pkce_verifier, nonce, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -40,11 +52,19 @@ pub async fn save_state(
         .bind(expires_at)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(true)
+    })
+}
+
+/// Drops expired sign-ins; returns how many.
+pub async fn sweep_states(db: &Db, now: Micros) -> Result<u64, sqlx::Error> {
+    dispatch!(db, pool => {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
     })
 }
 

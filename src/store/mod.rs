@@ -22,6 +22,7 @@ pub mod meetings;
 pub mod notifications;
 pub mod participants;
 pub mod sessions;
+pub mod throttle;
 pub mod users;
 pub mod verifications;
 
@@ -30,7 +31,7 @@ use std::{str::FromStr, time::Duration};
 use sqlx::{
     PgPool, SqlitePool,
     migrate::MigrateError,
-    postgres::PgPoolOptions,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -78,12 +79,16 @@ pub(crate) use dispatch_write;
 impl Db {
     /// Connects to `url` (`sqlite:…` or `postgres://…`). SQLite files are
     /// created when missing and opened in WAL mode with foreign keys on.
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    pub async fn connect(url: &str, busy_timeout: Duration) -> Result<Self, sqlx::Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // A statement waiting this long for a lock gives up (55P03), like
+            // SQLite's busy timeout: the call answers UNAVAILABLE, not never.
+            let options = PgConnectOptions::from_str(url)?
+                .options([("lock_timeout", format!("{}ms", busy_timeout.as_millis()))]);
             let pool = PgPoolOptions::new()
                 .max_connections(32)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await?;
             return Ok(Self::Postgres(pool));
         }
@@ -94,7 +99,7 @@ impl Db {
             // process crash; only an OS crash or power cut can lose the last ones.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -123,7 +128,55 @@ impl Db {
     }
 }
 
+/// Whether `err` is an outage rather than a bug: the database is busy,
+/// restarting, unreachable or out of resources, or a transaction lost a
+/// race (serialization failure, deadlock). A retry may well succeed, and
+/// the pool reconnects on its own, so such errors are UNAVAILABLE with a
+/// RetryInfo, never INTERNAL.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+        _ => false,
+    }
+}
+
+/// SQLite's (extended) result codes and PostgreSQL's SQLSTATEs that mean
+/// "not now".
+fn transient_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<i32>() {
+        // BUSY, LOCKED, IOERR, FULL, CANTOPEN (primary code in the low byte).
+        return matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14);
+    }
+    matches!(
+        code,
+        "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+    ) || code.starts_with("08")
+        || code.starts_with("53")
+}
+
 /// Whether `err` is a violation of a UNIQUE constraint or primary key.
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient_code;
+
+    #[test]
+    fn outages_and_lost_races_are_transient() {
+        for code in [
+            "5", "517", "6", "262", "10", "40001", "40P01", "57P01", "08006", "53300",
+        ] {
+            assert!(transient_code(code), "{code}");
+        }
+        for code in ["19", "2067", "23505", "42P01", "22001"] {
+            assert!(!transient_code(code), "{code}");
+        }
+    }
 }

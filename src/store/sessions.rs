@@ -1,5 +1,5 @@
-//! Sessions (refresh-token families), refresh tokens, revoked access tokens
-//! and failed-login records.
+//! Sessions (refresh-token families), refresh tokens and revoked access
+//! tokens.
 
 use super::{Db, dispatch};
 use crate::domain::{Role, time::Micros};
@@ -230,60 +230,5 @@ pub async fn revoke(
             .execute(&mut *tx)
             .await?;
         tx.commit().await
-    })
-}
-
-/// Records a login attempt as failed until it succeeds, forgets attempts
-/// older than `since`, and returns how many are left (this one included)
-/// and the oldest. Counting the attempt before checking the password means
-/// parallel guesses cannot all slip under the limit.
-pub async fn record_login_attempt(
-    db: &Db,
-    email_key: &str,
-    now: Micros,
-    since: Micros,
-) -> Result<(i64, Option<Micros>), sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        sqlx::query("INSERT INTO login_failures (email_key, failed_at) VALUES ($1, $2)")
-            .bind(email_key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at < $2")
-            .bind(email_key)
-            .bind(since)
-            .execute(&mut *tx)
-            .await?;
-        let counted = sqlx::query_as(
-            "SELECT COUNT(*), MIN(failed_at) FROM login_failures WHERE email_key = $1",
-        )
-        .bind(email_key)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(counted)
-    })
-}
-
-/// Forgets one attempt (refused before its password was checked).
-pub async fn forget_login_attempt(db: &Db, email_key: &str, at: Micros) -> Result<(), sqlx::Error> {
-    dispatch!(db, pool => {
-        sqlx::query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at = $2")
-            .bind(email_key)
-            .bind(at)
-            .execute(pool)
-            .await
-            .map(|_| ())
-    })
-}
-
-pub async fn clear_login_failures(db: &Db, email_key: &str) -> Result<(), sqlx::Error> {
-    dispatch!(db, pool => {
-        sqlx::query("DELETE FROM login_failures WHERE email_key = $1")
-            .bind(email_key)
-            .execute(pool)
-            .await
-            .map(|_| ())
     })
 }

@@ -176,3 +176,14 @@ pub async fn verify(db: &Db, token_hash: &str, now: Micros) -> Result<Verified, 
         Ok(Verified::Done { user: Box::new(user), notices })
     })
 }
+
+/// Drops expired links; returns how many.
+pub async fn sweep(db: &Db, now: Micros) -> Result<u64, sqlx::Error> {
+    super::dispatch!(db, pool => {
+        sqlx::query("DELETE FROM email_verifications WHERE expires_at < $1")
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}

@@ -1,9 +1,11 @@
 //! AuthService: sign-up, login, refresh rotation, logout.
 
 use tonic::Code;
-use unio::proto::pb;
+use unio::proto::pb::{self, auth_service_client::AuthServiceClient};
 
-use crate::helpers::{PASSWORD, assert_status, authed, bad_fields, reason, spawn_app};
+use crate::helpers::{
+    PASSWORD, assert_status, authed, bad_fields, reason, spawn_app, spawn_app_with,
+};
 
 fn sign_up(email: &str, password: &str, name: &str) -> pb::SignUpRequest {
     pb::SignUpRequest {
@@ -168,29 +170,37 @@ async fn login_validates_its_fields() {
 }
 
 #[tokio::test]
-async fn five_failed_logins_are_throttled_with_a_retry_delay() {
+async fn failed_logins_wait_growing_delays_that_spare_the_owners_address() {
     let app = spawn_app().await;
     app.sign_up("ada@example.com").await;
-    let attempt = |password: &'static str| {
-        let mut auth = app.auth();
-        async move {
-            auth.login(pb::LoginRequest {
-                email: "ada@example.com".into(),
-                password: password.into(),
-            })
-            .await
-        }
+    // The guesser and the owner sit at different loopback addresses.
+    let from = |local: &str| {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .local_address(Some(local.parse().unwrap()))
+            .connect_lazy();
+        unio::proto::pb::auth_service_client::AuthServiceClient::new(channel)
+    };
+    let guesser = from("127.0.0.2");
+    let owner = from("127.0.0.3");
+    let attempt = |client: &AuthServiceClient<tonic::transport::Channel>, password: &str| {
+        let mut auth = client.clone();
+        let request = pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: password.into(),
+        };
+        async move { auth.login(request).await }
     };
     for _ in 0..5 {
         assert_status(
-            attempt("wrong password 1").await,
+            attempt(&guesser, "wrong password 1").await,
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
     }
-    // Even the right password is refused while throttled.
+    // The guesser now waits, even with the right password...
     let status = assert_status(
-        attempt(PASSWORD).await,
+        attempt(&guesser, PASSWORD).await,
         Code::ResourceExhausted,
         "TOO_MANY_LOGIN_ATTEMPTS",
     );
@@ -201,16 +211,66 @@ async fn five_failed_logins_are_throttled_with_a_retry_delay() {
         .unwrap()
         .retry_delay
         .unwrap();
-    assert!(delay.as_secs() > 800 && delay.as_secs() <= 900, "{delay:?}");
-    // Other accounts are unaffected.
-    app.sign_up("bob@example.com").await;
-    app.auth()
-        .login(pb::LoginRequest {
-            email: "bob@example.com".into(),
-            password: PASSWORD.into(),
-        })
-        .await
+    assert!(delay.as_secs() >= 1 && delay.as_secs() <= 2, "{delay:?}");
+    // ...while the owner, elsewhere, signs in at once.
+    attempt(&owner, PASSWORD).await.unwrap();
+    // After the delay the guesser may try again; each failure doubles it.
+    tokio::time::sleep(delay).await;
+    assert_status(
+        attempt(&guesser, "wrong password 2").await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
+    let status = assert_status(
+        attempt(&guesser, "wrong password 3").await,
+        Code::ResourceExhausted,
+        "TOO_MANY_LOGIN_ATTEMPTS",
+    );
+    let doubled = status
+        .get_error_details()
+        .retry_info()
+        .unwrap()
+        .retry_delay
         .unwrap();
+    assert!(
+        doubled.as_secs() >= 2 && doubled.as_secs() <= 3,
+        "{doubled:?}"
+    );
+    // Other accounts from the guesser's address are unaffected.
+    app.sign_up("bob@example.com").await;
+    let mut auth = guesser.clone();
+    auth.login(pb::LoginRequest {
+        email: "bob@example.com".into(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn one_password_tried_on_many_accounts_is_slowed_per_address() {
+    let app = spawn_app_with(&[("UNIO_PUBLIC_RATE", "1000")]).await;
+    let mut refused = None;
+    for i in 0..30 {
+        let result = app
+            .auth()
+            .login(pb::LoginRequest {
+                email: format!("victim{i}@example.com"),
+                password: "Summer2026!!".into(),
+            })
+            .await;
+        match result {
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                refused = Some((i, status));
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::Unauthenticated),
+            Ok(_) => panic!("no such account"),
+        }
+    }
+    let (at, status) = refused.expect("the address is slowed down");
+    assert_eq!(at, 20, "twenty free failures per address");
+    assert_eq!(reason(&status), "TOO_MANY_LOGIN_ATTEMPTS");
 }
 
 #[tokio::test]
@@ -425,4 +485,42 @@ async fn logout_needs_a_bearer_token_and_ones_own_refresh_token() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn unauthenticated_calls_are_limited_per_client_address() {
+    let app = spawn_app_with(&[("UNIO_PUBLIC_RATE", "5")]).await;
+    let login = |client: AuthServiceClient<tonic::transport::Channel>| {
+        let mut auth = client;
+        async move {
+            auth.login(pb::LoginRequest {
+                email: format!("nobody{}@example.com", uuid::Uuid::new_v4().simple()),
+                password: "whatever it is 1".into(),
+            })
+            .await
+        }
+    };
+    let mut limited = None;
+    for _ in 0..40 {
+        if let Err(status) = login(app.auth()).await
+            && status.code() == Code::ResourceExhausted
+        {
+            limited = Some(status);
+            break;
+        }
+    }
+    let status = limited.expect("a flood from one address is cut");
+    assert_eq!(reason(&status), "TOO_MANY_REQUESTS");
+    use tonic_types::StatusExt;
+    assert!(status.get_error_details().retry_info().is_some());
+    // Another address is served, and authenticated calls are not limited.
+    let other = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .local_address(Some("127.0.0.9".parse().unwrap()))
+        .connect_lazy();
+    assert_status(
+        login(AuthServiceClient::new(other)).await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
 }

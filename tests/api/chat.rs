@@ -12,7 +12,9 @@ use unio::proto::pb::{
     room_service_client::RoomServiceClient, server_event::Event,
 };
 
-use crate::helpers::{TestApp, assert_status, authed, bad_fields, spawn_app};
+use tonic_types::StatusExt;
+
+use crate::helpers::{TestApp, assert_status, authed, bad_fields, spawn_app, spawn_app_with};
 
 fn chat(app: &TestApp) -> ChatServiceClient<tonic::transport::Channel> {
     ChatServiceClient::new(app.channel())
@@ -188,7 +190,7 @@ async fn a_retry_returns_the_stored_message_and_is_not_delivered_twice() {
 
 #[tokio::test]
 async fn sequences_have_no_gaps_under_concurrent_senders() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[("UNIO_CHAT_RATE", "1000")]).await;
     let (_, host, _) = app.user("host@example.com").await;
     let mut tokens = vec![host.clone()];
     let mut emails = Vec::new();
@@ -451,4 +453,48 @@ async fn a_deleted_senders_messages_stay_anonymised_without_gaps() {
         ),
         ("", "Deleted user")
     );
+}
+
+#[tokio::test]
+async fn one_chat_budget_per_user_and_meeting_spans_every_path() {
+    let app = spawn_app().await;
+    let (_, host, _) = app.user("host@example.com").await;
+    let (_, bob, _) = app.user("bob@example.com").await;
+    let m = meeting(&app, &host, &["bob@example.com"]).await;
+    // A burst of 10 (twice the 5/s rate), then a clear refusal.
+    let mut refused = None;
+    for i in 0..15 {
+        if let Err(status) = send(&app, &host, &m, &format!("m{i}"), "").await {
+            refused = Some((i, status));
+            break;
+        }
+    }
+    let (at, status) = refused.expect("SendMessage is rate-limited");
+    assert!((10..=12).contains(&at), "refused at message {at}");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(crate::helpers::reason(&status), "RATE_LIMITED");
+    assert!(status.get_error_details().retry_info().is_some());
+
+    // A fresh room session does not bring a fresh budget.
+    let (tx, mut room) = join(&app, &host, &m).await;
+    tx.send(pb::ClientEvent {
+        request_id: "r1".into(),
+        event: Some(client_event::Event::Chat(pb::ChatSend {
+            text: "from the room".into(),
+            client_message_id: String::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let got = chats(&mut room, Duration::from_millis(300)).await;
+    assert!(
+        matches!(got.as_slice(), [Err(e)] if e.code == "RATE_LIMITED"),
+        "{got:?}"
+    );
+    // Other users and other meetings keep their own budgets.
+    send(&app, &bob, &m, "bob is fine", "").await.unwrap();
+    let other = meeting(&app, &host, &[]).await;
+    send(&app, &host, &other, "another meeting", "")
+        .await
+        .unwrap();
 }

@@ -86,6 +86,8 @@ struct IdpState {
     keys: Vec<SigningKey>,
     codes: HashMap<String, Grant>,
     token_requests: usize,
+    /// The token endpoint answers this many requests with 503.
+    outages: usize,
 }
 
 #[derive(Clone)]
@@ -115,6 +117,7 @@ impl FakeIdp {
             keys: vec![SigningKey::generate("key-1")],
             codes: HashMap::new(),
             token_requests: 0,
+            outages: 0,
         }));
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -144,6 +147,11 @@ impl FakeIdp {
     pub fn rotate(&self, kid: &str) {
         let key = SigningKey::generate(kid);
         self.state.lock().unwrap().keys.insert(0, key);
+    }
+
+    /// The next `count` token requests get `503` with an OAuth error body.
+    pub fn fail_token_requests(&self, count: usize) {
+        self.state.lock().unwrap().outages = count;
     }
 
     pub fn token_requests(&self) -> usize {
@@ -241,6 +249,14 @@ async fn token(
 ) -> impl IntoResponse {
     let state = &mut *state.lock().unwrap();
     state.token_requests += 1;
+    if state.outages > 0 {
+        state.outages -= 1;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "temporarily_unavailable" })),
+        )
+            .into_response();
+    }
     let refuse =
         |error: &str| (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
     // The oauth2 crate authenticates with HTTP Basic by default.

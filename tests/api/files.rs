@@ -247,11 +247,47 @@ async fn forged_types_and_wrong_hashes_are_refused() {
     let app = spawn_app().await;
     let (_, host, _) = app.user("host@example.com").await;
     let m = meeting(&app, &host, &[]).await;
-    // A PNG named .exe is a PNG; an ELF named .png is an executable.
-    let stored = upload(&app, &host, metadata(&m, "setup.exe", None, ""), &png())
+    // The bytes decide the type, and the name must agree with them.
+    let stored = upload(&app, &host, metadata(&m, "photo.png", None, ""), &png())
         .await
         .unwrap();
     assert_eq!(stored.content_type, "image/png");
+    let status = upload(&app, &host, metadata(&m, "setup.exe", None, ""), &png())
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&status), ["content"]);
+    // Text that a computer would render or run as something else.
+    for name in ["x.html", "x.svg", "x.bat", "x.js"] {
+        let status = upload(
+            &app,
+            &host,
+            metadata(&m, name, None, ""),
+            b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(bad_fields(&status), ["content"], "{name}");
+    }
+    // A text head with a JAR glued behind it is not text, whatever its size.
+    let smuggled = [
+        "harmless words\n".repeat(600).as_bytes(),
+        b"PK\x03\x04\x14\x00\x08\x00\x08\x00\xa3\x5c\x00\x00",
+    ]
+    .concat();
+    let status = upload(&app, &host, metadata(&m, "notes.txt", None, ""), &smuggled)
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&status), ["content"]);
+    // Trailing dots and spaces (which Windows drops) cannot hide an extension.
+    let status = upload(
+        &app,
+        &host,
+        metadata(&m, "run.bat. .", None, ""),
+        b"echo hi",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad_fields(&status), ["content"]);
     let elf = [b"\x7fELF\x02\x01\x01\x00".as_slice(), &[0u8; 100]].concat();
     let status = upload(&app, &host, metadata(&m, "cat.png", None, ""), &elf)
         .await
@@ -291,6 +327,18 @@ async fn forged_types_and_wrong_hashes_are_refused() {
     assert_eq!(bad_fields(&status), ["metadata"]);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(blob_files(&app), 1, "only the accepted PNG");
+    let listed = client(&app)
+        .list_files(authed(
+            pb::ListFilesRequest {
+                meeting_id: m.clone(),
+                ..Default::default()
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.files.len(), 1);
 }
 
 #[tokio::test]

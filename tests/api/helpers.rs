@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use crate::mail_sink::SmtpSink;
 use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -13,14 +14,13 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig},
 };
 use tonic_types::StatusExt;
-use crate::mail_sink::SmtpSink;
 use unio::{
     config::Config,
     proto::pb::{
         self, auth_service_client::AuthServiceClient, call_service_client::CallServiceClient,
-        chat_service_client::ChatServiceClient,
+        chat_service_client::ChatServiceClient, meeting_service_client::MeetingServiceClient,
         notification_service_client::NotificationServiceClient,
-        meeting_service_client::MeetingServiceClient, user_service_client::UserServiceClient,
+        user_service_client::UserServiceClient,
     },
 };
 
@@ -60,6 +60,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("UNIO_SMTP_URL".into(), format!("smtp://{}", mail.addr)),
         ("UNIO_MAIL_FROM".into(), "unio@example.com".into()),
         ("UNIO_MAIL_POLL_INTERVAL".into(), "20ms".into()),
+        // Every test client is 127.0.0.1: the per-address limit has its
+        // own tests.
+        ("UNIO_PUBLIC_RATE".into(), "1000".into()),
         (
             "UNIO_LOG".into(),
             std::env::var("UNIO_TEST_LOG").unwrap_or("warn".into()),
@@ -280,7 +283,13 @@ impl TestApp {
         self.stop().await;
         let mut vars = self.vars.clone();
         vars.insert("UNIO_ADDR".into(), "127.0.0.1:0".into());
-        start(vars, self.data_dir.clone(), self.secret.clone(), self.mail.clone()).await
+        start(
+            vars,
+            self.data_dir.clone(),
+            self.secret.clone(),
+            self.mail.clone(),
+        )
+        .await
     }
 }
 

@@ -11,6 +11,7 @@ mod calls;
 mod chat;
 mod email;
 mod fake_idp;
+mod faults;
 mod files;
 mod grpc_web;
 mod helpers;

@@ -634,3 +634,28 @@ async fn configuration_and_input_errors_are_clear() {
         "PROVIDER_UNAVAILABLE",
     );
 }
+
+#[tokio::test]
+async fn a_provider_outage_is_unavailable_not_a_rejected_code() {
+    let p = setup().await;
+    p.google.fail_token_requests(1);
+    let started = start(&p.app, GOOGLE).await;
+    let (code, _) = p.google.authorize(
+        &started.authorization_url,
+        p.google.claims("g-outage", "outage@example.com"),
+    );
+    assert_status(
+        complete(&p.app, GOOGLE, &code, &started.state).await,
+        Code::Unavailable,
+        "PROVIDER_UNAVAILABLE",
+    );
+    // Once the provider is back, a new sign-in works.
+    code_flow(
+        &p.app,
+        &p.google,
+        GOOGLE,
+        p.google.claims("g-outage", "outage@example.com"),
+    )
+    .await
+    .unwrap();
+}

@@ -92,9 +92,7 @@ async fn sign_up_mails_a_link_that_verifies_the_address_once() {
     }
     let empty = assert_status(
         app.auth()
-            .verify_email(pb::VerifyEmailRequest {
-                token: "  ".into(),
-            })
+            .verify_email(pb::VerifyEmailRequest { token: "  ".into() })
             .await,
         Code::InvalidArgument,
         "INVALID_ARGUMENT",

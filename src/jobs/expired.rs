@@ -1,0 +1,39 @@
+//! Forgets what has expired, so that nothing an anonymous caller can create
+//! accumulates: login throttle keys past their window, started OAuth
+//! sign-ins past their ten minutes, verification links past their day, and
+//! the idle keys of the in-memory rate limits.
+
+use std::time::Duration;
+
+use crate::{
+    domain::{throttle, time::now_micros},
+    limits::Limiters,
+    store::{Db, identities, throttle as throttle_store, verifications},
+};
+
+const SWEEP: Duration = Duration::from_secs(60);
+
+/// One sweep; returns how many rows went.
+pub async fn sweep_once(db: &Db, limits: &Limiters) -> Result<u64, sqlx::Error> {
+    let now = now_micros();
+    limits.forget_idle();
+    let window = throttle::PAIR
+        .window
+        .max(throttle::ADDRESS.window)
+        .max(throttle::ACCOUNT.window);
+    Ok(throttle_store::sweep(db, now, window).await?
+        + identities::sweep_states(db, now).await?
+        + verifications::sweep(db, now).await?)
+}
+
+/// Runs until the task is aborted.
+pub async fn run(db: Db, limits: std::sync::Arc<Limiters>) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(err) = sweep_once(&db, &limits).await {
+            tracing::warn!(error = %err, "sweep of expired rows failed");
+        }
+    }
+}
