@@ -51,6 +51,24 @@ pub struct Limits {
     pub public_calls_per_second: u32,
     /// Chat messages per second per user in one meeting (bursts of 2×).
     pub chat_messages_per_second: u32,
+    /// Uploads one user may run at once (streams, or chunks in flight).
+    pub max_uploads_per_user: usize,
+    /// Downloads one user may stream at once.
+    pub max_downloads_per_user: usize,
+    /// Unfinished resumable uploads one user may hold.
+    pub max_open_uploads_per_user: i64,
+    /// Bytes of shared files (and unfinished uploads) one user may keep.
+    pub storage_quota_bytes: u64,
+    /// A streaming upload that sends nothing for this long is cut.
+    pub upload_idle_timeout: Duration,
+    /// Invitations one user may send within a day (each may be an email).
+    pub max_invites_per_day: i64,
+    /// Invitations one meeting may hold.
+    pub max_invites_per_meeting: i64,
+    /// Every call but a client stream ends by then (DEADLINE_EXCEEDED).
+    pub request_timeout: Duration,
+    /// HTTP/2 streams one connection may hold open at once.
+    pub max_streams_per_connection: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -396,6 +414,20 @@ impl Config {
                 max_hash_queue: count("UNIO_MAX_HASH_QUEUE", 64)?,
                 public_calls_per_second: rate("UNIO_PUBLIC_RATE", 10)?,
                 chat_messages_per_second: rate("UNIO_CHAT_RATE", 5)?,
+                max_uploads_per_user: count("UNIO_MAX_UPLOADS_PER_USER", 4)?,
+                max_downloads_per_user: count("UNIO_MAX_DOWNLOADS_PER_USER", 8)?,
+                max_open_uploads_per_user: count("UNIO_MAX_OPEN_UPLOADS", 10)? as i64,
+                storage_quota_bytes: match non_empty("UNIO_STORAGE_QUOTA") {
+                    None => 1 << 30,
+                    Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ConfigError::new("UNIO_STORAGE_QUOTA", "must be a positive number of bytes")
+                    })?,
+                },
+                upload_idle_timeout: duration("UNIO_UPLOAD_IDLE_TIMEOUT", "60s")?,
+                max_invites_per_day: count("UNIO_MAX_INVITES_PER_DAY", 500)? as i64,
+                max_invites_per_meeting: count("UNIO_MAX_INVITES_PER_MEETING", 1000)? as i64,
+                request_timeout: duration("UNIO_REQUEST_TIMEOUT", "30s")?,
+                max_streams_per_connection: count("UNIO_MAX_STREAMS_PER_CONNECTION", 200)? as u32,
             },
             client_address_header: match non_empty("UNIO_CLIENT_ADDRESS_HEADER") {
                 None => None,

@@ -16,6 +16,9 @@
 //! - [`blob`]: avatar (and later file) bytes on disk.
 //! - [`jobs`]: background sweeps (missed calls).
 //! - [`codec`]: the protobuf codec (bad bytes are INVALID_ARGUMENT).
+//! - [`limits`]: in-memory rate limits and per-user slots.
+//! - [`deadline`]: the per-call deadline layer.
+//! - [`oversize`]: oversized requests answer RESOURCE_EXHAUSTED.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`telemetry`] and [`metrics`]: a log line per call, Prometheus counters.
 //!
@@ -26,11 +29,13 @@ pub mod auth;
 pub mod blob;
 pub mod codec;
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod oversize;
 pub mod proto;
 pub mod realtime;
 pub mod server;
@@ -142,10 +147,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ]))),
-        limits: Arc::new(limits::Limiters::new(
-            config.limits.public_calls_per_second,
-            config.limits.chat_messages_per_second,
-        )),
+        limits: Arc::new(limits::Limiters::new(&config.limits)),
         config: Arc::new(config),
         db,
         accounts,

@@ -7,7 +7,14 @@
 //! [`KeyedLimit::forget_idle`], which the sweep job calls, so the maps stay
 //! as small as the set of recently active keys.
 
-use std::{hash::Hash, net::IpAddr, num::NonZeroU32, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 
@@ -48,6 +55,62 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
     }
 }
 
+/// At most `max` operations at once per user (uploads in progress,
+/// downloads streaming): each holds a file handle, a buffer and a stream.
+#[derive(Clone)]
+pub struct Slots {
+    /// Operations in progress per user; a user with none has no entry, so
+    /// the map holds only users who are busy now. A std mutex: held for a
+    /// map lookup, never across an await.
+    busy: Arc<Mutex<HashMap<String, usize>>>,
+    max: usize,
+}
+
+/// One operation in progress; its slot frees when this drops.
+pub struct Slot {
+    busy: Arc<Mutex<HashMap<String, usize>>>,
+    user_id: String,
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            busy: Arc::default(),
+            max: max.max(1),
+        }
+    }
+
+    /// A slot for `user_id`, or `None` when all of theirs are taken.
+    pub fn take(&self, user_id: &str) -> Option<Slot> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let count = busy.entry(user_id.to_owned()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            busy: self.busy.clone(),
+            user_id: user_id.to_owned(),
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = busy.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                busy.remove(&self.user_id);
+            }
+        }
+    }
+}
+
 /// The in-memory limits of one node.
 pub struct Limiters {
     /// Unauthenticated calls (sign-up, login, OAuth, verification) per
@@ -56,13 +119,26 @@ pub struct Limiters {
     /// Chat messages per (user, meeting), over ChatService and every room
     /// session of the user alike.
     pub chat: KeyedLimit<(String, String)>,
+    /// Uploads in progress per user (a streaming upload, or one chunk).
+    pub uploads: Slots,
+    /// Downloads streaming per user.
+    pub downloads: Slots,
+    /// Avatar decodes running at once (one per core).
+    pub image_decodes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Limiters {
-    pub fn new(public_per_second: u32, chat_per_second: u32) -> Self {
+    pub fn new(limits: &crate::config::Limits) -> Self {
+        let public = limits.public_calls_per_second;
+        let chat = limits.chat_messages_per_second;
         Self {
-            public: KeyedLimit::per_second(public_per_second, public_per_second.saturating_mul(3)),
-            chat: KeyedLimit::per_second(chat_per_second, chat_per_second.saturating_mul(2)),
+            public: KeyedLimit::per_second(public, public.saturating_mul(3)),
+            chat: KeyedLimit::per_second(chat, chat.saturating_mul(2)),
+            uploads: Slots::new(limits.max_uploads_per_user),
+            downloads: Slots::new(limits.max_downloads_per_user),
+            image_decodes: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 
@@ -79,6 +155,20 @@ fn nonzero(n: u32) -> NonZeroU32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_free_on_drop_and_forget_idle_users() {
+        let slots = Slots::new(2);
+        let a = slots.take("u").unwrap();
+        let _b = slots.take("u").unwrap();
+        assert!(slots.take("u").is_none());
+        assert!(slots.take("v").is_some(), "per user");
+        drop(a);
+        let _c = slots.take("u").unwrap();
+        drop(_c);
+        drop(_b);
+        assert!(slots.busy.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn each_key_has_its_own_burst_and_idle_keys_go() {

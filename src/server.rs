@@ -19,6 +19,8 @@ use crate::{
     api::{AuthApi, CallApi, ChatApi, FileApi, MeetingApi, NotificationApi, RoomApi, UserApi},
     auth::AuthLayer,
     config::CorsOrigins,
+    deadline::DeadlineLayer,
+    oversize::OversizeLayer,
     proto::{
         FILE_DESCRIPTOR_SET,
         pb::{
@@ -103,6 +105,11 @@ pub async fn serve(
 
     let mut builder = Server::builder()
         .accept_http1(true)
+        // Streams one connection may open: without it a client could open
+        // thousands of room streams over one TCP connection.
+        .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
+        // Resets that a client may leave pending (HTTP/2 "rapid reset").
+        .http2_max_pending_accept_reset_streams(Some(64))
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
@@ -128,6 +135,8 @@ pub async fn serve(
         .layer(cors(&config.cors_origins))
         .layer(GrpcWebLayer::new())
         .layer(CallLogLayer::new(state.metrics.clone()))
+        .layer(DeadlineLayer::new(config.limits.request_timeout))
+        .layer(OversizeLayer)
         .layer(AuthLayer::new(
             state.accounts.clone(),
             state.limits.clone(),

@@ -73,8 +73,33 @@ fn too_large(limit: u64) -> AppError {
     }
 }
 
+/// A disk that fails or is full is an outage, not a bug in the request.
 fn blob_error(err: crate::blob::BlobError) -> AppError {
-    AppError::internal(err.to_string())
+    match err {
+        crate::blob::BlobError::Io(io) => {
+            tracing::warn!(error = %io, "blob storage failed");
+            AppError::Unavailable("file storage is unavailable; retry shortly".into())
+        }
+        other => AppError::internal(other.to_string()),
+    }
+}
+
+fn quota_exceeded(quota: u64) -> AppError {
+    AppError::ResourceExhausted {
+        reason: "STORAGE_QUOTA_EXCEEDED",
+        message: format!(
+            "your files would pass your storage quota of {quota} bytes; delete some first"
+        ),
+        retry_after: None,
+    }
+}
+
+fn too_many_uploads(max: usize) -> AppError {
+    AppError::ResourceExhausted {
+        reason: "TOO_MANY_UPLOADS",
+        message: format!("at most {max} of your uploads may run at once; wait for one to finish"),
+        retry_after: Some(std::time::Duration::from_secs(1)),
+    }
 }
 
 fn offset_mismatch(expected: i64) -> AppError {
@@ -116,6 +141,26 @@ impl FileApi {
 
     fn limit(&self) -> u64 {
         self.state.config.limits.max_file_bytes
+    }
+
+    fn upload_slot(&self, caller: &Caller) -> Result<crate::limits::Slot, AppError> {
+        let slots = &self.state.limits.uploads;
+        slots
+            .take(&caller.user_id)
+            .ok_or_else(|| too_many_uploads(slots.max()))
+    }
+
+    /// Bytes the caller may still store, not counting `own` bytes already
+    /// received by the upload being continued.
+    async fn quota_left(&self, caller: &Caller, own: i64) -> Result<u64, AppError> {
+        let (used, _) = files::usage(&self.state.db, &caller.user_id).await?;
+        let used = (used - own).max(0) as u64;
+        Ok(self
+            .state
+            .config
+            .limits
+            .storage_quota_bytes
+            .saturating_sub(used))
     }
 
     /// Validates metadata and that the caller may upload into the meeting.
@@ -344,23 +389,48 @@ impl FileService for FileApi {
         request: Request<Streaming<pb::UploadFileRequest>>,
     ) -> Result<Response<pb::SharedFile>, Status> {
         let caller = caller(&request)?;
+        let _slot = self.upload_slot(&caller)?;
+        let idle = self.state.config.limits.upload_idle_timeout;
         let mut stream = request.into_inner();
-        let metadata = match stream.message().await? {
+        let mut next = async || -> Result<Option<pb::UploadFileRequest>, Status> {
+            match tokio::time::timeout(idle, stream.message()).await {
+                Ok(message) => message,
+                Err(_) => Err(AppError::FailedPrecondition {
+                    reason: "UPLOAD_IDLE",
+                    message: format!(
+                        "nothing arrived for {} seconds; upload again",
+                        idle.as_secs()
+                    ),
+                }
+                .into()),
+            }
+        };
+        let metadata = match next().await? {
             Some(pb::UploadFileRequest {
                 data: Some(upload_file_request::Data::Metadata(m)),
             }) => Some(m),
             _ => None,
         };
         let declared = self.declared(&caller, metadata).await?;
-        let mut ingest = Ingest::start(&self.state.blobs, self.limit())
+        let quota_left = self.quota_left(&caller, 0).await?;
+        if declared.size.is_some_and(|size| size as u64 > quota_left) {
+            return Err(quota_exceeded(self.state.config.limits.storage_quota_bytes).into());
+        }
+        let limit = self.limit().min(quota_left);
+        let mut ingest = Ingest::start(&self.state.blobs, limit)
             .await
             .map_err(blob_error)?;
         // A broken stream returns early: the ingest's guard removes the bytes.
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = next().await? {
             match message.data {
                 Some(upload_file_request::Data::Chunk(bytes)) => {
                     if ingest.push(&bytes).await.map_err(blob_error)?.is_err() {
-                        return Err(too_large(self.limit()).into());
+                        return Err(if limit < self.limit() {
+                            quota_exceeded(self.state.config.limits.storage_quota_bytes)
+                        } else {
+                            too_large(self.limit())
+                        }
+                        .into());
                     }
                 }
                 _ => {
@@ -386,6 +456,28 @@ impl FileService for FileApi {
         let declared = self
             .declared(&caller, request.into_inner().metadata)
             .await?;
+        let limits = &self.state.config.limits;
+        let (used, open) = files::usage(&self.state.db, &caller.user_id)
+            .await
+            .map_err(AppError::from)?;
+        if open >= limits.max_open_uploads_per_user {
+            return Err(AppError::ResourceExhausted {
+                reason: "TOO_MANY_OPEN_UPLOADS",
+                message: format!(
+                    "you have {open} unfinished uploads; complete them or let them expire first"
+                ),
+                retry_after: None,
+            }
+            .into());
+        }
+        if declared.size.is_some_and(|size| {
+            size as u64
+                > limits
+                    .storage_quota_bytes
+                    .saturating_sub(used.max(0) as u64)
+        }) {
+            return Err(quota_exceeded(limits.storage_quota_bytes).into());
+        }
         let (temp_key, _file) = self.state.blobs.create_temp().await.map_err(blob_error)?;
         let now = now_micros();
         let upload = UploadRecord {
@@ -437,6 +529,10 @@ impl FileService for FileApi {
         }
         if end as u64 > self.limit() {
             return Err(too_large(self.limit()).into());
+        }
+        let _slot = self.upload_slot(&caller)?;
+        if end as u64 > self.quota_left(&caller, received).await? {
+            return Err(quota_exceeded(self.state.config.limits.storage_quota_bytes).into());
         }
         let _writing = self.claim_write(&upload.id)?;
         // Re-read under the claim: a chunk that finished meanwhile moved the offset.
@@ -524,9 +620,22 @@ impl FileService for FileApi {
                 }
                 other => blob_error(other),
             })?;
+        let downloads = &self.state.limits.downloads;
+        let slot = downloads
+            .take(&caller.user_id)
+            .ok_or_else(|| AppError::ResourceExhausted {
+                reason: "TOO_MANY_DOWNLOADS",
+                message: format!(
+                    "at most {} of your downloads may run at once; wait for one to finish",
+                    downloads.max()
+                ),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            })?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let metadata = file_to_pb(&file);
         tokio::spawn(async move {
+            // Held while the bytes stream, freed when the task ends.
+            let _slot = slot;
             let first = pb::DownloadFileResponse {
                 data: Some(pb::download_file_response::Data::Metadata(metadata)),
             };

@@ -204,6 +204,15 @@ impl NotificationService for NotificationApi {
                 format!("must be at most {MAX_BODY_CHARS} characters"),
             );
         }
+        if body
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            v.add(
+                "body",
+                "must not contain control characters other than newlines and tabs",
+            );
+        }
         let meeting_id = if r.meeting_id.trim().is_empty() {
             None
         } else {

@@ -292,17 +292,35 @@ impl UserService for UserApi {
             )
             .into());
         }
-        let avatar = tokio::task::spawn_blocking(move || Avatar::from_upload(&data, max))
-            .await
-            .map_err(|e| AppError::internal(format!("avatar task: {e}")))?
-            .map_err(|err| match err {
-                AvatarError::TooLarge { .. } => AppError::ResourceExhausted {
+        // Decoding takes a core and up to 64 MiB: a few at a time, and
+        // more are shed rather than queued on the blocking pool.
+        let permit = self
+            .state
+            .limits
+            .image_decodes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::ResourceExhausted {
+                reason: "SERVER_BUSY",
+                message: "the server is processing too many images right now; retry shortly".into(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            })?;
+        let avatar = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            Avatar::from_upload(&data, max)
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("avatar task: {e}")))?
+        .map_err(|err| match err {
+            AvatarError::TooLarge { .. } | AvatarError::TooManyPixels => {
+                AppError::ResourceExhausted {
                     reason: "AVATAR_TOO_LARGE",
                     message: format!("data {err}"),
                     retry_after: None,
-                },
-                other => AppError::invalid("data", other.to_string()),
-            })?;
+                }
+            }
+            other => AppError::invalid("data", other.to_string()),
+        })?;
         let key = self
             .state
             .blobs

@@ -11,8 +11,9 @@ use image::{DynamicImage, ImageFormat, ImageReader, codecs::jpeg::JpegEncoder};
 
 pub const MAX_SIDE: u32 = 512;
 /// Decoding refuses larger canvases: a tiny file can declare a huge one.
-const MAX_DECODE_SIDE: u32 = 10_000;
-const MAX_DECODE_ALLOC: u64 = 256 * 1024 * 1024;
+/// 4096×4096 RGBA is 64 MiB, the most one decode may allocate.
+pub const MAX_DECODE_SIDE: u32 = 4096;
+const MAX_DECODE_ALLOC: u64 = 64 * 1024 * 1024;
 const JPEG_QUALITY: u8 = 85;
 
 /// The declared content types that may accompany an upload.
@@ -28,6 +29,8 @@ pub enum AvatarError {
     UnsupportedFormat,
     #[error("could not be decoded as {0}: the file is damaged or truncated")]
     Undecodable(&'static str),
+    #[error("is larger than {MAX_DECODE_SIDE}×{MAX_DECODE_SIDE} pixels")]
+    TooManyPixels,
 }
 
 /// A stored avatar: re-encoded bytes and their content type.
@@ -65,9 +68,10 @@ impl Avatar {
         limits.max_image_height = Some(MAX_DECODE_SIDE);
         limits.max_alloc = Some(MAX_DECODE_ALLOC);
         reader.limits(limits);
-        let image = reader
-            .decode()
-            .map_err(|_| AvatarError::Undecodable(name))?;
+        let image = reader.decode().map_err(|err| match err {
+            image::ImageError::Limits(_) => AvatarError::TooManyPixels,
+            _ => AvatarError::Undecodable(name),
+        })?;
         let image = if image.width() > MAX_SIDE || image.height() > MAX_SIDE {
             image.thumbnail(MAX_SIDE, MAX_SIDE)
         } else {

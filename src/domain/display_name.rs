@@ -23,6 +23,11 @@ impl DisplayName {
         if name.chars().any(char::is_control) {
             return Err(ValidationError::new("must not contain control characters"));
         }
+        if name.chars().any(super::is_bidi_control) {
+            return Err(ValidationError::new(
+                "must not contain bidirectional override characters",
+            ));
+        }
         Ok(Self(name.to_owned()))
     }
 
@@ -38,6 +43,16 @@ impl DisplayName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bidi_overrides_are_refused() {
+        assert!(DisplayName::parse("admin\u{202e}nimda").is_err());
+        assert!(DisplayName::parse("\u{2067}x").is_err());
+        assert!(
+            DisplayName::parse("سارا").is_ok(),
+            "right-to-left text is fine"
+        );
+    }
 
     #[test]
     fn trims_and_bounds_length() {

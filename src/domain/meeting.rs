@@ -27,6 +27,11 @@ impl Title {
         if title.chars().any(char::is_control) {
             return Err(ValidationError::new("must not contain control characters"));
         }
+        if title.chars().any(super::is_bidi_control) {
+            return Err(ValidationError::new(
+                "must not contain bidirectional override characters",
+            ));
+        }
         Ok(Self(title.to_owned()))
     }
 

@@ -30,6 +30,13 @@ pub use page::PageSize;
 pub use password::Password;
 pub use role::{AuthProvider, Role};
 
+/// Bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069): in a name or title they reorder what others read
+/// ("invoice\u{202e}fdp.exe" shows as "invoiceexe.pdf"), so names refuse them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c as u32, 0x202A..=0x202E | 0x2066..=0x2069)
+}
+
 /// Why a value was refused, phrased as what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -620,6 +620,12 @@ impl RoomHub {
 
     /// An `error` event for `session_id`, echoing `request_id`.
     pub fn send_error(&self, session_id: &str, err: &EventError, request_id: &str) {
+        // Echo at most 128 characters: an id, not a payload to bounce back.
+        let end = request_id
+            .char_indices()
+            .nth(128)
+            .map_or(request_id.len(), |(at, _)| at);
+        let request_id = &request_id[..end];
         self.send_to_session(session_id, error_event(err.code, &err.message, request_id));
     }
 

@@ -130,6 +130,26 @@ pub async fn create_upload(db: &Db, upload: &UploadRecord, now: Micros) -> Resul
     })
 }
 
+/// What `user_id` stores: bytes of their files plus bytes received by
+/// their unfinished uploads, and how many uploads are unfinished.
+pub async fn usage(db: &Db, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
+    dispatch!(db, pool => {
+        let (files,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM shared_files WHERE uploader_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(pool)
+        .await?;
+        let (received, open): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(received_bytes), 0) AS BIGINT), COUNT(*) FROM uploads WHERE uploader_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(pool)
+        .await?;
+        Ok((files + received, open))
+    })
+}
+
 pub async fn find_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, sqlx::Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UploadRecord>(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"))

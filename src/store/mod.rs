@@ -140,17 +140,24 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+        sqlx::Error::Database(db) => {
+            let postgres = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some();
+            db.code().is_some_and(|code| transient_code(&code, postgres))
+        }
         _ => false,
     }
 }
 
 /// SQLite's (extended) result codes and PostgreSQL's SQLSTATEs that mean
 /// "not now".
-fn transient_code(code: &str) -> bool {
-    if let Ok(sqlite) = code.parse::<i32>() {
+fn transient_code(code: &str, postgres: bool) -> bool {
+    if !postgres {
         // BUSY, LOCKED, IOERR, FULL, CANTOPEN (primary code in the low byte).
-        return matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14);
+        return code
+            .parse::<i32>()
+            .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14));
     }
     matches!(
         code,
@@ -170,13 +177,17 @@ mod tests {
 
     #[test]
     fn outages_and_lost_races_are_transient() {
-        for code in [
-            "5", "517", "6", "262", "10", "40001", "40P01", "57P01", "08006", "53300",
-        ] {
-            assert!(transient_code(code), "{code}");
+        for code in ["5", "517", "6", "262", "10"] {
+            assert!(transient_code(code, false), "sqlite {code}");
         }
-        for code in ["19", "2067", "23505", "42P01", "22001"] {
-            assert!(!transient_code(code), "{code}");
+        for code in ["40001", "40P01", "57P01", "08006", "53300", "55P03"] {
+            assert!(transient_code(code, true), "postgres {code}");
+        }
+        for code in ["19", "2067", "1555"] {
+            assert!(!transient_code(code, false), "sqlite {code}");
+        }
+        for code in ["23505", "42P01", "22001", "22021"] {
+            assert!(!transient_code(code, true), "postgres {code}");
         }
     }
 }
