@@ -17,6 +17,14 @@ pub fn meeting_not_found(id: &str) -> AppError {
     AppError::not_found("MEETING_NOT_FOUND", format!("no meeting with id {id}"))
 }
 
+/// PERMISSION_DENIED with reason REMOVED_BY_HOST.
+pub fn removed_by_host() -> AppError {
+    AppError::Denied {
+        reason: "REMOVED_BY_HOST",
+        message: "the host removed you from this meeting".into(),
+    }
+}
+
 /// The meeting `meeting_id` (already parsed) as `user_id` sees it.
 pub async fn load(
     db: &Db,
@@ -33,6 +41,7 @@ pub async fn load(
             is_admin,
             invite: found.invite(),
             attended: found.attended,
+            removed: found.removed,
         },
         policy: found.meeting.join_policy(),
         status: found.meeting.status(),
@@ -52,6 +61,9 @@ pub async fn member(
     caller: &crate::auth::Caller,
 ) -> Result<Loaded, AppError> {
     let loaded = load(db, meeting_id, &caller.user_id, caller.is_admin()).await?;
+    if loaded.access.is_removed() {
+        return Err(removed_by_host());
+    }
     if !loaded.access.is_member() {
         return Err(AppError::permission_denied(
             "you are not a member of this meeting",

@@ -31,17 +31,6 @@ impl ChatApi {
     }
 }
 
-fn state_removed(state: &AppState, meeting_id: &str, user_id: &str) -> bool {
-    state.hub.is_removed(meeting_id, user_id)
-}
-
-pub(crate) fn removed() -> AppError {
-    AppError::Denied {
-        reason: "REMOVED_BY_HOST",
-        message: "the host removed you from this meeting".into(),
-    }
-}
-
 fn read_only() -> AppError {
     AppError::FailedPrecondition {
         reason: "MEETING_READ_ONLY",
@@ -107,9 +96,6 @@ impl ChatService for ChatApi {
         access::member(&self.state.db, &meeting_id, &caller).await?;
         // A finished meeting's chat is read-only, but a retry of a message
         // already stored still gets it back: the chat log decides.
-        if state_removed(&self.state, &meeting_id, &caller.user_id) {
-            return Err(removed().into());
-        }
         let name = users::find_by_id(&self.state.db, &caller.user_id)
             .await
             .map_err(AppError::from)?

@@ -193,9 +193,6 @@ impl FileApi {
         if loaded.access.status.is_over() {
             return Err(read_only());
         }
-        if self.state.hub.is_removed(&meeting_id, &caller.user_id) {
-            return Err(super::chat::removed());
-        }
         Ok(Declared {
             meeting_id,
             filename: sanitize_filename(&m.filename),

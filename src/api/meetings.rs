@@ -110,6 +110,9 @@ impl MeetingApi {
     async fn viewable(&self, caller: &Caller, raw_id: &str) -> Result<Loaded, AppError> {
         let id = id_field("meeting_id", raw_id)?;
         let loaded = self.load(caller, &id).await?;
+        if loaded.access.is_removed() {
+            return Err(access::removed_by_host());
+        }
         if !loaded.access.can_view() {
             return Err(not_invited());
         }
@@ -185,6 +188,44 @@ impl MeetingApi {
     }
 
     /// The caller's own account (hosts need their address and name).
+    /// Each invitation may be an email to anyone: a meeting holds at most
+    /// `UNIO_MAX_INVITES_PER_MEETING`, and one host sends at most
+    /// `UNIO_MAX_INVITES_PER_DAY` a day (checked for `adding` more; an
+    /// address already invited counts again, so the check errs low).
+    async fn check_invite_limits(
+        &self,
+        caller: &Caller,
+        meeting_id: &str,
+        adding: usize,
+    ) -> Result<(), AppError> {
+        let limits = &self.state.config.limits;
+        let day_ago = now_micros() - 86_400_000_000;
+        let (in_meeting, today) =
+            invites::counts(&self.state.db, meeting_id, &caller.user_id, day_ago).await?;
+        let adding = adding as i64;
+        if in_meeting + adding > limits.max_invites_per_meeting {
+            return Err(AppError::ResourceExhausted {
+                reason: "TOO_MANY_INVITES",
+                message: format!(
+                    "a meeting may have at most {} invitations",
+                    limits.max_invites_per_meeting
+                ),
+                retry_after: None,
+            });
+        }
+        if today + adding > limits.max_invites_per_day {
+            return Err(AppError::ResourceExhausted {
+                reason: "TOO_MANY_INVITES",
+                message: format!(
+                    "you may send at most {} invitations a day; try again later",
+                    limits.max_invites_per_day
+                ),
+                retry_after: Some(std::time::Duration::from_secs(3600)),
+            });
+        }
+        Ok(())
+    }
+
     async fn me(&self, caller: &Caller) -> Result<UserRecord, AppError> {
         users::find_by_id(&self.state.db, &caller.user_id)
             .await?
@@ -299,6 +340,8 @@ impl MeetingService for MeetingApi {
             join_policy: policy,
             now,
         };
+        self.check_invite_limits(&caller, &id, invitees.len())
+            .await?;
         let draft = Draft::invite(&id, title.as_str(), &me.display_name).mailed();
         let (record, _, notices) = meetings::create(&self.state.db, &new, &invitees, &draft)
             .await
@@ -585,6 +628,8 @@ impl MeetingService for MeetingApi {
                 email_key: email.key(),
             })
             .collect();
+        self.check_invite_limits(&caller, &loaded.record.id, invitees.len())
+            .await?;
         let draft =
             Draft::invite(&loaded.record.id, &loaded.record.title, &me.display_name).mailed();
         let (invites, notices) = invites::invite(

@@ -159,6 +159,9 @@ impl RoomApi {
                 ),
             });
         }
+        if access.is_removed() {
+            return Err(access::removed_by_host());
+        }
         if !access.can_join() {
             return Err(AppError::permission_denied(
                 "you are not a member of this meeting",
@@ -199,12 +202,6 @@ impl RoomApi {
                 },
             );
         }
-        if hub.is_removed(&meeting.id, &caller.user_id) {
-            return Err(AppError::Denied {
-                reason: "REMOVED_BY_HOST",
-                message: "the host removed you from this meeting".into(),
-            });
-        }
         let participant_id = new_id();
         participants::record_join(
             &self.state.db,
@@ -218,10 +215,7 @@ impl RoomApi {
             Ok(stream) => Ok(Entered::Session(stream)),
             Err(HubError::Removed) => {
                 participants::record_leave(&self.state.db, &participant_id, now_micros()).await?;
-                Err(AppError::Denied {
-                    reason: "REMOVED_BY_HOST",
-                    message: "the host removed you from this meeting".into(),
-                })
+                Err(access::removed_by_host())
             }
             Err(_) => {
                 participants::record_leave(&self.state.db, &participant_id, now_micros()).await?;
@@ -368,27 +362,44 @@ impl RoomService for RoomApi {
             parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
         let participant_id = parse_id(&r.participant_id)
             .map_err(|e| AppError::invalid("participant_id", e.to_string()))?;
-        let meeting = meetings::find(&self.state.db, &meeting_id)
-            .await
-            .map_err(AppError::from)?
-            .ok_or_else(|| {
-                AppError::not_found(
-                    "MEETING_NOT_FOUND",
-                    format!("no meeting with id {meeting_id}"),
-                )
-            })?;
-        if meeting.host_id != caller.user_id {
+        let loaded = access::load(
+            &self.state.db,
+            &meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if !loaded.access.can_manage() {
             return Err(
                 AppError::permission_denied("only the host may remove participants").into(),
             );
         }
-        if !self.state.hub.kick(&meeting_id, &participant_id) {
+        let Some(user_id) = self.state.hub.user_of(&meeting_id, &participant_id) else {
             return Err(AppError::not_found(
                 "PARTICIPANT_NOT_FOUND",
                 "no such participant in the room",
             )
             .into());
+        };
+        if user_id == loaded.record.host_id {
+            return Err(AppError::FailedPrecondition {
+                reason: "HOST_NOT_REMOVABLE",
+                message: "the host cannot remove themselves; leave instead".into(),
+            }
+            .into());
         }
+        // Recorded first: once this answers OK the removal holds, in every
+        // room and after any restart.
+        meetings::record_removal(
+            &self.state.db,
+            &meeting_id,
+            &user_id,
+            &caller.user_id,
+            now_micros(),
+        )
+        .await
+        .map_err(AppError::from)?;
+        self.state.hub.kick_user(&meeting_id, &user_id);
         tracing::info!(%meeting_id, %participant_id, "participant removed by the host");
         Ok(Response::new(pb::RemoveParticipantResponse {}))
     }

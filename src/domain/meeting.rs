@@ -229,6 +229,9 @@ pub struct Relation {
     pub invite: Option<InviteStatus>,
     /// Whether the user ever joined the meeting.
     pub attended: bool,
+    /// The host removed the user: nothing an invitation, attendance or an
+    /// open link gave them holds any more.
+    pub removed: bool,
 }
 
 /// What a relation allows on a meeting in a given state.
@@ -246,9 +249,14 @@ impl Access {
         let r = self.relation;
         r.is_host
             || r.is_admin
-            || r.invite.is_some()
-            || r.attended
-            || self.policy == JoinPolicy::AnyoneWithLink
+            || (!r.removed
+                && (r.invite.is_some() || r.attended || self.policy == JoinPolicy::AnyoneWithLink))
+    }
+
+    /// Removed by the host, and not someone removal cannot touch.
+    pub fn is_removed(&self) -> bool {
+        let r = self.relation;
+        r.removed && !r.is_host && !r.is_admin
     }
 
     /// Members in the DESIGN sense: host, invitees who did not decline,
@@ -257,11 +265,12 @@ impl Access {
         let r = self.relation;
         r.is_host
             || r.is_admin
-            || r.attended
-            || matches!(
-                r.invite,
-                Some(InviteStatus::Pending | InviteStatus::Accepted)
-            )
+            || (!r.removed
+                && (r.attended
+                    || matches!(
+                        r.invite,
+                        Some(InviteStatus::Pending | InviteStatus::Accepted)
+                    )))
     }
 
     /// Only the host edits, invites, starts, ends and cancels.
@@ -276,7 +285,9 @@ impl Access {
     /// Joining the live room: members, or anyone while the link is open,
     /// and only while the meeting is not over.
     pub fn can_join(&self) -> bool {
-        !self.status.is_over() && (self.is_member() || self.policy == JoinPolicy::AnyoneWithLink)
+        !self.status.is_over()
+            && !self.is_removed()
+            && (self.is_member() || self.policy == JoinPolicy::AnyoneWithLink)
     }
 }
 
@@ -289,7 +300,27 @@ mod tests {
         is_admin: false,
         invite: None,
         attended: false,
+        removed: false,
     };
+
+    #[test]
+    fn the_removed_lose_everything_but_hosts_and_admins_cannot_be_removed() {
+        let removed = Relation {
+            invite: Some(InviteStatus::Accepted),
+            attended: true,
+            removed: true,
+            ..NOBODY
+        };
+        let a = access(removed, JoinPolicy::AnyoneWithLink, MeetingStatus::Ongoing);
+        assert!(a.is_removed() && !a.can_view() && !a.is_member() && !a.can_join());
+        let host = Relation {
+            is_host: true,
+            removed: true,
+            ..NOBODY
+        };
+        let h = access(host, JoinPolicy::InvitedOnly, MeetingStatus::Ongoing);
+        assert!(!h.is_removed() && h.is_member() && h.can_join());
+    }
 
     fn access(relation: Relation, policy: JoinPolicy, status: MeetingStatus) -> Access {
         Access {

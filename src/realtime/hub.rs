@@ -424,12 +424,6 @@ impl RoomHub {
         Ok(self.stream(rx, control))
     }
 
-    /// Whether the host removed `user_id` from the meeting's live room.
-    pub fn is_removed(&self, meeting_id: &str, user_id: &str) -> bool {
-        self.room(meeting_id)
-            .is_some_and(|room| lock(&room).removed_users.contains(user_id))
-    }
-
     pub fn session(&self, session_id: &str) -> Option<SessionRef> {
         lock(&self.sessions).get(session_id).cloned()
     }
@@ -741,21 +735,41 @@ impl RoomHub {
         }
     }
 
-    /// Host control: removes a participant; its stream ends with
-    /// PERMISSION_DENIED. False when there is no such participant.
-    pub fn kick(self: &Arc<Self>, meeting_id: &str, participant_id: &str) -> bool {
-        if let Some(room) = self.room(meeting_id) {
+    /// The user behind a participant of a live room.
+    pub fn user_of(&self, meeting_id: &str, participant_id: &str) -> Option<String> {
+        let room = self.room(meeting_id)?;
+        let state = lock(&room);
+        state.slots.get(participant_id).map(|s| s.user_id.clone())
+    }
+
+    /// Host control: removes every participant of `user_id` (all their
+    /// devices); their streams end with PERMISSION_DENIED and their resume
+    /// tokens stop working. Returns how many were removed.
+    pub fn kick_user(self: &Arc<Self>, meeting_id: &str, user_id: &str) -> usize {
+        let Some(room) = self.room(meeting_id) else {
+            return 0;
+        };
+        let participants: Vec<String> = {
             let mut state = lock(&room);
-            if let Some(user_id) = state.slots.get(participant_id).map(|s| s.user_id.clone()) {
-                state.removed_users.insert(user_id);
-            }
-        }
-        self.remove(
-            meeting_id,
-            participant_id,
-            CloseReason::Kicked,
-            pb::ParticipantLeftReason::Kicked,
-        )
+            state.removed_users.insert(user_id.to_owned());
+            state
+                .slots
+                .iter()
+                .filter(|(_, slot)| slot.user_id == user_id)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        participants
+            .iter()
+            .filter(|participant_id| {
+                self.remove(
+                    meeting_id,
+                    participant_id,
+                    CloseReason::Kicked,
+                    pb::ParticipantLeftReason::Kicked,
+                )
+            })
+            .count()
     }
 
     /// Pushes a room-wide event (meeting status, calls) if the room is live.

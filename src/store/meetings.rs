@@ -56,6 +56,8 @@ pub struct MeetingWithRelation {
     pub meeting: MeetingRecord,
     pub invite_status: Option<String>,
     pub attended: bool,
+    /// The host removed this user from the meeting.
+    pub removed: bool,
 }
 
 impl MeetingWithRelation {
@@ -125,7 +127,8 @@ pub async fn with_relation(
     let sql = format!(
         "SELECT {COLUMNS}, \
            (SELECT i.status FROM meeting_invites i WHERE i.meeting_id = m.id AND i.user_id = $2 LIMIT 1) AS invite_status, \
-           EXISTS (SELECT 1 FROM meeting_participants p WHERE p.meeting_id = m.id AND p.user_id = $2) AS attended \
+           EXISTS (SELECT 1 FROM meeting_participants p WHERE p.meeting_id = m.id AND p.user_id = $2) AS attended, \
+           EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = m.id AND r.user_id = $2) AS removed \
          FROM meetings m WHERE m.id = $1"
     );
     dispatch!(db, pool => {
@@ -134,6 +137,29 @@ pub async fn with_relation(
             .bind(user_id)
             .fetch_optional(pool)
             .await
+    })
+}
+
+/// Records that `by` removed `user_id` from the meeting (idempotent).
+pub async fn record_removal(
+    db: &Db,
+    meeting_id: &str,
+    user_id: &str,
+    by: &str,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query(
+            "INSERT INTO meeting_removals (meeting_id, user_id, removed_by, removed_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (meeting_id, user_id) DO NOTHING",
+        )
+        .bind(meeting_id)
+        .bind(user_id)
+        .bind(by)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ())
     })
 }
 

@@ -144,7 +144,8 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
             let postgres = db
                 .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                 .is_some();
-            db.code().is_some_and(|code| transient_code(&code, postgres))
+            db.code()
+                .is_some_and(|code| transient_code(&code, postgres))
         }
         _ => false,
     }

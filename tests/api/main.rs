@@ -18,6 +18,7 @@ mod grpc_web;
 mod helpers;
 mod lifecycle;
 mod mail_sink;
+mod matrix;
 mod meetings;
 mod notifications;
 mod oauth;

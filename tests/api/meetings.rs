@@ -603,10 +603,12 @@ async fn the_host_updates_fields_named_in_the_mask() {
         "not in the mask, not changed"
     );
     assert_eq!(changed.revision, 1);
+    // One instant, computed once: the RPC may straddle a second.
+    let new_start = at(2 * HOUR);
     let moved = update(
         pb::Meeting {
             id: m.id.clone(),
-            start_time: at(2 * HOUR),
+            start_time: new_start,
             ..Default::default()
         },
         &["start_time"],
@@ -615,7 +617,7 @@ async fn the_host_updates_fields_named_in_the_mask() {
     .await
     .unwrap()
     .into_inner();
-    assert_eq!(moved.start_time, at(2 * HOUR));
+    assert_eq!(moved.start_time, new_start);
     assert_eq!(moved.revision, 2);
     let opened = update(
         pb::Meeting {
@@ -1192,5 +1194,59 @@ async fn deleting_a_host_removes_their_meetings() {
             .await,
         Code::NotFound,
         "MEETING_NOT_FOUND",
+    );
+}
+
+#[tokio::test]
+async fn invitations_are_bounded_per_meeting_and_per_day() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("UNIO_MAX_INVITES_PER_MEETING", "3"),
+        ("UNIO_MAX_INVITES_PER_DAY", "5"),
+    ])
+    .await;
+    let (_, host, _) = app.user("host@example.com").await;
+    let m = create(
+        &app,
+        &host,
+        new_meeting(
+            "Small",
+            HOUR,
+            &["a@x.example", "b@x.example", "c@x.example"],
+        ),
+    )
+    .await;
+    let more = app
+        .meetings()
+        .invite_participants(authed(
+            pb::InviteParticipantsRequest {
+                meeting_id: m.id.clone(),
+                emails: vec!["d@x.example".into()],
+            },
+            &host,
+        ))
+        .await;
+    assert_status(more, Code::ResourceExhausted, "TOO_MANY_INVITES");
+    create(
+        &app,
+        &host,
+        new_meeting("Second", HOUR, &["e@x.example", "f@x.example"]),
+    )
+    .await;
+    // Five sent today: the next one, in any meeting, waits for tomorrow.
+    let third = app
+        .meetings()
+        .create_meeting(authed(new_meeting("Third", HOUR, &["g@x.example"]), &host))
+        .await;
+    let status = assert_status(third, Code::ResourceExhausted, "TOO_MANY_INVITES");
+    use tonic_types::StatusExt;
+    assert!(status.get_error_details().retry_info().is_some());
+    // Nothing was stored or mailed for the refused ones.
+    assert_eq!(invites_of(&app, &host, &m.id).await.len(), 3);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        app.mail
+            .others()
+            .iter()
+            .all(|mail| mail.to != "d@x.example" && mail.to != "g@x.example")
     );
 }

@@ -590,22 +590,23 @@ async fn the_host_removes_a_participant() {
         Code::NotFound,
         "PARTICIPANT_NOT_FOUND",
     );
-    // The kicked participant's resume token is dead.
-    let (_tx, mut again) = open(
-        &app,
-        &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: b.joined.resume_token.clone(),
-            last_sequence: 0,
-        }),
-    )
-    .await
-    .unwrap();
-    assert!(
-        matches!(next(&mut again).await.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED")
+    // The kicked participant's resume token is dead: the removal is checked
+    // before any resume.
+    assert_status(
+        open(
+            &app,
+            &bob,
+            client_event::Event::Join(pb::JoinRoom {
+                meeting_id: meeting.clone(),
+                resume_token: b.joined.resume_token.clone(),
+                last_sequence: 0,
+            }),
+        )
+        .await,
+        Code::PermissionDenied,
+        "REMOVED_BY_HOST",
     );
-    // ... and a fresh join is refused while the room lives.
+    // ... and a fresh join is refused.
     assert_status(
         open(&app, &bob, join(&meeting)).await,
         Code::PermissionDenied,
@@ -962,15 +963,25 @@ async fn late_joiners_see_current_media_state_and_turn_credentials() {
         .iter()
         .find(|s| s.urls[0].starts_with("turn:"))
         .expect("a TURN server");
+    // `<expiry>:<user id>`: the joiner's own id, valid for a while from now.
     let (expiry, user) = turn.username.split_once(':').unwrap();
-    assert!(expiry.parse::<i64>().unwrap() > 0);
-    assert_eq!(
-        user,
-        host_there
-            .user_id
-            .as_str()
-            .replace(&host_there.user_id, user)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expiry = expiry.parse::<i64>().unwrap();
+    assert!(
+        expiry > now + 60 && expiry <= now + 24 * 3600,
+        "{expiry} vs {now}"
     );
+    let bob_there = b
+        .joined
+        .participants
+        .iter()
+        .find(|p| p.participant_id == b.joined.participant_id)
+        .expect("the joiner is in its own list");
+    assert_eq!(user, bob_there.user_id);
+    assert_ne!(user, host_there.user_id);
     assert_eq!(
         turn.credential,
         unio::realtime::ice::turn_password("turn-secret", &turn.username)
@@ -1044,4 +1055,100 @@ async fn resuming_without_a_sequence_replays_what_never_reached_the_client() {
         replayed.sequence > joined.sequence,
         "joined says where the replay starts"
     );
+}
+
+#[tokio::test]
+async fn a_removal_takes_every_device_and_outlives_the_room_and_a_restart() {
+    let app = spawn_app().await;
+    let (meeting, host, bob, _) = setup(&app, pb::JoinPolicy::AnyoneWithLink).await;
+    let a = connect(&app, &host, &meeting).await;
+    let mut phone = connect(&app, &bob, &meeting).await;
+    let mut laptop = connect(&app, &bob, &meeting).await;
+    let remove = |participant: String, token: &str| {
+        let mut client = rooms(&app);
+        let request = authed(
+            pb::RemoveParticipantRequest {
+                meeting_id: meeting.clone(),
+                participant_id: participant,
+            },
+            token,
+        );
+        async move { client.remove_participant(request).await }
+    };
+    assert_status(
+        remove(a.joined.participant_id.clone(), &host).await,
+        Code::FailedPrecondition,
+        "HOST_NOT_REMOVABLE",
+    );
+    remove(phone.joined.participant_id.clone(), &host)
+        .await
+        .unwrap();
+    // Both of bob's devices are cut, not just the one named.
+    for events in [&mut phone.events, &mut laptop.events] {
+        let status = end_of(events).await.unwrap_err();
+        assert_eq!(crate::helpers::reason(&status), "KICKED");
+    }
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The room is empty and the server restarts: the removal holds.
+    let app = app.restart().await;
+    assert_status(
+        open(&app, &bob, join(&meeting)).await,
+        Code::PermissionDenied,
+        "REMOVED_BY_HOST",
+    );
+    assert_status(
+        app.chat()
+            .send_message(authed(
+                pb::SendMessageRequest {
+                    meeting_id: meeting.clone(),
+                    text: "let me back in".into(),
+                    client_message_id: String::new(),
+                },
+                &bob,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "REMOVED_BY_HOST",
+    );
+    assert_status(
+        app.chat()
+            .list_messages(authed(
+                pb::ListMessagesRequest {
+                    meeting_id: meeting.clone(),
+                    ..Default::default()
+                },
+                &bob,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "REMOVED_BY_HOST",
+    );
+    assert_status(
+        unio::proto::pb::file_service_client::FileServiceClient::new(app.channel())
+            .list_files(authed(
+                pb::ListFilesRequest {
+                    meeting_id: meeting.clone(),
+                    ..Default::default()
+                },
+                &bob,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "REMOVED_BY_HOST",
+    );
+    assert_status(
+        app.meetings()
+            .get_meeting(authed(
+                pb::GetMeetingRequest {
+                    meeting_id: meeting.clone(),
+                },
+                &bob,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "REMOVED_BY_HOST",
+    );
+    // The host still gets in.
+    connect(&app, &host, &meeting).await;
 }
