@@ -45,6 +45,8 @@ pub struct OidcProviderConfig {
 pub struct Limits {
     pub max_avatar_bytes: usize,
     pub max_file_bytes: u64,
+    /// Sign-ups per minute per client address (each mails an address).
+    pub signups_per_minute: u32,
     /// Calls that may wait for a password hash before more are shed.
     pub max_hash_queue: usize,
     /// Unauthenticated calls per second per client address (bursts of 3×).
@@ -412,6 +414,7 @@ impl Config {
                 },
                 max_avatar_bytes,
                 max_hash_queue: count("UNIO_MAX_HASH_QUEUE", 64)?,
+                signups_per_minute: rate("UNIO_SIGNUP_RATE", 10)?,
                 public_calls_per_second: rate("UNIO_PUBLIC_RATE", 10)?,
                 chat_messages_per_second: rate("UNIO_CHAT_RATE", 5)?,
                 max_uploads_per_user: count("UNIO_MAX_UPLOADS_PER_USER", 4)?,

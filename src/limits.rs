@@ -39,6 +39,14 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
             .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 
+    /// `rate` events per minute sustained, bursts of `burst`.
+    pub fn per_minute(rate: u32, burst: u32) -> Self {
+        let quota = Quota::per_minute(nonzero(rate)).allow_burst(nonzero(burst));
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+        }
+    }
+
     /// Drops the keys whose state is back to full capacity.
     pub fn forget_idle(&self) {
         self.limiter.retain_recent();
@@ -116,6 +124,8 @@ pub struct Limiters {
     /// Unauthenticated calls (sign-up, login, OAuth, verification) per
     /// client address: each may cost a password hash or a stored row.
     pub public: KeyedLimit<IpAddr>,
+    /// Sign-ups per client address: each mails a stranger's address.
+    pub signups: KeyedLimit<IpAddr>,
     /// Chat messages per (user, meeting), over ChatService and every room
     /// session of the user alike.
     pub chat: KeyedLimit<(String, String)>,
@@ -133,6 +143,7 @@ impl Limiters {
         let chat = limits.chat_messages_per_second;
         Self {
             public: KeyedLimit::per_second(public, public.saturating_mul(3)),
+            signups: KeyedLimit::per_minute(limits.signups_per_minute, limits.signups_per_minute),
             chat: KeyedLimit::per_second(chat, chat.saturating_mul(2)),
             uploads: Slots::new(limits.max_uploads_per_user),
             downloads: Slots::new(limits.max_downloads_per_user),
@@ -144,6 +155,7 @@ impl Limiters {
 
     pub fn forget_idle(&self) {
         self.public.forget_idle();
+        self.signups.forget_idle();
         self.chat.forget_idle();
     }
 }

@@ -41,6 +41,7 @@ impl Server {
             // The load comes from one address and one user: measure the
             // server's path, not its per-address and per-user limits.
             .env("UNIO_PUBLIC_RATE", "100000")
+            .env("UNIO_SIGNUP_RATE", "100000")
             .env("UNIO_CHAT_RATE", "100000");
         for (key, value) in extra_env {
             command.env(key, value);

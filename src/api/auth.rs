@@ -106,6 +106,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::StartOAuthRequest>,
     ) -> Result<Response<pb::StartOAuthResponse>, Status> {
+        let client = client_address(&request);
         let pb::StartOAuthRequest {
             provider,
             redirect_uri,
@@ -114,7 +115,7 @@ impl AuthService for AuthApi {
         let (authorization_url, state) = self
             .state
             .oauth
-            .start(&self.state.db, provider, redirect_uri.trim())
+            .start(&self.state.db, provider, redirect_uri.trim(), client)
             .await?;
         Ok(Response::new(pb::StartOAuthResponse {
             authorization_url,
@@ -167,6 +168,10 @@ impl AuthService for AuthApi {
         };
         let signed_in =
             oauth::sign_in(&self.state.accounts, &self.state.db, provider, &claims).await?;
+        if signed_in.revoked_others {
+            // Whoever held the account before must not hear what it now gets.
+            self.state.inbox.close_user(&signed_in.user.id);
+        }
         super::deliver(&self.state, &signed_in.notices);
         Ok(Response::new(convert::auth_response(
             &signed_in.user,

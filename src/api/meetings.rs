@@ -28,6 +28,7 @@ use crate::{
     state::AppState,
     store::{
         invites::{self, InviteScope, Invitee},
+        ledger,
         meetings::{self, ListFilter, MeetingChanges, MeetingRecord, NewMeeting, Scope},
         participants,
         users::{self, UserRecord},
@@ -188,21 +189,32 @@ impl MeetingApi {
     }
 
     /// The caller's own account (hosts need their address and name).
-    /// Each invitation may be an email to anyone: a meeting holds at most
-    /// `UNIO_MAX_INVITES_PER_MEETING`, and one host sends at most
-    /// `UNIO_MAX_INVITES_PER_DAY` a day (checked for `adding` more; an
-    /// address already invited counts again, so the check errs low).
+    /// Each invitation may be an email to anyone, so inviting is bounded:
+    /// only a host who proved their own address invites; a meeting holds at
+    /// most `UNIO_MAX_INVITES_PER_MEETING`; one host sends at most
+    /// `UNIO_MAX_INVITES_PER_DAY` a day, counted in a ledger that deleting
+    /// meetings does not reset (an address invited again counts again, so
+    /// the check errs low).
     async fn check_invite_limits(
         &self,
-        caller: &Caller,
+        me: &UserRecord,
         meeting_id: &str,
         adding: usize,
     ) -> Result<(), AppError> {
+        if adding == 0 {
+            return Ok(());
+        }
+        if !me.email_verified {
+            return Err(AppError::FailedPrecondition {
+                reason: "EMAIL_NOT_VERIFIED",
+                message: "verify your own email address before inviting others \
+                          (see SendVerificationEmail)"
+                    .into(),
+            });
+        }
         let limits = &self.state.config.limits;
-        let day_ago = now_micros() - 86_400_000_000;
-        let (in_meeting, today) =
-            invites::counts(&self.state.db, meeting_id, &caller.user_id, day_ago).await?;
         let adding = adding as i64;
+        let in_meeting = invites::count_in_meeting(&self.state.db, meeting_id).await?;
         if in_meeting + adding > limits.max_invites_per_meeting {
             return Err(AppError::ResourceExhausted {
                 reason: "TOO_MANY_INVITES",
@@ -213,14 +225,27 @@ impl MeetingApi {
                 retry_after: None,
             });
         }
-        if today + adding > limits.max_invites_per_day {
+        let now = now_micros();
+        let day = 86_400_000_000;
+        let spent = ledger::spend(
+            &self.state.db,
+            &format!("invites:{}", me.id),
+            adding,
+            limits.max_invites_per_day,
+            day,
+            &me.id,
+            now,
+        )
+        .await?;
+        if let Err(free_at) = spent {
+            let wait = std::time::Duration::from_secs(((free_at - now) / 1_000_000).max(1) as u64);
             return Err(AppError::ResourceExhausted {
                 reason: "TOO_MANY_INVITES",
                 message: format!(
                     "you may send at most {} invitations a day; try again later",
                     limits.max_invites_per_day
                 ),
-                retry_after: Some(std::time::Duration::from_secs(3600)),
+                retry_after: Some(wait),
             });
         }
         Ok(())
@@ -340,8 +365,7 @@ impl MeetingService for MeetingApi {
             join_policy: policy,
             now,
         };
-        self.check_invite_limits(&caller, &id, invitees.len())
-            .await?;
+        self.check_invite_limits(&me, &id, invitees.len()).await?;
         let draft = Draft::invite(&id, title.as_str(), &me.display_name).mailed();
         let (record, _, notices) = meetings::create(&self.state.db, &new, &invitees, &draft)
             .await
@@ -628,7 +652,7 @@ impl MeetingService for MeetingApi {
                 email_key: email.key(),
             })
             .collect();
-        self.check_invite_limits(&caller, &loaded.record.id, invitees.len())
+        self.check_invite_limits(&me, &loaded.record.id, invitees.len())
             .await?;
         let draft =
             Draft::invite(&loaded.record.id, &loaded.record.title, &me.display_name).mailed();

@@ -197,6 +197,12 @@ impl NotificationService for NotificationApi {
         if title.chars().any(char::is_control) {
             v.add("title", "must not contain control characters");
         }
+        if title.chars().any(crate::domain::is_bidi_control) {
+            v.add(
+                "title",
+                "must not contain bidirectional override characters",
+            );
+        }
         let body = r.body.trim();
         if body.chars().count() > MAX_BODY_CHARS {
             v.add(

@@ -203,6 +203,10 @@ impl UserService for UserApi {
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
             })?;
+        if !updated.is_active {
+            // A deactivated user's live notification watches end now.
+            self.state.inbox.close_user(&updated.id);
+        }
         Ok(Response::new(convert::user(&updated, UserView::Full)))
     }
 
@@ -271,6 +275,7 @@ impl UserService for UserApi {
             let _ = self.state.blobs.delete(&key).await;
             let _ = self.state.blobs.delete_temp(&key).await;
         }
+        self.state.inbox.close_user(&deleted.id);
         tracing::info!(user_id = %deleted.id, by = %caller.user_id, "user deleted");
         Ok(Response::new(pb::DeleteUserResponse {}))
     }

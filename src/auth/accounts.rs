@@ -31,6 +31,9 @@ pub struct SignedIn {
     pub user: UserRecord,
     pub tokens: Tokens,
     pub notices: Vec<NotificationRecord>,
+    /// Signing in revoked every other session of the user (a verified
+    /// identity claimed the address): their live streams must end.
+    pub revoked_others: bool,
 }
 
 /// A signed access token with the refresh token that renews it.
@@ -116,7 +119,7 @@ impl Accounts {
             now,
         };
         let (token, token_hash) = tokens::new_verification_token();
-        let (subject, body) = verification::mail(&self.public_url, &token, display_name.as_str());
+        let (subject, body) = verification::mail(&self.public_url, &token);
         let link = NewLink {
             token_hash: &token_hash,
             expires_at: now + micros(verification::TOKEN_TTL),
@@ -138,6 +141,7 @@ impl Accounts {
                     user: record,
                     tokens,
                     notices: Vec::new(),
+                    revoked_others: false,
                 })
             }
             Err(EmailTaken) => Err(AppError::AlreadyExists {
@@ -161,10 +165,14 @@ impl Accounts {
         let address = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let pair_key = format!("pair:{}|{address}", email.key());
         let account_key = format!("email:{}", email.key());
-        let mut keys = vec![
-            (pair_key.clone(), throttle::PAIR),
-            (account_key.clone(), throttle::ACCOUNT),
-        ];
+        let mut keys = vec![(pair_key.clone(), throttle::PAIR)];
+        // The per-email key spares the owner's known places: a guesser
+        // elsewhere must not be able to keep the owner out.
+        let known =
+            client.is_some() && throttle_store::is_known(&self.db, email.key(), &address).await?;
+        if !known {
+            keys.push((account_key.clone(), throttle::ACCOUNT));
+        }
         let address_key = client.map(|_| (format!("addr:{address}"), throttle::ADDRESS));
         keys.extend(address_key.clone());
         if let Err(retry_at) = throttle_store::claim(&self.db, &keys, now).await? {
@@ -193,8 +201,14 @@ impl Accounts {
                 "this account has been deactivated by an administrator",
             ));
         }
-        throttle_store::succeeded(&self.db, &[pair_key, account_key], address_key.as_slice())
-            .await?;
+        throttle_store::succeeded(
+            &self.db,
+            &[pair_key, account_key],
+            address_key.as_slice(),
+            client.map(|_| (email.key(), address.as_str())),
+            now,
+        )
+        .await?;
         // Invites that raced this account's verification are bound now.
         let notices = if user.email_verified {
             invites::bind_to_user(&self.db, &user.id, email.key(), now).await?
@@ -206,6 +220,7 @@ impl Accounts {
             user,
             tokens,
             notices,
+            revoked_others: false,
         })
     }
 
@@ -220,7 +235,14 @@ impl Accounts {
             refresh_expires_at,
             now,
         };
-        sessions::create(&self.db, &user.id, &session).await?;
+        if !sessions::create(&self.db, &user.id, user.credential_epoch, &session).await? {
+            // The account changed (claimed, re-passworded, deactivated)
+            // between checking the credentials and now.
+            return Err(AppError::unauthenticated(
+                "CREDENTIALS_CHANGED",
+                "the account's sign-in methods changed meanwhile; sign in again",
+            ));
+        }
         Ok(Tokens {
             access: self
                 .keys
@@ -342,6 +364,21 @@ impl Accounts {
         let user = users::find_by_id(&self.db, &caller.user_id)
             .await?
             .ok_or_else(revoked)?;
+        // Each check costs a hash, and a stolen access token must not be a
+        // way to guess the password: throttled like a login, per user.
+        let key = vec![(format!("chpw:{}", user.id), throttle::PAIR)];
+        let now = now_micros();
+        if let Err(retry_at) = throttle_store::claim(&self.db, &key, now).await? {
+            let wait = Duration::from_secs(((retry_at - now) as u64).div_ceil(1_000_000).max(1));
+            return Err(AppError::ResourceExhausted {
+                reason: "TOO_MANY_PASSWORD_ATTEMPTS",
+                message: format!(
+                    "too many wrong current passwords; try again in {} seconds",
+                    wait.as_secs()
+                ),
+                retry_after: Some(wait),
+            });
+        }
         // Accounts created through Google or Microsoft may set a first
         // password with an empty current one.
         let allowed = match user.password_hash.as_deref() {
@@ -354,8 +391,23 @@ impl Accounts {
                 "is not your current password",
             ));
         }
+        throttle_store::succeeded(&self.db, &[key[0].0.clone()], &[], None, now).await?;
         let hash = self.passwords.hash(new_password).await?;
-        users::set_password(&self.db, &user.id, &hash, &caller.session_id, now_micros()).await?;
+        let changed = users::set_password(
+            &self.db,
+            &user.id,
+            &hash,
+            &caller.session_id,
+            user.credential_epoch,
+            now_micros(),
+        )
+        .await?;
+        if !changed {
+            return Err(AppError::unauthenticated(
+                "CREDENTIALS_CHANGED",
+                "the account's sign-in methods changed meanwhile; sign in again",
+            ));
+        }
         Ok(())
     }
 
@@ -409,7 +461,7 @@ impl Accounts {
             .ok_or_else(revoked)?;
         let now = now_micros();
         let (token, token_hash) = tokens::new_verification_token();
-        let (subject, body) = verification::mail(&self.public_url, &token, &user.display_name);
+        let (subject, body) = verification::mail(&self.public_url, &token);
         let expires_at = now + micros(verification::TOKEN_TTL);
         let link = NewLink {
             token_hash: &token_hash,
@@ -436,6 +488,11 @@ impl Accounts {
                 })
             }
             Requested::UnknownUser => Err(revoked()),
+            Requested::AddressFull => Err(AppError::ResourceExhausted {
+                reason: "TOO_MANY_VERIFICATION_EMAILS",
+                message: "this address got its verification emails for today; try tomorrow".into(),
+                retry_after: Some(Duration::from_secs(3600)),
+            }),
         }
     }
 }

@@ -114,8 +114,15 @@ where
         let path = request.uri().path();
         if is_public(path) {
             // Health checks and reflection cost nothing; our public methods may.
+            let signup = path == "/unio.v1.AuthService/SignUp";
             if let (true, Some(address)) = (PUBLIC_METHODS.contains(&path), address)
-                && let Err(wait) = self.limits.public.check(&address)
+                && let Err(wait) = self.limits.public.check(&address).and_then(|()| {
+                    if signup {
+                        self.limits.signups.check(&address)
+                    } else {
+                        Ok(())
+                    }
+                })
             {
                 let err = AppError::ResourceExhausted {
                     reason: "TOO_MANY_REQUESTS",

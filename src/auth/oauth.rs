@@ -37,9 +37,11 @@ use oauth2::{
 
 /// How long a started sign-in may take.
 const STATE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-/// Started sign-ins kept at most: each is a row anyone may create, so a
-/// flood from many addresses fills this, not the disk.
-const MAX_PENDING_SIGN_INS: i64 = 10_000;
+/// Started sign-ins kept at most per client address, and in all: each is
+/// a row anyone may create. One address cannot fill the table for
+/// everyone; a flood from very many addresses fills it, not the disk.
+const MAX_PENDING_PER_CLIENT: i64 = 50;
+const MAX_PENDING_SIGN_INS: i64 = 100_000;
 
 /// The `id_token` an OpenID Connect token endpoint adds to the response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +186,7 @@ impl OAuth {
         db: &Db,
         kind: AuthProvider,
         redirect_uri: &str,
+        client_address: Option<std::net::IpAddr>,
     ) -> Result<(String, String), AppError> {
         let provider = self.provider(kind)?;
         if !self
@@ -221,7 +224,8 @@ impl OAuth {
             &pending,
             now + micros(STATE_TTL),
             now,
-            MAX_PENDING_SIGN_INS,
+            &client_address.map(|ip| ip.to_string()).unwrap_or_default(),
+            (MAX_PENDING_PER_CLIENT, MAX_PENDING_SIGN_INS),
         )
         .await?;
         if !saved {
@@ -327,8 +331,13 @@ pub async fn sign_in(
         display_name: display_name.as_str(),
     };
     let now = now_micros();
-    let (user, notices) = match identities::resolve(db, &identity, &new_id(), now).await {
-        Ok(Resolution::SignedIn { user, notices, .. }) => (*user, notices),
+    let (user, notices, claimed) = match identities::resolve(db, &identity, &new_id(), now).await {
+        Ok(Resolution::SignedIn {
+            user,
+            notices,
+            claimed,
+            ..
+        }) => (*user, notices, claimed),
         Ok(Resolution::Disabled) => {
             return Err(AppError::unauthenticated(
                 "ACCOUNT_DISABLED",
@@ -359,6 +368,7 @@ pub async fn sign_in(
         user,
         tokens,
         notices,
+        revoked_others: claimed,
     })
 }
 

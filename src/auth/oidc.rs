@@ -252,7 +252,10 @@ impl Provider {
                     .flatten()
             })
             .ok_or_else(|| invalid_token("it carries no email (request the `email` scope)"))?;
-        let email_verified = truthy(&claims.email_verified) || truthy(&claims.xms_edov);
+        // A vouch is for the `email` claim: a `preferred_username` (a UPN,
+        // which need not be a mailbox at all) is never taken as verified.
+        let email_verified =
+            claims.email.is_some() && (truthy(&claims.email_verified) || truthy(&claims.xms_edov));
         Ok(IdentityClaims {
             subject: claims.sub,
             email,

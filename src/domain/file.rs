@@ -26,13 +26,20 @@ pub fn sanitize_filename(raw: &str) -> String {
         .filter(|c| !c.is_control() && !is_format(*c))
         .collect();
     // Leading dots hide files; trailing dots and spaces vanish on Windows,
-    // turning "x.exe." into "x.exe" after our extension check.
-    let mut name = cleaned
-        .trim()
-        .trim_start_matches('.')
-        .trim_end_matches(['.', ' '])
-        .trim()
-        .to_owned();
+    // turning "x.exe." into "x.exe" after our extension check. Trimmed until
+    // nothing changes: ". .html" must not end as ".html".
+    let mut name = cleaned;
+    loop {
+        let trimmed = name
+            .trim()
+            .trim_start_matches('.')
+            .trim_end_matches(['.', ' '])
+            .to_owned();
+        if trimmed == name {
+            break;
+        }
+        name = trimmed;
+    }
     if name.len() > MAX_NAME_BYTES {
         let mut cut = MAX_NAME_BYTES;
         while !name.is_char_boundary(cut) {
@@ -40,7 +47,7 @@ pub fn sanitize_filename(raw: &str) -> String {
         }
         name.truncate(cut);
     }
-    let name = name.trim_end_matches(['.', ' ']).to_owned();
+    let name = name.trim_end_matches(['.', ' ']).trim_end().to_owned();
     if name.is_empty() {
         "file".to_owned()
     } else {
@@ -51,10 +58,10 @@ pub fn sanitize_filename(raw: &str) -> String {
 /// The lower-case extension of a (sanitised) name, without the dot; empty
 /// when there is none.
 pub fn extension(name: &str) -> String {
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
-        _ => String::new(),
-    }
+    // A name that is all extension (".html") still has one.
+    name.rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// Extensions each sniffed type may carry (none is always fine).
@@ -349,6 +356,14 @@ mod tests {
     fn trailing_dots_and_spaces_go() {
         assert_eq!(sanitize_filename("x.exe."), "x.exe");
         assert_eq!(sanitize_filename("x.html . ."), "x.html");
+        for sneaky in [". .html", ".\u{a0}.svg", " . . .hta", "..\u{2003}.js"] {
+            let name = sanitize_filename(sneaky);
+            assert!(!name.starts_with('.'), "{sneaky:?} became {name:?}");
+            // Either no extension is left ("html"), or it is checked.
+            let accepted = sniff(b"<script>alert(1)</script>", &name, true).is_ok();
+            assert!(!accepted || extension(&name).is_empty(), "{name}");
+        }
+        assert_eq!(extension(".html"), "html");
         assert_eq!(extension("x.exe"), "exe");
         assert_eq!(extension("archive.tar.GZ"), "gz");
         assert_eq!(extension("noext"), "");

@@ -138,6 +138,13 @@ pub fn reminder_key(meeting_id: &str, user_id: &str, start_at: Micros) -> String
     format!("reminder:{meeting_id}:{user_id}:{start_at}")
 }
 
+/// The key that makes an email reminder to an address without an account
+/// happen once per meeting, whatever the start time: rescheduling must not
+/// be a way to mail strangers again and again.
+pub fn email_reminder_key(meeting_id: &str, address: &str) -> String {
+    format!("reminder:{meeting_id}:email:{}", address.to_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

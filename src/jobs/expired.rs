@@ -8,10 +8,14 @@ use std::time::Duration;
 use crate::{
     domain::{throttle, time::now_micros},
     limits::Limiters,
-    store::{Db, identities, throttle as throttle_store, verifications},
+    store::{Db, identities, ledger, throttle as throttle_store, verifications},
 };
 
 const SWEEP: Duration = Duration::from_secs(60);
+/// Every ledger counts over a day at most.
+const LEDGER_WINDOW: i64 = 86_400_000_000;
+/// A place the owner signed in from stays known this long (90 days).
+const KNOWN_FOR: i64 = 90 * 86_400_000_000;
 
 /// One sweep; returns how many rows went.
 pub async fn sweep_once(db: &Db, limits: &Limiters) -> Result<u64, sqlx::Error> {
@@ -23,7 +27,9 @@ pub async fn sweep_once(db: &Db, limits: &Limiters) -> Result<u64, sqlx::Error> 
         .max(throttle::ACCOUNT.window);
     Ok(throttle_store::sweep(db, now, window).await?
         + identities::sweep_states(db, now).await?
-        + verifications::sweep(db, now).await?)
+        + verifications::sweep(db, now).await?
+        + ledger::sweep(db, now, LEDGER_WINDOW).await?
+        + throttle_store::sweep_known(db, now - KNOWN_FOR).await?)
 }
 
 /// Runs until the task is aborted.

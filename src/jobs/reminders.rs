@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::{
     api::convert_notification,
     domain::{
-        notification::{Draft, reminder_key},
+        notification::{Draft, email_reminder_key, reminder_key},
         time::{micros, now_micros},
     },
     state::AppState,
@@ -45,11 +45,7 @@ pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, sqlx:
     {
         let minutes = ((start_at - now) / 60_000_000).max(0) + 1;
         let draft = Draft::reminder(&meeting_id, &title, minutes);
-        let key = reminder_key(
-            &meeting_id,
-            &format!("email:{}", email.to_lowercase()),
-            start_at,
-        );
+        let key = email_reminder_key(&meeting_id, &email);
         if mail::enqueue_once(&state.db, &email, &draft, &key, start_at, now).await? {
             count += 1;
         }

@@ -32,6 +32,8 @@ struct Watcher {
     id: u64,
     tx: mpsc::Sender<pb::Notification>,
     fell_behind: Arc<AtomicBool>,
+    /// Set when the watch ends because its user's sessions were revoked.
+    revoked: Arc<AtomicBool>,
 }
 
 pub struct Inbox {
@@ -61,6 +63,7 @@ impl Inbox {
         let (tx, rx) = mpsc::channel(QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let fell_behind = Arc::new(AtomicBool::new(false));
+        let revoked = Arc::new(AtomicBool::new(false));
         lock(&self.watchers)
             .entry(user_id.to_owned())
             .or_default()
@@ -68,6 +71,7 @@ impl Inbox {
                 id,
                 tx,
                 fell_behind: fell_behind.clone(),
+                revoked: revoked.clone(),
             });
         InboxStream {
             rx,
@@ -75,6 +79,7 @@ impl Inbox {
             user_id: user_id.to_owned(),
             id,
             fell_behind,
+            revoked,
             heartbeat: Box::pin(tokio::time::sleep(self.heartbeat)),
             done: false,
         }
@@ -104,6 +109,17 @@ impl Inbox {
         }
     }
 
+    /// Ends every watch of `user_id` with UNAUTHENTICATED: every session of
+    /// the user was revoked (an address claimed, the account deactivated
+    /// or deleted). Called before anything new is published to the user.
+    pub fn close_user(&self, user_id: &str) {
+        if let Some(list) = lock(&self.watchers).remove(user_id) {
+            for watcher in list {
+                watcher.revoked.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Ends every watch (server shutdown).
     pub fn close_all(&self) {
         self.closing.store(true, Ordering::Relaxed);
@@ -127,6 +143,7 @@ pub struct InboxStream {
     user_id: String,
     id: u64,
     fell_behind: Arc<AtomicBool>,
+    revoked: Arc<AtomicBool>,
     heartbeat: Pin<Box<Sleep>>,
     done: bool,
 }
@@ -147,6 +164,13 @@ impl Stream for InboxStream {
             }
             Poll::Ready(None) => {
                 this.done = true;
+                if this.revoked.load(Ordering::Relaxed) {
+                    return Poll::Ready(Some(Err(AppError::unauthenticated(
+                        "TOKEN_REVOKED",
+                        "your sessions were revoked; sign in again",
+                    )
+                    .into())));
+                }
                 let message = if this.fell_behind.load(Ordering::Relaxed) {
                     "fell behind; call ListNotifications for what you missed, then watch again"
                 } else {

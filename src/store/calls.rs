@@ -66,7 +66,7 @@ pub async fn create(
     let answered = (status == CallStatus::Active).then_some(now);
     dispatch_write!(db, tx => {
         if let Some(callee) = callee_id {
-            sqlx::query("UPDATE users SET id = id WHERE id = $1")
+            sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
                 .bind(callee)
                 .execute(&mut *tx)
                 .await?;

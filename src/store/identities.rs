@@ -18,8 +18,10 @@ pub struct PendingSignIn {
     pub nonce: String,
 }
 
-/// Remembers a started sign-in, unless `max_pending` sign-ins are already
-/// waiting (false then: nothing stored).
+/// Remembers a started sign-in, unless `client_key` already has
+/// `max_per_client` waiting or `max_pending` wait in all (false then:
+/// nothing stored).
+#[allow(clippy::too_many_arguments)]
 pub async fn save_state(
     db: &Db,
     state_hash: &str,
@@ -27,22 +29,26 @@ pub async fn save_state(
     pending: &PendingSignIn,
     expires_at: Micros,
     now: Micros,
-    max_pending: i64,
+    client_key: &str,
+    (max_per_client, max_pending): (i64, i64),
 ) -> Result<bool, sqlx::Error> {
     dispatch_write!(db, tx => {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let (pending_now,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM oauth_states")
-            .fetch_one(&mut *tx)
-            .await?;
-        if pending_now >= max_pending {
+        let (pending_now, from_client): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN client_key = $1 THEN 1 ELSE 0 END), 0) FROM oauth_states",
+        )
+        .bind(client_key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending_now >= max_pending || from_client >= max_per_client {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO oauth_states (state_hash, provider, redirect_uri, pkce_verifier, nonce, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO oauth_states (state_hash, provider, redirect_uri, pkce_verifier, nonce, expires_at, client_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(state_hash)
         .bind(provider.as_str())
@@ -50,6 +56,7 @@ pub async fn save_state(
         .bind(&pending.pkce_verifier)
         .bind(&pending.nonce)
         .bind(expires_at)
+        .bind(client_key)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -115,6 +122,9 @@ pub enum Resolution {
     SignedIn {
         user: Box<UserRecord>,
         created: bool,
+        /// A verified identity claimed the account: every earlier session
+        /// is revoked.
+        claimed: bool,
         notices: Vec<NotificationRecord>,
     },
     /// An account has this email, but the provider does not vouch for it.
@@ -122,7 +132,7 @@ pub enum Resolution {
 }
 
 const USER_COLUMNS: &str = "u.id, u.email, u.email_key, u.display_name, u.password_hash, u.role, u.auth_provider, \
-     u.is_active, u.avatar_key, u.avatar_content_type, u.created_at, u.updated_at, u.email_verified";
+     u.is_active, u.avatar_key, u.avatar_content_type, u.created_at, u.updated_at, u.email_verified, u.credential_epoch";
 
 /// Removes the identities of `$1` whose provider did not vouch for the
 /// address.
@@ -138,11 +148,14 @@ pub(super) const DELETE_UNVERIFIED_IDENTITIES: &str =
 macro_rules! claim_in {
     ($tx:expr, $user:expr, $now:expr) => {{
         let user: &UserRecord = $user;
-        sqlx::query("UPDATE users SET password_hash = NULL, updated_at = $2 WHERE id = $1")
-            .bind(&user.id)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = NULL, updated_at = $2, \
+             credential_epoch = credential_epoch + 1 WHERE id = $1",
+        )
+        .bind(&user.id)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
         sqlx::query(DELETE_UNVERIFIED_IDENTITIES)
             .bind(&user.id)
             .execute(&mut *$tx)
@@ -207,7 +220,7 @@ pub async fn resolve(
                 && user.email_key == identity.email_key;
             if !claims_now {
                 tx.commit().await?;
-                return Ok(Resolution::SignedIn { user: Box::new(user), created: false, notices: Vec::new() });
+                return Ok(Resolution::SignedIn { user: Box::new(user), created: false, claimed: false, notices: Vec::new() });
             }
             sqlx::query(
                 "UPDATE user_identities SET email_verified = TRUE WHERE provider = $1 AND subject = $2",
@@ -219,7 +232,7 @@ pub async fn resolve(
             let notices = claim_in!(tx, &user, now);
             let user = reload!(tx, &user.id);
             tx.commit().await?;
-            return Ok(Resolution::SignedIn { user: Box::new(user), created: false, notices });
+            return Ok(Resolution::SignedIn { user: Box::new(user), created: false, claimed: true, notices });
         }
         let by_email = sqlx::query_as::<_, UserRecord>(&format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"
@@ -227,14 +240,14 @@ pub async fn resolve(
         .bind(identity.email_key)
         .fetch_optional(&mut *tx)
         .await?;
-        let (user_id, created, notices) = match by_email {
+        let (user_id, created, claimed, notices) = match by_email {
             Some(user) if !user.is_active => return Ok(Resolution::Disabled),
             Some(_) if !identity.email_verified => return Ok(Resolution::EmailNotVerified),
             // Both proved the address: the same person.
-            Some(user) if user.email_verified => (user.id, false, Vec::new()),
+            Some(user) if user.email_verified => (user.id, false, false, Vec::new()),
             Some(user) => {
                 let notices = claim_in!(tx, &user, now);
-                (user.id, false, notices)
+                (user.id, false, true, notices)
             }
             None => {
                 let inserted = sqlx::query(
@@ -257,7 +270,7 @@ pub async fn resolve(
                     return Err(if is_unique_violation(&err) { sqlx::Error::PoolTimedOut } else { err });
                 }
                 let notices = invites::bind_in!(tx, new_user_id, identity.email_key, now);
-                (new_user_id.to_owned(), true, notices)
+                (new_user_id.to_owned(), true, false, notices)
             }
         };
         sqlx::query(
@@ -274,6 +287,6 @@ pub async fn resolve(
         .await?;
         let user = reload!(tx, &user_id);
         tx.commit().await?;
-        Ok(Resolution::SignedIn { user: Box::new(user), created, notices })
+        Ok(Resolution::SignedIn { user: Box::new(user), created, claimed, notices })
     })
 }

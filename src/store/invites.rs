@@ -174,30 +174,15 @@ pub async fn invite(
     })
 }
 
-/// Invitations `meeting_id` holds (zero for a new meeting), and those
-/// created in meetings of `host_id` since `since`: what the invitation
-/// limits count.
-pub async fn counts(
-    db: &Db,
-    meeting_id: &str,
-    host_id: &str,
-    since: Micros,
-) -> Result<(i64, i64), sqlx::Error> {
+/// Invitations `meeting_id` holds (zero for a new meeting).
+pub async fn count_in_meeting(db: &Db, meeting_id: &str) -> Result<i64, sqlx::Error> {
     dispatch!(db, pool => {
-        let (in_meeting,): (i64,) =
+        let (count,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM meeting_invites WHERE meeting_id = $1")
                 .bind(meeting_id)
                 .fetch_one(pool)
                 .await?;
-        let (recent,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM meeting_invites i JOIN meetings m ON m.id = i.meeting_id \
-             WHERE m.host_id = $1 AND i.created_at > $2",
-        )
-        .bind(host_id)
-        .bind(since)
-        .fetch_one(pool)
-        .await?;
-        Ok((in_meeting, recent))
+        Ok(count)
     })
 }
 

@@ -84,7 +84,8 @@ pub async fn mark_failed(
     dispatch!(db, pool => {
         sqlx::query(
             "UPDATE mail_outbox SET attempts = CASE WHEN $3 IS NULL THEN $4 ELSE attempts + 1 END, \
-             next_attempt_at = COALESCE($3, next_attempt_at), last_error = $2 WHERE id = $1",
+             next_attempt_at = COALESCE($3, next_attempt_at), last_error = $2, \
+             body = CASE WHEN $3 IS NULL THEN '' ELSE body END WHERE id = $1",
         )
         .bind(id)
         .bind(error)

@@ -251,7 +251,8 @@ pub async fn transition(
         let mut notices = Vec::new();
         if let Some(draft) = notify {
             let recipients: Vec<(Option<String>, String)> = sqlx::query_as(
-                "SELECT user_id, email FROM meeting_invites WHERE meeting_id = $1 AND status <> 'declined'",
+                "SELECT i.user_id, i.email FROM meeting_invites i WHERE i.meeting_id = $1 AND i.status <> 'declined' \
+                 AND NOT EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = i.meeting_id AND r.user_id = i.user_id)",
             )
             .bind(meeting_id)
             .fetch_all(&mut *tx)
@@ -329,6 +330,7 @@ pub async fn list_for_user(
          WHERE (($2 IN ('any', 'hosted') AND m.host_id = $1) \
              OR ($2 IN ('any', 'invited') AND EXISTS (SELECT 1 FROM meeting_invites i WHERE i.meeting_id = m.id AND i.user_id = $1)) \
              OR ($2 = 'any' AND EXISTS (SELECT 1 FROM meeting_participants p WHERE p.meeting_id = m.id AND p.user_id = $1))) \
+           AND (m.host_id = $1 OR NOT EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = m.id AND r.user_id = $1)) \
            AND m.start_at >= $3 AND m.start_at < $4 \
            AND (m.start_at > $5 OR (m.start_at = $5 AND m.id > $6)) {statuses} \
          ORDER BY m.start_at, m.id LIMIT $7"
@@ -365,6 +367,7 @@ pub async fn history_for_user(
            AND (m.host_id = $1 \
              OR EXISTS (SELECT 1 FROM meeting_invites i WHERE i.meeting_id = m.id AND i.user_id = $1) \
              OR EXISTS (SELECT 1 FROM meeting_participants p WHERE p.meeting_id = m.id AND p.user_id = $1)) \
+           AND (m.host_id = $1 OR NOT EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = m.id AND r.user_id = $1)) \
            AND (m.start_at < $2 OR (m.start_at = $2 AND m.id < $3)) \
          ORDER BY m.start_at DESC, m.id DESC LIMIT $4"
     );

@@ -17,6 +17,7 @@ pub mod chat;
 pub mod files;
 pub mod identities;
 pub mod invites;
+pub mod ledger;
 pub mod mail;
 pub mod meetings;
 pub mod notifications;

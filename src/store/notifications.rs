@@ -219,7 +219,8 @@ pub async fn reminder_candidates(
          SELECT m.id, m.title, m.start_at, i.user_id FROM meetings m \
          JOIN meeting_invites i ON i.meeting_id = m.id \
          WHERE m.status = 'scheduled' AND m.start_at > $1 AND m.start_at <= $2 \
-           AND i.user_id IS NOT NULL AND i.status <> 'declined'";
+           AND i.user_id IS NOT NULL AND i.status <> 'declined' \
+           AND NOT EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = m.id AND r.user_id = i.user_id)";
     dispatch!(db, pool => {
         sqlx::query_as(SQL)
             .bind(now)

@@ -22,15 +22,33 @@ pub struct NewSession<'a> {
     pub now: Micros,
 }
 
-pub async fn create(db: &Db, user_id: &str, session: &NewSession<'_>) -> Result<(), sqlx::Error> {
+/// Opens a session for `user_id` if the account is active and its ways in
+/// are as they were when the caller checked the credentials
+/// (`seen_epoch`); false otherwise, with nothing stored. A password
+/// checked just before a verified identity claimed the account opens
+/// nothing.
+pub async fn create(
+    db: &Db,
+    user_id: &str,
+    seen_epoch: i64,
+    session: &NewSession<'_>,
+) -> Result<bool, sqlx::Error> {
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
-        sqlx::query(INSERT_SESSION)
-            .bind(session.id)
-            .bind(user_id)
-            .bind(session.now)
-            .execute(&mut *tx)
-            .await?;
+        let opened = sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at) SELECT $1, $2, $3 \
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_active AND credential_epoch = $4)",
+        )
+        .bind(session.id)
+        .bind(user_id)
+        .bind(session.now)
+        .bind(seen_epoch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if opened == 0 {
+            return Ok(false);
+        }
         sqlx::query(INSERT_REFRESH_TOKEN)
             .bind(session.refresh_hash)
             .bind(session.id)
@@ -38,7 +56,8 @@ pub async fn create(db: &Db, user_id: &str, session: &NewSession<'_>) -> Result<
             .bind(session.refresh_expires_at)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     })
 }
 

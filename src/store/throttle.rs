@@ -26,14 +26,11 @@ pub async fn claim(
         let mut claimed = Vec::with_capacity(keys.len());
         let mut blocked_until: Option<Micros> = None;
         for (key, policy) in keys {
-            sqlx::query(
-                "INSERT INTO login_throttle (throttle_key) VALUES ($1) ON CONFLICT (throttle_key) DO NOTHING",
-            )
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
+            // One statement creates or locks the row and reads it, so a
+            // concurrent delete (a success, the sweep) cannot slip between.
             let (failures, last_failed_at, until): (i64, i64, i64) = sqlx::query_as(
-                "UPDATE login_throttle SET throttle_key = throttle_key WHERE throttle_key = $1 \
+                "INSERT INTO login_throttle (throttle_key) VALUES ($1) \
+                 ON CONFLICT (throttle_key) DO UPDATE SET throttle_key = EXCLUDED.throttle_key \
                  RETURNING failures, last_failed_at, blocked_until",
             )
             .bind(key)
@@ -69,32 +66,86 @@ pub async fn claim(
 
 /// The password was right: the keys in `forget` start over; the keys in
 /// `uncount` take back the attempt just claimed (an address that also
-/// fails elsewhere keeps those failures).
+/// fails elsewhere keeps those failures); the pair (`email_key`,
+/// `address`) becomes a known place of the owner. Rows are locked in the
+/// same sorted order as [`claim`] locks them, so the two never deadlock.
 pub async fn succeeded(
     db: &Db,
     forget: &[String],
     uncount: &[(String, Policy)],
+    known: Option<(&str, &str)>,
+    now: Micros,
 ) -> Result<(), sqlx::Error> {
+    let mut steps: Vec<(&str, Option<&Policy>)> = forget
+        .iter()
+        .map(|key| (key.as_str(), None))
+        .chain(
+            uncount
+                .iter()
+                .map(|(key, policy)| (key.as_str(), Some(policy))),
+        )
+        .collect();
+    steps.sort_by(|a, b| a.0.cmp(b.0));
     dispatch!(db, pool => {
         let mut tx = pool.begin().await?;
-        for key in forget {
-            sqlx::query("DELETE FROM login_throttle WHERE throttle_key = $1")
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
+        for (key, policy) in steps {
+            match policy {
+                None => {
+                    sqlx::query("DELETE FROM login_throttle WHERE throttle_key = $1")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some(policy) => {
+                    sqlx::query(
+                        "UPDATE login_throttle SET failures = failures - 1, \
+                         blocked_until = CASE WHEN failures - 1 < $2 THEN 0 ELSE blocked_until END \
+                         WHERE throttle_key = $1 AND failures > 0",
+                    )
+                    .bind(key)
+                    .bind(policy.free)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         }
-        for (key, policy) in uncount {
+        if let Some((email_key, address)) = known {
             sqlx::query(
-                "UPDATE login_throttle SET failures = failures - 1, \
-                 blocked_until = CASE WHEN failures - 1 < $2 THEN 0 ELSE blocked_until END \
-                 WHERE throttle_key = $1 AND failures > 0",
+                "INSERT INTO login_known (email_key, client_address, last_success_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (email_key, client_address) DO UPDATE SET last_success_at = EXCLUDED.last_success_at",
             )
-            .bind(key)
-            .bind(policy.free)
+            .bind(email_key)
+            .bind(address)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await
+    })
+}
+
+/// Whether the owner of `email_key` signed in from `address` before.
+pub async fn is_known(db: &Db, email_key: &str, address: &str) -> Result<bool, sqlx::Error> {
+    dispatch!(db, pool => {
+        let found: Option<(i64,)> = sqlx::query_as(
+            "SELECT last_success_at FROM login_known WHERE email_key = $1 AND client_address = $2",
+        )
+        .bind(email_key)
+        .bind(address)
+        .fetch_optional(pool)
+        .await?;
+        Ok(found.is_some())
+    })
+}
+
+/// Forgets places last used before `before`; returns how many.
+pub async fn sweep_known(db: &Db, before: Micros) -> Result<u64, sqlx::Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM login_known WHERE last_success_at < $1")
+            .bind(before)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
     })
 }
 

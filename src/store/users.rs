@@ -25,6 +25,8 @@ pub struct UserRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub email_verified: bool,
+    /// Grows whenever the ways into the account change.
+    pub credential_epoch: i64,
 }
 
 impl UserRecord {
@@ -64,7 +66,7 @@ pub struct UserChanges<'a> {
 }
 
 pub(super) const COLUMNS: &str = "id, email, email_key, display_name, password_hash, role, auth_provider, is_active, \
-     avatar_key, avatar_content_type, created_at, updated_at, email_verified";
+     avatar_key, avatar_content_type, created_at, updated_at, email_verified, credential_epoch";
 
 const INSERT: &str = "INSERT INTO users (id, email, email_key, display_name, password_hash, role, \
      auth_provider, is_active, created_at, updated_at, email_verified) \
@@ -100,7 +102,9 @@ pub async fn create_with_session(
         // The address is unproven: invitations to it wait for the link in
         // this mail (DESIGN §7).
         if let Some(link) = verification {
-            verifications::insert_in!(tx, user.id, user.email_key, link, user.now);
+            // A full address gets no link now; SendVerificationEmail can
+            // ask again tomorrow.
+            let _sent = verifications::insert_in!(tx, user.id, user.email_key, link, user.now);
         }
         sqlx::query(sessions::INSERT_SESSION)
             .bind(session.id)
@@ -135,8 +139,8 @@ pub async fn upsert_admin(
 ) -> Result<(UserRecord, bool, Vec<NotificationRecord>), sqlx::Error> {
     dispatch_write!(db, tx => {
         let updated = sqlx::query_as::<_, UserRecord>(&format!(
-            "UPDATE users SET role = 'admin', is_active = TRUE, password_hash = $2, updated_at = $3 \
-             WHERE email_key = $1 RETURNING {COLUMNS}"
+            "UPDATE users SET role = 'admin', is_active = TRUE, password_hash = $2, updated_at = $3, \
+             credential_epoch = credential_epoch + 1 WHERE email_key = $1 RETURNING {COLUMNS}"
         ))
         .bind(user.email_key)
         .bind(user.password_hash)
@@ -271,22 +275,34 @@ pub async fn update(
 }
 
 /// Replaces the password hash and revokes every session but `keep_session`,
-/// in one transaction.
+/// in one transaction, if nothing changed the account's ways in since the
+/// caller checked the current password (`seen_epoch`) and `keep_session`
+/// is still live. False otherwise: nothing changed.
 pub async fn set_password(
     db: &Db,
     id: &str,
     password_hash: &str,
     keep_session: &str,
+    seen_epoch: i64,
     now: Micros,
-) -> Result<(), sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(password_hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+) -> Result<bool, sqlx::Error> {
+    dispatch_write!(db, tx => {
+        let changed = sqlx::query(
+            "UPDATE users SET password_hash = $2, updated_at = $3, credential_epoch = credential_epoch + 1 \
+             WHERE id = $1 AND credential_epoch = $5 \
+               AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = $4 AND s.user_id = $1 AND s.revoked_at IS NULL)",
+        )
+        .bind(id)
+        .bind(password_hash)
+        .bind(now)
+        .bind(keep_session)
+        .bind(seen_epoch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
         sqlx::query(sessions::REVOKE_OTHER_SESSIONS)
             .bind(id)
             .bind(keep_session)
@@ -294,7 +310,8 @@ pub async fn set_password(
             .bind("password_changed")
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     })
 }
 

@@ -20,28 +20,50 @@ pub struct NewLink<'a> {
 pub(crate) const INSERT: &str = "INSERT INTO email_verifications \
      (token_hash, user_id, email_key, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
 
+/// Verification mails one address may receive a day, whichever accounts
+/// ask: sign-up must not be a way to mail strangers.
+pub const MAX_PER_ADDRESS_PER_DAY: i64 = 5;
+
 /// Inside a transaction `$tx`: records the link `$link` (a `NewLink`) for
 /// `$user_id` at `$email_key` and queues its mail, so the mail goes out if
-/// and only if the link exists.
+/// and only if the link exists, unless the address had its day's share of
+/// verification mail. Evaluates to whether it was sent.
 macro_rules! insert_in {
     ($tx:expr, $user_id:expr, $email_key:expr, $link:expr, $now:expr) => {{
         let link: &$crate::store::verifications::NewLink = $link;
-        sqlx::query($crate::store::verifications::INSERT)
-            .bind(link.token_hash)
-            .bind($user_id)
-            .bind($email_key)
-            .bind($now)
-            .bind(link.expires_at)
-            .execute(&mut *$tx)
+        let ledger_key = format!("verify:{}", $email_key);
+        let (spent, _): (i64, Option<i64>) = sqlx::query_as($crate::store::ledger::SPENT)
+            .bind(&ledger_key)
+            .bind($now - $crate::domain::time::micros($crate::domain::verification::TOKEN_TTL))
+            .fetch_one(&mut *$tx)
             .await?;
-        sqlx::query($crate::store::mail::ENQUEUE)
-            .bind($crate::domain::new_id())
-            .bind(link.to)
-            .bind(link.subject)
-            .bind(link.body)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
+        if spent >= $crate::store::verifications::MAX_PER_ADDRESS_PER_DAY {
+            false
+        } else {
+            sqlx::query($crate::store::ledger::SPEND)
+                .bind(&ledger_key)
+                .bind($now)
+                .bind(1_i64)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query($crate::store::verifications::INSERT)
+                .bind(link.token_hash)
+                .bind($user_id)
+                .bind($email_key)
+                .bind($now)
+                .bind(link.expires_at)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query($crate::store::mail::ENQUEUE)
+                .bind($crate::domain::new_id())
+                .bind(link.to)
+                .bind(link.subject)
+                .bind(link.body)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?;
+            true
+        }
     }};
 }
 pub(crate) use insert_in;
@@ -75,6 +97,8 @@ pub enum Requested {
     TooSoon(Micros),
     /// No such user (deleted meanwhile).
     UnknownUser,
+    /// The address had its day's share of verification mail.
+    AddressFull,
 }
 
 /// Records a new link for `user_id` and queues its mail, unless the account
@@ -87,8 +111,11 @@ pub async fn request(
 ) -> Result<Requested, sqlx::Error> {
     let window_start = now - crate::domain::time::micros(verification::TOKEN_TTL);
     dispatch_write!(db, tx => {
-        let user: Option<(String, bool)> =
-            sqlx::query_as("SELECT email_key, email_verified FROM users WHERE id = $1")
+        // A write first: it locks the row (both engines), so concurrent
+        // requests of one user count each other.
+        let user: Option<(String, bool)> = sqlx::query_as(
+            "UPDATE users SET updated_at = updated_at WHERE id = $1 RETURNING email_key, email_verified",
+        )
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -113,7 +140,9 @@ pub async fn request(
         if let Some(at) = verification::next_allowed(RecentLinks { count, newest, oldest }, now) {
             return Ok(Requested::TooSoon(at));
         }
-        insert_in!(tx, user_id, &email_key, link, now);
+        if !insert_in!(tx, user_id, &email_key, link, now) {
+            return Ok(Requested::AddressFull);
+        }
         tx.commit().await?;
         Ok(Requested::Sent)
     })

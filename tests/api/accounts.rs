@@ -489,7 +489,7 @@ async fn logout_needs_a_bearer_token_and_ones_own_refresh_token() {
 
 #[tokio::test]
 async fn unauthenticated_calls_are_limited_per_client_address() {
-    let app = spawn_app_with(&[("UNIO_PUBLIC_RATE", "5")]).await;
+    let app = spawn_app_with(&[("UNIO_PUBLIC_RATE", "2")]).await;
     let login = |client: AuthServiceClient<tonic::transport::Channel>| {
         let mut auth = client;
         async move {
@@ -500,9 +500,16 @@ async fn unauthenticated_calls_are_limited_per_client_address() {
             .await
         }
     };
+    // Cheap calls (no password hash) so the rate, not the time, decides.
     let mut limited = None;
     for _ in 0..40 {
-        if let Err(status) = login(app.auth()).await
+        let verify = app
+            .auth()
+            .verify_email(pb::VerifyEmailRequest {
+                token: "unio_ev_nothing".into(),
+            })
+            .await;
+        if let Err(status) = verify
             && status.code() == Code::ResourceExhausted
         {
             limited = Some(status);
@@ -523,4 +530,65 @@ async fn unauthenticated_calls_are_limited_per_client_address() {
         Code::Unauthenticated,
         "INVALID_CREDENTIALS",
     );
+}
+
+#[tokio::test]
+async fn guessers_from_many_addresses_cannot_lock_the_owner_out_of_a_known_place() {
+    let app = spawn_app().await;
+    app.sign_up("ada@example.com").await;
+    let from = |local: String| {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .local_address(Some(local.parse().unwrap()))
+            .connect_lazy();
+        AuthServiceClient::new(channel)
+    };
+    let login = |client: AuthServiceClient<tonic::transport::Channel>, password: &str| {
+        let mut auth = client;
+        let request = pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: password.into(),
+        };
+        async move { auth.login(request).await }
+    };
+    // The owner has signed in from home before.
+    login(from("127.0.0.3".into()), PASSWORD).await.unwrap();
+    // One wrong guess each from many addresses trips the per-email key...
+    for i in 10..21 {
+        let _ = login(from(format!("127.0.0.{i}")), "wrong password 9").await;
+    }
+    assert_status(
+        login(from("127.0.0.30".into()), PASSWORD).await,
+        Code::ResourceExhausted,
+        "TOO_MANY_LOGIN_ATTEMPTS",
+    );
+    // ...but not for the owner at home.
+    login(from("127.0.0.3".into()), PASSWORD).await.unwrap();
+}
+
+#[tokio::test]
+async fn sign_ups_from_one_address_are_few_a_minute() {
+    let app = spawn_app_with(&[("UNIO_SIGNUP_RATE", "3")]).await;
+    for i in 0..3 {
+        app.sign_up(&format!("u{i}@example.com")).await;
+    }
+    let status = app
+        .auth()
+        .sign_up(pb::SignUpRequest {
+            email: "u3@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "U".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), "TOO_MANY_REQUESTS");
+    // Logins from the same address are not held to the sign-up rate.
+    app.auth()
+        .login(pb::LoginRequest {
+            email: "u0@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
 }

@@ -63,6 +63,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         // Every test client is 127.0.0.1: the per-address limit has its
         // own tests.
         ("UNIO_PUBLIC_RATE".into(), "1000".into()),
+        ("UNIO_SIGNUP_RATE".into(), "100000".into()),
         (
             "UNIO_LOG".into(),
             std::env::var("UNIO_TEST_LOG").unwrap_or("warn".into()),

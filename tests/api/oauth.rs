@@ -659,3 +659,68 @@ async fn a_provider_outage_is_unavailable_not_a_rejected_code() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_claim_ends_the_previous_holders_notification_watch() {
+    use tokio_stream::StreamExt;
+    let p = setup().await;
+    let host = p.app.user("host@example.com").await.1;
+    let mut claims = p.microsoft.claims("ms-squat", "boss@corp.example");
+    claims["email_verified"] = json!(false);
+    if let Some(map) = claims.as_object_mut() {
+        map.remove("xms_edov");
+    }
+    let squatter = code_flow(&p.app, &p.microsoft, MICROSOFT, claims)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap()
+        .access_token;
+    let mut watch = p
+        .app
+        .notifications()
+        .watch_notifications(authed(pb::WatchNotificationsRequest {}, &squatter))
+        .await
+        .unwrap()
+        .into_inner();
+    p.app
+        .meetings()
+        .create_meeting(authed(
+            pb::CreateMeetingRequest {
+                title: "Secret board".into(),
+                start_time: Some(prost_types::Timestamp {
+                    seconds: now() + 86_400,
+                    nanos: 0,
+                }),
+                duration_minutes: 30,
+                invitee_emails: vec!["boss@corp.example".into()],
+                ..Default::default()
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    code_flow(
+        &p.app,
+        &p.google,
+        GOOGLE,
+        p.google.claims("g-boss", "boss@corp.example"),
+    )
+    .await
+    .unwrap();
+    // The squatter's watch ends, without ever seeing the invitation.
+    loop {
+        let item = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+            .await
+            .expect("the watch ends");
+        match item {
+            Some(Ok(n)) if n.id.is_empty() => continue,
+            Some(Ok(n)) => panic!("the squatter saw {n:?}"),
+            Some(Err(status)) => {
+                assert_eq!(status.code(), Code::Unauthenticated);
+                break;
+            }
+            None => panic!("ended without a status"),
+        }
+    }
+}

@@ -232,3 +232,50 @@ async fn admins_made_on_the_command_line_are_verified() {
             .any(|i| i.meeting_id == board.id)
     );
 }
+
+#[tokio::test]
+async fn only_a_verified_host_invites_anyone() {
+    let app = spawn_app().await;
+    let (_, host, _) = app.unverified_user("new@example.com").await;
+    let refused = app
+        .meetings()
+        .create_meeting(authed(
+            pb::CreateMeetingRequest {
+                title: "Spam".into(),
+                start_time: tomorrow(),
+                duration_minutes: 30,
+                invitee_emails: vec!["victim@example.org".into()],
+                ..Default::default()
+            },
+            &host,
+        ))
+        .await;
+    assert_status(refused, Code::FailedPrecondition, "EMAIL_NOT_VERIFIED");
+    // A meeting without invitations is fine, and verifying opens invitations.
+    meeting(&app, &host, &[]).await;
+    app.verify_email("new@example.com", 1).await;
+    meeting(&app, &host, &["friend@example.org"]).await;
+}
+
+#[tokio::test]
+async fn one_address_gets_at_most_five_verification_mails_a_day() {
+    let app = spawn_app().await;
+    for _ in 0..7 {
+        let (user, token, _) = app.unverified_user("victim@example.org").await;
+        app.users()
+            .delete_user(authed(pb::DeleteUserRequest { user_id: user.id }, &token))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sent = app
+        .mail
+        .all()
+        .into_iter()
+        .filter(|m| m.to == "victim@example.org" && m.is_verification())
+        .count();
+    assert_eq!(sent, 5, "deleting and signing up again does not reset it");
+    // The mail carries nothing the requester wrote (no display name).
+    let mail = app.mail.verification_mail("victim@example.org", 1).await;
+    assert!(mail.text().contains("Hello,\n"));
+}
