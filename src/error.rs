@@ -35,11 +35,10 @@ pub enum AppError {
         reason: &'static str,
         message: String,
     },
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// PERMISSION_DENIED with a reason of its own (e.g. KICKED).
+    /// PERMISSION_DENIED; `reason` is PERMISSION_DENIED or one of its own
+    /// (KICKED, REMOVED_BY_HOST, EMAIL_NOT_VERIFIED).
     #[error("{message}")]
-    Denied {
+    PermissionDenied {
         reason: &'static str,
         message: String,
     },
@@ -72,8 +71,13 @@ pub enum AppError {
     ProviderUnavailable(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("{0}")]
-    Internal(String),
+    /// A failure of ours: logged with its cause chain, opaque to clients.
+    #[error("{context}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl AppError {
@@ -100,11 +104,34 @@ impl AppError {
     }
 
     pub fn permission_denied(message: impl Into<String>) -> Self {
-        Self::PermissionDenied(message.into())
+        Self::denied("PERMISSION_DENIED", message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::Internal(message.into())
+    /// PERMISSION_DENIED with a reason of its own.
+    pub fn denied(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::PermissionDenied {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// An internal failure without an underlying error.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// An internal failure caused by `source`, kept for the log.
+    pub fn internal_from(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// The gRPC code this error maps to.
@@ -112,14 +139,14 @@ impl AppError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
-            Self::PermissionDenied(_) | Self::Denied { .. } => Code::PermissionDenied,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::NotFound { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unavailable(_) | Self::ProviderUnavailable(_) => Code::Unavailable,
             Self::Database(err) if crate::store::is_transient(err) => Code::Unavailable,
-            Self::Database(_) | Self::Internal(_) => Code::Internal,
+            Self::Database(_) | Self::Internal { .. } => Code::Internal,
         }
     }
 }
@@ -214,7 +241,7 @@ impl From<AppError> for Status {
             | AppError::NotFound { reason, message }
             | AppError::AlreadyExists { reason, message }
             | AppError::FailedPrecondition { reason, message }
-            | AppError::Denied { reason, message } => {
+            | AppError::PermissionDenied { reason, message } => {
                 info(&mut details, reason);
                 message
             }
@@ -227,10 +254,6 @@ impl From<AppError> for Status {
                 if let Some(delay) = retry_after {
                     details.set_retry_info(Some(delay));
                 }
-                message
-            }
-            AppError::PermissionDenied(message) => {
-                info(&mut details, "PERMISSION_DENIED");
                 message
             }
             AppError::Unavailable(message) => {
@@ -247,7 +270,7 @@ impl From<AppError> for Status {
                 details.set_retry_info(Some(Duration::from_secs(1)));
                 "the database is busy or unreachable; retry shortly".to_owned()
             }
-            err @ (AppError::Database(_) | AppError::Internal(_)) => {
+            err @ (AppError::Database(_) | AppError::Internal { .. }) => {
                 tracing::error!(error = %error_chain(&err), "internal error");
                 info(&mut details, "INTERNAL");
                 "internal error".to_owned()
@@ -316,6 +339,15 @@ mod tests {
             status.message()
         );
         assert!(status.message().len() < 2_000);
+    }
+
+    #[test]
+    fn internal_errors_keep_their_cause_for_the_log() {
+        let io = std::io::Error::other("disk on fire");
+        let err = AppError::internal_from("storing a blob", io);
+        assert_eq!(error_chain(&err), "storing a blob: disk on fire");
+        let status = Status::from(err);
+        assert_eq!(status.message(), "internal error");
     }
 
     #[test]

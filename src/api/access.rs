@@ -19,10 +19,7 @@ pub fn meeting_not_found(id: &str) -> AppError {
 
 /// PERMISSION_DENIED with reason REMOVED_BY_HOST.
 pub fn removed_by_host() -> AppError {
-    AppError::Denied {
-        reason: "REMOVED_BY_HOST",
-        message: "the host removed you from this meeting".into(),
-    }
+    AppError::denied("REMOVED_BY_HOST", "the host removed you from this meeting")
 }
 
 /// The meeting `meeting_id` (already parsed) as `user_id` sees it.

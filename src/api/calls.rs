@@ -4,7 +4,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{access, convert};
+use super::{access, convert, id_field};
 use crate::{
     auth::{Caller, caller},
     domain::{
@@ -13,7 +13,6 @@ use crate::{
         meeting::MeetingStatus,
         new_id,
         notification::Draft,
-        parse_id,
         time::now_micros,
     },
     error::AppError,
@@ -34,10 +33,6 @@ fn illegal(err: IllegalCallTransition) -> AppError {
         reason: "INVALID_STATUS_TRANSITION",
         message: err.to_string(),
     }
-}
-
-fn id_field(field: &str, raw: &str) -> Result<String, AppError> {
-    parse_id(raw).map_err(|e| AppError::invalid(field, e.to_string()))
 }
 
 impl CallApi {

@@ -91,8 +91,7 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ChatMessage>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let meeting_id =
-            parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
+        let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
         access::member(&self.state.db, &meeting_id, &caller).await?;
         // A finished meeting's chat is read-only, but a retry of a message
         // already stored still gets it back: the chat log decides.

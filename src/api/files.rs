@@ -80,7 +80,7 @@ fn blob_error(err: crate::blob::BlobError) -> AppError {
             tracing::warn!(error = %io, "blob storage failed");
             AppError::Unavailable("file storage is unavailable; retry shortly".into())
         }
-        other => AppError::internal(other.to_string()),
+        other => AppError::internal_from("blob storage", other),
     }
 }
 
@@ -337,7 +337,7 @@ impl FileApi {
         caller: &Caller,
         raw_id: &str,
     ) -> Result<(FileRecord, access::Loaded), AppError> {
-        let id = parse_id(raw_id).map_err(|e| AppError::invalid("file_id", e.to_string()))?;
+        let id = super::id_field("file_id", raw_id)?;
         let file = files::find(&self.state.db, &id).await?.ok_or_else(|| {
             AppError::not_found("FILE_NOT_FOUND", format!("no file with id {id}"))
         })?;
@@ -346,7 +346,7 @@ impl FileApi {
     }
 
     async fn own_upload(&self, caller: &Caller, raw_id: &str) -> Result<UploadRecord, AppError> {
-        let id = parse_id(raw_id).map_err(|e| AppError::invalid("upload_id", e.to_string()))?;
+        let id = super::id_field("upload_id", raw_id)?;
         let upload = files::find_upload(&self.state.db, &id)
             .await?
             .filter(|u| u.expires_at > now_micros())
@@ -649,7 +649,7 @@ impl FileService for FileApi {
                         Ok(n) => filled += n,
                         Err(err) => {
                             let _ = tx
-                                .send(Err(AppError::internal(err.to_string()).into()))
+                                .send(Err(AppError::internal_from("reading a file", err).into()))
                                 .await;
                             return;
                         }
@@ -678,8 +678,7 @@ impl FileService for FileApi {
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let meeting_id =
-            parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
+        let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
         access::member(&self.state.db, &meeting_id, &caller).await?;

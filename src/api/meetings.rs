@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     access::{self, Loaded, meeting_not_found},
-    convert,
+    convert, id_field,
 };
 use crate::{
     auth::{Caller, caller},
@@ -58,10 +58,6 @@ fn illegal(err: IllegalTransition) -> AppError {
         reason: "INVALID_STATUS_TRANSITION",
         message: err.to_string(),
     }
-}
-
-fn id_field(field: &str, raw: &str) -> Result<String, AppError> {
-    parse_id(raw).map_err(|e| AppError::invalid(field, e.to_string()))
 }
 
 /// Keyset cursor `<start micros>:<id>` of meeting lists.

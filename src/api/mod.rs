@@ -25,6 +25,12 @@ pub use room::RoomApi;
 pub use users::UserApi;
 
 /// Hands committed notifications to their recipients' live watches.
+/// The one way a handler reads an id field: a UUID, or INVALID_ARGUMENT
+/// naming `field`.
+pub(crate) fn id_field(field: &str, raw: &str) -> Result<String, crate::error::AppError> {
+    crate::domain::parse_id(raw).map_err(|e| crate::error::AppError::invalid(field, e.to_string()))
+}
+
 pub(crate) fn deliver(
     state: &crate::state::AppState,
     records: &[crate::store::notifications::NotificationRecord],

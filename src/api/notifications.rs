@@ -119,8 +119,7 @@ impl NotificationService for NotificationApi {
     ) -> Result<Response<pb::Notification>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let id = parse_id(&r.notification_id)
-            .map_err(|e| AppError::invalid("notification_id", e.to_string()))?;
+        let id = super::id_field("notification_id", &r.notification_id)?;
         let record =
             notifications::mark(&self.state.db, &caller.user_id, &id, r.read, now_micros())
                 .await
@@ -149,8 +148,7 @@ impl NotificationService for NotificationApi {
         request: Request<pb::DeleteNotificationRequest>,
     ) -> Result<Response<pb::DeleteNotificationResponse>, Status> {
         let caller = caller(&request)?;
-        let id = parse_id(&request.get_ref().notification_id)
-            .map_err(|e| AppError::invalid("notification_id", e.to_string()))?;
+        let id = super::id_field("notification_id", &request.get_ref().notification_id)?;
         if !notifications::delete(&self.state.db, &caller.user_id, &id)
             .await
             .map_err(AppError::from)?

@@ -317,8 +317,7 @@ impl RoomService for RoomApi {
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let caller = caller(&request)?;
         let pb::PublishRequest { session_id, event } = request.into_inner();
-        let session_id =
-            parse_id(&session_id).map_err(|e| AppError::invalid("session_id", e.to_string()))?;
+        let session_id = super::id_field("session_id", &session_id)?;
         let session = self.state.hub.session(&session_id).ok_or_else(|| {
             AppError::not_found(
                 "SESSION_NOT_FOUND",
@@ -358,10 +357,8 @@ impl RoomService for RoomApi {
     ) -> Result<Response<pb::RemoveParticipantResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let meeting_id =
-            parse_id(&r.meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
-        let participant_id = parse_id(&r.participant_id)
-            .map_err(|e| AppError::invalid("participant_id", e.to_string()))?;
+        let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
+        let participant_id = super::id_field("participant_id", &r.participant_id)?;
         let loaded = access::load(
             &self.state.db,
             &meeting_id,

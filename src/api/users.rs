@@ -6,9 +6,7 @@ use super::convert::{self, UserView};
 use crate::{
     auth::{Caller, caller},
     blob::BlobError,
-    domain::{
-        Avatar, AvatarError, DisplayName, PageSize, Password, Role, parse_id, time::now_micros,
-    },
+    domain::{Avatar, AvatarError, DisplayName, PageSize, Password, Role, time::now_micros},
     error::{AppError, Violations},
     proto::pb::{self, user_service_server::UserService},
     state::AppState,
@@ -37,7 +35,7 @@ impl UserApi {
         if raw.trim().is_empty() {
             return Ok(caller.user_id.clone());
         }
-        parse_id(raw).map_err(|e| AppError::invalid(field, e.to_string()))
+        super::id_field(field, raw)
     }
 }
 
@@ -70,8 +68,7 @@ impl UserService for UserApi {
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let caller = caller(&request)?;
-        let user_id = parse_id(&request.get_ref().user_id)
-            .map_err(|e| AppError::invalid("user_id", e.to_string()))?;
+        let user_id = super::id_field("user_id", &request.get_ref().user_id)?;
         let user = self.load(&user_id).await?;
         if !user.is_active && !caller.is_admin() && user.id != caller.user_id {
             return Err(AppError::not_found(
@@ -315,7 +312,7 @@ impl UserService for UserApi {
             Avatar::from_upload(&data, max)
         })
         .await
-        .map_err(|e| AppError::internal(format!("avatar task: {e}")))?
+        .map_err(|e| AppError::internal_from("avatar task", e))?
         .map_err(|err| match err {
             AvatarError::TooLarge { .. } | AvatarError::TooManyPixels => {
                 AppError::ResourceExhausted {
@@ -331,7 +328,13 @@ impl UserService for UserApi {
             .blobs
             .put(&avatar.data)
             .await
-            .map_err(|e| AppError::internal(e.to_string()))?;
+            .map_err(|e| match e {
+                BlobError::Io(io) => {
+                    tracing::warn!(error = %io, "blob storage failed");
+                    AppError::Unavailable("file storage is unavailable; retry shortly".into())
+                }
+                other => AppError::internal_from("storing an avatar", other),
+            })?;
         let stored = users::set_avatar(
             &self.state.db,
             &caller.user_id,
@@ -374,7 +377,7 @@ impl UserService for UserApi {
             BlobError::Missing(_) => {
                 AppError::not_found("AVATAR_NOT_FOUND", "the avatar is gone; try again")
             }
-            other => AppError::internal(other.to_string()),
+            other => AppError::internal_from("reading an avatar", other),
         })?;
         Ok(Response::new(pb::GetAvatarResponse { content_type, data }))
     }

@@ -301,10 +301,10 @@ pub async fn sign_in(
     claims: &IdentityClaims,
 ) -> Result<SignedIn, AppError> {
     if kind == AuthProvider::Google && !claims.email_verified {
-        return Err(AppError::Denied {
-            reason: "EMAIL_NOT_VERIFIED",
-            message: "Google has not verified this account's email address".into(),
-        });
+        return Err(AppError::denied(
+            "EMAIL_NOT_VERIFIED",
+            "Google has not verified this account's email address",
+        ));
     }
     let email = Email::parse(&claims.email)
         .map_err(|_| invalid_token("its email is not a valid address"))?;
@@ -345,10 +345,10 @@ pub async fn sign_in(
             ));
         }
         Ok(Resolution::EmailNotVerified) => {
-            return Err(AppError::Denied {
-                reason: "EMAIL_NOT_VERIFIED",
-                message: "an account with this email exists, and the provider does not vouch for the email".into(),
-            });
+            return Err(AppError::denied(
+                "EMAIL_NOT_VERIFIED",
+                "an account with this email exists, and the provider does not vouch for the email",
+            ));
         }
         Err(sqlx::Error::PoolTimedOut) => {
             return Err(AppError::Unavailable(

@@ -106,7 +106,7 @@ impl PasswordHasher {
                 .map_err(|e| AppError::internal(format!("hashing password: {e}")))
         })
         .await
-        .map_err(|e| AppError::internal(format!("hashing task: {e}")))?
+        .map_err(|e| AppError::internal_from("hashing task", e))?
     }
 
     /// Whether `candidate` matches `stored`. A missing hash (unknown account,
@@ -127,7 +127,7 @@ impl PasswordHasher {
                 .unwrap_or(false)
         })
         .await
-        .map_err(|e| AppError::internal(format!("verifying task: {e}")))?;
+        .map_err(|e| AppError::internal_from("verifying task", e))?;
         Ok(known && matches)
     }
 }

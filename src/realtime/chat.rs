@@ -32,7 +32,7 @@ const BATCH: usize = 256;
 
 struct Job {
     message: NewMessage,
-    reply: oneshot::Sender<Result<Appended, String>>,
+    reply: oneshot::Sender<Result<Appended, WriteFailure>>,
 }
 
 #[derive(Clone)]
@@ -97,7 +97,33 @@ impl ChatLog {
         answer
             .await
             .map_err(|_| AppError::Unavailable("the chat writer has stopped".into()))?
-            .map_err(|e| AppError::internal(format!("storing a chat message: {e}")))
+            .map_err(|failure| {
+                if failure.transient {
+                    tracing::warn!(error = %failure, "chat writer: database unavailable");
+                    AppError::Unavailable("the database is busy; retry the message".into())
+                } else {
+                    AppError::internal_from("storing a chat message", failure)
+                }
+            })
+    }
+}
+
+/// Why the writer could not store a message: the database error itself
+/// cannot be shared between the batch's callers, so each gets whether it
+/// was an outage (UNAVAILABLE, retry) and the cause for the log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+struct WriteFailure {
+    transient: bool,
+    detail: String,
+}
+
+impl From<sqlx::Error> for WriteFailure {
+    fn from(err: sqlx::Error) -> Self {
+        Self {
+            transient: crate::store::is_transient(&err),
+            detail: err.to_string(),
+        }
     }
 }
 
@@ -120,13 +146,18 @@ async fn writer(db: Db, hub: Arc<RoomHub>, mut rx: mpsc::Receiver<Job>) {
                     each.push(
                         chat::append_batch(&db, std::slice::from_ref(message), now_micros())
                             .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|mut r| r.pop().ok_or_else(|| "no result".to_owned())),
+                            .map_err(WriteFailure::from)
+                            .and_then(|mut r| {
+                                r.pop().ok_or_else(|| WriteFailure {
+                                    transient: false,
+                                    detail: "the batch returned no result".into(),
+                                })
+                            }),
                     );
                 }
                 each
             }
-            Err(err) => vec![Err(err.to_string())],
+            Err(err) => vec![Err(WriteFailure::from(err))],
         };
         for (job, result) in jobs.into_iter().zip(results) {
             if let Ok(Appended::Stored(record)) = &result {

@@ -87,12 +87,9 @@ impl SessionStream {
         self.finished = true;
         let unavailable = |message: &str| Err(Status::from(AppError::Unavailable(message.into())));
         match reason {
-            Some(CloseReason::Kicked) => {
-                self.ending.push_back(Err(Status::from(AppError::Denied {
-                    reason: "KICKED",
-                    message: "the host removed you from this meeting".into(),
-                })))
-            }
+            Some(CloseReason::Kicked) => self.ending.push_back(Err(Status::from(
+                AppError::denied("KICKED", "the host removed you from this meeting"),
+            ))),
             Some(CloseReason::SlowConsumer) => {
                 self.ending.push_back(Ok(error_event(
                     "SLOW_CONSUMER",
