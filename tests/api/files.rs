@@ -1,8 +1,6 @@
 //! FileService: native and resumable uploads, edge sizes, forged types,
 //! integrity, downloads, permissions, and nothing left behind on failure.
 
-use std::time::Duration;
-
 use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -13,7 +11,7 @@ use unio::proto::pb::{
     upload_file_request,
 };
 
-use crate::helpers::{TestApp, assert_status, authed, bad_fields, spawn_app};
+use crate::helpers::{TestApp, assert_status, authed, bad_fields, eventually, spawn_app};
 
 const MIB: usize = 1024 * 1024;
 
@@ -238,8 +236,7 @@ async fn edge_sizes_up_to_exactly_the_limit() {
         Code::ResourceExhausted,
         "FILE_TOO_LARGE",
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(blob_files(&app), before, "nothing kept");
+    eventually("nothing kept", || async { blob_files(&app) == before }).await;
 }
 
 #[tokio::test]
@@ -325,8 +322,10 @@ async fn forged_types_and_wrong_hashes_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&status), ["metadata"]);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(blob_files(&app), 1, "only the accepted PNG");
+    eventually("only the accepted PNG is kept", || async {
+        blob_files(&app) == 1
+    })
+    .await;
     let listed = client(&app)
         .list_files(authed(
             pb::ListFilesRequest {
@@ -366,12 +365,13 @@ async fn an_interrupted_native_upload_leaves_nothing() {
             .upload_file(authed(ReceiverStream::new(rx), &token))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(blob_files(&app) >= 1, "bytes were arriving");
+    eventually("bytes are arriving", || async { blob_files(&app) >= 1 }).await;
     call.abort(); // the client goes away mid-upload
     drop(tx);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(blob_files(&app), 0);
+    eventually("the broken upload's bytes are gone", || async {
+        blob_files(&app) == 0
+    })
+    .await;
     let listed = client(&app)
         .list_files(authed(
             pb::ListFilesRequest {

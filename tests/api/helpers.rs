@@ -340,3 +340,21 @@ pub fn assert_status<T: std::fmt::Debug>(
     assert_eq!(reason(&status), why, "{status:?}");
     status
 }
+
+/// Waits until `check` holds (polling every 20 ms, for at most 10 s), for
+/// effects the server makes on its own time: files removed after a call,
+/// rows written by a background job. Panics with `what` if it never does.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

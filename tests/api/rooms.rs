@@ -83,6 +83,23 @@ async fn next(events: &mut Streaming<pb::ServerEvent>) -> pb::ServerEvent {
     }
 }
 
+/// Waits until the server has handled everything `native` sent so far: a
+/// ping's pong comes back after them, since one session's events are
+/// handled in order. Events other than the pong that arrive meanwhile are
+/// dropped (callers use it where none are expected).
+async fn settle(native: &mut Native) {
+    native
+        .tx
+        .send(event("settle", client_event::Event::Ping(pb::Ping {})))
+        .await
+        .unwrap();
+    loop {
+        if matches!(next(&mut native.events).await.event, Some(Event::Pong(_))) {
+            return;
+        }
+    }
+}
+
 /// Whether nothing but heartbeats arrives within `wait`.
 async fn quiet(events: &mut Streaming<pb::ServerEvent>, wait: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
@@ -715,7 +732,7 @@ async fn a_dropped_participant_resumes_and_gets_what_it_missed() {
     ))
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&mut a).await;
 
     let (_tx, mut again) = open(
         &app,
@@ -930,7 +947,7 @@ async fn late_joiners_see_current_media_state_and_turn_credentials() {
     ])
     .await;
     let (meeting, host, bob, _) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
-    let a = connect(&app, &host, &meeting).await;
+    let mut a = connect(&app, &host, &meeting).await;
     a.tx.send(event(
         "m",
         client_event::Event::MediaState(pb::MediaState {
@@ -941,7 +958,7 @@ async fn late_joiners_see_current_media_state_and_turn_credentials() {
     ))
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&mut a).await;
     let b = connect(&app, &bob, &meeting).await;
     let host_there = b
         .joined
@@ -1032,7 +1049,7 @@ async fn resuming_without_a_sequence_replays_what_never_reached_the_client() {
     ))
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&mut a).await;
     let (_tx, mut again) = open(
         &app,
         &bob,
@@ -1089,8 +1106,7 @@ async fn a_removal_takes_every_device_and_outlives_the_room_and_a_restart() {
         assert_eq!(crate::helpers::reason(&status), "KICKED");
     }
     drop(a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The room is empty and the server restarts: the removal holds.
+    // The room empties and the server restarts: the removal holds.
     let app = app.restart().await;
     assert_status(
         open(&app, &bob, join(&meeting)).await,
