@@ -15,6 +15,8 @@
 //! - [`realtime`]: live rooms: the hub, sessions, fan-out, resume.
 //! - [`blob`]: avatar (and later file) bytes on disk.
 //! - [`jobs`]: background sweeps (missed calls).
+//! - [`wire`]: every conversion to and from protobuf messages.
+//! - [`paging`]: signed keyset page tokens shared by every list.
 //! - [`codec`]: the protobuf codec (bad bytes are INVALID_ARGUMENT).
 //! - [`limits`]: in-memory rate limits and per-user slots.
 //! - [`deadline`]: the per-call deadline layer.
@@ -22,7 +24,8 @@
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`telemetry`] and [`metrics`]: a log line per call, Prometheus counters.
 //!
-//! Data flows one way: `api` → `auth`/`realtime`/`domain`/`store`/`blob`.
+//! Data flows one way: `api` → `auth`/`realtime`/`domain`/`store`/`blob`/
+//! `wire`; nothing below `api` imports `api`.
 
 pub mod api;
 pub mod auth;
@@ -36,23 +39,25 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod oversize;
+pub mod paging;
 pub mod proto;
 pub mod realtime;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod wire;
 
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
 
 use crate::{
-    api::paging::PageTokens,
     auth::{Accounts, passwords::PasswordHasher, tokens::TokenKeys},
     blob::BlobStore,
     config::Config,
     metrics::Metrics,
+    paging::PageTokens,
     realtime::{HubConfig, RoomHub, ice::IceConfig},
     state::AppState,
     store::Db,

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use crate::{
-    api::paging::PageTokens,
     auth::{Accounts, oauth::OAuth},
     blob::BlobStore,
     config::Config,
     limits::Limiters,
     metrics::Metrics,
+    paging::PageTokens,
     realtime::{RoomHub, chat::ChatLog, inbox::Inbox},
     store::Db,
 };

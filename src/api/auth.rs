@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, UserView};
+use crate::wire::{self, UserView};
 use crate::{
     auth::{caller, client::client_address, oauth},
     domain::{AuthProvider, DisplayName, Email, Password, time::to_timestamp},
@@ -48,7 +48,7 @@ impl AuthService for AuthApi {
             .await?;
         tracing::info!(user_id = %signed_in.user.id, "signed up");
         super::deliver(&self.state, &signed_in.notices);
-        Ok(Response::new(convert::auth_response(
+        Ok(Response::new(wire::auth_response(
             &signed_in.user,
             signed_in.tokens,
         )))
@@ -71,7 +71,7 @@ impl AuthService for AuthApi {
         };
         let signed_in = self.state.accounts.login(&email, &password, client).await?;
         super::deliver(&self.state, &signed_in.notices);
-        Ok(Response::new(convert::auth_response(
+        Ok(Response::new(wire::auth_response(
             &signed_in.user,
             signed_in.tokens,
         )))
@@ -87,7 +87,7 @@ impl AuthService for AuthApi {
             return Err(AppError::invalid("refresh_token", "is required").into());
         }
         let tokens = self.state.accounts.refresh(&refresh_token).await?;
-        Ok(Response::new(convert::token_pair(tokens)))
+        Ok(Response::new(wire::token_pair(tokens)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -173,7 +173,7 @@ impl AuthService for AuthApi {
             self.state.inbox.close_user(&signed_in.user.id);
         }
         super::deliver(&self.state, &signed_in.notices);
-        Ok(Response::new(convert::auth_response(
+        Ok(Response::new(wire::auth_response(
             &signed_in.user,
             signed_in.tokens,
         )))
@@ -195,7 +195,7 @@ impl AuthService for AuthApi {
         let (user, notices) = self.state.accounts.verify_email(token).await?;
         tracing::info!(user_id = %user.id, "email verified");
         super::deliver(&self.state, &notices);
-        Ok(Response::new(convert::user(&user, UserView::Full)))
+        Ok(Response::new(wire::user(&user, UserView::Full)))
     }
 
     #[tracing::instrument(skip_all)]

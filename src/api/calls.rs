@@ -4,7 +4,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{access, convert, id_field};
+use super::{access, id_field};
+use crate::wire;
 use crate::{
     auth::{Caller, caller},
     domain::{
@@ -41,7 +42,7 @@ impl CallApi {
     }
 
     fn announce(&self, record: &CallRecord) -> pb::CallSession {
-        let session = convert::call(record);
+        let session = wire::call(record);
         self.state
             .hub
             .broadcast(&record.meeting_id, Event::Call(session.clone()));
@@ -221,7 +222,7 @@ impl CallService for CallApi {
         let (record, notice) = match started {
             Started::New(record, notice) => (record, notice),
             // Asking again rings nothing new: the same call answers.
-            Started::AlreadyRinging(record) => return Ok(Response::new(convert::call(&record))),
+            Started::AlreadyRinging(record) => return Ok(Response::new(wire::call(&record))),
             Started::Limited(RingLimit::CallerTooFast(at)) => {
                 let wait = std::time::Duration::from_secs(((at - now) / 1_000_000).max(1) as u64);
                 return Err(AppError::ResourceExhausted {
@@ -290,7 +291,7 @@ impl CallService for CallApi {
     ) -> Result<Response<pb::CallSession>, Status> {
         let caller = caller(&request)?;
         let record = self.readable(&caller, &request.get_ref().call_id).await?;
-        Ok(Response::new(convert::call(&record)))
+        Ok(Response::new(wire::call(&record)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -319,7 +320,7 @@ impl CallService for CallApi {
             .page_tokens
             .next(&mut rows, size, &scope, |c| c.id.clone());
         Ok(Response::new(pb::ListCallsResponse {
-            calls: rows.iter().map(convert::call).collect(),
+            calls: rows.iter().map(wire::call).collect(),
             next_page_token,
         }))
     }

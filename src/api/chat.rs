@@ -13,7 +13,7 @@ use crate::{
     },
     error::{AppError, Violations},
     proto::pb::{self, chat_service_server::ChatService},
-    realtime::chat::{to_pb, to_pb_with_file},
+    realtime::chat::to_pb_with_file,
     state::AppState,
     store::{
         chat::{self, Appended, NewMessage},
@@ -77,7 +77,9 @@ pub async fn send(
         file_id: None,
     };
     match state.chat.append(message).await? {
-        Appended::Stored(record) | Appended::Existing(record) => Ok(to_pb(&record)),
+        Appended::Stored(record) | Appended::Existing(record) => {
+            Ok(crate::wire::chat_message(&record))
+        }
         Appended::MeetingClosed => Err(read_only()),
     }
 }

@@ -20,7 +20,6 @@ use crate::{
     },
     error::{AppError, Violations},
     proto::pb::{self, file_service_server::FileService, upload_file_request},
-    realtime::chat::file_to_pb,
     state::AppState,
     store::{
         chat::{Appended, NewMessage},
@@ -302,7 +301,7 @@ impl FileApi {
         };
         self.announce(caller, &stored).await;
         tracing::info!(file_id = %stored.id, size = stored.size_bytes, "file shared");
-        Ok(file_to_pb(&stored))
+        Ok(crate::wire::shared_file(&stored))
     }
 
     /// "shared a file" in the meeting's chat, with the file attached.
@@ -629,7 +628,7 @@ impl FileService for FileApi {
                 retry_after: Some(std::time::Duration::from_secs(1)),
             })?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let metadata = file_to_pb(&file);
+        let metadata = crate::wire::shared_file(&file);
         tokio::spawn(async move {
             // Held while the bytes stream, freed when the task ends.
             let _slot = slot;
@@ -697,7 +696,7 @@ impl FileService for FileApi {
             .page_tokens
             .next(&mut rows, size, &scope, |f| f.id.clone());
         Ok(Response::new(pb::ListFilesResponse {
-            files: rows.iter().map(file_to_pb).collect(),
+            files: rows.iter().map(crate::wire::shared_file).collect(),
             next_page_token,
         }))
     }

@@ -8,8 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::{
     access::{self, Loaded, meeting_not_found},
-    convert, id_field,
+    id_field,
 };
+use crate::wire;
 use crate::{
     auth::{Caller, caller},
     domain::{
@@ -144,7 +145,7 @@ impl MeetingApi {
     }
 
     fn to_pb(&self, record: &MeetingRecord) -> pb::Meeting {
-        convert::meeting(record, &self.state.config.public_url)
+        wire::meeting(record, &self.state.config.public_url)
     }
 
     /// Parses invitee addresses under `field`: valid, at most 200, not the
@@ -283,7 +284,7 @@ impl MeetingApi {
         match changed {
             Some((record, notices)) => {
                 super::deliver(&self.state, &notices);
-                let status = convert::meeting_status(to);
+                let status = wire::meeting_status(to);
                 if to.is_over() {
                     self.state.hub.close_room(&record.id, status);
                 } else {
@@ -664,7 +665,7 @@ impl MeetingService for MeetingApi {
         Ok(Response::new(pb::InviteParticipantsResponse {
             invites: {
                 super::deliver(&self.state, &notices);
-                invites.iter().map(convert::invite).collect()
+                invites.iter().map(wire::invite).collect()
             },
         }))
     }
@@ -738,7 +739,7 @@ impl MeetingService for MeetingApi {
             .page_tokens
             .next(&mut rows, size, &page_scope, |i| i.id.clone());
         Ok(Response::new(pb::ListInvitesResponse {
-            invites: rows.iter().map(convert::invite).collect(),
+            invites: rows.iter().map(wire::invite).collect(),
             next_page_token,
         }))
     }
@@ -802,7 +803,7 @@ impl MeetingService for MeetingApi {
         {
             Some((updated, notice)) => {
                 super::deliver(&self.state, notice.as_slice());
-                Ok(Response::new(convert::invite(&updated)))
+                Ok(Response::new(wire::invite(&updated)))
             }
             None => {
                 let status = meetings::find(&self.state.db, &invite.meeting_id)
@@ -840,7 +841,7 @@ impl MeetingService for MeetingApi {
             .page_tokens
             .next(&mut rows, size, &page_scope, |p| p.id.clone());
         Ok(Response::new(pb::ListParticipantsResponse {
-            participants: rows.iter().map(convert::participant).collect(),
+            participants: rows.iter().map(wire::participant).collect(),
             next_page_token,
         }))
     }

@@ -6,18 +6,15 @@ mod access;
 pub mod auth;
 pub mod calls;
 pub mod chat;
-mod convert;
 pub mod files;
 pub mod meetings;
 pub mod notifications;
-pub mod paging;
 pub mod room;
 pub mod users;
 
 pub use auth::AuthApi;
 pub use calls::CallApi;
 pub use chat::ChatApi;
-pub use convert::call as convert_call;
 pub use files::FileApi;
 pub use meetings::MeetingApi;
 pub use notifications::NotificationApi;
@@ -38,8 +35,6 @@ pub(crate) fn deliver(
     if !records.is_empty() {
         state
             .inbox
-            .publish(records.iter().map(convert::notification));
+            .publish(records.iter().map(crate::wire::notification));
     }
 }
-
-pub use convert::notification as convert_notification;

@@ -5,7 +5,8 @@ use std::{collections::HashSet, pin::Pin};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{access, convert};
+use super::access;
+use crate::wire;
 use crate::{
     auth::caller,
     domain::{
@@ -31,7 +32,7 @@ const MAX_BODY_CHARS: usize = 2_000;
 fn kind_of(raw: i32) -> Option<NotificationKind> {
     NotificationKind::ALL
         .into_iter()
-        .find(|k| convert::notification_type(*k) as i32 == raw)
+        .find(|k| wire::notification_type(*k) as i32 == raw)
 }
 
 fn not_found(id: &str) -> AppError {
@@ -106,7 +107,7 @@ impl NotificationService for NotificationApi {
             .await
             .map_err(AppError::from)?;
         Ok(Response::new(pb::ListNotificationsResponse {
-            notifications: rows.iter().map(convert::notification).collect(),
+            notifications: rows.iter().map(wire::notification).collect(),
             next_page_token,
             unread_count: i32::try_from(unread).unwrap_or(i32::MAX),
         }))
@@ -125,7 +126,7 @@ impl NotificationService for NotificationApi {
                 .await
                 .map_err(AppError::from)?
                 .ok_or_else(|| not_found(&id))?;
-        Ok(Response::new(convert::notification(&record)))
+        Ok(Response::new(wire::notification(&record)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -280,7 +281,7 @@ impl NotificationService for NotificationApi {
             .map_err(AppError::from)?;
         super::deliver(&self.state, &sent);
         Ok(Response::new(pb::SendNotificationResponse {
-            notifications: sent.iter().map(convert::notification).collect(),
+            notifications: sent.iter().map(wire::notification).collect(),
         }))
     }
 

@@ -8,7 +8,8 @@ use std::{pin::Pin, time::Duration};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{access, convert};
+use super::access;
+use crate::wire;
 use crate::{
     auth::{Caller, caller},
     domain::{new_id, parse_id, time::now_micros},
@@ -172,7 +173,7 @@ impl RoomApi {
             .ok_or_else(|| {
                 AppError::unauthenticated("TOKEN_REVOKED", "your account no longer exists")
             })?;
-        let meeting = convert::meeting(&record, &self.state.config.public_url);
+        let meeting = wire::meeting(&record, &self.state.config.public_url);
         Ok((
             meeting,
             Joiner {

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, UserView};
+use crate::wire::{self, UserView};
 use crate::{
     auth::{Caller, caller},
     blob::BlobError,
@@ -59,7 +59,7 @@ impl UserService for UserApi {
     ) -> Result<Response<pb::User>, Status> {
         let caller = caller(&request)?;
         let user = self.load(&caller.user_id).await?;
-        Ok(Response::new(convert::user(&user, UserView::Full)))
+        Ok(Response::new(wire::user(&user, UserView::Full)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -77,7 +77,7 @@ impl UserService for UserApi {
             )
             .into());
         }
-        Ok(Response::new(convert::user(
+        Ok(Response::new(wire::user(
             &user,
             view_for(&caller, &user.id),
         )))
@@ -123,10 +123,7 @@ impl UserService for UserApi {
             .page_tokens
             .next(&mut rows, size, &scope, |u| u.id.clone());
         Ok(Response::new(pb::ListUsersResponse {
-            users: rows
-                .iter()
-                .map(|u| convert::user(u, UserView::Full))
-                .collect(),
+            users: rows.iter().map(|u| wire::user(u, UserView::Full)).collect(),
             next_page_token,
         }))
     }
@@ -204,7 +201,7 @@ impl UserService for UserApi {
             // A deactivated user's live notification watches end now.
             self.state.inbox.close_user(&updated.id);
         }
-        Ok(Response::new(convert::user(&updated, UserView::Full)))
+        Ok(Response::new(wire::user(&updated, UserView::Full)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -358,7 +355,7 @@ impl UserService for UserApi {
         {
             tracing::warn!(error = %err, "could not remove a replaced avatar");
         }
-        Ok(Response::new(convert::user(&user, UserView::Full)))
+        Ok(Response::new(wire::user(&user, UserView::Full)))
     }
 
     #[tracing::instrument(skip_all)]

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use crate::{
-    api::convert_call,
     domain::time::{micros, now_micros},
     proto::pb::server_event::Event,
     state::AppState,
     store::calls,
+    wire::call as convert_call,
 };
 
 /// How often to sweep for a given ring timeout: a quarter of it, between

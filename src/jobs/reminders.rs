@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use crate::{
-    api::convert_notification,
     domain::{
         notification::{Draft, email_reminder_key, reminder_key},
         time::{micros, now_micros},
     },
     state::AppState,
     store::{mail, notifications},
+    wire::notification as convert_notification,
 };
 
 /// How often to sweep: a tenth of the lead, between 100 ms and 30 s.

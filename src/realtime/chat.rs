@@ -14,14 +14,15 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::RoomHub;
+use crate::wire;
 use crate::{
-    domain::time::{now_micros, to_timestamp},
+    domain::time::now_micros,
     error::AppError,
     proto::pb::{self, server_event::Event},
     store::{
         Db,
         chat::{self, Appended, MessageRecord, NewMessage},
-        files::{self, FileRecord},
+        files,
     },
 };
 
@@ -40,42 +41,15 @@ pub struct ChatLog {
     jobs: mpsc::Sender<Job>,
 }
 
-pub fn file_to_pb(file: &FileRecord) -> pb::SharedFile {
-    pb::SharedFile {
-        id: file.id.clone(),
-        meeting_id: file.meeting_id.clone(),
-        uploader_id: file.uploader_id.clone(),
-        filename: file.filename.clone(),
-        content_type: file.content_type.clone(),
-        size_bytes: file.size_bytes,
-        sha256: file.sha256.clone(),
-        create_time: Some(to_timestamp(file.created_at)),
-    }
-}
-
 /// The message with its attachment, looked up when it announces a file.
 pub async fn to_pb_with_file(db: &Db, record: &MessageRecord) -> pb::ChatMessage {
-    let mut message = to_pb(record);
+    let mut message = wire::chat_message(record);
     if let Some(file_id) = &record.file_id
         && let Ok(Some(file)) = files::find(db, file_id).await
     {
-        message.attachment = Some(file_to_pb(&file));
+        message.attachment = Some(wire::shared_file(&file));
     }
     message
-}
-
-pub fn to_pb(record: &MessageRecord) -> pb::ChatMessage {
-    pb::ChatMessage {
-        id: record.id.clone(),
-        meeting_id: record.meeting_id.clone(),
-        sender_id: record.sender_id.clone().unwrap_or_default(),
-        sender_display_name: record.sender_display_name.clone(),
-        text: record.text.clone(),
-        sequence: record.sequence,
-        client_message_id: record.client_message_id.clone().unwrap_or_default(),
-        create_time: Some(to_timestamp(record.created_at)),
-        attachment: None,
-    }
 }
 
 impl ChatLog {

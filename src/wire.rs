@@ -1,4 +1,7 @@
-//! Records and tokens to protobuf messages.
+//! Protobuf conversion in one place: store records, tokens and domain
+//! values to the messages of `proto/unio/v1`. Everything that speaks the
+//! wire (the API, the room hub, jobs that publish notifications) converts
+//! here, so no module below `api` needs to import `api`.
 
 use crate::{
     auth::accounts::Tokens,
@@ -11,8 +14,9 @@ use crate::{
     },
     proto::pb,
     store::{
-        calls::CallRecord, invites::InviteRecord, meetings::MeetingRecord,
-        notifications::NotificationRecord, participants::ParticipantRecord, users::UserRecord,
+        calls::CallRecord, chat::MessageRecord, files::FileRecord, invites::InviteRecord,
+        meetings::MeetingRecord, notifications::NotificationRecord,
+        participants::ParticipantRecord, users::UserRecord,
     },
 };
 
@@ -174,5 +178,32 @@ pub fn notification_type(kind: NotificationKind) -> pb::NotificationType {
         NotificationKind::InviteResponse => pb::NotificationType::InviteResponse,
         NotificationKind::IncomingCall => pb::NotificationType::IncomingCall,
         NotificationKind::General => pb::NotificationType::General,
+    }
+}
+
+pub fn shared_file(file: &FileRecord) -> pb::SharedFile {
+    pb::SharedFile {
+        id: file.id.clone(),
+        meeting_id: file.meeting_id.clone(),
+        uploader_id: file.uploader_id.clone(),
+        filename: file.filename.clone(),
+        content_type: file.content_type.clone(),
+        size_bytes: file.size_bytes,
+        sha256: file.sha256.clone(),
+        create_time: Some(to_timestamp(file.created_at)),
+    }
+}
+
+pub fn chat_message(record: &MessageRecord) -> pb::ChatMessage {
+    pb::ChatMessage {
+        id: record.id.clone(),
+        meeting_id: record.meeting_id.clone(),
+        sender_id: record.sender_id.clone().unwrap_or_default(),
+        sender_display_name: record.sender_display_name.clone(),
+        text: record.text.clone(),
+        sequence: record.sequence,
+        client_message_id: record.client_message_id.clone().unwrap_or_default(),
+        create_time: Some(to_timestamp(record.created_at)),
+        attachment: None,
     }
 }
