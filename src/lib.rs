@@ -14,6 +14,8 @@
 //! - [`store`]: all SQL, for SQLite and PostgreSQL alike.
 //! - [`realtime`]: live rooms: the hub, sessions, fan-out, resume.
 //! - [`blob`]: avatar (and later file) bytes on disk.
+//! - [`meetings`]: the meetings service: status changes and deletion with
+//!   everything they set in motion.
 //! - [`jobs`]: background sweeps (missed calls).
 //! - [`wire`]: every conversion to and from protobuf messages.
 //! - [`paging`]: signed keyset page tokens shared by every list.
@@ -37,6 +39,7 @@ pub mod domain;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod meetings;
 pub mod metrics;
 pub mod oversize;
 pub mod paging;
@@ -123,6 +126,8 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         PasswordHasher::with_queue(config.limits.max_hash_queue),
         &config.public_url,
     );
+    let inbox = realtime::inbox::Inbox::new(std::time::Duration::from_secs(15));
+    let blobs = BlobStore::new(config.data_dir.join("blobs"));
     let hub = RoomHub::new(
         HubConfig {
             queue_capacity: config.rooms.queue_capacity,
@@ -141,10 +146,11 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
     );
     Ok(AppState {
         chat: realtime::chat::ChatLog::start(db.clone(), hub.clone()),
+        meetings: meetings::Meetings::new(db.clone(), hub.clone(), inbox.clone(), blobs.clone()),
         hub,
-        inbox: realtime::inbox::Inbox::new(std::time::Duration::from_secs(15)),
+        inbox,
         oauth: Arc::new(auth::oauth::OAuth::new(&config)),
-        blobs: BlobStore::new(config.data_dir.join("blobs")),
+        blobs,
         page_tokens: PageTokens::new(&secret),
         metrics: Arc::new(Metrics::new(Metrics::methods_of(&[
             proto::FILE_DESCRIPTOR_SET,

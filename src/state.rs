@@ -26,5 +26,7 @@ pub struct AppState {
     pub inbox: Arc<Inbox>,
     pub oauth: Arc<OAuth>,
     pub chat: ChatLog,
+    /// Status changes and deletion of meetings, with what they set in motion.
+    pub meetings: crate::meetings::Meetings,
     pub limits: Arc<Limiters>,
 }

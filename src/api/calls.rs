@@ -21,7 +21,7 @@ use crate::{
     state::AppState,
     store::{
         calls::{self, CallRecord, Started},
-        meetings, users,
+        users,
     },
 };
 
@@ -175,25 +175,14 @@ impl CallService for CallApi {
                 .into());
             }
             // A call starts its meeting (unless someone else just did).
-            let draft = Draft::started(&meeting_id, &loaded.record.title);
-            let started = meetings::transition(
-                &self.state.db,
-                &meeting_id,
-                MeetingStatus::Scheduled,
-                MeetingStatus::Ongoing,
-                Some(&draft),
-                now,
-            )
-            .await
-            .map_err(AppError::from)?;
-            if let Some((_, notices)) = started {
-                super::deliver(&self.state, &notices);
-                let status = pb::MeetingStatus::Ongoing as i32;
-                self.state.hub.broadcast(
-                    &meeting_id,
-                    Event::MeetingStatus(pb::MeetingStatusChanged { status }),
-                );
-            }
+            self.state
+                .meetings
+                .change_status(
+                    &loaded.record,
+                    MeetingStatus::Scheduled,
+                    MeetingStatus::Ongoing,
+                )
+                .await?;
         }
         let status = CallStatus::initial(callee.is_some());
         let call_draft = match &callee {

@@ -266,35 +266,13 @@ impl MeetingApi {
         let loaded = self.managed(caller, raw_id, "meeting_id").await?;
         let from = loaded.record.status();
         let to = step(from).map_err(illegal)?;
-        let record = &loaded.record;
-        let draft = match to {
-            MeetingStatus::Ongoing => Some(Draft::started(&record.id, &record.title)),
-            MeetingStatus::Cancelled => Some(Draft::cancelled(&record.id, &record.title).mailed()),
-            _ => None,
-        };
-        let changed = meetings::transition(
-            &self.state.db,
-            &record.id,
-            from,
-            to,
-            draft.as_ref(),
-            now_micros(),
-        )
-        .await?;
-        match changed {
-            Some((record, notices)) => {
-                super::deliver(&self.state, &notices);
-                let status = wire::meeting_status(to);
-                if to.is_over() {
-                    self.state.hub.close_room(&record.id, status);
-                } else {
-                    let event = pb::server_event::Event::MeetingStatus(pb::MeetingStatusChanged {
-                        status: status as i32,
-                    });
-                    self.state.hub.broadcast(&record.id, event);
-                }
-                Ok(self.to_pb(&record))
-            }
+        match self
+            .state
+            .meetings
+            .change_status(&loaded.record, from, to)
+            .await?
+        {
+            Some(record) => Ok(self.to_pb(&record)),
             // Someone changed it between our read and write: judge again.
             None => {
                 let now = meetings::find(&self.state.db, &loaded.record.id)
@@ -561,20 +539,8 @@ impl MeetingService for MeetingApi {
             }
             .into());
         }
-        // The bytes of its files go with the meeting (rows cascade).
-        let blob_keys = crate::store::files::blob_keys_of_meeting(&self.state.db, &id)
-            .await
-            .map_err(AppError::from)?;
-        if !meetings::delete(&self.state.db, &id)
-            .await
-            .map_err(AppError::from)?
-        {
+        if !self.state.meetings.delete(&id).await? {
             return Err(meeting_not_found(&id).into());
-        }
-        self.state.hub.close_room(&id, pb::MeetingStatus::Cancelled);
-        for key in blob_keys {
-            let _ = self.state.blobs.delete(&key).await;
-            let _ = self.state.blobs.delete_temp(&key).await;
         }
         tracing::info!(meeting_id = %id, by = %caller.user_id, "meeting deleted");
         Ok(Response::new(pb::DeleteMeetingResponse {}))

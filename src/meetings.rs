@@ -1,0 +1,89 @@
+//! The meetings service: what a change to a meeting sets in motion, in one
+//! place, shaped like `auth::Accounts`. A status change commits with its
+//! notifications, then delivers them live and tells the room; a deletion
+//! takes the meeting's file bytes and live room with it. `MeetingApi` and
+//! `CallApi` (a host's call starts the meeting) both go through here, and
+//! webhooks will hang off the same methods.
+
+use std::sync::Arc;
+
+use crate::{
+    blob::BlobStore,
+    domain::{meeting::MeetingStatus, notification::Draft, time::now_micros},
+    error::AppError,
+    proto::pb,
+    realtime::{RoomHub, inbox::Inbox},
+    store::{Db, files, meetings, meetings::MeetingRecord},
+    wire,
+};
+
+#[derive(Clone)]
+pub struct Meetings {
+    db: Db,
+    hub: Arc<RoomHub>,
+    inbox: Arc<Inbox>,
+    blobs: BlobStore,
+}
+
+impl Meetings {
+    pub fn new(db: Db, hub: Arc<RoomHub>, inbox: Arc<Inbox>, blobs: BlobStore) -> Self {
+        Self {
+            db,
+            hub,
+            inbox,
+            blobs,
+        }
+    }
+
+    /// Moves `record` from `from` to `to` if it is still `from`: the
+    /// members are notified (a cancellation also by email) in the same
+    /// transaction, then live, and the room hears the new status (a meeting
+    /// that is over closes its room). `None` when someone changed it first.
+    pub async fn change_status(
+        &self,
+        record: &MeetingRecord,
+        from: MeetingStatus,
+        to: MeetingStatus,
+    ) -> Result<Option<MeetingRecord>, AppError> {
+        let draft = match to {
+            MeetingStatus::Ongoing => Some(Draft::started(&record.id, &record.title)),
+            MeetingStatus::Cancelled => Some(Draft::cancelled(&record.id, &record.title).mailed()),
+            _ => None,
+        };
+        let changed =
+            meetings::transition(&self.db, &record.id, from, to, draft.as_ref(), now_micros())
+                .await?;
+        let Some((record, notices)) = changed else {
+            return Ok(None);
+        };
+        if !notices.is_empty() {
+            self.inbox.publish(notices.iter().map(wire::notification));
+        }
+        let status = wire::meeting_status(to);
+        if to.is_over() {
+            self.hub.close_room(&record.id, status);
+        } else {
+            let event = pb::server_event::Event::MeetingStatus(pb::MeetingStatusChanged {
+                status: status as i32,
+            });
+            self.hub.broadcast(&record.id, event);
+        }
+        Ok(Some(record))
+    }
+
+    /// Deletes the meeting with everything of it: rows cascade, the live
+    /// room closes, the bytes of its files go. False if it did not exist.
+    pub async fn delete(&self, meeting_id: &str) -> Result<bool, AppError> {
+        let blob_keys = files::blob_keys_of_meeting(&self.db, meeting_id).await?;
+        if !meetings::delete(&self.db, meeting_id).await? {
+            return Ok(false);
+        }
+        self.hub
+            .close_room(meeting_id, pb::MeetingStatus::Cancelled);
+        for key in blob_keys {
+            let _ = self.blobs.delete(&key).await;
+            let _ = self.blobs.delete_temp(&key).await;
+        }
+        Ok(true)
+    }
+}
