@@ -104,6 +104,8 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Keep-alive period of idle notification watches.
+    pub watch_keepalive: Duration,
     pub rooms: RoomSettings,
     /// How long a call rings before it counts as missed.
     pub call_ring_timeout: Duration,
@@ -135,9 +137,12 @@ const GOOGLE_ISSUER: &str = "https://accounts.google.com";
 const MICROSOFT_ISSUER: &str = "https://login.microsoftonline.com/common/v2.0";
 
 impl Config {
-    /// Reads the process environment, then `file` (KEY=VALUE lines) for keys
-    /// the environment does not set.
-    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+    /// The settings clap collected (flags over environment), then `file`
+    /// (KEY=VALUE lines) for keys neither sets.
+    pub fn load(
+        settings: &crate::cli::Settings,
+        file: Option<&std::path::Path>,
+    ) -> Result<Self, ConfigError> {
         let mut values: HashMap<String, String> = HashMap::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -145,7 +150,11 @@ impl Config {
             })?;
             values.extend(parse_env_file(&text));
         }
-        values.extend(std::env::vars().filter(|(k, _)| k.starts_with("UNIO_")));
+        for (var, value) in settings.pairs() {
+            if let Some(value) = value {
+                values.insert(var.to_owned(), value.clone());
+            }
+        }
         Self::from_lookup(|key| values.get(key).cloned())
     }
 
@@ -400,6 +409,7 @@ impl Config {
             access_token_ttl,
             refresh_token_ttl,
             shutdown_grace,
+            watch_keepalive: duration("UNIO_WATCH_KEEPALIVE", "15s")?,
             rooms,
             call_ring_timeout: duration("UNIO_CALL_RING_TIMEOUT", "45s")?,
             limits: Limits {
@@ -519,9 +529,13 @@ fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Parses `90s`, `10m`, `2h`, `30d` or a plain number of seconds.
+/// Parses a duration with `humantime` (`90s`, `10m`, `2h`, `30d`,
+/// `1h 30m`, `250ms`) or a plain number of seconds.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
+    if let Ok(parsed) = humantime::parse_duration(value) {
+        return Ok(parsed);
+    }
     let split = value
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(value.len());
@@ -636,7 +650,9 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("5 weeks").is_err());
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("ten").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line on clap: subcommands, every setting a flag.
 //! - [`config`]: typed configuration from `UNIO_*` variables.
 //! - [`server`]: wires services, layers, reflection, health and shutdown.
 //! - [`api`]: one module per gRPC service; thin handlers.
@@ -32,6 +33,7 @@
 pub mod api;
 pub mod auth;
 pub mod blob;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod deadline;
@@ -126,7 +128,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         PasswordHasher::with_queue(config.limits.max_hash_queue),
         &config.public_url,
     );
-    let inbox = realtime::inbox::Inbox::new(std::time::Duration::from_secs(15));
+    let inbox = realtime::inbox::Inbox::new(config.watch_keepalive);
     let blobs = BlobStore::new(config.data_dir.join("blobs"));
     let hub = RoomHub::new(
         HubConfig {
@@ -180,6 +182,24 @@ pub async fn run(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!("metrics at http://{addr}/metrics");
         }
+        // Gauges owned elsewhere, read at each scrape.
+        let db = state.db.clone();
+        state.metrics.on_scrape(move |m| {
+            let (size, idle) = match &db {
+                store::Db::Sqlite(pool) => (pool.size(), pool.num_idle()),
+                store::Db::Postgres(pool) => (pool.size(), pool.num_idle()),
+            };
+            m.set_db_pool((size as usize).saturating_sub(idle), idle);
+        });
+        let hub = state.hub.clone();
+        state.metrics.on_scrape(move |m| {
+            let (rooms, participants) = hub.counts();
+            m.set_rooms(rooms, participants);
+        });
+        let passwords = state.accounts.passwords().clone();
+        state
+            .metrics
+            .on_scrape(move |m| m.set_password_queue(passwords.queue_depth()));
         tokio::spawn(metrics::serve(listener, state.metrics.clone()))
     });
     let missed_calls = tokio::spawn(jobs::missed_calls::run(
@@ -190,7 +210,11 @@ pub async fn run(
         (Some(url), Some(from)) => jobs::mailer::Mailer::new(url, from).map_err(RunError::Mail)?,
         _ => jobs::mailer::Mailer::console(),
     };
-    let mailer = tokio::spawn(mailer.run(state.db.clone(), state.config.mail_poll_interval));
+    let mailer = tokio::spawn(mailer.run(
+        state.db.clone(),
+        state.config.mail_poll_interval,
+        state.metrics.clone(),
+    ));
     let uploads = tokio::spawn(jobs::uploads::run(state.db.clone(), state.blobs.clone()));
     let expired = tokio::spawn(jobs::expired::run(state.db.clone(), state.limits.clone()));
     let reminders = tokio::spawn(jobs::reminders::run(

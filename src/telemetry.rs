@@ -5,6 +5,10 @@
 //! response body yields its trailers (successful unary calls, streams). A
 //! body dropped before its trailers is a call the client cancelled. Headers
 //! and messages are never logged, so tokens and passwords cannot leak here.
+//!
+//! The same layer feeds [`Metrics`]: every finished call, and the response
+//! streams of the long-lived RPCs ([`StreamKind`]) as open from their
+//! headers until their body ends or is dropped.
 
 use std::{
     future::Future,
@@ -20,7 +24,7 @@ use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OpenStream, StreamKind};
 
 /// Installs the global subscriber; `filter` is an `EnvFilter` directive such
 /// as `info` or `unio=debug,sqlx=warn`. Returns false when one was already
@@ -112,12 +116,22 @@ where
         let mut record = this.record.take();
         Poll::Ready(match result {
             Ok(response) => {
-                if let (Some(code), Some(record)) =
-                    (grpc_status(response.headers()), record.as_mut())
-                {
-                    record.finish(code);
+                let mut stream = None;
+                if let Some(record) = record.as_mut() {
+                    match grpc_status(response.headers()) {
+                        // Trailers-only: the call ended before any message.
+                        Some(code) => record.finish(code),
+                        None => {
+                            stream = StreamKind::of(&record.method)
+                                .map(|kind| record.metrics.stream_opened(kind));
+                        }
+                    }
                 }
-                Ok(response.map(|inner| LoggedBody { inner, record }))
+                Ok(response.map(|inner| LoggedBody {
+                    inner,
+                    record,
+                    stream,
+                }))
             }
             Err(err) => {
                 if let Some(mut record) = record {
@@ -134,6 +148,9 @@ pin_project! {
         #[pin]
         inner: B,
         record: Option<CallRecord>,
+        // Counted as open until the body ends; dropping it (a cancelled
+        // call) takes it off the gauge too.
+        stream: Option<OpenStream>,
     }
 }
 
@@ -147,6 +164,13 @@ impl<B: Body> Body for LoggedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
+        let ended = match &frame {
+            Some(Ok(frame)) => frame.is_trailers(),
+            Some(Err(_)) | None => true,
+        };
+        if ended {
+            this.stream.take();
+        }
         if let Some(record) = this.record.as_mut() {
             match &frame {
                 Some(Ok(frame)) => {

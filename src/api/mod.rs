@@ -33,6 +33,7 @@ pub(crate) fn deliver(
     records: &[crate::store::notifications::NotificationRecord],
 ) {
     if !records.is_empty() {
+        state.metrics.notifications_sent(records.len() as u64);
         state
             .inbox
             .publish(records.iter().map(crate::wire::notification));

@@ -17,6 +17,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, messag
 
 use crate::{
     domain::time::{micros, now_micros},
+    metrics::Metrics,
     store::{Db, mail},
 };
 
@@ -70,7 +71,7 @@ impl Mailer {
     }
 
     /// One sweep; returns how many emails were sent.
-    pub async fn sweep_once(&self, db: &Db) -> Result<usize, sqlx::Error> {
+    pub async fn sweep_once(&self, db: &Db, metrics: &Metrics) -> Result<usize, sqlx::Error> {
         let now = now_micros();
         let due = mail::claim_due(db, now, now + micros(LEASE), BATCH).await?;
         let mut sent = 0;
@@ -83,6 +84,7 @@ impl Mailer {
                     "mail (console mailer: set UNIO_SMTP_URL to send mail)"
                 );
                 mail::mark_sent(db, &email.id, now_micros()).await?;
+                metrics.mail_sent();
                 sent += 1;
                 continue;
             };
@@ -108,9 +110,11 @@ impl Mailer {
             match transport.send(message).await {
                 Ok(_) => {
                     mail::mark_sent(db, &email.id, now_micros()).await?;
+                    metrics.mail_sent();
                     sent += 1;
                 }
                 Err(e) => {
+                    metrics.mail_failed();
                     tracing::warn!(error = %e, attempts = email.attempts + 1, "email not sent; will retry");
                     let retry_at = now_micros() + micros(backoff(email.attempts + 1));
                     mail::mark_failed(db, &email.id, &e.to_string(), Some(retry_at)).await?;
@@ -121,12 +125,12 @@ impl Mailer {
     }
 
     /// Runs until the task is aborted.
-    pub async fn run(self, db: Db, every: Duration) {
+    pub async fn run(self, db: Db, every: Duration, metrics: std::sync::Arc<Metrics>) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(err) = self.sweep_once(&db).await {
+            if let Err(err) = self.sweep_once(&db, &metrics).await {
                 tracing::warn!(error = %err, "mail sweep failed");
             }
         }

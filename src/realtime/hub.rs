@@ -735,6 +735,13 @@ impl RoomHub {
         }
     }
 
+    /// Live rooms and the sessions in them (for the metrics).
+    pub fn counts(&self) -> (usize, usize) {
+        let rooms = lock(&self.rooms).len();
+        let sessions = lock(&self.sessions).len();
+        (rooms, sessions)
+    }
+
     /// The user behind a participant of a live room.
     pub fn user_of(&self, meeting_id: &str, participant_id: &str) -> Option<String> {
         let room = self.room(meeting_id)?;

@@ -288,28 +288,96 @@ async fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
 }
 
 #[tokio::test]
-async fn metrics_count_calls() {
+async fn metrics_count_calls_latency_and_open_streams() {
+    /// `method path` on the admin listener: (status, content type, body).
+    async fn scrape_admin(addr: &str, method: http::Method, path: &str) -> (u16, String, String) {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr)
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
     let admin_addr = format!("127.0.0.1:{port}");
     let app = spawn_app_with(&[("UNIO_ADMIN_ADDR", &admin_addr)]).await;
-    app.sign_up("ada@example.com").await;
-    let mut stream = tokio::net::TcpStream::connect(&admin_addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    let access = app
+        .sign_up("ada@example.com")
         .await
-        .unwrap();
-    let mut text = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text)
+        .tokens
+        .unwrap()
+        .access_token;
+    let denied = app.users().get_me(pb::GetMeRequest {}).await.unwrap_err();
+    assert_eq!(denied.code(), Code::Unauthenticated);
+    let watch = app
+        .notifications()
+        .watch_notifications(authed(pb::WatchNotificationsRequest {}, &access))
         .await
-        .unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        .unwrap()
+        .into_inner();
+
+    let (status, content_type, text) =
+        scrape_admin(&admin_addr, http::Method::GET, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
     assert!(
-        text.contains("unio_rpc_calls_total{method=\"/unio.v1.AuthService/SignUp\",code=\"Ok\"} 1"),
-        "{text}"
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
     );
+    for line in [
+        "unio_rpc_calls_total{method=\"/unio.v1.AuthService/SignUp\",code=\"Ok\"} 1\n",
+        "unio_rpc_calls_total{method=\"/unio.v1.UserService/GetMe\",code=\"Unauthenticated\"} 1\n",
+        "# TYPE unio_rpc_duration_seconds histogram\n",
+        "unio_rpc_duration_seconds_bucket{method=\"/unio.v1.AuthService/SignUp\",le=\"+Inf\"} 1\n",
+        "unio_rpc_duration_seconds_bucket{method=\"/unio.v1.AuthService/SignUp\",le=\"10\"} 1\n",
+        "unio_rpc_duration_seconds_count{method=\"/unio.v1.UserService/GetMe\"} 1\n",
+        "unio_streams_open{kind=\"notification_watch\"} 1\n",
+        "unio_streams_open{kind=\"room\"} 0\n",
+        "# TYPE unio_db_pool_connections gauge\n",
+        "unio_password_hash_queue_depth 0\n",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+
+    // A stream the client drops is no longer counted as open.
+    drop(watch);
+    crate::helpers::eventually("the watch stream is counted closed", || async {
+        let (_, _, text) = scrape_admin(&admin_addr, http::Method::GET, "/metrics").await;
+        text.contains("unio_streams_open{kind=\"notification_watch\"} 0\n")
+    })
+    .await;
+
+    for (method, path) in [
+        (http::Method::GET, "/"),
+        (http::Method::GET, "/metrics/x"),
+        (http::Method::POST, "/metrics"),
+    ] {
+        let (status, _, _) = scrape_admin(&admin_addr, method.clone(), path).await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
 }
 
 /// Runs openssl with `args` in `dir`.
