@@ -518,11 +518,56 @@ pub struct Settings {
         global = true
     )]
     pub watch_keepalive: Option<String>,
+    /// signals per second per room session [default: 20]
+    #[arg(
+        long = "room-signal-rate",
+        env = "UNIO_ROOM_SIGNAL_RATE",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub room_signal_rate: Option<String>,
+    /// chat messages per second per room session [default: 5]
+    #[arg(
+        long = "room-chat-rate",
+        env = "UNIO_ROOM_CHAT_RATE",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub room_chat_rate: Option<String>,
+    /// typing events per second per room session [default: 5]
+    #[arg(
+        long = "room-typing-rate",
+        env = "UNIO_ROOM_TYPING_RATE",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub room_typing_rate: Option<String>,
+    /// media-state events per second per room session [default: 10]
+    #[arg(
+        long = "room-media-rate",
+        env = "UNIO_ROOM_MEDIA_RATE",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub room_media_rate: Option<String>,
+    /// largest SDP in an offer or answer [default: 65536]
+    #[arg(
+        long = "max-sdp-bytes",
+        env = "UNIO_MAX_SDP_BYTES",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub max_sdp_bytes: Option<String>,
 }
 
 impl Settings {
     /// `(variable, value)` of every setting.
-    pub fn pairs(&self) -> [(&'static str, &Option<String>); 52] {
+    pub fn pairs(&self) -> [(&'static str, &Option<String>); 57] {
         [
             ("UNIO_ADDR", &self.addr),
             ("UNIO_DATA_DIR", &self.data_dir),
@@ -585,6 +630,11 @@ impl Settings {
                 &self.max_streams_per_connection,
             ),
             ("UNIO_WATCH_KEEPALIVE", &self.watch_keepalive),
+            ("UNIO_ROOM_SIGNAL_RATE", &self.room_signal_rate),
+            ("UNIO_ROOM_CHAT_RATE", &self.room_chat_rate),
+            ("UNIO_ROOM_TYPING_RATE", &self.room_typing_rate),
+            ("UNIO_ROOM_MEDIA_RATE", &self.room_media_rate),
+            ("UNIO_MAX_SDP_BYTES", &self.max_sdp_bytes),
         ]
     }
 

@@ -125,6 +125,31 @@ pub struct RoomSettings {
     pub queue_capacity: usize,
     /// Events a room keeps for resuming participants.
     pub replay_capacity: usize,
+    /// Per-session event rates (bursts of twice that): an event over them
+    /// gets an `error` event, and the stream stays open.
+    pub signals_per_second: u32,
+    pub chats_per_second: u32,
+    pub typing_per_second: u32,
+    pub media_per_second: u32,
+    /// Largest SDP accepted in an offer or answer.
+    pub max_sdp_bytes: usize,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self {
+            resume_grace: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(45),
+            queue_capacity: 256,
+            replay_capacity: 1024,
+            signals_per_second: 20,
+            chats_per_second: 5,
+            typing_per_second: 5,
+            media_per_second: 10,
+            max_sdp_bytes: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -360,6 +385,11 @@ impl Config {
             ping_timeout: duration("UNIO_PING_TIMEOUT", "45s")?,
             queue_capacity: count("UNIO_ROOM_QUEUE", 256)?,
             replay_capacity: count("UNIO_ROOM_REPLAY", 1024)?,
+            signals_per_second: rate("UNIO_ROOM_SIGNAL_RATE", 20)?,
+            chats_per_second: rate("UNIO_ROOM_CHAT_RATE", 5)?,
+            typing_per_second: rate("UNIO_ROOM_TYPING_RATE", 5)?,
+            media_per_second: rate("UNIO_ROOM_MEDIA_RATE", 10)?,
+            max_sdp_bytes: count("UNIO_MAX_SDP_BYTES", 64 * 1024)?,
         };
         if rooms.ping_interval.is_zero() {
             return Err(ConfigError::new(

@@ -63,7 +63,7 @@ use crate::{
     config::Config,
     metrics::Metrics,
     paging::PageTokens,
-    realtime::{HubConfig, RoomHub, ice::IceConfig},
+    realtime::{RoomHub, ice::IceConfig},
     state::AppState,
     store::Db,
 };
@@ -131,14 +131,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
     let inbox = realtime::inbox::Inbox::new(config.watch_keepalive);
     let blobs = BlobStore::new(config.data_dir.join("blobs"));
     let hub = RoomHub::new(
-        HubConfig {
-            queue_capacity: config.rooms.queue_capacity,
-            replay_capacity: config.rooms.replay_capacity,
-            resume_grace: config.rooms.resume_grace,
-            ping_interval: config.rooms.ping_interval,
-            ping_timeout: config.rooms.ping_timeout,
-            ..HubConfig::default()
-        },
+        config.rooms.clone(),
         IceConfig {
             stun_urls: config.stun_urls.clone(),
             turn_urls: config.turn_urls.clone(),

@@ -35,40 +35,9 @@ use crate::{
     store::{Db, participants},
 };
 
-/// Limits and timings of the live rooms.
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    /// Events a participant's queue holds before it counts as fallen behind.
-    pub queue_capacity: usize,
-    /// Events a room keeps for resuming participants.
-    pub replay_capacity: usize,
-    pub resume_grace: Duration,
-    pub ping_interval: Duration,
-    pub ping_timeout: Duration,
-    pub signals_per_second: u32,
-    pub chats_per_second: u32,
-    pub typing_per_second: u32,
-    pub media_per_second: u32,
-    /// Largest SDP accepted in an offer or answer.
-    pub max_sdp_bytes: usize,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        Self {
-            queue_capacity: 256,
-            replay_capacity: 1024,
-            resume_grace: Duration::from_secs(30),
-            ping_interval: Duration::from_secs(15),
-            ping_timeout: Duration::from_secs(45),
-            signals_per_second: 20,
-            chats_per_second: 5,
-            typing_per_second: 5,
-            media_per_second: 10,
-            max_sdp_bytes: 64 * 1024,
-        }
-    }
-}
+/// Limits and timings of the live rooms. The hub's settings are the room settings of the configuration, used as
+/// they are (not copied field by field).
+pub use crate::config::RoomSettings as HubConfig;
 
 /// Who is joining.
 #[derive(Debug, Clone)]
