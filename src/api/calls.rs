@@ -117,7 +117,7 @@ impl CallApi {
 
 #[tonic::async_trait]
 impl CallService for CallApi {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn start_call(
         &self,
         request: Request<pb::StartCallRequest>,
@@ -239,7 +239,7 @@ impl CallService for CallApi {
         Ok(Response::new(self.announce(&record)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn answer_call(
         &self,
         request: Request<pb::AnswerCallRequest>,
@@ -255,7 +255,7 @@ impl CallService for CallApi {
         ))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn end_call(
         &self,
         request: Request<pb::EndCallRequest>,
@@ -273,7 +273,7 @@ impl CallService for CallApi {
         Ok(Response::new(self.change(record, CallStatus::end).await?))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn get_call(
         &self,
         request: Request<pb::GetCallRequest>,
@@ -283,7 +283,7 @@ impl CallService for CallApi {
         Ok(Response::new(wire::call(&record)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn list_calls(
         &self,
         request: Request<pb::ListCallsRequest>,

@@ -86,7 +86,7 @@ pub async fn send(
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
@@ -114,7 +114,7 @@ impl ChatService for ChatApi {
         Ok(Response::new(message))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,

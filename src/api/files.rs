@@ -494,7 +494,7 @@ impl FileService for FileApi {
         Ok(Response::new(upload_pb(&upload, 0)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(upload_id = %request.get_ref().upload_id))]
     async fn upload_chunk(
         &self,
         request: Request<pb::UploadChunkRequest>,
@@ -559,7 +559,7 @@ impl FileService for FileApi {
         Ok(Response::new(upload_pb(&upload, end)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(upload_id = %request.get_ref().upload_id))]
     async fn complete_upload(
         &self,
         request: Request<pb::CompleteUploadRequest>,
@@ -596,7 +596,7 @@ impl FileService for FileApi {
         ))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(file_id = %request.get_ref().file_id))]
     async fn download_file(
         &self,
         request: Request<pb::DownloadFileRequest>,
@@ -670,7 +670,7 @@ impl FileService for FileApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn list_files(
         &self,
         request: Request<pb::ListFilesRequest>,
@@ -701,7 +701,7 @@ impl FileService for FileApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(file_id = %request.get_ref().file_id))]
     async fn delete_file(
         &self,
         request: Request<pb::DeleteFileRequest>,

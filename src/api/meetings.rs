@@ -350,7 +350,7 @@ impl MeetingService for MeetingApi {
         Ok(Response::new(self.to_pb(&record)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn get_meeting(
         &self,
         request: Request<pb::GetMeetingRequest>,
@@ -523,7 +523,7 @@ impl MeetingService for MeetingApi {
         }
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn delete_meeting(
         &self,
         request: Request<pb::DeleteMeetingRequest>,
@@ -558,7 +558,7 @@ impl MeetingService for MeetingApi {
         ))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn end_meeting(
         &self,
         request: Request<pb::EndMeetingRequest>,
@@ -570,7 +570,7 @@ impl MeetingService for MeetingApi {
         ))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn cancel_meeting(
         &self,
         request: Request<pb::CancelMeetingRequest>,
@@ -586,7 +586,7 @@ impl MeetingService for MeetingApi {
         ))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn invite_participants(
         &self,
         request: Request<pb::InviteParticipantsRequest>,
@@ -636,7 +636,7 @@ impl MeetingService for MeetingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn list_invites(
         &self,
         request: Request<pb::ListInvitesRequest>,
@@ -710,7 +710,7 @@ impl MeetingService for MeetingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(invite_id = %request.get_ref().invite_id))]
     async fn respond_to_invite(
         &self,
         request: Request<pb::RespondToInviteRequest>,
@@ -782,7 +782,7 @@ impl MeetingService for MeetingApi {
         }
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn list_participants(
         &self,
         request: Request<pb::ListParticipantsRequest>,
@@ -848,7 +848,7 @@ impl MeetingService for MeetingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn export_calendar(
         &self,
         request: Request<pb::ExportCalendarRequest>,

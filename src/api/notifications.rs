@@ -113,7 +113,7 @@ impl NotificationService for NotificationApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(notification_id = %request.get_ref().notification_id))]
     async fn mark_notification_read(
         &self,
         request: Request<pb::MarkNotificationReadRequest>,
@@ -143,7 +143,7 @@ impl NotificationService for NotificationApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(notification_id = %request.get_ref().notification_id))]
     async fn delete_notification(
         &self,
         request: Request<pb::DeleteNotificationRequest>,

@@ -295,7 +295,7 @@ impl RoomService for RoomApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
@@ -311,7 +311,7 @@ impl RoomService for RoomApi {
         }
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(session_id = %request.get_ref().session_id))]
     async fn publish(
         &self,
         request: Request<pb::PublishRequest>,

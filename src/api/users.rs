@@ -358,7 +358,7 @@ impl UserService for UserApi {
         Ok(Response::new(wire::user(&user, UserView::Full)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn get_avatar(
         &self,
         request: Request<pb::GetAvatarRequest>,
