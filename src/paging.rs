@@ -109,6 +109,56 @@ impl PageTokens {
     }
 }
 
+/// One page of a keyset list being served: where it starts and how many
+/// rows to fetch, then [`Page::finish`] for the rows to send and the next
+/// page token. The one shape of every list handler.
+pub struct Page<'a> {
+    tokens: &'a PageTokens,
+    scope: String,
+    cursor: Option<String>,
+    size: crate::domain::PageSize,
+}
+
+impl PageTokens {
+    /// Starts a page of the list `scope` from the request's `page_token`
+    /// (INVALID_ARGUMENT naming `page_token` if it is not this list's).
+    pub fn page(
+        &self,
+        scope: String,
+        token: &str,
+        size: crate::domain::PageSize,
+    ) -> Result<Page<'_>, crate::error::AppError> {
+        let cursor = self.cursor(&scope, token)?;
+        Ok(Page {
+            tokens: self,
+            scope,
+            cursor,
+            size,
+        })
+    }
+}
+
+impl Page<'_> {
+    /// Where the page starts; `None` on the first page.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// How many rows to fetch: one more than the page holds, to tell
+    /// whether there is a next page.
+    pub fn limit(&self) -> u32 {
+        self.size.get() + 1
+    }
+
+    /// The rows to send and the token of the next page (empty on the last).
+    pub fn finish<T>(self, mut rows: Vec<T>, cursor_of: impl Fn(&T) -> String) -> (Vec<T>, String) {
+        let next = self
+            .tokens
+            .next(&mut rows, self.size, &self.scope, cursor_of);
+        (rows, next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,20 +294,14 @@ impl CallService for CallApi {
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
         access::member(&self.state.db, &meeting_id, &caller).await?;
-        let scope = format!("ListCalls|{meeting_id}");
-        let cursor = self.state.page_tokens.cursor(&scope, &r.page_token)?;
-        let mut rows = calls::list(
-            &self.state.db,
-            &meeting_id,
-            cursor.as_deref(),
-            size.get() + 1,
-        )
-        .await
-        .map_err(AppError::from)?;
-        let next_page_token = self
-            .state
-            .page_tokens
-            .next(&mut rows, size, &scope, |c| c.id.clone());
+        let page =
+            self.state
+                .page_tokens
+                .page(format!("ListCalls|{meeting_id}"), &r.page_token, size)?;
+        let rows = calls::list(&self.state.db, &meeting_id, page.cursor(), page.limit())
+            .await
+            .map_err(AppError::from)?;
+        let (rows, next_page_token) = page.finish(rows, |c| c.id.clone());
         Ok(Response::new(pb::ListCallsResponse {
             calls: rows.iter().map(wire::call).collect(),
             next_page_token,

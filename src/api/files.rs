@@ -681,20 +681,14 @@ impl FileService for FileApi {
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
         access::member(&self.state.db, &meeting_id, &caller).await?;
-        let scope = format!("ListFiles|{meeting_id}");
-        let cursor = self.state.page_tokens.cursor(&scope, &r.page_token)?;
-        let mut rows = files::list(
-            &self.state.db,
-            &meeting_id,
-            cursor.as_deref(),
-            size.get() + 1,
-        )
-        .await
-        .map_err(AppError::from)?;
-        let next_page_token = self
-            .state
-            .page_tokens
-            .next(&mut rows, size, &scope, |f| f.id.clone());
+        let page =
+            self.state
+                .page_tokens
+                .page(format!("ListFiles|{meeting_id}"), &r.page_token, size)?;
+        let rows = files::list(&self.state.db, &meeting_id, page.cursor(), page.limit())
+            .await
+            .map_err(AppError::from)?;
+        let (rows, next_page_token) = page.finish(rows, |f| f.id.clone());
         Ok(Response::new(pb::ListFilesResponse {
             files: rows.iter().map(crate::wire::shared_file).collect(),
             next_page_token,

@@ -686,24 +686,24 @@ impl MeetingService for MeetingApi {
                 meeting_id: id.as_deref(),
             },
         };
-        let page_scope = format!(
-            "ListInvites|{}|{meeting_id:?}|{sees_all}|{statuses:?}",
-            caller.user_id
-        );
-        let cursor = self.state.page_tokens.cursor(&page_scope, &r.page_token)?;
-        let mut rows = invites::list(
+        let page = self.state.page_tokens.page(
+            format!(
+                "ListInvites|{}|{meeting_id:?}|{sees_all}|{statuses:?}",
+                caller.user_id
+            ),
+            &r.page_token,
+            size,
+        )?;
+        let rows = invites::list(
             &self.state.db,
             scope,
             &statuses,
-            cursor.as_deref(),
-            size.get() + 1,
+            page.cursor(),
+            page.limit(),
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = self
-            .state
-            .page_tokens
-            .next(&mut rows, size, &page_scope, |i| i.id.clone());
+        let (rows, next_page_token) = page.finish(rows, |i| i.id.clone());
         Ok(Response::new(pb::ListInvitesResponse {
             invites: rows.iter().map(wire::invite).collect(),
             next_page_token,
@@ -792,20 +792,20 @@ impl MeetingService for MeetingApi {
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
         let loaded = self.member_view(&caller, &r.meeting_id).await?;
-        let page_scope = format!("ListParticipants|{}", loaded.record.id);
-        let cursor = self.state.page_tokens.cursor(&page_scope, &r.page_token)?;
-        let mut rows = participants::list(
+        let page = self.state.page_tokens.page(
+            format!("ListParticipants|{}", loaded.record.id),
+            &r.page_token,
+            size,
+        )?;
+        let rows = participants::list(
             &self.state.db,
             &loaded.record.id,
-            cursor.as_deref(),
-            size.get() + 1,
+            page.cursor(),
+            page.limit(),
         )
         .await
         .map_err(AppError::from)?;
-        let next_page_token = self
-            .state
-            .page_tokens
-            .next(&mut rows, size, &page_scope, |p| p.id.clone());
+        let (rows, next_page_token) = page.finish(rows, |p| p.id.clone());
         Ok(Response::new(pb::ListParticipantsResponse {
             participants: rows.iter().map(wire::participant).collect(),
             next_page_token,
