@@ -224,7 +224,11 @@ impl Metrics {
             db_pool.clone(),
         );
         let mails_sent = Counter::default();
-        registry.register("mails_sent", "Mails handed to SMTP", mails_sent.clone());
+        registry.register(
+            "mails_sent",
+            "Mails sent (over SMTP, or to the log by the console mailer)",
+            mails_sent.clone(),
+        );
         let mails_failed = Counter::default();
         registry.register(
             "mails_failed",

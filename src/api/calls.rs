@@ -213,7 +213,7 @@ impl CallService for CallApi {
             // Asking again rings nothing new: the same call answers.
             Started::AlreadyRinging(record) => return Ok(Response::new(wire::call(&record))),
             Started::Limited(RingLimit::CallerTooFast(at)) => {
-                let wait = std::time::Duration::from_secs(((at - now) / 1_000_000).max(1) as u64);
+                let wait = crate::domain::time::wait_until(at, now);
                 return Err(AppError::ResourceExhausted {
                     reason: "TOO_MANY_CALLS",
                     message: format!(

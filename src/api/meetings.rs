@@ -235,7 +235,7 @@ impl MeetingApi {
         )
         .await?;
         if let Err(free_at) = spent {
-            let wait = std::time::Duration::from_secs(((free_at - now) / 1_000_000).max(1) as u64);
+            let wait = crate::domain::time::wait_until(free_at, now);
             return Err(AppError::ResourceExhausted {
                 reason: "TOO_MANY_INVITES",
                 message: format!(

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     domain::{
         AuthProvider, DisplayName, Email, Password, Role, new_id, throttle,
-        time::{Micros, micros, now_micros},
+        time::{Micros, micros, now_micros, wait_until},
         verification,
     },
     error::AppError,
@@ -176,7 +176,7 @@ impl Accounts {
         let address_key = client.map(|_| (format!("addr:{address}"), throttle::ADDRESS));
         keys.extend(address_key.clone());
         if let Err(retry_at) = throttle_store::claim(&self.db, &keys, now).await? {
-            let wait = Duration::from_secs(((retry_at - now) as u64).div_ceil(1_000_000).max(1));
+            let wait = wait_until(retry_at, now);
             return Err(AppError::ResourceExhausted {
                 reason: "TOO_MANY_LOGIN_ATTEMPTS",
                 message: format!(
@@ -369,7 +369,7 @@ impl Accounts {
         let key = vec![(format!("chpw:{}", user.id), throttle::PAIR)];
         let now = now_micros();
         if let Err(retry_at) = throttle_store::claim(&self.db, &key, now).await? {
-            let wait = Duration::from_secs(((retry_at - now) as u64).div_ceil(1_000_000).max(1));
+            let wait = wait_until(retry_at, now);
             return Err(AppError::ResourceExhausted {
                 reason: "TOO_MANY_PASSWORD_ATTEMPTS",
                 message: format!(
@@ -477,14 +477,14 @@ impl Accounts {
                 message: format!("{} is already verified", user.email),
             }),
             Requested::TooSoon(at) => {
-                let wait = Duration::from_micros((at - now).max(1_000_000) as u64);
+                let wait = wait_until(at, now);
                 Err(AppError::ResourceExhausted {
                     reason: "TOO_MANY_VERIFICATION_EMAILS",
                     message: format!(
                         "a verification email was sent recently; try again in {} seconds",
-                        wait.as_secs().max(1)
+                        wait.as_secs()
                     ),
-                    retry_after: Some(Duration::from_secs(wait.as_secs().max(1))),
+                    retry_after: Some(wait),
                 })
             }
             Requested::UnknownUser => Err(revoked()),

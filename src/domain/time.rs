@@ -19,6 +19,12 @@ pub fn micros(duration: Duration) -> Micros {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// Whole seconds from `now` until `at`, at least one: the RetryInfo of a
+/// limit that frees up at `at`.
+pub fn wait_until(at: Micros, now: Micros) -> Duration {
+    Duration::from_secs(((at - now).max(0) as u64).div_ceil(1_000_000).max(1))
+}
+
 pub fn to_timestamp(at: Micros) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.div_euclid(1_000_000),

@@ -21,10 +21,15 @@ pub struct FileRecord {
 const COLUMNS: &str =
     "id, meeting_id, uploader_id, filename, content_type, size_bytes, sha256, blob_key, created_at";
 
-pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, sqlx::Error> {
-    let sql = format!(
+/// The one INSERT of a file row, for `insert` and `complete_upload`.
+fn insert_sql() -> String {
+    format!(
         "INSERT INTO shared_files ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-    );
+    )
+}
+
+pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, sqlx::Error> {
+    let sql = insert_sql();
     dispatch!(db, pool => {
         sqlx::query_as::<_, FileRecord>(&sql)
             .bind(&file.id)
@@ -182,9 +187,7 @@ pub async fn complete_upload(
     upload_id: &str,
     file: &FileRecord,
 ) -> Result<Option<FileRecord>, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO shared_files ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-    );
+    let sql = insert_sql();
     dispatch_write!(db, tx => {
         let taken: Option<(String,)> = sqlx::query_as("DELETE FROM uploads WHERE id = $1 RETURNING id")
             .bind(upload_id)
