@@ -3,8 +3,8 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, dispatch_write,
-    notifications::{NotificationRecord, insert_notification},
+    Db, dispatch, in_tx,
+    notifications::{self, NotificationRecord},
 };
 use crate::domain::{
     call::{CallStatus, RingLimit, ring_limit},
@@ -64,11 +64,12 @@ pub async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     );
     let answered = (status == CallStatus::Active).then_some(now);
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    let record = in_tx!(&mut tx, conn => {
         if let Some(callee) = callee_id {
             sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
                 .bind(callee)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             let ringing = sqlx::query_as::<_, CallRecord>(&format!(
                 "SELECT {COLUMNS} FROM calls WHERE meeting_id = $1 AND caller_id = $2 \
@@ -77,7 +78,7 @@ pub async fn create(
             .bind(meeting_id)
             .bind(caller_id)
             .bind(callee)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
             if let Some(call) = ringing {
                 return Ok(Started::AlreadyRinging(call));
@@ -87,19 +88,19 @@ pub async fn create(
             )
             .bind(caller_id)
             .bind(now - 60_000_000)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
             let (busy,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(*) FROM calls WHERE callee_id = $1 AND status = 'ringing'",
             )
             .bind(callee)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
             if let Some(limit) = ring_limit(recent, oldest, busy) {
                 return Ok(Started::Limited(limit));
             }
         }
-        let record = sqlx::query_as::<_, CallRecord>(&sql)
+        sqlx::query_as::<_, CallRecord>(&sql)
             .bind(id)
             .bind(meeting_id)
             .bind(caller_id)
@@ -107,15 +108,17 @@ pub async fn create(
             .bind(status.as_str())
             .bind(now)
             .bind(answered)
-            .fetch_one(&mut *tx)
-            .await?;
-        let notice = match (callee_id, draft) {
-            (Some(callee), Some(draft)) => insert_notification!(&mut *tx, callee, draft, now, None::<String>),
-            _ => None,
-        };
-        tx.commit().await?;
-        Ok(Started::New(record, notice))
-    })
+            .fetch_one(conn)
+            .await?
+    });
+    let notice = match (callee_id, draft) {
+        (Some(callee), Some(draft)) => {
+            notifications::insert(&mut tx, callee, draft, now, None).await?
+        }
+        _ => None,
+    };
+    tx.commit().await?;
+    Ok(Started::New(record, notice))
 }
 
 pub async fn find(db: &Db, id: &str) -> Result<Option<CallRecord>, sqlx::Error> {

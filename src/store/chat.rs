@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, dispatch_write};
+use super::{Db, dispatch, in_tx};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -57,7 +57,8 @@ pub async fn append_batch(
     let existing_sql = format!(
         "SELECT {COLUMNS} FROM chat_messages WHERE meeting_id = $1 AND sender_id = $2 AND client_message_id = $3"
     );
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    let out = in_tx!(&mut tx, conn => {
         let mut results: Vec<Option<Appended>> = vec![None; messages.len()];
         // Retries first: they get the stored message back.
         for (i, message) in messages.iter().enumerate() {
@@ -66,7 +67,7 @@ pub async fn append_batch(
                     .bind(&message.meeting_id)
                     .bind(&message.sender_id)
                     .bind(client_id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut *conn)
                     .await?;
                 if let Some(existing) = existing {
                     results[i] = Some(Appended::Existing(existing));
@@ -99,7 +100,7 @@ pub async fn append_batch(
             for (meeting_id, count) in &counts {
                 bump = bump.bind(*meeting_id).bind(*count);
             }
-            lasts = bump.fetch_all(&mut *tx).await?;
+            lasts = bump.fetch_all(&mut *conn).await?;
         }
         let mut stored = Vec::new();
         for (meeting_id, count) in counts {
@@ -154,14 +155,15 @@ pub async fn append_batch(
                     .bind(r.created_at)
                     .bind(r.file_id.as_deref());
             }
-            insert.execute(&mut *tx).await?;
+            insert.execute(&mut *conn).await?;
         }
-        tx.commit().await?;
         for (i, record) in stored {
             results[i] = Some(Appended::Stored(record));
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or(Appended::MeetingClosed)).collect())
-    })
+        results.into_iter().map(|r| r.unwrap_or(Appended::MeetingClosed)).collect()
+    });
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Newest first before `before` (exclusive), or, with `after`, oldest

@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, dispatch_write};
+use super::{Db, dispatch, in_tx};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -188,10 +188,11 @@ pub async fn complete_upload(
     file: &FileRecord,
 ) -> Result<Option<FileRecord>, sqlx::Error> {
     let sql = insert_sql();
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    let out = in_tx!(&mut tx, conn => {
         let taken: Option<(String,)> = sqlx::query_as("DELETE FROM uploads WHERE id = $1 RETURNING id")
             .bind(upload_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
         if taken.is_none() {
             return Ok(None);
@@ -206,11 +207,12 @@ pub async fn complete_upload(
             .bind(&file.sha256)
             .bind(&file.blob_key)
             .bind(file.created_at)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
-        tx.commit().await?;
-        Ok(Some(stored))
-    })
+        Some(stored)
+    });
+    tx.commit().await?;
+    Ok(out)
 }
 
 pub async fn take_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, sqlx::Error> {

@@ -4,8 +4,10 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, dispatch_write, invites, is_unique_violation, notifications::NotificationRecord,
-    users::UserRecord,
+    Db, Tx, dispatch, in_tx, invites, is_unique_violation,
+    notifications::NotificationRecord,
+    users::{self, UserRecord},
+    verifications,
 };
 use crate::domain::{AuthProvider, time::Micros};
 
@@ -32,16 +34,17 @@ pub async fn save_state(
     client_key: &str,
     (max_per_client, max_pending): (i64, i64),
 ) -> Result<bool, sqlx::Error> {
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         let (pending_now, from_client): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(CASE WHEN client_key = $1 THEN 1 ELSE 0 END), 0) FROM oauth_states",
         )
         .bind(client_key)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
         if pending_now >= max_pending || from_client >= max_per_client {
             return Ok(false);
@@ -57,11 +60,11 @@ pub async fn save_state(
         .bind(&pending.nonce)
         .bind(expires_at)
         .bind(client_key)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
-        tx.commit().await?;
-        Ok(true)
-    })
+    });
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Drops expired sign-ins; returns how many.
@@ -139,49 +142,46 @@ const USER_COLUMNS: &str = "u.id, u.email, u.email_key, u.display_name, u.passwo
 pub(super) const DELETE_UNVERIFIED_IDENTITIES: &str =
     "DELETE FROM user_identities WHERE user_id = $1 AND NOT email_verified";
 
-/// Inside a transaction `$tx`: a verified identity claims `$user` (a
-/// `UserRecord`) whose address was never proved. Every way in that did not
-/// prove the address ends: the password set before verification, the
-/// provider identities that did not vouch, and every session they opened.
-/// Then the account is verified and collects its invitations. Evaluates
-/// to the invitation notices.
-macro_rules! claim_in {
-    ($tx:expr, $user:expr, $now:expr) => {{
-        let user: &UserRecord = $user;
+/// Inside `tx`: a verified identity claims `user`, whose address was never
+/// proved. Every way in that did not prove the address ends: the password
+/// set before verification, the provider identities that did not vouch,
+/// and every session they opened. Then the account is verified and
+/// collects its invitations. Returns the invitation notices.
+async fn claim(
+    tx: &mut Tx,
+    user: &UserRecord,
+    now: Micros,
+) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+    in_tx!(tx, conn => {
         sqlx::query(
             "UPDATE users SET password_hash = NULL, updated_at = $2, \
              credential_epoch = credential_epoch + 1 WHERE id = $1",
         )
         .bind(&user.id)
-        .bind($now)
-        .execute(&mut *$tx)
+        .bind(now)
+        .execute(&mut *conn)
         .await?;
         sqlx::query(DELETE_UNVERIFIED_IDENTITIES)
             .bind(&user.id)
-            .execute(&mut *$tx)
+            .execute(&mut *conn)
             .await?;
         sqlx::query(
             "UPDATE sessions SET revoked_at = $2, revoked_reason = 'address_claimed' \
              WHERE user_id = $1 AND revoked_at IS NULL",
         )
         .bind(&user.id)
-        .bind($now)
-        .execute(&mut *$tx)
+        .bind(now)
+        .execute(conn)
         .await?;
-        $crate::store::verifications::mark_verified_in!($tx, &user.id, &user.email_key, $now)
-    }};
+    });
+    verifications::mark_verified(tx, &user.id, &user.email_key, now).await
 }
 
-/// Inside a transaction `$tx`: the current row of user `$id`.
-macro_rules! reload {
-    ($tx:expr, $id:expr) => {
-        sqlx::query_as::<_, UserRecord>(&format!(
-            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
-        ))
-        .bind($id)
-        .fetch_one(&mut *$tx)
+/// Inside `tx`: the current row of user `id`, which exists.
+async fn reload(tx: &mut Tx, id: &str) -> Result<UserRecord, sqlx::Error> {
+    users::find_in(tx, id)
         .await?
-    };
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Finds, links or creates the account of `identity`, in one transaction.
@@ -202,55 +202,71 @@ pub async fn resolve(
     new_user_id: &str,
     now: Micros,
 ) -> Result<Resolution, sqlx::Error> {
-    dispatch_write!(db, tx => {
-        let known = sqlx::query_as::<_, UserRecord>(&format!(
+    let mut tx = db.begin().await?;
+    let known = in_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, UserRecord>(&format!(
             "SELECT {USER_COLUMNS} FROM user_identities i JOIN users u ON u.id = i.user_id \
              WHERE i.provider = $1 AND i.subject = $2"
         ))
         .bind(identity.provider.as_str())
         .bind(identity.subject)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(user) = known {
-            if !user.is_active {
-                return Ok(Resolution::Disabled);
-            }
-            let claims_now = identity.email_verified
-                && !user.email_verified
-                && user.email_key == identity.email_key;
-            if !claims_now {
-                tx.commit().await?;
-                return Ok(Resolution::SignedIn { user: Box::new(user), created: false, claimed: false, notices: Vec::new() });
-            }
+        .fetch_optional(conn)
+        .await?
+    });
+    if let Some(user) = known {
+        if !user.is_active {
+            return Ok(Resolution::Disabled);
+        }
+        let claims_now =
+            identity.email_verified && !user.email_verified && user.email_key == identity.email_key;
+        if !claims_now {
+            tx.commit().await?;
+            return Ok(Resolution::SignedIn {
+                user: Box::new(user),
+                created: false,
+                claimed: false,
+                notices: Vec::new(),
+            });
+        }
+        in_tx!(&mut tx, conn => {
             sqlx::query(
                 "UPDATE user_identities SET email_verified = TRUE WHERE provider = $1 AND subject = $2",
             )
             .bind(identity.provider.as_str())
             .bind(identity.subject)
-            .execute(&mut *tx)
+            .execute(conn)
             .await?;
-            let notices = claim_in!(tx, &user, now);
-            let user = reload!(tx, &user.id);
-            tx.commit().await?;
-            return Ok(Resolution::SignedIn { user: Box::new(user), created: false, claimed: true, notices });
-        }
-        let by_email = sqlx::query_as::<_, UserRecord>(&format!(
+        });
+        let notices = claim(&mut tx, &user, now).await?;
+        let user = reload(&mut tx, &user.id).await?;
+        tx.commit().await?;
+        return Ok(Resolution::SignedIn {
+            user: Box::new(user),
+            created: false,
+            claimed: true,
+            notices,
+        });
+    }
+    let by_email = in_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, UserRecord>(&format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"
         ))
         .bind(identity.email_key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (user_id, created, claimed, notices) = match by_email {
-            Some(user) if !user.is_active => return Ok(Resolution::Disabled),
-            Some(_) if !identity.email_verified => return Ok(Resolution::EmailNotVerified),
-            // Both proved the address: the same person.
-            Some(user) if user.email_verified => (user.id, false, false, Vec::new()),
-            Some(user) => {
-                let notices = claim_in!(tx, &user, now);
-                (user.id, false, true, notices)
-            }
-            None => {
-                let inserted = sqlx::query(
+        .fetch_optional(conn)
+        .await?
+    });
+    let (user_id, created, claimed, notices) = match by_email {
+        Some(user) if !user.is_active => return Ok(Resolution::Disabled),
+        Some(_) if !identity.email_verified => return Ok(Resolution::EmailNotVerified),
+        // Both proved the address: the same person.
+        Some(user) if user.email_verified => (user.id, false, false, Vec::new()),
+        Some(user) => {
+            let notices = claim(&mut tx, &user, now).await?;
+            (user.id, false, true, notices)
+        }
+        None => {
+            let inserted = in_tx!(&mut tx, conn => {
+                sqlx::query(
                     "INSERT INTO users (id, email, email_key, display_name, password_hash, role, auth_provider, \
                      is_active, created_at, updated_at, email_verified) \
                      VALUES ($1, $2, $3, $4, NULL, 'user', $5, TRUE, $6, $6, $7)",
@@ -262,17 +278,25 @@ pub async fn resolve(
                 .bind(identity.provider.as_str())
                 .bind(now)
                 .bind(identity.email_verified)
-                .execute(&mut *tx)
-                .await;
-                if let Err(err) = inserted {
-                    // Someone signed up with this email meanwhile: let the
-                    // client retry, which will then link or refuse.
-                    return Err(if is_unique_violation(&err) { sqlx::Error::PoolTimedOut } else { err });
-                }
-                let notices = invites::bind_in!(tx, new_user_id, identity.email_key, now);
-                (new_user_id.to_owned(), true, false, notices)
+                .execute(conn)
+                .await
+                .map(|_| ())
+            });
+            if let Err(err) = inserted {
+                // Someone signed up with this email meanwhile: let the
+                // client retry, which will then link or refuse.
+                return Err(if is_unique_violation(&err) {
+                    sqlx::Error::PoolTimedOut
+                } else {
+                    err
+                });
             }
-        };
+            let notices =
+                invites::bind_waiting(&mut tx, new_user_id, identity.email_key, now).await?;
+            (new_user_id.to_owned(), true, false, notices)
+        }
+    };
+    in_tx!(&mut tx, conn => {
         sqlx::query(
             "INSERT INTO user_identities (provider, subject, user_id, email, created_at, email_verified) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -283,10 +307,15 @@ pub async fn resolve(
         .bind(identity.email)
         .bind(now)
         .bind(identity.email_verified)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
-        let user = reload!(tx, &user_id);
-        tx.commit().await?;
-        Ok(Resolution::SignedIn { user: Box::new(user), created, claimed, notices })
+    });
+    let user = reload(&mut tx, &user_id).await?;
+    tx.commit().await?;
+    Ok(Resolution::SignedIn {
+        user: Box::new(user),
+        created,
+        claimed,
+        notices,
     })
 }

@@ -3,8 +3,8 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch,
-    notifications::{NotificationRecord, insert_notification},
+    Db, Tx, dispatch, in_tx, mail,
+    notifications::{self, NotificationRecord},
 };
 use crate::domain::{meeting::InviteStatus, notification::Draft, time::Micros};
 
@@ -40,106 +40,102 @@ const COLUMNS: &str = "id, meeting_id, email, user_id, status, created_at, respo
 /// account with that address if there is one and it has proved the address
 /// (DESIGN §7; otherwise the invite waits, as for an address without an
 /// account). RETURNING answers only for a new invite.
-pub(super) const INSERT_IGNORING_EXISTING: &str = "INSERT INTO meeting_invites \
+const INSERT_IGNORING_EXISTING: &str = "INSERT INTO meeting_invites \
      (id, meeting_id, email, email_key, user_id, status, created_at) \
      VALUES ($1, $2, $3, $4, \
        (SELECT u.id FROM users u WHERE u.email_key = $4 AND u.email_verified), 'pending', $5) \
      ON CONFLICT (meeting_id, email_key) DO NOTHING RETURNING user_id";
-pub(super) const SELECT_BY_MEETING_AND_EMAIL: &str = "SELECT id, meeting_id, email, user_id, status, created_at, responded_at \
-     FROM meeting_invites WHERE meeting_id = $1 AND email_key = $2";
 /// Gives an account the invites waiting for its address; only an account
 /// that has proved the address collects them, whoever calls this.
-pub(super) const BIND_TO_NEW_USER: &str = "UPDATE meeting_invites SET user_id = $1 \
+const BIND_TO_NEW_USER: &str = "UPDATE meeting_invites SET user_id = $1 \
      WHERE email_key = $2 AND user_id IS NULL \
        AND EXISTS (SELECT 1 FROM users u WHERE u.id = $1 AND u.email_key = $2 AND u.email_verified) \
      RETURNING meeting_id";
 
-/// Inside a transaction `$tx`: invites `$invitees` (idempotently) to
-/// `$meeting_id`, notifying each newly invited account with `$draft`.
-/// Evaluates to (every invite in the order given, the notifications).
-macro_rules! invite_in {
-    ($tx:expr, $meeting_id:expr, $invitees:expr, $draft:expr, $now:expr) => {{
-        let mut invites = Vec::new();
-        let mut notices = Vec::new();
-        for invitee in $invitees {
-            let new: Option<(Option<String>,)> =
-                sqlx::query_as($crate::store::invites::INSERT_IGNORING_EXISTING)
-                    .bind(invitee.id)
-                    .bind($meeting_id)
-                    .bind(invitee.email)
-                    .bind(invitee.email_key)
-                    .bind($now)
-                    .fetch_optional(&mut *$tx)
-                    .await?;
-            match new {
-                Some((Some(user_id),)) => {
-                    if let Some(notice) = $crate::store::notifications::insert_notification!(
-                        &mut *$tx,
-                        &user_id,
-                        $draft,
-                        $now,
-                        None::<String>
-                    ) {
-                        notices.push(notice);
-                    }
-                }
-                // No account yet: the email is the only way to tell them.
-                Some((None,)) if $draft.mail => {
-                    $crate::store::mail::enqueue_mail!(&mut *$tx, invitee.email, $draft, $now);
-                }
-                _ => {}
-            }
-            invites.push(
-                sqlx::query_as::<_, $crate::store::invites::InviteRecord>(
-                    $crate::store::invites::SELECT_BY_MEETING_AND_EMAIL,
-                )
-                .bind($meeting_id)
+/// Inside `tx`: invites `invitees` (idempotently) to `meeting_id`,
+/// notifying each newly invited account with `draft`, and mailing `draft`
+/// to a new address without an account (the email is the only way to tell
+/// them). Returns every invite in the order given, and the notifications.
+pub(crate) async fn invite_all(
+    tx: &mut Tx,
+    meeting_id: &str,
+    invitees: &[Invitee<'_>],
+    draft: &Draft,
+    now: Micros,
+) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), sqlx::Error> {
+    let select =
+        format!("SELECT {COLUMNS} FROM meeting_invites WHERE meeting_id = $1 AND email_key = $2");
+    let mut invites = Vec::with_capacity(invitees.len());
+    let mut notices = Vec::new();
+    for invitee in invitees {
+        let new: Option<(Option<String>,)> = in_tx!(tx, conn => {
+            sqlx::query_as(INSERT_IGNORING_EXISTING)
+                .bind(invitee.id)
+                .bind(meeting_id)
+                .bind(invitee.email)
                 .bind(invitee.email_key)
-                .fetch_one(&mut *$tx)
-                .await?,
-            );
+                .bind(now)
+                .fetch_optional(conn)
+                .await?
+        });
+        match new {
+            Some((Some(user_id),)) => {
+                if let Some(notice) = notifications::insert(tx, &user_id, draft, now, None).await? {
+                    notices.push(notice);
+                }
+            }
+            Some((None,)) if draft.mail => {
+                mail::enqueue_draft(tx, invitee.email, draft, now).await?;
+            }
+            _ => {}
         }
-        (invites, notices)
-    }};
+        invites.push(in_tx!(tx, conn => {
+            sqlx::query_as::<_, InviteRecord>(&select)
+                .bind(meeting_id)
+                .bind(invitee.email_key)
+                .fetch_one(conn)
+                .await?
+        }));
+    }
+    Ok((invites, notices))
 }
-pub(super) use invite_in;
 
-/// Inside a transaction `$tx`: binds the invites sent to `$email_key` to the
-/// account `$user_id` and notifies it of each live meeting. Evaluates to
-/// the notifications.
-macro_rules! bind_in {
-    ($tx:expr, $user_id:expr, $email_key:expr, $now:expr) => {{
-        let bound: Vec<(String,)> = sqlx::query_as($crate::store::invites::BIND_TO_NEW_USER)
-            .bind($user_id)
-            .bind($email_key)
-            .fetch_all(&mut *$tx)
-            .await?;
-        let mut notices = Vec::new();
-        for (meeting_id,) in bound {
-            let meeting: Option<(String, String)> = sqlx::query_as(
+/// Inside `tx`: gives the account `user_id` the invites waiting for
+/// `email_key` (only if it proved that address) and notifies it of each
+/// live meeting among them.
+pub(crate) async fn bind_waiting(
+    tx: &mut Tx,
+    user_id: &str,
+    email_key: &str,
+    now: Micros,
+) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+    let bound: Vec<(String,)> = in_tx!(tx, conn => {
+        sqlx::query_as(BIND_TO_NEW_USER)
+            .bind(user_id)
+            .bind(email_key)
+            .fetch_all(conn)
+            .await?
+    });
+    let mut notices = Vec::new();
+    for (meeting_id,) in bound {
+        let meeting: Option<(String, String)> = in_tx!(tx, conn => {
+            sqlx::query_as(
                 "SELECT m.title, u.display_name FROM meetings m JOIN users u ON u.id = m.host_id \
                  WHERE m.id = $1 AND m.status IN ('scheduled', 'ongoing')",
             )
             .bind(&meeting_id)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            if let Some((title, host)) = meeting {
-                let draft = $crate::domain::notification::Draft::invite(&meeting_id, &title, &host);
-                if let Some(notice) = $crate::store::notifications::insert_notification!(
-                    &mut *$tx,
-                    $user_id,
-                    &draft,
-                    $now,
-                    None::<String>
-                ) {
-                    notices.push(notice);
-                }
+            .fetch_optional(conn)
+            .await?
+        });
+        if let Some((title, host)) = meeting {
+            let draft = Draft::invite(&meeting_id, &title, &host);
+            if let Some(notice) = notifications::insert(tx, user_id, &draft, now, None).await? {
+                notices.push(notice);
             }
         }
-        notices
-    }};
+    }
+    Ok(notices)
 }
-pub(super) use bind_in;
 
 /// Binds invites waiting for `email_key` to a verified account (run at
 /// login, for an invite that raced the verification) and notifies it.
@@ -149,12 +145,10 @@ pub async fn bind_to_user(
     email_key: &str,
     now: Micros,
 ) -> Result<Vec<NotificationRecord>, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let notices = bind_in!(tx, user_id, email_key, now);
-        tx.commit().await?;
-        Ok(notices)
-    })
+    let mut tx = db.begin().await?;
+    let notices = bind_waiting(&mut tx, user_id, email_key, now).await?;
+    tx.commit().await?;
+    Ok(notices)
 }
 
 /// Invites each address (idempotently), notifying newly invited accounts
@@ -166,12 +160,10 @@ pub async fn invite(
     draft: &Draft,
     now: Micros,
 ) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let result = invite_in!(tx, meeting_id, invitees, draft, now);
-        tx.commit().await?;
-        Ok(result)
-    })
+    let mut tx = db.begin().await?;
+    let result = invite_all(&mut tx, meeting_id, invitees, draft, now).await?;
+    tx.commit().await?;
+    Ok(result)
 }
 
 /// Invitations `meeting_id` holds (zero for a new meeting).
@@ -218,32 +210,33 @@ pub async fn respond(
          AND EXISTS (SELECT 1 FROM meetings m WHERE m.id = meeting_invites.meeting_id \
            AND m.status IN ('scheduled', 'ongoing'))"
     );
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
+    let (invite, host_id) = in_tx!(&mut tx, conn => {
         let updated = sqlx::query_as::<_, InviteRecord>(&sql)
             .bind(invite_id)
             .bind(user_id)
             .bind(status.as_str())
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
         let Some(invite) = updated else {
             let unchanged = sqlx::query_as::<_, InviteRecord>(&unchanged_sql)
                 .bind(invite_id)
                 .bind(user_id)
                 .bind(status.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(conn)
                 .await?;
             return Ok(unchanged.map(|invite| (invite, None)));
         };
         let (host_id,): (String,) = sqlx::query_as("SELECT host_id FROM meetings WHERE id = $1")
             .bind(&invite.meeting_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(conn)
             .await?;
-        let notice = insert_notification!(&mut *tx, &host_id, draft, now, None::<String>);
-        tx.commit().await?;
-        Ok(Some((invite, notice)))
-    })
+        (invite, host_id)
+    });
+    let notice = notifications::insert(&mut tx, &host_id, draft, now, None).await?;
+    tx.commit().await?;
+    Ok(Some((invite, notice)))
 }
 
 /// Whose invites to list.

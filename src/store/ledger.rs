@@ -3,13 +3,45 @@
 //! the accounts and meetings that caused them, so deleting either resets
 //! nothing.
 
-use super::{Db, dispatch_write};
+use super::{Db, Tx, in_tx};
 use crate::domain::time::Micros;
 
-pub(crate) const SPENT: &str = "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT), MIN(created_at) \
-     FROM send_ledger WHERE ledger_key = $1 AND created_at > $2";
-pub(crate) const SPEND: &str =
-    "INSERT INTO send_ledger (ledger_key, created_at, amount) VALUES ($1, $2, $3)";
+/// Inside `tx`: how much of `key` was spent after `since`, and when the
+/// oldest of it was.
+pub(crate) async fn spent(
+    tx: &mut Tx,
+    key: &str,
+    since: Micros,
+) -> Result<(i64, Option<Micros>), sqlx::Error> {
+    in_tx!(tx, conn => {
+        sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT), MIN(created_at) \
+             FROM send_ledger WHERE ledger_key = $1 AND created_at > $2",
+        )
+        .bind(key)
+        .bind(since)
+        .fetch_one(conn)
+        .await
+    })
+}
+
+/// Inside `tx`: records spending `amount` of `key`.
+pub(crate) async fn record(
+    tx: &mut Tx,
+    key: &str,
+    amount: i64,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    in_tx!(tx, conn => {
+        sqlx::query("INSERT INTO send_ledger (ledger_key, created_at, amount) VALUES ($1, $2, $3)")
+            .bind(key)
+            .bind(now)
+            .bind(amount)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })
+}
 
 /// Spends `amount` of `key`'s allowance of `limit` per `window`, or says
 /// when enough of it frees up (`Err`). `lock_user` is locked first, so
@@ -23,28 +55,20 @@ pub async fn spend(
     lock_user: &str,
     now: Micros,
 ) -> Result<Result<(), Micros>, sqlx::Error> {
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
             .bind(lock_user)
-            .execute(&mut *tx)
+            .execute(conn)
             .await?;
-        let (spent, oldest): (i64, Option<i64>) = sqlx::query_as(SPENT)
-            .bind(key)
-            .bind(now - window)
-            .fetch_one(&mut *tx)
-            .await?;
-        if spent + amount > limit {
-            return Ok(Err(oldest.unwrap_or(now) + window));
-        }
-        sqlx::query(SPEND)
-            .bind(key)
-            .bind(now)
-            .bind(amount)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
-    })
+    });
+    let (spent, oldest) = spent(&mut tx, key, now - window).await?;
+    if spent + amount > limit {
+        return Ok(Err(oldest.unwrap_or(now) + window));
+    }
+    record(&mut tx, key, amount, now).await?;
+    tx.commit().await?;
+    Ok(Ok(()))
 }
 
 /// Drops entries older than `window`; returns how many.

@@ -5,8 +5,8 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, dispatch_write};
-use crate::domain::time::Micros;
+use super::{Db, Tx, dispatch, in_tx};
+use crate::domain::{notification::Draft, time::Micros};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OutgoingMail {
@@ -20,25 +20,39 @@ pub struct OutgoingMail {
 /// Gives up on an address after this many failed attempts.
 pub const MAX_ATTEMPTS: i32 = 10;
 
-pub(crate) const ENQUEUE: &str = "INSERT INTO mail_outbox (id, to_address, subject, body, next_attempt_at, created_at) \
+const ENQUEUE: &str = "INSERT INTO mail_outbox (id, to_address, subject, body, next_attempt_at, created_at) \
      VALUES ($1, $2, $3, $4, $5, $5)";
 
-/// `enqueue_mail!(executor, to_address, &draft, now)`: queues the draft's
-/// title and body as an email.
-macro_rules! enqueue_mail {
-    ($executor:expr, $to:expr, $draft:expr, $now:expr) => {{
-        let draft: &$crate::domain::notification::Draft = $draft;
-        sqlx::query($crate::store::mail::ENQUEUE)
-            .bind($crate::domain::new_id())
-            .bind($to)
-            .bind(&draft.title)
-            .bind(&draft.body)
-            .bind($now)
-            .execute($executor)
-            .await?;
-    }};
+/// Inside `tx`: queues an email with `subject` and `body` to `to`.
+pub(crate) async fn enqueue(
+    tx: &mut Tx,
+    to: &str,
+    subject: &str,
+    body: &str,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    in_tx!(tx, conn => {
+        sqlx::query(ENQUEUE)
+            .bind(crate::domain::new_id())
+            .bind(to)
+            .bind(subject)
+            .bind(body)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })
 }
-pub(crate) use enqueue_mail;
+
+/// Inside `tx`: queues the draft's title and body as an email to `to`.
+pub(crate) async fn enqueue_draft(
+    tx: &mut Tx,
+    to: &str,
+    draft: &Draft,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    enqueue(tx, to, &draft.title, &draft.body, now).await
+}
 
 /// Leases up to `limit` due emails until `lease_until` and returns them.
 pub async fn claim_due(
@@ -102,24 +116,25 @@ pub async fn mark_failed(
 pub async fn enqueue_once(
     db: &Db,
     to: &str,
-    draft: &crate::domain::notification::Draft,
+    draft: &Draft,
     dedupe_key: &str,
     start_at: Micros,
     now: Micros,
 ) -> Result<bool, sqlx::Error> {
     let meeting_id = draft.meeting_id.clone().unwrap_or_default();
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    let inserted = in_tx!(&mut tx, conn => {
         let still: Option<(i64,)> = sqlx::query_as(
             "SELECT start_at FROM meetings WHERE id = $1 AND status = 'scheduled' AND start_at = $2",
         )
         .bind(&meeting_id)
         .bind(start_at)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
         if still.is_none() {
             return Ok(false);
         }
-        let inserted = sqlx::query(
+        sqlx::query(
             "INSERT INTO mail_outbox (id, to_address, subject, body, next_attempt_at, created_at, dedupe_key) \
              VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT DO NOTHING",
         )
@@ -129,10 +144,10 @@ pub async fn enqueue_once(
         .bind(&draft.body)
         .bind(now)
         .bind(dedupe_key)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(inserted == 1)
-    })
+        .rows_affected()
+    });
+    tx.commit().await?;
+    Ok(inserted == 1)
 }

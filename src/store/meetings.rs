@@ -4,9 +4,8 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, invites,
-    mail::enqueue_mail,
-    notifications::{NotificationRecord, insert_notification},
+    Db, dispatch, in_tx, invites, mail,
+    notifications::{self, NotificationRecord},
     participants,
 };
 use crate::domain::{
@@ -95,9 +94,9 @@ pub async fn create(
     ),
     sqlx::Error,
 > {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let record = sqlx::query_as::<_, MeetingRecord>(&format!(
+    let mut tx = db.begin().await?;
+    let record = in_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, MeetingRecord>(&format!(
             "INSERT INTO meetings (id, host_id, title, description, start_at, duration_minutes, status, \
              join_policy, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $8, $8) \
              RETURNING {RETURNING}"
@@ -110,12 +109,13 @@ pub async fn create(
         .bind(meeting.duration_minutes)
         .bind(meeting.join_policy.as_str())
         .bind(meeting.now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (created, notices) = invites::invite_in!(tx, meeting.id, invitees, invite_draft, meeting.now);
-        tx.commit().await?;
-        Ok((record, created, notices))
-    })
+        .fetch_one(conn)
+        .await?
+    });
+    let (created, notices) =
+        invites::invite_all(&mut tx, meeting.id, invitees, invite_draft, meeting.now).await?;
+    tx.commit().await?;
+    Ok((record, created, notices))
 }
 
 /// The meeting and how `user_id` stands to it.
@@ -229,14 +229,14 @@ pub async fn transition(
            revision = revision + 1, updated_at = $4 \
          WHERE id = $1 AND status = $2 RETURNING {RETURNING}"
     );
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
+    let (record, recipients) = in_tx!(&mut tx, conn => {
         let record = sqlx::query_as::<_, MeetingRecord>(&sql)
             .bind(meeting_id)
             .bind(from.as_str())
             .bind(to.as_str())
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
         let Some(record) = record else {
             return Ok(None);
@@ -245,35 +245,40 @@ pub async fn transition(
             sqlx::query(participants::CLOSE_OPEN)
                 .bind(meeting_id)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
-        let mut notices = Vec::new();
-        if let Some(draft) = notify {
-            let recipients: Vec<(Option<String>, String)> = sqlx::query_as(
+        let recipients: Vec<(Option<String>, String)> = if notify.is_some() {
+            sqlx::query_as(
                 "SELECT i.user_id, i.email FROM meeting_invites i WHERE i.meeting_id = $1 AND i.status <> 'declined' \
                  AND NOT EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = i.meeting_id AND r.user_id = i.user_id)",
             )
             .bind(meeting_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (user_id, email) in recipients {
-                match user_id {
-                    Some(user_id) => {
-                        if let Some(notice) =
-                            insert_notification!(&mut *tx, &user_id, draft, now, None::<String>)
-                        {
-                            notices.push(notice);
-                        }
+            .fetch_all(conn)
+            .await?
+        } else {
+            Vec::new()
+        };
+        (record, recipients)
+    });
+    let mut notices = Vec::new();
+    if let Some(draft) = notify {
+        for (user_id, email) in recipients {
+            match user_id {
+                Some(user_id) => {
+                    if let Some(notice) =
+                        notifications::insert(&mut tx, &user_id, draft, now, None).await?
+                    {
+                        notices.push(notice);
                     }
-                    None if draft.mail => enqueue_mail!(&mut *tx, email, draft, now),
-                    None => {}
                 }
+                None if draft.mail => mail::enqueue_draft(&mut tx, &email, draft, now).await?,
+                None => {}
             }
         }
-        tx.commit().await?;
-        Ok(Some((record, notices)))
-    })
+    }
+    tx.commit().await?;
+    Ok(Some((record, notices)))
 }
 
 /// Deletes the meeting with its invites and attendance.

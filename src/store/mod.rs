@@ -9,6 +9,11 @@
 //! `sqlx::Any`. Where the dialects would differ, a module holds both strings
 //! side by side.
 //!
+//! Writes that span statements run in a [`Tx`], begun by [`Db::begin`],
+//! the only way to open a transaction: statements and the composite steps
+//! built from them (invite these addresses, notify this user) are ordinary
+//! `async fn`s over `&mut Tx`, shared by every transaction that needs them.
+//!
 //! Store functions return `sqlx::Error`; outcomes a caller must branch on
 //! (an email already taken, a reused refresh token) are enums, not errors.
 
@@ -24,8 +29,15 @@ pub mod notifications;
 pub mod participants;
 pub mod sessions;
 pub mod throttle;
+mod tx;
+
+#[cfg(test)]
+mod steps_tests;
 pub mod users;
 pub mod verifications;
+
+pub use tx::Tx;
+pub(crate) use tx::in_tx;
 
 use std::{str::FromStr, time::Duration};
 
@@ -53,29 +65,6 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
-
-/// Like `dispatch!`, with `$tx` a transaction that holds the write lock
-/// from its first statement. SQLite needs `BEGIN IMMEDIATE` for a
-/// transaction that reads before it writes: a deferred one that must
-/// upgrade after another connection committed fails with SQLITE_BUSY
-/// instead of waiting. PostgreSQL locks rows as it goes.
-macro_rules! dispatch_write {
-    ($db:expr, $tx:ident => $body:expr) => {
-        match $db {
-            $crate::store::Db::Sqlite(pool) => {
-                #[allow(unused_mut)]
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                $body
-            }
-            $crate::store::Db::Postgres(pool) => {
-                #[allow(unused_mut)]
-                let mut $tx = pool.begin().await?;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use dispatch_write;
 
 impl Db {
     /// Connects to `url` (`sqlite:…` or `postgres://…`). SQLite files are

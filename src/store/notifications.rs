@@ -1,11 +1,14 @@
 //! The `notifications` table. Other store modules write notifications
-//! inside their own transactions with `insert_notification!`, so a change
+//! inside their own transactions with [`insert`], so a change
 //! and the notices it causes commit together.
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, dispatch_write};
-use crate::domain::{notification::NotificationKind, time::Micros};
+use super::{Db, Tx, dispatch, in_tx, mail};
+use crate::domain::{
+    notification::{Draft, NotificationKind},
+    time::Micros,
+};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct NotificationRecord {
@@ -29,62 +32,65 @@ const COLUMNS: &str = "id, user_id, kind, title, body, meeting_id, read_at, crea
 
 /// Inserts one notification unless its dedupe key exists; RETURNING gives
 /// the row only when it was inserted.
-pub(crate) const INSERT: &str = "INSERT INTO notifications \
+const INSERT: &str = "INSERT INTO notifications \
      (id, user_id, kind, title, body, meeting_id, created_at, dedupe_key) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING \
      RETURNING id, user_id, kind, title, body, meeting_id, read_at, created_at";
 
-/// `insert_notification!(executor, user_id, &draft, now, dedupe_key)`:
-/// `Option<NotificationRecord>`, `None` when the dedupe key already exists.
-macro_rules! insert_notification {
-    ($executor:expr, $user_id:expr, $draft:expr, $now:expr, $dedupe:expr) => {{
-        let draft: &$crate::domain::notification::Draft = $draft;
-        let inserted = sqlx::query_as::<_, $crate::store::notifications::NotificationRecord>(
-            $crate::store::notifications::INSERT,
-        )
-        .bind($crate::domain::new_id())
-        .bind($user_id)
-        .bind(draft.kind.as_str())
-        .bind(&draft.title)
-        .bind(&draft.body)
-        .bind(draft.meeting_id.as_deref())
-        .bind($now)
-        .bind($dedupe)
-        .fetch_optional($executor)
-        .await?;
-        if let (Some(record), true) = (&inserted, draft.mail) {
-            let address: Option<(String,)> =
-                sqlx::query_as("SELECT email FROM users WHERE id = $1")
-                    .bind(&record.user_id)
-                    .fetch_optional($executor)
-                    .await?;
-            if let Some((address,)) = address {
-                $crate::store::mail::enqueue_mail!($executor, address, draft, $now);
-            }
-        }
-        inserted
-    }};
+/// Inside `tx`: tells `user_id` about `draft` (and mails it to their
+/// address when the draft is mailed). `None` when `dedupe_key` was used
+/// before: nothing is inserted or mailed then.
+pub(crate) async fn insert(
+    tx: &mut Tx,
+    user_id: &str,
+    draft: &Draft,
+    now: Micros,
+    dedupe_key: Option<&str>,
+) -> Result<Option<NotificationRecord>, sqlx::Error> {
+    let (inserted, address) = in_tx!(tx, conn => {
+        let inserted = sqlx::query_as::<_, NotificationRecord>(INSERT)
+            .bind(crate::domain::new_id())
+            .bind(user_id)
+            .bind(draft.kind.as_str())
+            .bind(&draft.title)
+            .bind(&draft.body)
+            .bind(draft.meeting_id.as_deref())
+            .bind(now)
+            .bind(dedupe_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let address: Option<(String,)> = if inserted.is_some() && draft.mail {
+            sqlx::query_as("SELECT email FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(conn)
+                .await?
+        } else {
+            None
+        };
+        (inserted, address)
+    });
+    if let Some((address,)) = address {
+        mail::enqueue_draft(tx, &address, draft, now).await?;
+    }
+    Ok(inserted)
 }
-pub(crate) use insert_notification;
 
 /// Sends `draft` to each of `user_ids` in one transaction.
 pub async fn send(
     db: &Db,
     user_ids: &[String],
-    draft: &crate::domain::notification::Draft,
+    draft: &Draft,
     now: Micros,
 ) -> Result<Vec<NotificationRecord>, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let mut out = Vec::with_capacity(user_ids.len());
-        for user_id in user_ids {
-            if let Some(record) = insert_notification!(&mut *tx, user_id, draft, now, None::<String>) {
-                out.push(record);
-            }
+    let mut tx = db.begin().await?;
+    let mut out = Vec::with_capacity(user_ids.len());
+    for user_id in user_ids {
+        if let Some(record) = insert(&mut tx, user_id, draft, now, None).await? {
+            out.push(record);
         }
-        tx.commit().await?;
-        Ok(out)
-    })
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Inserts a reminder once per dedupe key (with its email, when the draft
@@ -92,29 +98,30 @@ pub async fn send(
 pub async fn send_once(
     db: &Db,
     user_id: &str,
-    draft: &crate::domain::notification::Draft,
+    draft: &Draft,
     dedupe_key: &str,
     start_at: Micros,
     now: Micros,
 ) -> Result<Option<NotificationRecord>, sqlx::Error> {
-    let meeting_id = draft.meeting_id.clone().unwrap_or_default();
-    dispatch_write!(db, tx => {
-        // Re-checked under the write lock: a meeting cancelled or moved
-        // since the sweep looked gets no reminder for the old time.
-        let still: Option<(i64,)> = sqlx::query_as(
+    let meeting_id = draft.meeting_id.as_deref().unwrap_or_default();
+    let mut tx = db.begin().await?;
+    // Re-checked under the write lock: a meeting cancelled or moved since
+    // the sweep looked gets no reminder for the old time.
+    let still: Option<(i64,)> = in_tx!(&mut tx, conn => {
+        sqlx::query_as(
             "SELECT start_at FROM meetings WHERE id = $1 AND status = 'scheduled' AND start_at = $2",
         )
-        .bind(&meeting_id)
+        .bind(meeting_id)
         .bind(start_at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if still.is_none() {
-            return Ok(None);
-        }
-        let inserted = insert_notification!(&mut *tx, user_id, draft, now, Some(dedupe_key));
-        tx.commit().await?;
-        Ok(inserted)
-    })
+        .fetch_optional(conn)
+        .await?
+    });
+    if still.is_none() {
+        return Ok(None);
+    }
+    let inserted = insert(&mut tx, user_id, draft, now, Some(dedupe_key)).await?;
+    tx.commit().await?;
+    Ok(inserted)
 }
 
 /// The user's notifications, newest first, before `before_id`.

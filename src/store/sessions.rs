@@ -1,12 +1,10 @@
 //! Sessions (refresh-token families), refresh tokens and revoked access
 //! tokens.
 
-use super::{Db, dispatch};
+use super::{Db, Tx, dispatch, in_tx};
 use crate::domain::{Role, time::Micros};
 
-pub(super) const INSERT_SESSION: &str =
-    "INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)";
-pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
+const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
      (token_hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
 pub(super) const REVOKE_OTHER_SESSIONS: &str = "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
      WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL";
@@ -22,6 +20,31 @@ pub struct NewSession<'a> {
     pub now: Micros,
 }
 
+/// Inside `tx`: opens `session` for `user_id` (a new account, created in
+/// the same transaction) with its first refresh token.
+pub(super) async fn open(
+    tx: &mut Tx,
+    user_id: &str,
+    session: &NewSession<'_>,
+) -> Result<(), sqlx::Error> {
+    in_tx!(tx, conn => {
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)")
+            .bind(session.id)
+            .bind(user_id)
+            .bind(session.now)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(INSERT_REFRESH_TOKEN)
+            .bind(session.refresh_hash)
+            .bind(session.id)
+            .bind(session.now)
+            .bind(session.refresh_expires_at)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })
+}
+
 /// Opens a session for `user_id` if the account is active and its ways in
 /// are as they were when the caller checked the credentials
 /// (`seen_epoch`); false otherwise, with nothing stored. A password
@@ -33,8 +56,8 @@ pub async fn create(
     seen_epoch: i64,
     session: &NewSession<'_>,
 ) -> Result<bool, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         let opened = sqlx::query(
             "INSERT INTO sessions (id, user_id, created_at) SELECT $1, $2, $3 \
              WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_active AND credential_epoch = $4)",
@@ -43,7 +66,7 @@ pub async fn create(
         .bind(user_id)
         .bind(session.now)
         .bind(seen_epoch)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         if opened == 0 {
@@ -54,11 +77,11 @@ pub async fn create(
             .bind(session.id)
             .bind(session.now)
             .bind(session.refresh_expires_at)
-            .execute(&mut *tx)
+            .execute(conn)
             .await?;
-        tx.commit().await?;
-        Ok(true)
-    })
+    });
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// What presenting a refresh token led to.
@@ -93,71 +116,83 @@ pub async fn rotate_refresh_token(
     new_expires_at: Micros,
     now: Micros,
 ) -> Result<Rotation, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let claimed: Option<(String,)> = sqlx::query_as(
+    let mut tx = db.begin().await?;
+    let claimed: Option<(String,)> = in_tx!(&mut tx, conn => {
+        sqlx::query_as(
             "UPDATE refresh_tokens SET used_at = $2 \
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING session_id",
         )
         .bind(old_hash)
         .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let Some((session_id,)) = claimed else {
-            // Not claimable: find out why, outside the failed attempt.
-            tx.rollback().await?;
-            let state: Option<(Option<i64>, i64, String)> = sqlx::query_as(
-                "SELECT used_at, expires_at, session_id FROM refresh_tokens WHERE token_hash = $1",
-            )
-            .bind(old_hash)
-            .fetch_optional(pool)
-            .await?;
-            return match state {
-                None => Ok(Rotation::Unknown),
-                Some((Some(_), _, session_id)) => {
-                    sqlx::query(REVOKE_SESSION)
-                        .bind(&session_id)
-                        .bind(now)
-                        .bind("refresh_token_reused")
-                        .execute(pool)
-                        .await?;
-                    Ok(Rotation::Reused)
-                }
-                Some((None, _, _)) => Ok(Rotation::Expired),
-            };
-        };
-
-        let owner: (String, String, bool, Option<i64>) = sqlx::query_as(
+        .fetch_optional(conn)
+        .await?
+    });
+    let Some((session_id,)) = claimed else {
+        // Not claimable: find out why, outside the failed attempt.
+        tx.rollback().await?;
+        return refused_rotation(db, old_hash, now).await;
+    };
+    let owner: (String, String, bool, Option<i64>) = in_tx!(&mut tx, conn => {
+        sqlx::query_as(
             "SELECT u.id, u.role, u.is_active, s.revoked_at FROM sessions s \
              JOIN users u ON u.id = s.user_id WHERE s.id = $1",
         )
         .bind(&session_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (user_id, role, is_active, revoked_at) = owner;
-        if revoked_at.is_some() {
-            tx.rollback().await?;
-            return Ok(Rotation::Revoked);
-        }
-        if !is_active {
-            tx.rollback().await?;
-            return Ok(Rotation::UserInactive);
-        }
+        .fetch_one(conn)
+        .await?
+    });
+    let (user_id, role, is_active, revoked_at) = owner;
+    if revoked_at.is_some() {
+        tx.rollback().await?;
+        return Ok(Rotation::Revoked);
+    }
+    if !is_active {
+        tx.rollback().await?;
+        return Ok(Rotation::UserInactive);
+    }
+    in_tx!(&mut tx, conn => {
         sqlx::query(INSERT_REFRESH_TOKEN)
             .bind(new_hash)
             .bind(&session_id)
             .bind(now)
             .bind(new_expires_at)
-            .execute(&mut *tx)
+            .execute(conn)
             .await?;
-        tx.commit().await?;
-        Ok(Rotation::Rotated {
-            user_id,
-            session_id,
-            role: Role::from_db(&role).unwrap_or(Role::User),
-        })
+    });
+    tx.commit().await?;
+    Ok(Rotation::Rotated {
+        user_id,
+        session_id,
+        role: Role::from_db(&role).unwrap_or(Role::User),
     })
+}
+
+/// Why the refresh token `old_hash` could not be claimed; a reused token
+/// revokes its session.
+async fn refused_rotation(db: &Db, old_hash: &str, now: Micros) -> Result<Rotation, sqlx::Error> {
+    let state: Option<(Option<i64>, i64, String)> = dispatch!(db, pool => {
+        sqlx::query_as(
+            "SELECT used_at, expires_at, session_id FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(old_hash)
+        .fetch_optional(pool)
+        .await?
+    });
+    match state {
+        None => Ok(Rotation::Unknown),
+        Some((Some(_), _, session_id)) => {
+            dispatch!(db, pool => {
+                sqlx::query(REVOKE_SESSION)
+                    .bind(&session_id)
+                    .bind(now)
+                    .bind("refresh_token_reused")
+                    .execute(pool)
+                    .await?;
+            });
+            Ok(Rotation::Reused)
+        }
+        Some((None, _, _)) => Ok(Rotation::Expired),
+    }
 }
 
 /// What the auth layer needs to accept a verified access token.
@@ -227,13 +262,13 @@ pub async fn revoke(
     reason: &str,
     now: Micros,
 ) -> Result<(), sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         sqlx::query(REVOKE_SESSION)
             .bind(session_id)
             .bind(now)
             .bind(reason)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         sqlx::query(
             "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) \
@@ -241,13 +276,13 @@ pub async fn revoke(
         )
         .bind(jti)
         .bind(jti_expires_at)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         // Kept a minute past expiry: verification tolerates a little clock skew.
         sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at < $1")
             .bind(now - 60_000_000)
-            .execute(&mut *tx)
+            .execute(conn)
             .await?;
-        tx.commit().await
-    })
+    });
+    tx.commit().await
 }

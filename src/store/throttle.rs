@@ -7,7 +7,7 @@
 //! each other and none slips past a delay. Keys are locked in sorted order
 //! so two logins never wait on each other in a cycle.
 
-use super::{Db, dispatch, dispatch_write};
+use super::{Db, dispatch, in_tx};
 use crate::domain::{
     throttle::{KeyState, Policy},
     time::{Micros, micros},
@@ -22,7 +22,8 @@ pub async fn claim(
 ) -> Result<Result<(), Micros>, sqlx::Error> {
     let mut keys: Vec<&(String, Policy)> = keys.iter().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    let out = in_tx!(&mut tx, conn => {
         let mut claimed = Vec::with_capacity(keys.len());
         let mut blocked_until: Option<Micros> = None;
         for (key, policy) in keys {
@@ -34,7 +35,7 @@ pub async fn claim(
                  RETURNING failures, last_failed_at, blocked_until",
             )
             .bind(key)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
             let state = KeyState { failures, last_failed_at, blocked_until: until };
             match policy.claim(state, now) {
@@ -56,12 +57,13 @@ pub async fn claim(
             .bind(next.failures)
             .bind(next.last_failed_at)
             .bind(next.blocked_until)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
-        Ok(Ok(()))
-    })
+        Ok(())
+    });
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// The password was right: the keys in `forget` start over; the keys in
@@ -86,14 +88,14 @@ pub async fn succeeded(
         )
         .collect();
     steps.sort_by(|a, b| a.0.cmp(b.0));
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         for (key, policy) in steps {
             match policy {
                 None => {
                     sqlx::query("DELETE FROM login_throttle WHERE throttle_key = $1")
                         .bind(key)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                 }
                 Some(policy) => {
@@ -104,7 +106,7 @@ pub async fn succeeded(
                     )
                     .bind(key)
                     .bind(policy.free)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
                 }
             }
@@ -117,11 +119,11 @@ pub async fn succeeded(
             .bind(email_key)
             .bind(address)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await
-    })
+    });
+    tx.commit().await
 }
 
 /// Whether the owner of `email_key` signed in from `address` before.

@@ -3,8 +3,8 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, dispatch_write, identities, is_unique_violation,
-    notifications::NotificationRecord, sessions, verifications,
+    Db, Tx, dispatch, identities, in_tx, is_unique_violation, notifications::NotificationRecord,
+    sessions, verifications,
 };
 use crate::domain::{AuthProvider, Role, time::Micros};
 
@@ -81,9 +81,9 @@ pub async fn create_with_session(
     verification: Option<&verifications::NewLink<'_>>,
     session: &sessions::NewSession<'_>,
 ) -> Result<Result<UserRecord, EmailTaken>, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let inserted = sqlx::query(INSERT)
+    let mut tx = db.begin().await?;
+    let inserted = in_tx!(&mut tx, conn => {
+        sqlx::query(INSERT)
             .bind(user.id)
             .bind(user.email)
             .bind(user.email_key)
@@ -93,39 +93,28 @@ pub async fn create_with_session(
             .bind(user.provider.as_str())
             .bind(user.now)
             .bind(false)
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Err(err) if is_unique_violation(&err) => return Ok(Err(EmailTaken)),
-            other => other?,
-        };
-        // The address is unproven: invitations to it wait for the link in
-        // this mail (DESIGN §7).
-        if let Some(link) = verification {
-            // A full address gets no link now; SendVerificationEmail can
-            // ask again tomorrow.
-            let _sent = verifications::insert_in!(tx, user.id, user.email_key, link, user.now);
-        }
-        sqlx::query(sessions::INSERT_SESSION)
-            .bind(session.id)
-            .bind(user.id)
-            .bind(session.now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sessions::INSERT_REFRESH_TOKEN)
-            .bind(session.refresh_hash)
-            .bind(session.id)
-            .bind(session.now)
-            .bind(session.refresh_expires_at)
-            .execute(&mut *tx)
-            .await?;
-        let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-            .bind(user.id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Ok(record))
-    })
+            .execute(conn)
+            .await
+            .map(|_| ())
+    });
+    match inserted {
+        Err(err) if is_unique_violation(&err) => return Ok(Err(EmailTaken)),
+        other => other?,
+    };
+    // The address is unproven: invitations to it wait for the link in this
+    // mail (DESIGN §7).
+    if let Some(link) = verification {
+        // A full address gets no link now; SendVerificationEmail can ask
+        // again tomorrow.
+        let _sent =
+            verifications::insert_link(&mut tx, user.id, user.email_key, link, user.now).await?;
+    }
+    sessions::open(&mut tx, user.id, session).await?;
+    let record = find_in(&mut tx, user.id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    tx.commit().await?;
+    Ok(Ok(record))
 }
 
 /// Creates an admin, or promotes and re-passwords an existing account with
@@ -137,7 +126,8 @@ pub async fn upsert_admin(
     db: &Db,
     user: &NewUser<'_>,
 ) -> Result<(UserRecord, bool, Vec<NotificationRecord>), sqlx::Error> {
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    let (id, created) = in_tx!(&mut tx, conn => {
         let updated = sqlx::query_as::<_, UserRecord>(&format!(
             "UPDATE users SET role = 'admin', is_active = TRUE, password_hash = $2, updated_at = $3, \
              credential_epoch = credential_epoch + 1 WHERE email_key = $1 RETURNING {COLUMNS}"
@@ -145,9 +135,9 @@ pub async fn upsert_admin(
         .bind(user.email_key)
         .bind(user.password_hash)
         .bind(user.now)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
-        let (id, created) = match updated {
+        match updated {
             Some(record) => {
                 // Whoever held this account before must sign in again with
                 // the new password before acting as an admin.
@@ -157,12 +147,12 @@ pub async fn upsert_admin(
                 )
                 .bind(&record.id)
                 .bind(user.now)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
                 if !record.email_verified {
                     sqlx::query(identities::DELETE_UNVERIFIED_IDENTITIES)
                         .bind(&record.id)
-                        .execute(&mut *tx)
+                        .execute(conn)
                         .await?;
                 }
                 (record.id, false)
@@ -178,18 +168,28 @@ pub async fn upsert_admin(
                     .bind(user.provider.as_str())
                     .bind(user.now)
                     .bind(true)
-                    .execute(&mut *tx)
+                    .execute(conn)
                     .await?;
                 (user.id.to_owned(), true)
             }
-        };
-        let notices = verifications::mark_verified_in!(tx, &id, user.email_key, user.now);
-        let record = sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((record, created, notices))
+        }
+    });
+    let notices = verifications::mark_verified(&mut tx, &id, user.email_key, user.now).await?;
+    let record = find_in(&mut tx, &id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    tx.commit().await?;
+    Ok((record, created, notices))
+}
+
+/// Inside `tx`: the current row of user `id`.
+pub(crate) async fn find_in(tx: &mut Tx, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    in_tx!(tx, conn => {
+        sqlx::query_as::<_, UserRecord>(&sql)
+            .bind(id)
+            .fetch_optional(conn)
+            .await
     })
 }
 
@@ -286,7 +286,8 @@ pub async fn set_password(
     seen_epoch: i64,
     now: Micros,
 ) -> Result<bool, sqlx::Error> {
-    dispatch_write!(db, tx => {
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         let changed = sqlx::query(
             "UPDATE users SET password_hash = $2, updated_at = $3, credential_epoch = credential_epoch + 1 \
              WHERE id = $1 AND credential_epoch = $5 \
@@ -297,7 +298,7 @@ pub async fn set_password(
         .bind(now)
         .bind(keep_session)
         .bind(seen_epoch)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         if changed == 0 {
@@ -308,11 +309,11 @@ pub async fn set_password(
             .bind(keep_session)
             .bind(now)
             .bind("password_changed")
-            .execute(&mut *tx)
+            .execute(conn)
             .await?;
-        tx.commit().await?;
-        Ok(true)
-    })
+    });
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Points the user at a new avatar blob and returns the key it replaced.
@@ -323,15 +324,14 @@ pub async fn set_avatar(
     content_type: &str,
     now: Micros,
 ) -> Result<Option<(UserRecord, Option<String>)>, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
-        // A no-op write first: it returns the old key and takes SQLite's write
-        // lock up front rather than upgrading a read lock mid-transaction.
+    let mut tx = db.begin().await?;
+    let result = in_tx!(&mut tx, conn => {
+        // A no-op write first: it returns the old key and locks the row.
         let previous: Option<(Option<String>,)> = sqlx::query_as(
             "UPDATE users SET avatar_key = avatar_key WHERE id = $1 RETURNING avatar_key",
         )
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some((previous,)) = previous else {
             return Ok(None);
@@ -344,31 +344,32 @@ pub async fn set_avatar(
         .bind(avatar_key)
         .bind(content_type)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_one(conn)
         .await?;
-        tx.commit().await?;
-        Ok(Some((record, previous)))
-    })
+        (record, previous)
+    });
+    tx.commit().await?;
+    Ok(Some(result))
 }
 
 /// Deletes the user; sessions and tokens go with it (ON DELETE CASCADE).
 /// Returns the deleted row so the caller can remove the avatar blob.
 pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
-    dispatch!(db, pool => {
-        let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
+    let deleted = in_tx!(&mut tx, conn => {
         // Their chat messages stay in others' histories (sequences keep no
         // gaps), no longer naming them; the delete then clears sender_id.
         sqlx::query("UPDATE chat_messages SET sender_display_name = 'Deleted user' WHERE sender_id = $1")
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-        let deleted = sqlx::query_as::<_, UserRecord>(&format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}"))
+        sqlx::query_as::<_, UserRecord>(&format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}"))
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(deleted)
-    })
+            .fetch_optional(conn)
+            .await?
+    });
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 #[cfg(test)]

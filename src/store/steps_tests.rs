@@ -1,0 +1,171 @@
+//! The shared transaction steps, each run alone against a real SQLite file.
+
+use super::{Db, Tx, in_tx, invites, mail, notifications, users, verifications};
+use crate::domain::{AuthProvider, Role, new_id, notification::Draft};
+
+async fn db() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("t.db").display());
+    let db = Db::connect(&url, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    (db, dir)
+}
+
+/// Creates an account; verified ones through `upsert_admin`.
+async fn account(db: &Db, email: &str, verified: bool) -> String {
+    let id = new_id();
+    let user = users::NewUser {
+        id: &id,
+        email,
+        email_key: email,
+        display_name: email,
+        password_hash: Some("x"),
+        role: Role::User,
+        provider: AuthProvider::Password,
+        now: 1,
+    };
+    if verified {
+        return users::upsert_admin(db, &user).await.unwrap().0.id;
+    }
+    let session = super::sessions::NewSession {
+        id: &new_id(),
+        refresh_hash: &new_id(),
+        refresh_expires_at: 10,
+        now: 1,
+    };
+    users::create_with_session(db, &user, None, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    id
+}
+
+async fn meeting(db: &Db, host_id: &str) -> String {
+    let id = new_id();
+    let mut tx = db.begin().await.unwrap();
+    in_tx!(&mut tx, conn => {
+        sqlx::query(
+            "INSERT INTO meetings (id, host_id, title, description, start_at, duration_minutes, status, \
+             join_policy, created_at, updated_at) VALUES ($1, $2, 'T', '', 5, 30, 'scheduled', 'invited_only', 1, 1)",
+        )
+        .bind(&id)
+        .bind(host_id)
+        .execute(conn)
+        .await
+        .unwrap();
+    });
+    tx.commit().await.unwrap();
+    id
+}
+
+async fn count(db: &Db, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    super::dispatch!(db, pool => sqlx::query_as::<_, (i64,)>(&sql).fetch_one(pool).await.unwrap().0)
+}
+
+fn invitee<'a>(id: &'a str, email: &'a str) -> invites::Invitee<'a> {
+    invites::Invitee {
+        id,
+        email,
+        email_key: email,
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_leaves_nothing() {
+    let (db, _dir) = db().await;
+    let host = account(&db, "host@x.test", true).await;
+    let meeting = meeting(&db, &host).await;
+    let mut tx: Tx = db.begin().await.unwrap();
+    let draft = Draft::invite(&meeting, "T", "Host");
+    notifications::insert(&mut tx, &host, &draft, 2, None)
+        .await
+        .unwrap()
+        .unwrap();
+    mail::enqueue(&mut tx, "a@x.test", "s", "b", 2)
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(count(&db, "notifications").await, 0);
+    assert_eq!(count(&db, "mail_outbox").await, 0);
+}
+
+#[tokio::test]
+async fn a_dedupe_key_notifies_and_mails_once() {
+    let (db, _dir) = db().await;
+    let user = account(&db, "u@x.test", true).await;
+    let meeting = meeting(&db, &user).await;
+    let mut draft = Draft::invite(&meeting, "T", "Host");
+    draft.mail = true;
+    let mut tx = db.begin().await.unwrap();
+    let first = notifications::insert(&mut tx, &user, &draft, 2, Some("k"))
+        .await
+        .unwrap();
+    let again = notifications::insert(&mut tx, &user, &draft, 3, Some("k"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(first.is_some());
+    assert!(again.is_none());
+    assert_eq!(count(&db, "mail_outbox").await, 1);
+}
+
+#[tokio::test]
+async fn invitations_bind_only_to_proven_addresses_and_repeat_harmlessly() {
+    let (db, _dir) = db().await;
+    let host = account(&db, "host@x.test", true).await;
+    let proven = account(&db, "proven@x.test", true).await;
+    let unproven = account(&db, "unproven@x.test", false).await;
+    let meeting = meeting(&db, &host).await;
+    let mut draft = Draft::invite(&meeting, "T", "Host");
+    draft.mail = true;
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    let list = [
+        invitee(&a, "proven@x.test"),
+        invitee(&b, "unproven@x.test"),
+        invitee(&c, "stranger@x.test"),
+    ];
+
+    let mut tx = db.begin().await.unwrap();
+    let (invites, notices) = invites::invite_all(&mut tx, &meeting, &list, &draft, 2)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(invites.len(), 3);
+    assert_eq!(invites[0].user_id.as_deref(), Some(proven.as_str()));
+    assert_eq!(
+        invites[1].user_id, None,
+        "the squatter's address is unproven"
+    );
+    assert_eq!(notices.len(), 1);
+    // The proven account's notice is mailed; the other two get the invite by mail.
+    assert_eq!(count(&db, "mail_outbox").await, 3);
+
+    let mut tx = db.begin().await.unwrap();
+    let (again, notices) = invites::invite_all(&mut tx, &meeting, &list, &draft, 3)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        again.iter().map(|i| &i.id).collect::<Vec<_>>(),
+        invites.iter().map(|i| &i.id).collect::<Vec<_>>()
+    );
+    assert!(notices.is_empty());
+    assert_eq!(count(&db, "mail_outbox").await, 3);
+
+    // Proving the address collects the waiting invitation, once.
+    let mut tx = db.begin().await.unwrap();
+    let notices = verifications::mark_verified(&mut tx, &unproven, "unproven@x.test", 4)
+        .await
+        .unwrap();
+    let repeat = invites::bind_waiting(&mut tx, &unproven, "unproven@x.test", 4)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(notices.len(), 1);
+    assert!(repeat.is_empty());
+    let invite = invites::find(&db, &b).await.unwrap().unwrap();
+    assert_eq!(invite.user_id.as_deref(), Some(unproven.as_str()));
+}
