@@ -70,7 +70,7 @@ pub enum AppError {
     #[error("{0}")]
     ProviderUnavailable(String),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::store::Error),
     /// A failure of ours: logged with its cause chain, opaque to clients.
     #[error("{context}")]
     Internal {
@@ -145,7 +145,7 @@ impl AppError {
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unavailable(_) | Self::ProviderUnavailable(_) => Code::Unavailable,
-            Self::Database(err) if crate::store::is_transient(err) => Code::Unavailable,
+            Self::Database(err) if err.is_transient() => Code::Unavailable,
             Self::Database(_) | Self::Internal { .. } => Code::Internal,
         }
     }
@@ -212,6 +212,13 @@ impl Violations {
 
 const DOMAIN: &str = "unio";
 
+/// Lets handlers `?` a store call directly.
+impl From<crate::store::Error> for Status {
+    fn from(err: crate::store::Error) -> Self {
+        AppError::from(err).into()
+    }
+}
+
 impl From<AppError> for Status {
     fn from(err: AppError) -> Self {
         let code = err.code();
@@ -264,7 +271,7 @@ impl From<AppError> for Status {
                 info(&mut details, "PROVIDER_UNAVAILABLE");
                 message
             }
-            AppError::Database(err) if crate::store::is_transient(&err) => {
+            AppError::Database(err) if err.is_transient() => {
                 tracing::warn!(error = %error_chain(&err), "database unavailable");
                 info(&mut details, "DATABASE_UNAVAILABLE");
                 details.set_retry_info(Some(Duration::from_secs(1)));

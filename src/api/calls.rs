@@ -188,8 +188,7 @@ impl CallService for CallApi {
         let call_draft = match &callee {
             Some(_) => {
                 let me = users::find_by_id(&self.state.db, &caller.user_id)
-                    .await
-                    .map_err(AppError::from)?
+                    .await?
                     .map(|u| u.display_name)
                     .unwrap_or_default();
                 Some(Draft::incoming_call(&meeting_id, &loaded.record.title, &me))
@@ -206,8 +205,7 @@ impl CallService for CallApi {
             call_draft.as_ref(),
             now,
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         let (record, notice) = match started {
             Started::New(record, notice) => (record, notice),
             // Asking again rings nothing new: the same call answers.
@@ -298,9 +296,7 @@ impl CallService for CallApi {
             self.state
                 .page_tokens
                 .page(format!("ListCalls|{meeting_id}"), &r.page_token, size)?;
-        let rows = calls::list(&self.state.db, &meeting_id, page.cursor(), page.limit())
-            .await
-            .map_err(AppError::from)?;
+        let rows = calls::list(&self.state.db, &meeting_id, page.cursor(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |c| c.id.clone());
         Ok(Response::new(pb::ListCallsResponse {
             calls: rows.iter().map(wire::call).collect(),

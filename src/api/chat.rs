@@ -98,8 +98,7 @@ impl ChatService for ChatApi {
         // A finished meeting's chat is read-only, but a retry of a message
         // already stored still gets it back: the chat log decides.
         let name = users::find_by_id(&self.state.db, &caller.user_id)
-            .await
-            .map_err(AppError::from)?
+            .await?
             .map(|u| u.display_name)
             .unwrap_or_default();
         let message = send(
@@ -142,9 +141,8 @@ impl ChatService for ChatApi {
             .map(|c| c.parse::<i64>())
             .transpose()
             .map_err(|_| AppError::invalid("page_token", "is not a page token of this list"))?;
-        let mut rows = chat::list(&self.state.db, &meeting_id, after, cursor, size.get() + 1)
-            .await
-            .map_err(AppError::from)?;
+        let mut rows =
+            chat::list(&self.state.db, &meeting_id, after, cursor, size.get() + 1).await?;
         let next_page_token = self
             .state
             .page_tokens

@@ -453,9 +453,7 @@ impl FileService for FileApi {
             .declared(&caller, request.into_inner().metadata)
             .await?;
         let limits = &self.state.config.limits;
-        let (used, open) = files::usage(&self.state.db, &caller.user_id)
-            .await
-            .map_err(AppError::from)?;
+        let (used, open) = files::usage(&self.state.db, &caller.user_id).await?;
         if open >= limits.max_open_uploads_per_user {
             return Err(AppError::ResourceExhausted {
                 reason: "TOO_MANY_OPEN_UPLOADS",
@@ -546,10 +544,7 @@ impl FileService for FileApi {
                 }
                 other => blob_error(other),
             })?;
-        if !files::advance_upload(&self.state.db, &upload.id, received, end)
-            .await
-            .map_err(AppError::from)?
-        {
+        if !files::advance_upload(&self.state.db, &upload.id, received, end).await? {
             return Err(AppError::FailedPrecondition {
                 reason: "UPLOAD_OFFSET_MISMATCH",
                 message: "another chunk arrived first; ask again with the returned offset".into(),
@@ -685,9 +680,7 @@ impl FileService for FileApi {
             self.state
                 .page_tokens
                 .page(format!("ListFiles|{meeting_id}"), &r.page_token, size)?;
-        let rows = files::list(&self.state.db, &meeting_id, page.cursor(), page.limit())
-            .await
-            .map_err(AppError::from)?;
+        let rows = files::list(&self.state.db, &meeting_id, page.cursor(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |f| f.id.clone());
         Ok(Response::new(pb::ListFilesResponse {
             files: rows.iter().map(crate::wire::shared_file).collect(),
@@ -710,9 +703,7 @@ impl FileService for FileApi {
             )
             .into());
         }
-        if let Some(deleted) = files::delete(&self.state.db, &file.id)
-            .await
-            .map_err(AppError::from)?
+        if let Some(deleted) = files::delete(&self.state.db, &file.id).await?
             && let Err(err) = self.state.blobs.delete(&deleted.blob_key).await
         {
             tracing::warn!(error = %err, "could not remove a deleted file's bytes");

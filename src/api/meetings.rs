@@ -342,9 +342,8 @@ impl MeetingService for MeetingApi {
         };
         self.check_invite_limits(&me, &id, invitees.len()).await?;
         let draft = Draft::invite(&id, title.as_str(), &me.display_name).mailed();
-        let (record, _, notices) = meetings::create(&self.state.db, &new, &invitees, &draft)
-            .await
-            .map_err(AppError::from)?;
+        let (record, _, notices) =
+            meetings::create(&self.state.db, &new, &invitees, &draft).await?;
         super::deliver(&self.state, &notices);
         tracing::info!(meeting_id = %record.id, invites = invitees.len(), "meeting created");
         Ok(Response::new(self.to_pb(&record)))
@@ -437,8 +436,7 @@ impl MeetingService for MeetingApi {
             cursor.as_ref(),
             size.get() + 1,
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         let next_page_token =
             self.state
                 .page_tokens
@@ -508,15 +506,12 @@ impl MeetingService for MeetingApi {
         }
         changes.title = title.as_ref().map(Title::as_str);
         changes.description = description.as_ref().map(Description::as_str);
-        let updated = meetings::update(&self.state.db, &loaded.record.id, &changes, now)
-            .await
-            .map_err(AppError::from)?;
+        let updated = meetings::update(&self.state.db, &loaded.record.id, &changes, now).await?;
         match updated {
             Some(record) => Ok(Response::new(self.to_pb(&record))),
             None => {
                 let now = meetings::find(&self.state.db, &loaded.record.id)
-                    .await
-                    .map_err(AppError::from)?
+                    .await?
                     .ok_or_else(|| meeting_not_found(&loaded.record.id))?;
                 Err(read_only(now.status()).into())
             }
@@ -626,8 +621,7 @@ impl MeetingService for MeetingApi {
             &draft,
             now_micros(),
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         Ok(Response::new(pb::InviteParticipantsResponse {
             invites: {
                 super::deliver(&self.state, &notices);
@@ -701,8 +695,7 @@ impl MeetingService for MeetingApi {
             page.cursor(),
             page.limit(),
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         let (rows, next_page_token) = page.finish(rows, |i| i.id.clone());
         Ok(Response::new(pb::ListInvitesResponse {
             invites: rows.iter().map(wire::invite).collect(),
@@ -734,8 +727,7 @@ impl MeetingService for MeetingApi {
             return Err(v.into_error().into());
         };
         let invite = invites::find(&self.state.db, &invite_id)
-            .await
-            .map_err(AppError::from)?
+            .await?
             .ok_or_else(|| {
                 AppError::not_found("INVITE_NOT_FOUND", format!("no invite with id {invite_id}"))
             })?;
@@ -746,8 +738,7 @@ impl MeetingService for MeetingApi {
         }
         let me = self.me(&caller).await?;
         let title = meetings::find(&self.state.db, &invite.meeting_id)
-            .await
-            .map_err(AppError::from)?
+            .await?
             .map(|m| m.title)
             .unwrap_or_default();
         let draft = Draft::invite_response(
@@ -764,8 +755,7 @@ impl MeetingService for MeetingApi {
             &draft,
             now_micros(),
         )
-        .await
-        .map_err(AppError::from)?
+        .await?
         {
             Some((updated, notice)) => {
                 super::deliver(&self.state, notice.as_slice());
@@ -773,8 +763,7 @@ impl MeetingService for MeetingApi {
             }
             None => {
                 let status = meetings::find(&self.state.db, &invite.meeting_id)
-                    .await
-                    .map_err(AppError::from)?
+                    .await?
                     .map(|m| m.status())
                     .unwrap_or(MeetingStatus::Cancelled);
                 Err(read_only(status).into())
@@ -803,8 +792,7 @@ impl MeetingService for MeetingApi {
             page.cursor(),
             page.limit(),
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         let (rows, next_page_token) = page.finish(rows, |p| p.id.clone());
         Ok(Response::new(pb::ListParticipantsResponse {
             participants: rows.iter().map(wire::participant).collect(),
@@ -836,8 +824,7 @@ impl MeetingService for MeetingApi {
             cursor.as_ref(),
             size.get() + 1,
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         let next_page_token =
             self.state
                 .page_tokens
@@ -859,12 +846,9 @@ impl MeetingService for MeetingApi {
             .await?;
         let record = &loaded.record;
         let host = users::find_by_id(&self.state.db, &record.host_id)
-            .await
-            .map_err(AppError::from)?
+            .await?
             .ok_or_else(|| AppError::internal("meeting without a host"))?;
-        let attendees = invites::attendees(&self.state.db, &record.id)
-            .await
-            .map_err(AppError::from)?;
+        let attendees = invites::attendees(&self.state.db, &record.id).await?;
         let url = format!("{}/m/{}", self.state.config.public_url, record.id);
         let event = CalendarEvent {
             uid: &record.id,

@@ -97,15 +97,12 @@ impl NotificationService for NotificationApi {
             cursor.as_deref(),
             size.get() + 1,
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         let next_page_token = self
             .state
             .page_tokens
             .next(&mut rows, size, &scope, |n| n.id.clone());
-        let unread = notifications::unread_count(db, &caller.user_id)
-            .await
-            .map_err(AppError::from)?;
+        let unread = notifications::unread_count(db, &caller.user_id).await?;
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: rows.iter().map(wire::notification).collect(),
             next_page_token,
@@ -123,8 +120,7 @@ impl NotificationService for NotificationApi {
         let id = super::id_field("notification_id", &r.notification_id)?;
         let record =
             notifications::mark(&self.state.db, &caller.user_id, &id, r.read, now_micros())
-                .await
-                .map_err(AppError::from)?
+                .await?
                 .ok_or_else(|| not_found(&id))?;
         Ok(Response::new(wire::notification(&record)))
     }
@@ -135,9 +131,8 @@ impl NotificationService for NotificationApi {
         request: Request<pb::MarkAllNotificationsReadRequest>,
     ) -> Result<Response<pb::MarkAllNotificationsReadResponse>, Status> {
         let caller = caller(&request)?;
-        let updated = notifications::mark_all(&self.state.db, &caller.user_id, now_micros())
-            .await
-            .map_err(AppError::from)?;
+        let updated =
+            notifications::mark_all(&self.state.db, &caller.user_id, now_micros()).await?;
         Ok(Response::new(pb::MarkAllNotificationsReadResponse {
             updated_count: i32::try_from(updated).unwrap_or(i32::MAX),
         }))
@@ -150,10 +145,7 @@ impl NotificationService for NotificationApi {
     ) -> Result<Response<pb::DeleteNotificationResponse>, Status> {
         let caller = caller(&request)?;
         let id = super::id_field("notification_id", &request.get_ref().notification_id)?;
-        if !notifications::delete(&self.state.db, &caller.user_id, &id)
-            .await
-            .map_err(AppError::from)?
-        {
+        if !notifications::delete(&self.state.db, &caller.user_id, &id).await? {
             return Err(not_found(&id).into());
         }
         Ok(Response::new(pb::DeleteNotificationResponse {}))
@@ -229,8 +221,7 @@ impl NotificationService for NotificationApi {
 
         if let Some(meeting_id) = &meeting_id
             && crate::store::meetings::find(&self.state.db, meeting_id)
-                .await
-                .map_err(AppError::from)?
+                .await?
                 .is_none()
         {
             return Err(access::meeting_not_found(meeting_id).into());
@@ -262,8 +253,7 @@ impl NotificationService for NotificationApi {
         }
         for (i, recipient) in recipients.iter().enumerate() {
             if users::find_by_id(&self.state.db, recipient)
-                .await
-                .map_err(AppError::from)?
+                .await?
                 .is_none()
             {
                 return Err(AppError::invalid(format!("user_ids[{i}]"), "no such user").into());
@@ -276,9 +266,7 @@ impl NotificationService for NotificationApi {
             meeting_id,
             mail: false,
         };
-        let sent = notifications::send(&self.state.db, &recipients, &draft, now_micros())
-            .await
-            .map_err(AppError::from)?;
+        let sent = notifications::send(&self.state.db, &recipients, &draft, now_micros()).await?;
         super::deliver(&self.state, &sent);
         Ok(Response::new(pb::SendNotificationResponse {
             notifications: sent.iter().map(wire::notification).collect(),

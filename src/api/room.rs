@@ -395,8 +395,7 @@ impl RoomService for RoomApi {
             &caller.user_id,
             now_micros(),
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         self.state.hub.kick_user(&meeting_id, &user_id);
         tracing::info!(%meeting_id, %participant_id, "participant removed by the host");
         Ok(Response::new(pb::RemoveParticipantResponse {}))

@@ -115,9 +115,8 @@ impl UserService for UserApi {
             return Err(v.into_error().into());
         };
         v.finish()?;
-        let mut rows = users::list(&self.state.db, &query, cursor.as_deref(), size.get() + 1)
-            .await
-            .map_err(AppError::from)?;
+        let mut rows =
+            users::list(&self.state.db, &query, cursor.as_deref(), size.get() + 1).await?;
         let next_page_token = self
             .state
             .page_tokens
@@ -192,8 +191,7 @@ impl UserService for UserApi {
         }
         changes.display_name = display_name.as_ref().map(DisplayName::as_str);
         let updated = users::update(&self.state.db, &target, &changes, now_micros())
-            .await
-            .map_err(AppError::from)?
+            .await?
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
             })?;
@@ -251,12 +249,9 @@ impl UserService for UserApi {
             return Err(AppError::permission_denied("you may only delete your own account").into());
         }
         // Their files' bytes go too (the rows cascade with the user).
-        let blob_keys = crate::store::files::blob_keys_of_user(&self.state.db, &target)
-            .await
-            .map_err(AppError::from)?;
+        let blob_keys = crate::store::files::blob_keys_of_user(&self.state.db, &target).await?;
         let deleted = users::delete(&self.state.db, &target)
-            .await
-            .map_err(AppError::from)?
+            .await?
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
             })?;
@@ -344,7 +339,7 @@ impl UserService for UserApi {
             Ok(Some(found)) => found,
             Ok(None) | Err(_) => {
                 let _ = self.state.blobs.delete(&key).await;
-                stored.map_err(AppError::from)?;
+                stored?;
                 return Err(
                     AppError::not_found("USER_NOT_FOUND", "your account no longer exists").into(),
                 );

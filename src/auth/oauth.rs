@@ -350,7 +350,7 @@ pub async fn sign_in(
                 "an account with this email exists, and the provider does not vouch for the email",
             ));
         }
-        Err(sqlx::Error::PoolTimedOut) => {
+        Ok(Resolution::Raced) => {
             return Err(AppError::Unavailable(
                 "the account was just created elsewhere; try again".into(),
             ));

@@ -18,7 +18,7 @@ const LEDGER_WINDOW: i64 = 86_400_000_000;
 const KNOWN_FOR: i64 = 90 * 86_400_000_000;
 
 /// One sweep; returns how many rows went.
-pub async fn sweep_once(db: &Db, limits: &Limiters) -> Result<u64, sqlx::Error> {
+pub async fn sweep_once(db: &Db, limits: &Limiters) -> Result<u64, crate::store::Error> {
     let now = now_micros();
     limits.forget_idle();
     let window = throttle::PAIR

@@ -71,7 +71,11 @@ impl Mailer {
     }
 
     /// One sweep; returns how many emails were sent.
-    pub async fn sweep_once(&self, db: &Db, metrics: &Metrics) -> Result<usize, sqlx::Error> {
+    pub async fn sweep_once(
+        &self,
+        db: &Db,
+        metrics: &Metrics,
+    ) -> Result<usize, crate::store::Error> {
         let now = now_micros();
         let due = mail::claim_due(db, now, now + micros(LEASE), BATCH).await?;
         let mut sent = 0;

@@ -23,7 +23,7 @@ pub fn sweep_interval(lead: Duration) -> Duration {
 }
 
 /// One sweep; returns how many reminders this call wrote.
-pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, sqlx::Error> {
+pub async fn sweep_once(state: &AppState, lead: Duration) -> Result<usize, crate::store::Error> {
     let now = now_micros();
     let candidates = notifications::reminder_candidates(&state.db, now, micros(lead)).await?;
     let mut sent = Vec::new();

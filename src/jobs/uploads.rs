@@ -17,7 +17,7 @@ const ORPHAN_AGE: Duration = Duration::from_secs(25 * 3600);
 
 /// One sweep; returns how many uploads (and orphaned temporary blobs) were
 /// discarded.
-pub async fn sweep_once(db: &Db, blobs: &BlobStore) -> Result<usize, sqlx::Error> {
+pub async fn sweep_once(db: &Db, blobs: &BlobStore) -> Result<usize, crate::store::Error> {
     let expired = files::take_expired_uploads(db, now_micros()).await?;
     for key in &expired {
         if let Err(err) = blobs.delete_temp(key).await {

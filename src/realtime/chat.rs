@@ -92,10 +92,10 @@ struct WriteFailure {
     detail: String,
 }
 
-impl From<sqlx::Error> for WriteFailure {
-    fn from(err: sqlx::Error) -> Self {
+impl From<crate::store::Error> for WriteFailure {
+    fn from(err: crate::store::Error) -> Self {
         Self {
-            transient: crate::store::is_transient(&err),
+            transient: err.is_transient(),
             detail: err.to_string(),
         }
     }

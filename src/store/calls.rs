@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, in_tx,
+    Db, Error, dispatch, in_tx,
     notifications::{self, NotificationRecord},
 };
 use crate::domain::{
@@ -58,7 +58,7 @@ pub async fn create(
     status: CallStatus,
     draft: Option<&Draft>,
     now: Micros,
-) -> Result<Started, sqlx::Error> {
+) -> Result<Started, Error> {
     let sql = format!(
         "INSERT INTO calls (id, meeting_id, caller_id, callee_id, status, started_at, answered_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
@@ -121,12 +121,12 @@ pub async fn create(
     Ok(Started::New(record, notice))
 }
 
-pub async fn find(db: &Db, id: &str) -> Result<Option<CallRecord>, sqlx::Error> {
+pub async fn find(db: &Db, id: &str) -> Result<Option<CallRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, CallRecord>(&format!("SELECT {COLUMNS} FROM calls WHERE id = $1"))
             .bind(id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -140,7 +140,7 @@ pub async fn transition(
     answered_at: Option<Micros>,
     ended_at: Option<Micros>,
     duration_seconds: i64,
-) -> Result<Option<CallRecord>, sqlx::Error> {
+) -> Result<Option<CallRecord>, Error> {
     let sql = format!(
         "UPDATE calls SET status = $3, answered_at = COALESCE($4, answered_at), ended_at = COALESCE($5, ended_at), \
            duration_seconds = $6 WHERE id = $1 AND status = $2 RETURNING {COLUMNS}"
@@ -154,7 +154,7 @@ pub async fn transition(
             .bind(ended_at)
             .bind(duration_seconds)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -163,7 +163,7 @@ pub async fn mark_missed(
     db: &Db,
     rang_before: Micros,
     now: Micros,
-) -> Result<Vec<CallRecord>, sqlx::Error> {
+) -> Result<Vec<CallRecord>, Error> {
     let sql = format!(
         "UPDATE calls SET status = 'missed', ended_at = $2 \
          WHERE status = 'ringing' AND started_at < $1 RETURNING {COLUMNS}"
@@ -173,7 +173,7 @@ pub async fn mark_missed(
             .bind(rang_before)
             .bind(now)
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -183,7 +183,7 @@ pub async fn list(
     meeting_id: &str,
     before_id: Option<&str>,
     limit: u32,
-) -> Result<Vec<CallRecord>, sqlx::Error> {
+) -> Result<Vec<CallRecord>, Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM calls WHERE meeting_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
     );
@@ -193,6 +193,6 @@ pub async fn list(
             .bind(before_id.unwrap_or_default())
             .bind(i64::from(limit))
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }

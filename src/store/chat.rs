@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, in_tx};
+use super::{Db, Error, dispatch, in_tx};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -53,7 +53,7 @@ pub async fn append_batch(
     db: &Db,
     messages: &[NewMessage],
     now: Micros,
-) -> Result<Vec<Appended>, sqlx::Error> {
+) -> Result<Vec<Appended>, Error> {
     let existing_sql = format!(
         "SELECT {COLUMNS} FROM chat_messages WHERE meeting_id = $1 AND sender_id = $2 AND client_message_id = $3"
     );
@@ -174,7 +174,7 @@ pub async fn list(
     after: Option<i64>,
     cursor: Option<i64>,
     limit: u32,
-) -> Result<Vec<MessageRecord>, sqlx::Error> {
+) -> Result<Vec<MessageRecord>, Error> {
     let (sql, bound) = match after {
         Some(after) => (
             format!(
@@ -195,6 +195,6 @@ pub async fn list(
             .bind(bound)
             .bind(i64::from(limit))
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }

@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch, in_tx};
+use super::{Db, Error, dispatch, in_tx};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -28,7 +28,7 @@ fn insert_sql() -> String {
     )
 }
 
-pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, sqlx::Error> {
+pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, Error> {
     let sql = insert_sql();
     dispatch!(db, pool => {
         sqlx::query_as::<_, FileRecord>(&sql)
@@ -42,16 +42,16 @@ pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, sqlx::Erro
             .bind(&file.blob_key)
             .bind(file.created_at)
             .fetch_one(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
-pub async fn find(db: &Db, id: &str) -> Result<Option<FileRecord>, sqlx::Error> {
+pub async fn find(db: &Db, id: &str) -> Result<Option<FileRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, FileRecord>(&format!("SELECT {COLUMNS} FROM shared_files WHERE id = $1"))
             .bind(id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -61,7 +61,7 @@ pub async fn list(
     meeting_id: &str,
     before_id: Option<&str>,
     limit: u32,
-) -> Result<Vec<FileRecord>, sqlx::Error> {
+) -> Result<Vec<FileRecord>, Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM shared_files WHERE meeting_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
     );
@@ -71,22 +71,22 @@ pub async fn list(
             .bind(before_id.unwrap_or_default())
             .bind(i64::from(limit))
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
-pub async fn delete(db: &Db, id: &str) -> Result<Option<FileRecord>, sqlx::Error> {
+pub async fn delete(db: &Db, id: &str) -> Result<Option<FileRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, FileRecord>(&format!("DELETE FROM shared_files WHERE id = $1 RETURNING {COLUMNS}"))
             .bind(id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
 /// Blob keys of a meeting's files and unfinished uploads (to remove from
 /// disk when the meeting goes).
-pub async fn blob_keys_of_meeting(db: &Db, meeting_id: &str) -> Result<Vec<String>, sqlx::Error> {
+pub async fn blob_keys_of_meeting(db: &Db, meeting_id: &str) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = dispatch!(db, pool => {
         sqlx::query_as(
             "SELECT blob_key FROM shared_files WHERE meeting_id = $1 \
@@ -114,7 +114,7 @@ pub struct UploadRecord {
 
 const UPLOAD_COLUMNS: &str = "id, meeting_id, uploader_id, filename, declared_size, declared_sha256, received_bytes, temp_key, expires_at";
 
-pub async fn create_upload(db: &Db, upload: &UploadRecord, now: Micros) -> Result<(), sqlx::Error> {
+pub async fn create_upload(db: &Db, upload: &UploadRecord, now: Micros) -> Result<(), Error> {
     dispatch!(db, pool => {
         sqlx::query(&format!(
             "INSERT INTO uploads ({UPLOAD_COLUMNS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -131,13 +131,13 @@ pub async fn create_upload(db: &Db, upload: &UploadRecord, now: Micros) -> Resul
         .bind(now)
         .execute(pool)
         .await
-        .map(|_| ())
+        .map(|_| ()).map_err(Error::from)
     })
 }
 
 /// What `user_id` stores: bytes of their files plus bytes received by
 /// their unfinished uploads, and how many uploads are unfinished.
-pub async fn usage(db: &Db, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
+pub async fn usage(db: &Db, user_id: &str) -> Result<(i64, i64), Error> {
     dispatch!(db, pool => {
         let (files,): (i64,) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM shared_files WHERE uploader_id = $1",
@@ -155,18 +155,18 @@ pub async fn usage(db: &Db, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
     })
 }
 
-pub async fn find_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, sqlx::Error> {
+pub async fn find_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UploadRecord>(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"))
             .bind(id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
 /// Moves `received_bytes` from `from` to `to`; false when another chunk
 /// got there first.
-pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<bool, sqlx::Error> {
+pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE uploads SET received_bytes = $3 WHERE id = $1 AND received_bytes = $2")
             .bind(id)
@@ -174,7 +174,7 @@ pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<boo
             .bind(to)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected() == 1)
+            .map(|r| r.rows_affected() == 1).map_err(Error::from)
     })
 }
 
@@ -186,7 +186,7 @@ pub async fn complete_upload(
     db: &Db,
     upload_id: &str,
     file: &FileRecord,
-) -> Result<Option<FileRecord>, sqlx::Error> {
+) -> Result<Option<FileRecord>, Error> {
     let sql = insert_sql();
     let mut tx = db.begin().await?;
     let out = in_tx!(&mut tx, conn => {
@@ -215,17 +215,17 @@ pub async fn complete_upload(
     Ok(out)
 }
 
-pub async fn take_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, sqlx::Error> {
+pub async fn take_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UploadRecord>(&format!("DELETE FROM uploads WHERE id = $1 RETURNING {UPLOAD_COLUMNS}"))
             .bind(id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
 /// Removes uploads past their expiry and returns their temp keys.
-pub async fn take_expired_uploads(db: &Db, now: Micros) -> Result<Vec<String>, sqlx::Error> {
+pub async fn take_expired_uploads(db: &Db, now: Micros) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = dispatch!(db, pool => {
         sqlx::query_as("DELETE FROM uploads WHERE expires_at < $1 RETURNING temp_key")
             .bind(now)
@@ -237,7 +237,7 @@ pub async fn take_expired_uploads(db: &Db, now: Micros) -> Result<Vec<String>, s
 
 /// Blob keys that go when a user goes: files they uploaded, files in
 /// meetings they host, and their unfinished uploads.
-pub async fn blob_keys_of_user(db: &Db, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+pub async fn blob_keys_of_user(db: &Db, user_id: &str) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = dispatch!(db, pool => {
         sqlx::query_as(
             "SELECT blob_key FROM shared_files WHERE uploader_id = $1 \
@@ -253,7 +253,7 @@ pub async fn blob_keys_of_user(db: &Db, user_id: &str) -> Result<Vec<String>, sq
 }
 
 /// Whether an unfinished upload still owns the temporary blob `temp_key`.
-pub async fn temp_in_use(db: &Db, temp_key: &str) -> Result<bool, sqlx::Error> {
+pub async fn temp_in_use(db: &Db, temp_key: &str) -> Result<bool, Error> {
     let row: Option<(i64,)> = dispatch!(db, pool => {
         sqlx::query_as("SELECT 1 FROM uploads WHERE temp_key = $1")
             .bind(temp_key)

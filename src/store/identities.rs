@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, Tx, dispatch, in_tx, invites, is_unique_violation,
+    Db, Error, Tx, dispatch, in_tx, invites, is_unique_violation,
     notifications::NotificationRecord,
     users::{self, UserRecord},
     verifications,
@@ -33,7 +33,7 @@ pub async fn save_state(
     now: Micros,
     client_key: &str,
     (max_per_client, max_pending): (i64, i64),
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Error> {
     let mut tx = db.begin().await?;
     in_tx!(&mut tx, conn => {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
@@ -68,13 +68,13 @@ pub async fn save_state(
 }
 
 /// Drops expired sign-ins; returns how many.
-pub async fn sweep_states(db: &Db, now: Micros) -> Result<u64, sqlx::Error> {
+pub async fn sweep_states(db: &Db, now: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(now)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|r| r.rows_affected()).map_err(Error::from)
     })
 }
 
@@ -83,7 +83,7 @@ pub async fn take_state(
     db: &Db,
     state_hash: &str,
     now: Micros,
-) -> Result<Option<PendingSignIn>, sqlx::Error> {
+) -> Result<Option<PendingSignIn>, Error> {
     let row: Option<(String, String, String, String, i64)> = dispatch!(db, pool => {
         sqlx::query_as(
             "DELETE FROM oauth_states WHERE state_hash = $1 \
@@ -132,6 +132,9 @@ pub enum Resolution {
     },
     /// An account has this email, but the provider does not vouch for it.
     EmailNotVerified,
+    /// Someone signed up with this email meanwhile: nothing was written; a
+    /// retry will link or refuse.
+    Raced,
 }
 
 const USER_COLUMNS: &str = "u.id, u.email, u.email_key, u.display_name, u.password_hash, u.role, u.auth_provider, \
@@ -151,7 +154,7 @@ async fn claim(
     tx: &mut Tx,
     user: &UserRecord,
     now: Micros,
-) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+) -> Result<Vec<NotificationRecord>, Error> {
     in_tx!(tx, conn => {
         sqlx::query(
             "UPDATE users SET password_hash = NULL, updated_at = $2, \
@@ -178,10 +181,10 @@ async fn claim(
 }
 
 /// Inside `tx`: the current row of user `id`, which exists.
-async fn reload(tx: &mut Tx, id: &str) -> Result<UserRecord, sqlx::Error> {
+async fn reload(tx: &mut Tx, id: &str) -> Result<UserRecord, Error> {
     users::find_in(tx, id)
         .await?
-        .ok_or(sqlx::Error::RowNotFound)
+        .ok_or(sqlx::Error::RowNotFound.into())
 }
 
 /// Finds, links or creates the account of `identity`, in one transaction.
@@ -201,7 +204,7 @@ pub async fn resolve(
     identity: &VerifiedIdentity<'_>,
     new_user_id: &str,
     now: Micros,
-) -> Result<Resolution, sqlx::Error> {
+) -> Result<Resolution, Error> {
     let mut tx = db.begin().await?;
     let known = in_tx!(&mut tx, conn => {
         sqlx::query_as::<_, UserRecord>(&format!(
@@ -282,14 +285,9 @@ pub async fn resolve(
                 .await
                 .map(|_| ())
             });
-            if let Err(err) = inserted {
-                // Someone signed up with this email meanwhile: let the
-                // client retry, which will then link or refuse.
-                return Err(if is_unique_violation(&err) {
-                    sqlx::Error::PoolTimedOut
-                } else {
-                    err
-                });
+            match inserted {
+                Err(err) if is_unique_violation(&err) => return Ok(Resolution::Raced),
+                other => other?,
             }
             let notices =
                 invites::bind_waiting(&mut tx, new_user_id, identity.email_key, now).await?;

@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, Tx, dispatch, in_tx, mail,
+    Db, Error, Tx, dispatch, in_tx, mail,
     notifications::{self, NotificationRecord},
 };
 use crate::domain::{meeting::InviteStatus, notification::Draft, time::Micros};
@@ -62,7 +62,7 @@ pub(crate) async fn invite_all(
     invitees: &[Invitee<'_>],
     draft: &Draft,
     now: Micros,
-) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), sqlx::Error> {
+) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), Error> {
     let select =
         format!("SELECT {COLUMNS} FROM meeting_invites WHERE meeting_id = $1 AND email_key = $2");
     let mut invites = Vec::with_capacity(invitees.len());
@@ -108,7 +108,7 @@ pub(crate) async fn bind_waiting(
     user_id: &str,
     email_key: &str,
     now: Micros,
-) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+) -> Result<Vec<NotificationRecord>, Error> {
     let bound: Vec<(String,)> = in_tx!(tx, conn => {
         sqlx::query_as(BIND_TO_NEW_USER)
             .bind(user_id)
@@ -144,7 +144,7 @@ pub async fn bind_to_user(
     user_id: &str,
     email_key: &str,
     now: Micros,
-) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+) -> Result<Vec<NotificationRecord>, Error> {
     let mut tx = db.begin().await?;
     let notices = bind_waiting(&mut tx, user_id, email_key, now).await?;
     tx.commit().await?;
@@ -159,7 +159,7 @@ pub async fn invite(
     invitees: &[Invitee<'_>],
     draft: &Draft,
     now: Micros,
-) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), sqlx::Error> {
+) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), Error> {
     let mut tx = db.begin().await?;
     let result = invite_all(&mut tx, meeting_id, invitees, draft, now).await?;
     tx.commit().await?;
@@ -167,7 +167,7 @@ pub async fn invite(
 }
 
 /// Invitations `meeting_id` holds (zero for a new meeting).
-pub async fn count_in_meeting(db: &Db, meeting_id: &str) -> Result<i64, sqlx::Error> {
+pub async fn count_in_meeting(db: &Db, meeting_id: &str) -> Result<i64, Error> {
     dispatch!(db, pool => {
         let (count,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM meeting_invites WHERE meeting_id = $1")
@@ -178,12 +178,12 @@ pub async fn count_in_meeting(db: &Db, meeting_id: &str) -> Result<i64, sqlx::Er
     })
 }
 
-pub async fn find(db: &Db, invite_id: &str) -> Result<Option<InviteRecord>, sqlx::Error> {
+pub async fn find(db: &Db, invite_id: &str) -> Result<Option<InviteRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, InviteRecord>(&format!("SELECT {COLUMNS} FROM meeting_invites WHERE id = $1"))
             .bind(invite_id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -197,7 +197,7 @@ pub async fn respond(
     status: InviteStatus,
     draft: &Draft,
     now: Micros,
-) -> Result<Option<(InviteRecord, Option<NotificationRecord>)>, sqlx::Error> {
+) -> Result<Option<(InviteRecord, Option<NotificationRecord>)>, Error> {
     let sql = format!(
         "UPDATE meeting_invites SET status = $3, responded_at = $4 \
          WHERE id = $1 AND user_id = $2 AND status <> $3 AND EXISTS (SELECT 1 FROM meetings m \
@@ -258,7 +258,7 @@ pub async fn list(
     statuses: &[InviteStatus],
     after_id: Option<&str>,
     limit: u32,
-) -> Result<Vec<InviteRecord>, sqlx::Error> {
+) -> Result<Vec<InviteRecord>, Error> {
     let (meeting_id, user_id) = match scope {
         InviteScope::Meeting(meeting_id) => (Some(meeting_id), None),
         InviteScope::User {
@@ -286,7 +286,7 @@ pub async fn list(
         for status in statuses {
             query = query.bind(status.as_str());
         }
-        query.fetch_all(pool).await
+        query.fetch_all(pool).await.map_err(Error::from)
     })
 }
 
@@ -295,7 +295,7 @@ pub async fn list(
 pub async fn attendees(
     db: &Db,
     meeting_id: &str,
-) -> Result<Vec<(InviteRecord, Option<String>)>, sqlx::Error> {
+) -> Result<Vec<(InviteRecord, Option<String>)>, Error> {
     #[derive(FromRow)]
     struct Row {
         #[sqlx(flatten)]

@@ -3,7 +3,7 @@
 //! the accounts and meetings that caused them, so deleting either resets
 //! nothing.
 
-use super::{Db, Tx, in_tx};
+use super::{Db, Error, Tx, in_tx};
 use crate::domain::time::Micros;
 
 /// Inside `tx`: how much of `key` was spent after `since`, and when the
@@ -12,7 +12,7 @@ pub(crate) async fn spent(
     tx: &mut Tx,
     key: &str,
     since: Micros,
-) -> Result<(i64, Option<Micros>), sqlx::Error> {
+) -> Result<(i64, Option<Micros>), Error> {
     in_tx!(tx, conn => {
         sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT), MIN(created_at) \
@@ -21,17 +21,12 @@ pub(crate) async fn spent(
         .bind(key)
         .bind(since)
         .fetch_one(conn)
-        .await
+        .await.map_err(Error::from)
     })
 }
 
 /// Inside `tx`: records spending `amount` of `key`.
-pub(crate) async fn record(
-    tx: &mut Tx,
-    key: &str,
-    amount: i64,
-    now: Micros,
-) -> Result<(), sqlx::Error> {
+pub(crate) async fn record(tx: &mut Tx, key: &str, amount: i64, now: Micros) -> Result<(), Error> {
     in_tx!(tx, conn => {
         sqlx::query("INSERT INTO send_ledger (ledger_key, created_at, amount) VALUES ($1, $2, $3)")
             .bind(key)
@@ -39,7 +34,7 @@ pub(crate) async fn record(
             .bind(amount)
             .execute(conn)
             .await
-            .map(|_| ())
+            .map(|_| ()).map_err(Error::from)
     })
 }
 
@@ -54,7 +49,7 @@ pub async fn spend(
     window: Micros,
     lock_user: &str,
     now: Micros,
-) -> Result<Result<(), Micros>, sqlx::Error> {
+) -> Result<Result<(), Micros>, Error> {
     let mut tx = db.begin().await?;
     in_tx!(&mut tx, conn => {
         sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
@@ -72,12 +67,12 @@ pub async fn spend(
 }
 
 /// Drops entries older than `window`; returns how many.
-pub async fn sweep(db: &Db, now: Micros, window: Micros) -> Result<u64, sqlx::Error> {
+pub async fn sweep(db: &Db, now: Micros, window: Micros) -> Result<u64, Error> {
     super::dispatch!(db, pool => {
         sqlx::query("DELETE FROM send_ledger WHERE created_at < $1")
             .bind(now - window)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|r| r.rows_affected()).map_err(Error::from)
     })
 }

@@ -5,7 +5,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, Tx, dispatch, in_tx};
+use super::{Db, Error, Tx, dispatch, in_tx};
 use crate::domain::{notification::Draft, time::Micros};
 
 #[derive(Debug, Clone, FromRow)]
@@ -30,7 +30,7 @@ pub(crate) async fn enqueue(
     subject: &str,
     body: &str,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     in_tx!(tx, conn => {
         sqlx::query(ENQUEUE)
             .bind(crate::domain::new_id())
@@ -40,7 +40,7 @@ pub(crate) async fn enqueue(
             .bind(now)
             .execute(conn)
             .await
-            .map(|_| ())
+            .map(|_| ()).map_err(Error::from)
     })
 }
 
@@ -50,7 +50,7 @@ pub(crate) async fn enqueue_draft(
     to: &str,
     draft: &Draft,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     enqueue(tx, to, &draft.title, &draft.body, now).await
 }
 
@@ -60,7 +60,7 @@ pub async fn claim_due(
     now: Micros,
     lease_until: Micros,
     limit: u32,
-) -> Result<Vec<OutgoingMail>, sqlx::Error> {
+) -> Result<Vec<OutgoingMail>, Error> {
     const SQL: &str = "UPDATE mail_outbox SET next_attempt_at = $2 \
          WHERE next_attempt_at <= $1 AND id IN (SELECT id FROM mail_outbox \
            WHERE sent_at IS NULL AND attempts < $4 AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3) \
@@ -72,11 +72,11 @@ pub async fn claim_due(
             .bind(i64::from(limit))
             .bind(MAX_ATTEMPTS)
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
-pub async fn mark_sent(db: &Db, id: &str, now: Micros) -> Result<(), sqlx::Error> {
+pub async fn mark_sent(db: &Db, id: &str, now: Micros) -> Result<(), Error> {
     dispatch!(db, pool => {
         // The body may carry a secret link: a sent mail keeps none.
         sqlx::query("UPDATE mail_outbox SET sent_at = $2, attempts = attempts + 1, last_error = NULL, body = '' WHERE id = $1")
@@ -84,7 +84,7 @@ pub async fn mark_sent(db: &Db, id: &str, now: Micros) -> Result<(), sqlx::Error
             .bind(now)
             .execute(pool)
             .await
-            .map(|_| ())
+            .map(|_| ()).map_err(Error::from)
     })
 }
 
@@ -94,7 +94,7 @@ pub async fn mark_failed(
     id: &str,
     error: &str,
     retry_at: Option<Micros>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     dispatch!(db, pool => {
         sqlx::query(
             "UPDATE mail_outbox SET attempts = CASE WHEN $3 IS NULL THEN $4 ELSE attempts + 1 END, \
@@ -107,7 +107,7 @@ pub async fn mark_failed(
         .bind(MAX_ATTEMPTS)
         .execute(pool)
         .await
-        .map(|_| ())
+        .map(|_| ()).map_err(Error::from)
     })
 }
 
@@ -120,7 +120,7 @@ pub async fn enqueue_once(
     dedupe_key: &str,
     start_at: Micros,
     now: Micros,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Error> {
     let meeting_id = draft.meeting_id.clone().unwrap_or_default();
     let mut tx = db.begin().await?;
     let inserted = in_tx!(&mut tx, conn => {

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, dispatch, in_tx, invites, mail,
+    Db, Error, dispatch, in_tx, invites, mail,
     notifications::{self, NotificationRecord},
     participants,
 };
@@ -92,7 +92,7 @@ pub async fn create(
         Vec<invites::InviteRecord>,
         Vec<NotificationRecord>,
     ),
-    sqlx::Error,
+    Error,
 > {
     let mut tx = db.begin().await?;
     let record = in_tx!(&mut tx, conn => {
@@ -123,7 +123,7 @@ pub async fn with_relation(
     db: &Db,
     meeting_id: &str,
     user_id: &str,
-) -> Result<Option<MeetingWithRelation>, sqlx::Error> {
+) -> Result<Option<MeetingWithRelation>, Error> {
     let sql = format!(
         "SELECT {COLUMNS}, \
            (SELECT i.status FROM meeting_invites i WHERE i.meeting_id = m.id AND i.user_id = $2 LIMIT 1) AS invite_status, \
@@ -136,7 +136,7 @@ pub async fn with_relation(
             .bind(meeting_id)
             .bind(user_id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -147,7 +147,7 @@ pub async fn record_removal(
     user_id: &str,
     by: &str,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     dispatch!(db, pool => {
         sqlx::query(
             "INSERT INTO meeting_removals (meeting_id, user_id, removed_by, removed_at) \
@@ -159,16 +159,16 @@ pub async fn record_removal(
         .bind(now)
         .execute(pool)
         .await
-        .map(|_| ())
+        .map(|_| ()).map_err(Error::from)
     })
 }
 
-pub async fn find(db: &Db, meeting_id: &str) -> Result<Option<MeetingRecord>, sqlx::Error> {
+pub async fn find(db: &Db, meeting_id: &str) -> Result<Option<MeetingRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, MeetingRecord>(&format!("SELECT {COLUMNS} FROM meetings m WHERE m.id = $1"))
             .bind(meeting_id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -189,7 +189,7 @@ pub async fn update(
     meeting_id: &str,
     changes: &MeetingChanges<'_>,
     now: Micros,
-) -> Result<Option<MeetingRecord>, sqlx::Error> {
+) -> Result<Option<MeetingRecord>, Error> {
     let sql = format!(
         "UPDATE meetings SET title = COALESCE($2, title), description = COALESCE($3, description), \
            start_at = COALESCE($4, start_at), duration_minutes = COALESCE($5, duration_minutes), \
@@ -206,7 +206,7 @@ pub async fn update(
             .bind(changes.join_policy.map(JoinPolicy::as_str))
             .bind(now)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -221,7 +221,7 @@ pub async fn transition(
     to: MeetingStatus,
     notify: Option<&Draft>,
     now: Micros,
-) -> Result<Option<(MeetingRecord, Vec<NotificationRecord>)>, sqlx::Error> {
+) -> Result<Option<(MeetingRecord, Vec<NotificationRecord>)>, Error> {
     let sql = format!(
         "UPDATE meetings SET status = $3, \
            actual_start_at = CASE WHEN $3 = 'ongoing' THEN $4 ELSE actual_start_at END, \
@@ -282,13 +282,13 @@ pub async fn transition(
 }
 
 /// Deletes the meeting with its invites and attendance.
-pub async fn delete(db: &Db, meeting_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete(db: &Db, meeting_id: &str) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM meetings WHERE id = $1")
             .bind(meeting_id)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected() > 0)
+            .map(|r| r.rows_affected() > 0).map_err(Error::from)
     })
 }
 
@@ -328,7 +328,7 @@ pub async fn list_for_user(
     filter: &ListFilter,
     cursor: Option<&Cursor>,
     limit: u32,
-) -> Result<Vec<MeetingRecord>, sqlx::Error> {
+) -> Result<Vec<MeetingRecord>, Error> {
     let statuses = status_filter(&filter.statuses, 8);
     let sql = format!(
         "SELECT {COLUMNS} FROM meetings m \
@@ -354,7 +354,7 @@ pub async fn list_for_user(
         for status in &filter.statuses {
             query = query.bind(status.as_str());
         }
-        query.fetch_all(pool).await
+        query.fetch_all(pool).await.map_err(Error::from)
     })
 }
 
@@ -365,7 +365,7 @@ pub async fn history_for_user(
     user_id: &str,
     cursor: Option<&Cursor>,
     limit: u32,
-) -> Result<Vec<MeetingRecord>, sqlx::Error> {
+) -> Result<Vec<MeetingRecord>, Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM meetings m \
          WHERE m.status IN ('completed', 'cancelled') \
@@ -385,7 +385,7 @@ pub async fn history_for_user(
             .bind(before_id)
             .bind(i64::from(limit))
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 

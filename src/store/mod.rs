@@ -14,7 +14,7 @@
 //! built from them (invite these addresses, notify this user) are ordinary
 //! `async fn`s over `&mut Tx`, shared by every transaction that needs them.
 //!
-//! Store functions return `sqlx::Error`; outcomes a caller must branch on
+//! Store functions return [`Error`] (the database's error, whole); outcomes a caller must branch on
 //! (an email already taken, a reused refresh token) are enums, not errors.
 
 pub mod calls;
@@ -115,6 +115,19 @@ impl Db {
 
     pub async fn close(&self) {
         dispatch!(self, pool => pool.close().await)
+    }
+}
+
+/// A failed statement: the database's own error, kept whole for the log.
+/// Its own type so that callers (handlers too) can `?` it into their errors.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(#[from] sqlx::Error);
+
+impl Error {
+    /// Whether this is an outage rather than a bug (see [`is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        is_transient(&self.0)
     }
 }
 

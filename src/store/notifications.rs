@@ -4,7 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, Tx, dispatch, in_tx, mail};
+use super::{Db, Error, Tx, dispatch, in_tx, mail};
 use crate::domain::{
     notification::{Draft, NotificationKind},
     time::Micros,
@@ -46,7 +46,7 @@ pub(crate) async fn insert(
     draft: &Draft,
     now: Micros,
     dedupe_key: Option<&str>,
-) -> Result<Option<NotificationRecord>, sqlx::Error> {
+) -> Result<Option<NotificationRecord>, Error> {
     let (inserted, address) = in_tx!(tx, conn => {
         let inserted = sqlx::query_as::<_, NotificationRecord>(INSERT)
             .bind(crate::domain::new_id())
@@ -81,7 +81,7 @@ pub async fn send(
     user_ids: &[String],
     draft: &Draft,
     now: Micros,
-) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+) -> Result<Vec<NotificationRecord>, Error> {
     let mut tx = db.begin().await?;
     let mut out = Vec::with_capacity(user_ids.len());
     for user_id in user_ids {
@@ -102,7 +102,7 @@ pub async fn send_once(
     dedupe_key: &str,
     start_at: Micros,
     now: Micros,
-) -> Result<Option<NotificationRecord>, sqlx::Error> {
+) -> Result<Option<NotificationRecord>, Error> {
     let meeting_id = draft.meeting_id.as_deref().unwrap_or_default();
     let mut tx = db.begin().await?;
     // Re-checked under the write lock: a meeting cancelled or moved since
@@ -132,7 +132,7 @@ pub async fn list(
     unread_only: bool,
     before_id: Option<&str>,
     limit: u32,
-) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+) -> Result<Vec<NotificationRecord>, Error> {
     let kind_filter = if kinds.is_empty() {
         String::new()
     } else {
@@ -152,11 +152,11 @@ pub async fn list(
         for kind in kinds {
             query = query.bind(kind.as_str());
         }
-        query.fetch_all(pool).await
+        query.fetch_all(pool).await.map_err(Error::from)
     })
 }
 
-pub async fn unread_count(db: &Db, user_id: &str) -> Result<i64, sqlx::Error> {
+pub async fn unread_count(db: &Db, user_id: &str) -> Result<i64, Error> {
     let (count,): (i64,) = dispatch!(db, pool => {
         sqlx::query_as("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
             .bind(user_id)
@@ -174,7 +174,7 @@ pub async fn mark(
     id: &str,
     read: bool,
     now: Micros,
-) -> Result<Option<NotificationRecord>, sqlx::Error> {
+) -> Result<Option<NotificationRecord>, Error> {
     let sql = format!(
         "UPDATE notifications SET read_at = CASE WHEN $3 THEN COALESCE(read_at, $4) ELSE NULL END \
          WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
@@ -186,29 +186,29 @@ pub async fn mark(
             .bind(read)
             .bind(now)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
-pub async fn mark_all(db: &Db, user_id: &str, now: Micros) -> Result<u64, sqlx::Error> {
+pub async fn mark_all(db: &Db, user_id: &str, now: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
             .bind(user_id)
             .bind(now)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|r| r.rows_affected()).map_err(Error::from)
     })
 }
 
-pub async fn delete(db: &Db, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete(db: &Db, user_id: &str, id: &str) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM notifications WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user_id)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected() == 1)
+            .map(|r| r.rows_affected() == 1).map_err(Error::from)
     })
 }
 
@@ -219,7 +219,7 @@ pub async fn reminder_candidates(
     db: &Db,
     now: Micros,
     lead: Micros,
-) -> Result<Vec<(String, String, i64, String)>, sqlx::Error> {
+) -> Result<Vec<(String, String, i64, String)>, Error> {
     const SQL: &str = "SELECT m.id, m.title, m.start_at, m.host_id FROM meetings m \
          WHERE m.status = 'scheduled' AND m.start_at > $1 AND m.start_at <= $2 \
          UNION ALL \
@@ -233,7 +233,7 @@ pub async fn reminder_candidates(
             .bind(now)
             .bind(now + lead)
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -244,7 +244,7 @@ pub async fn email_reminder_candidates(
     db: &Db,
     now: Micros,
     lead: Micros,
-) -> Result<Vec<(String, String, i64, String)>, sqlx::Error> {
+) -> Result<Vec<(String, String, i64, String)>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as(
             "SELECT m.id, m.title, m.start_at, i.email FROM meetings m \
@@ -255,6 +255,6 @@ pub async fn email_reminder_candidates(
         .bind(now)
         .bind(now + lead)
         .fetch_all(pool)
-        .await
+        .await.map_err(Error::from)
     })
 }

@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, dispatch};
+use super::{Db, Error, dispatch};
 use crate::domain::time::Micros;
 
 #[derive(Debug, Clone, FromRow)]
@@ -27,7 +27,7 @@ pub async fn record_join(
     meeting_id: &str,
     user_id: &str,
     at: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     dispatch!(db, pool => {
         sqlx::query("INSERT INTO meeting_participants (id, meeting_id, user_id, joined_at) VALUES ($1, $2, $3, $4)")
             .bind(id)
@@ -36,31 +36,31 @@ pub async fn record_join(
             .bind(at)
             .execute(pool)
             .await
-            .map(|_| ())
+            .map(|_| ()).map_err(Error::from)
     })
 }
 
 /// Records a leave; false when the attendance was already closed.
-pub async fn record_leave(db: &Db, id: &str, at: Micros) -> Result<bool, sqlx::Error> {
+pub async fn record_leave(db: &Db, id: &str, at: Micros) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE meeting_participants SET left_at = $2 WHERE id = $1 AND left_at IS NULL")
             .bind(id)
             .bind(at)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected() == 1)
+            .map(|r| r.rows_affected() == 1).map_err(Error::from)
     })
 }
 
 /// Closes every open attendance of a meeting; returns how many.
-pub async fn close_open(db: &Db, meeting_id: &str, at: Micros) -> Result<u64, sqlx::Error> {
+pub async fn close_open(db: &Db, meeting_id: &str, at: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query(CLOSE_OPEN)
             .bind(meeting_id)
             .bind(at)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|r| r.rows_affected()).map_err(Error::from)
     })
 }
 
@@ -71,7 +71,7 @@ pub async fn list(
     meeting_id: &str,
     after_id: Option<&str>,
     limit: u32,
-) -> Result<Vec<ParticipantRecord>, sqlx::Error> {
+) -> Result<Vec<ParticipantRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, ParticipantRecord>(
             "SELECT p.id, p.meeting_id, p.user_id, u.display_name, p.joined_at, p.left_at \
@@ -82,17 +82,17 @@ pub async fn list(
         .bind(after_id.unwrap_or_default())
         .bind(i64::from(limit))
         .fetch_all(pool)
-        .await
+        .await.map_err(Error::from)
     })
 }
 
 /// Marks a resumed attendance online again.
-pub async fn reopen(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+pub async fn reopen(db: &Db, id: &str) -> Result<(), Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE meeting_participants SET left_at = NULL WHERE id = $1")
             .bind(id)
             .execute(pool)
             .await
-            .map(|_| ())
+            .map(|_| ()).map_err(Error::from)
     })
 }

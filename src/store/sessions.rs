@@ -1,7 +1,7 @@
 //! Sessions (refresh-token families), refresh tokens and revoked access
 //! tokens.
 
-use super::{Db, Tx, dispatch, in_tx};
+use super::{Db, Error, Tx, dispatch, in_tx};
 use crate::domain::{Role, time::Micros};
 
 const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
@@ -26,7 +26,7 @@ pub(super) async fn open(
     tx: &mut Tx,
     user_id: &str,
     session: &NewSession<'_>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     in_tx!(tx, conn => {
         sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)")
             .bind(session.id)
@@ -41,7 +41,7 @@ pub(super) async fn open(
             .bind(session.refresh_expires_at)
             .execute(conn)
             .await
-            .map(|_| ())
+            .map(|_| ()).map_err(Error::from)
     })
 }
 
@@ -55,7 +55,7 @@ pub async fn create(
     user_id: &str,
     seen_epoch: i64,
     session: &NewSession<'_>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Error> {
     let mut tx = db.begin().await?;
     in_tx!(&mut tx, conn => {
         let opened = sqlx::query(
@@ -115,7 +115,7 @@ pub async fn rotate_refresh_token(
     new_hash: &str,
     new_expires_at: Micros,
     now: Micros,
-) -> Result<Rotation, sqlx::Error> {
+) -> Result<Rotation, Error> {
     let mut tx = db.begin().await?;
     let claimed: Option<(String,)> = in_tx!(&mut tx, conn => {
         sqlx::query_as(
@@ -169,7 +169,7 @@ pub async fn rotate_refresh_token(
 
 /// Why the refresh token `old_hash` could not be claimed; a reused token
 /// revokes its session.
-async fn refused_rotation(db: &Db, old_hash: &str, now: Micros) -> Result<Rotation, sqlx::Error> {
+async fn refused_rotation(db: &Db, old_hash: &str, now: Micros) -> Result<Rotation, Error> {
     let state: Option<(Option<i64>, i64, String)> = dispatch!(db, pool => {
         sqlx::query_as(
             "SELECT used_at, expires_at, session_id FROM refresh_tokens WHERE token_hash = $1",
@@ -211,7 +211,7 @@ pub async fn access_state(
     user_id: &str,
     session_id: &str,
     jti: &str,
-) -> Result<Option<AccessState>, sqlx::Error> {
+) -> Result<Option<AccessState>, Error> {
     const SQL: &str = "SELECT u.role, u.is_active, s.revoked_at IS NOT NULL, \
          EXISTS (SELECT 1 FROM revoked_access_tokens r WHERE r.jti = $3) \
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $2 AND u.id = $1";
@@ -238,7 +238,7 @@ pub async fn session_of_refresh_token(
     db: &Db,
     user_id: &str,
     token_hash: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<String>, Error> {
     let row: Option<(String,)> = dispatch!(db, pool => {
         sqlx::query_as(
             "SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
@@ -261,7 +261,7 @@ pub async fn revoke(
     jti_expires_at: Micros,
     reason: &str,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     let mut tx = db.begin().await?;
     in_tx!(&mut tx, conn => {
         sqlx::query(REVOKE_SESSION)

@@ -7,7 +7,7 @@
 //! each other and none slips past a delay. Keys are locked in sorted order
 //! so two logins never wait on each other in a cycle.
 
-use super::{Db, dispatch, in_tx};
+use super::{Db, Error, dispatch, in_tx};
 use crate::domain::{
     throttle::{KeyState, Policy},
     time::{Micros, micros},
@@ -19,7 +19,7 @@ pub async fn claim(
     db: &Db,
     keys: &[(String, Policy)],
     now: Micros,
-) -> Result<Result<(), Micros>, sqlx::Error> {
+) -> Result<Result<(), Micros>, Error> {
     let mut keys: Vec<&(String, Policy)> = keys.iter().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));
     let mut tx = db.begin().await?;
@@ -77,7 +77,7 @@ pub async fn succeeded(
     uncount: &[(String, Policy)],
     known: Option<(&str, &str)>,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     let mut steps: Vec<(&str, Option<&Policy>)> = forget
         .iter()
         .map(|key| (key.as_str(), None))
@@ -127,7 +127,7 @@ pub async fn succeeded(
 }
 
 /// Whether the owner of `email_key` signed in from `address` before.
-pub async fn is_known(db: &Db, email_key: &str, address: &str) -> Result<bool, sqlx::Error> {
+pub async fn is_known(db: &Db, email_key: &str, address: &str) -> Result<bool, Error> {
     dispatch!(db, pool => {
         let found: Option<(i64,)> = sqlx::query_as(
             "SELECT last_success_at FROM login_known WHERE email_key = $1 AND client_address = $2",
@@ -141,25 +141,25 @@ pub async fn is_known(db: &Db, email_key: &str, address: &str) -> Result<bool, s
 }
 
 /// Forgets places last used before `before`; returns how many.
-pub async fn sweep_known(db: &Db, before: Micros) -> Result<u64, sqlx::Error> {
+pub async fn sweep_known(db: &Db, before: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM login_known WHERE last_success_at < $1")
             .bind(before)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|r| r.rows_affected()).map_err(Error::from)
     })
 }
 
 /// Drops keys whose failures are all older than `window` and that are not
 /// blocked any more; returns how many.
-pub async fn sweep(db: &Db, now: Micros, window: std::time::Duration) -> Result<u64, sqlx::Error> {
+pub async fn sweep(db: &Db, now: Micros, window: std::time::Duration) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM login_throttle WHERE last_failed_at < $1 AND blocked_until < $2")
             .bind(now - micros(window))
             .bind(now)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|r| r.rows_affected()).map_err(Error::from)
     })
 }

@@ -10,7 +10,7 @@
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use super::Db;
+use super::{Db, Error};
 
 /// An open write transaction. Dropping it without [`Tx::commit`] rolls it
 /// back.
@@ -45,7 +45,7 @@ impl Db {
     /// first statement: a deferred transaction that reads and then must
     /// upgrade after another connection committed fails with SQLITE_BUSY
     /// instead of waiting its turn. PostgreSQL locks rows as it goes.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+    pub async fn begin(&self) -> Result<Tx, Error> {
         Ok(match self {
             Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
@@ -54,18 +54,18 @@ impl Db {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    pub async fn commit(self) -> Result<(), Error> {
         match self {
-            Self::Sqlite(tx) => tx.commit().await,
-            Self::Postgres(tx) => tx.commit().await,
+            Self::Sqlite(tx) => tx.commit().await.map_err(Error::from),
+            Self::Postgres(tx) => tx.commit().await.map_err(Error::from),
         }
     }
 
     /// Rolls back now, rather than when the connection is next used.
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+    pub async fn rollback(self) -> Result<(), Error> {
         match self {
-            Self::Sqlite(tx) => tx.rollback().await,
-            Self::Postgres(tx) => tx.rollback().await,
+            Self::Sqlite(tx) => tx.rollback().await.map_err(Error::from),
+            Self::Postgres(tx) => tx.rollback().await.map_err(Error::from),
         }
     }
 }

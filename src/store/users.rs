@@ -3,8 +3,8 @@
 use sqlx::FromRow;
 
 use super::{
-    Db, Tx, dispatch, identities, in_tx, is_unique_violation, notifications::NotificationRecord,
-    sessions, verifications,
+    Db, Error, Tx, dispatch, identities, in_tx, is_unique_violation,
+    notifications::NotificationRecord, sessions, verifications,
 };
 use crate::domain::{AuthProvider, Role, time::Micros};
 
@@ -80,7 +80,7 @@ pub async fn create_with_session(
     user: &NewUser<'_>,
     verification: Option<&verifications::NewLink<'_>>,
     session: &sessions::NewSession<'_>,
-) -> Result<Result<UserRecord, EmailTaken>, sqlx::Error> {
+) -> Result<Result<UserRecord, EmailTaken>, Error> {
     let mut tx = db.begin().await?;
     let inserted = in_tx!(&mut tx, conn => {
         sqlx::query(INSERT)
@@ -125,7 +125,7 @@ pub async fn create_with_session(
 pub async fn upsert_admin(
     db: &Db,
     user: &NewUser<'_>,
-) -> Result<(UserRecord, bool, Vec<NotificationRecord>), sqlx::Error> {
+) -> Result<(UserRecord, bool, Vec<NotificationRecord>), Error> {
     let mut tx = db.begin().await?;
     let (id, created) = in_tx!(&mut tx, conn => {
         let updated = sqlx::query_as::<_, UserRecord>(&format!(
@@ -183,34 +183,31 @@ pub async fn upsert_admin(
 }
 
 /// Inside `tx`: the current row of user `id`.
-pub(crate) async fn find_in(tx: &mut Tx, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
+pub(crate) async fn find_in(tx: &mut Tx, id: &str) -> Result<Option<UserRecord>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     in_tx!(tx, conn => {
         sqlx::query_as::<_, UserRecord>(&sql)
             .bind(id)
             .fetch_optional(conn)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
-pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
+pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
             .bind(id)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
-pub async fn find_by_email_key(
-    db: &Db,
-    email_key: &str,
-) -> Result<Option<UserRecord>, sqlx::Error> {
+pub async fn find_by_email_key(db: &Db, email_key: &str) -> Result<Option<UserRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE email_key = $1"))
             .bind(email_key)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -221,7 +218,7 @@ pub async fn list(
     query: &str,
     after_id: Option<&str>,
     limit: u32,
-) -> Result<Vec<UserRecord>, sqlx::Error> {
+) -> Result<Vec<UserRecord>, Error> {
     let pattern = format!("%{}%", escape_like(&query.to_lowercase()));
     let sql = format!(
         "SELECT {COLUMNS} FROM users \
@@ -236,7 +233,7 @@ pub async fn list(
             .bind(after_id.unwrap_or_default())
             .bind(i64::from(limit))
             .fetch_all(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -257,7 +254,7 @@ pub async fn update(
     id: &str,
     changes: &UserChanges<'_>,
     now: Micros,
-) -> Result<Option<UserRecord>, sqlx::Error> {
+) -> Result<Option<UserRecord>, Error> {
     let sql = format!(
         "UPDATE users SET display_name = COALESCE($2, display_name), role = COALESCE($3, role), \
          is_active = COALESCE($4, is_active), updated_at = $5 WHERE id = $1 RETURNING {COLUMNS}"
@@ -270,7 +267,7 @@ pub async fn update(
             .bind(changes.is_active)
             .bind(now)
             .fetch_optional(pool)
-            .await
+            .await.map_err(Error::from)
     })
 }
 
@@ -285,7 +282,7 @@ pub async fn set_password(
     keep_session: &str,
     seen_epoch: i64,
     now: Micros,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Error> {
     let mut tx = db.begin().await?;
     in_tx!(&mut tx, conn => {
         let changed = sqlx::query(
@@ -323,7 +320,7 @@ pub async fn set_avatar(
     avatar_key: &str,
     content_type: &str,
     now: Micros,
-) -> Result<Option<(UserRecord, Option<String>)>, sqlx::Error> {
+) -> Result<Option<(UserRecord, Option<String>)>, Error> {
     let mut tx = db.begin().await?;
     let result = in_tx!(&mut tx, conn => {
         // A no-op write first: it returns the old key and locks the row.
@@ -354,7 +351,7 @@ pub async fn set_avatar(
 
 /// Deletes the user; sessions and tokens go with it (ON DELETE CASCADE).
 /// Returns the deleted row so the caller can remove the avatar blob.
-pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, sqlx::Error> {
+pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, Error> {
     let mut tx = db.begin().await?;
     let deleted = in_tx!(&mut tx, conn => {
         // Their chat messages stay in others' histories (sequences keep no

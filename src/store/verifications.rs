@@ -2,7 +2,7 @@
 //! as SHA-256 hashes of their tokens, and what proving an address does.
 
 use super::{
-    Db, Tx, in_tx, invites, ledger, mail,
+    Db, Error, Tx, in_tx, invites, ledger, mail,
     notifications::NotificationRecord,
     users::{self, UserRecord},
 };
@@ -35,7 +35,7 @@ pub(crate) async fn insert_link(
     email_key: &str,
     link: &NewLink<'_>,
     now: Micros,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Error> {
     let ledger_key = format!("verify:{email_key}");
     let (spent, _) = ledger::spent(tx, &ledger_key, now - micros(verification::TOKEN_TTL)).await?;
     if spent >= MAX_PER_ADDRESS_PER_DAY {
@@ -67,7 +67,7 @@ pub(crate) async fn mark_verified(
     user_id: &str,
     email_key: &str,
     now: Micros,
-) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+) -> Result<Vec<NotificationRecord>, Error> {
     in_tx!(tx, conn => {
         sqlx::query("UPDATE users SET email_verified = TRUE, updated_at = $2 WHERE id = $1")
             .bind(user_id)
@@ -103,7 +103,7 @@ pub async fn request(
     user_id: &str,
     link: &NewLink<'_>,
     now: Micros,
-) -> Result<Requested, sqlx::Error> {
+) -> Result<Requested, Error> {
     let window_start = now - crate::domain::time::micros(verification::TOKEN_TTL);
     let mut tx = db.begin().await?;
     let email_key = in_tx!(&mut tx, conn => {
@@ -159,7 +159,7 @@ pub enum Verified {
 
 /// Consumes the token: single use, only before it expires, and only for the
 /// address it was sent to.
-pub async fn verify(db: &Db, token_hash: &str, now: Micros) -> Result<Verified, sqlx::Error> {
+pub async fn verify(db: &Db, token_hash: &str, now: Micros) -> Result<Verified, Error> {
     let mut tx = db.begin().await?;
     let link: Option<(String, String, i64)> = in_tx!(&mut tx, conn => {
         sqlx::query_as(
@@ -197,12 +197,12 @@ pub async fn verify(db: &Db, token_hash: &str, now: Micros) -> Result<Verified, 
 }
 
 /// Drops expired links; returns how many.
-pub async fn sweep(db: &Db, now: Micros) -> Result<u64, sqlx::Error> {
+pub async fn sweep(db: &Db, now: Micros) -> Result<u64, Error> {
     super::dispatch!(db, pool => {
         sqlx::query("DELETE FROM email_verifications WHERE expires_at < $1")
             .bind(now)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|r| r.rows_affected()).map_err(Error::from)
     })
 }
