@@ -138,10 +138,52 @@ impl PageTokens {
     }
 }
 
+impl PageTokens {
+    /// Like [`PageTokens::page`] for a handler that gathers every bad field
+    /// before answering: a bad `page_size` or `page_token` goes into `v`,
+    /// and there is a page only when both are good.
+    pub fn page_in(
+        &self,
+        v: &mut crate::error::Violations,
+        scope: String,
+        page_size: i32,
+        token: &str,
+    ) -> Option<Page<'_>> {
+        let size = v.check("page_size", crate::domain::PageSize::parse(page_size));
+        let cursor = v.check("page_token", self.decode(&scope, token));
+        Some(Page {
+            tokens: self,
+            scope,
+            cursor: cursor?,
+            size: size?,
+        })
+    }
+}
+
 impl Page<'_> {
     /// Where the page starts; `None` on the first page.
     pub fn cursor(&self) -> Option<&str> {
         self.cursor.as_deref()
+    }
+
+    /// The cursor as the list's sort key, read by `parse`; a cursor it
+    /// cannot read (a token signed for another shape) is INVALID_ARGUMENT
+    /// naming `page_token`.
+    pub fn key<C>(
+        &self,
+        parse: impl FnOnce(&str) -> Option<C>,
+    ) -> Result<Option<C>, crate::error::AppError> {
+        self.cursor
+            .as_deref()
+            .map(|cursor| {
+                parse(cursor).ok_or_else(|| {
+                    crate::error::AppError::invalid(
+                        "page_token",
+                        "is not a page token of this list",
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// How many rows to fetch: one more than the page holds, to tell

@@ -132,21 +132,14 @@ impl ChatService for ChatApi {
         v.finish()?;
         access::member(&self.state.db, &meeting_id, &caller).await?;
         let after = (r.after_sequence > 0).then_some(r.after_sequence);
-        let scope = format!("ListMessages|{meeting_id}|{after:?}");
-        let cursor = self
-            .state
-            .page_tokens
-            .decode(&scope, &r.page_token)
-            .map_err(|e| AppError::invalid("page_token", e.to_string()))?
-            .map(|c| c.parse::<i64>())
-            .transpose()
-            .map_err(|_| AppError::invalid("page_token", "is not a page token of this list"))?;
-        let mut rows =
-            chat::list(&self.state.db, &meeting_id, after, cursor, size.get() + 1).await?;
-        let next_page_token = self
-            .state
-            .page_tokens
-            .next(&mut rows, size, &scope, |m| m.sequence.to_string());
+        let page = self.state.page_tokens.page(
+            format!("ListMessages|{meeting_id}|{after:?}"),
+            &r.page_token,
+            size,
+        )?;
+        let cursor = page.key(|c| c.parse::<i64>().ok())?;
+        let rows = chat::list(&self.state.db, &meeting_id, after, cursor, page.limit()).await?;
+        let (rows, next_page_token) = page.finish(rows, |m| m.sequence.to_string());
         Ok(Response::new(pb::ListMessagesResponse {
             messages: {
                 let mut messages = Vec::with_capacity(rows.len());

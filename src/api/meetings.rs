@@ -66,11 +66,9 @@ fn encode_cursor(record: &MeetingRecord) -> String {
     format!("{}:{}", record.start_at, record.id)
 }
 
-fn decode_cursor(cursor: &str) -> Result<meetings::Cursor, AppError> {
-    cursor
-        .split_once(':')
-        .and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())))
-        .ok_or_else(|| AppError::invalid("page_token", "is not a page token of this list"))
+fn decode_cursor(cursor: &str) -> Option<meetings::Cursor> {
+    let (at, id) = cursor.split_once(':')?;
+    Some((at.parse().ok()?, id.to_owned()))
 }
 
 fn join_policy(raw: i32, field: &str, v: &mut Violations) -> Option<JoinPolicy> {
@@ -369,7 +367,6 @@ impl MeetingService for MeetingApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let size = v.check("page_size", PageSize::parse(r.page_size));
         let mut statuses = Vec::new();
         for (i, raw) in r.statuses.iter().enumerate() {
             match pb::MeetingStatus::try_from(*raw) {
@@ -410,37 +407,34 @@ impl MeetingService for MeetingApi {
         {
             v.add("start_before", "must be later than start_after");
         }
-        let page_scope = format!(
-            "ListMeetings|{}|{scope:?}|{statuses:?}|{start_after:?}|{start_before:?}",
-            caller.user_id
+        let page = self.state.page_tokens.page_in(
+            &mut v,
+            format!(
+                "ListMeetings|{}|{scope:?}|{statuses:?}|{start_after:?}|{start_before:?}",
+                caller.user_id
+            ),
+            r.page_size,
+            &r.page_token,
         );
-        let cursor = v.check(
-            "page_token",
-            self.state.page_tokens.decode(&page_scope, &r.page_token),
-        );
-        let (Some(size), Some(cursor)) = (size, cursor) else {
+        let Some(page) = page else {
             return Err(v.into_error().into());
         };
         v.finish()?;
-        let cursor = cursor.as_deref().map(decode_cursor).transpose()?;
         let filter = ListFilter {
             statuses,
             start_after,
             start_before,
         };
-        let mut rows = meetings::list_for_user(
+        let rows = meetings::list_for_user(
             &self.state.db,
             &caller.user_id,
             scope,
             &filter,
-            cursor.as_ref(),
-            size.get() + 1,
+            page.key(decode_cursor)?.as_ref(),
+            page.limit(),
         )
         .await?;
-        let next_page_token =
-            self.state
-                .page_tokens
-                .next(&mut rows, size, &page_scope, encode_cursor);
+        let (rows, next_page_token) = page.finish(rows, encode_cursor);
         Ok(Response::new(pb::ListMeetingsResponse {
             meetings: rows.iter().map(|m| self.to_pb(m)).collect(),
             next_page_token,
@@ -808,27 +802,23 @@ impl MeetingService for MeetingApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let size = v.check("page_size", PageSize::parse(r.page_size));
-        let page_scope = format!("GetMeetingHistory|{}", caller.user_id);
-        let cursor = v.check(
-            "page_token",
-            self.state.page_tokens.decode(&page_scope, &r.page_token),
+        let page = self.state.page_tokens.page_in(
+            &mut v,
+            format!("GetMeetingHistory|{}", caller.user_id),
+            r.page_size,
+            &r.page_token,
         );
-        let (Some(size), Some(cursor)) = (size, cursor) else {
+        let Some(page) = page else {
             return Err(v.into_error().into());
         };
-        let cursor = cursor.as_deref().map(decode_cursor).transpose()?;
-        let mut rows = meetings::history_for_user(
+        let rows = meetings::history_for_user(
             &self.state.db,
             &caller.user_id,
-            cursor.as_ref(),
-            size.get() + 1,
+            page.key(decode_cursor)?.as_ref(),
+            page.limit(),
         )
         .await?;
-        let next_page_token =
-            self.state
-                .page_tokens
-                .next(&mut rows, size, &page_scope, encode_cursor);
+        let (rows, next_page_token) = page.finish(rows, encode_cursor);
         Ok(Response::new(pb::GetMeetingHistoryResponse {
             meetings: rows.iter().map(|m| self.to_pb(m)).collect(),
             next_page_token,

@@ -10,7 +10,6 @@ use crate::wire;
 use crate::{
     auth::caller,
     domain::{
-        PageSize,
         notification::{Draft, NotificationKind},
         parse_id,
         time::now_micros,
@@ -63,7 +62,6 @@ impl NotificationService for NotificationApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let size = v.check("page_size", PageSize::parse(r.page_size));
         let mut kinds = Vec::new();
         for (i, raw) in r.types.iter().enumerate() {
             match kind_of(*raw) {
@@ -76,32 +74,30 @@ impl NotificationService for NotificationApi {
         }
         kinds.sort_by_key(|k| k.as_str());
         kinds.dedup();
-        let scope = format!(
-            "ListNotifications|{}|{kinds:?}|{}",
-            caller.user_id, r.unread_only
+        let page = self.state.page_tokens.page_in(
+            &mut v,
+            format!(
+                "ListNotifications|{}|{kinds:?}|{}",
+                caller.user_id, r.unread_only
+            ),
+            r.page_size,
+            &r.page_token,
         );
-        let cursor = v.check(
-            "page_token",
-            self.state.page_tokens.decode(&scope, &r.page_token),
-        );
-        let (Some(size), Some(cursor)) = (size, cursor) else {
+        let Some(page) = page else {
             return Err(v.into_error().into());
         };
         v.finish()?;
         let db = &self.state.db;
-        let mut rows = notifications::list(
+        let rows = notifications::list(
             db,
             &caller.user_id,
             &kinds,
             r.unread_only,
-            cursor.as_deref(),
-            size.get() + 1,
+            page.cursor(),
+            page.limit(),
         )
         .await?;
-        let next_page_token = self
-            .state
-            .page_tokens
-            .next(&mut rows, size, &scope, |n| n.id.clone());
+        let (rows, next_page_token) = page.finish(rows, |n| n.id.clone());
         let unread = notifications::unread_count(db, &caller.user_id).await?;
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: rows.iter().map(wire::notification).collect(),

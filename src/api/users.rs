@@ -6,7 +6,7 @@ use crate::wire::{self, UserView};
 use crate::{
     auth::{Caller, caller},
     blob::BlobError,
-    domain::{Avatar, AvatarError, DisplayName, PageSize, Password, Role, time::now_micros},
+    domain::{Avatar, AvatarError, DisplayName, Password, Role, time::now_micros},
     error::{AppError, Violations},
     proto::pb::{self, user_service_server::UserService},
     state::AppState,
@@ -98,12 +98,12 @@ impl UserService for UserApi {
             query,
         } = request.into_inner();
         let query = query.trim().to_owned();
-        let scope = format!("ListUsers|{query}");
         let mut v = Violations::new();
-        let size = v.check("page_size", PageSize::parse(page_size));
-        let cursor = v.check(
-            "page_token",
-            self.state.page_tokens.decode(&scope, &page_token),
+        let page = self.state.page_tokens.page_in(
+            &mut v,
+            format!("ListUsers|{query}"),
+            page_size,
+            &page_token,
         );
         if query.chars().count() > 200 {
             v.add("query", "must be at most 200 characters");
@@ -111,16 +111,12 @@ impl UserService for UserApi {
         if query.chars().any(char::is_control) {
             v.add("query", "must not contain control characters");
         }
-        let (Some(size), Some(cursor)) = (size, cursor) else {
+        let Some(page) = page else {
             return Err(v.into_error().into());
         };
         v.finish()?;
-        let mut rows =
-            users::list(&self.state.db, &query, cursor.as_deref(), size.get() + 1).await?;
-        let next_page_token = self
-            .state
-            .page_tokens
-            .next(&mut rows, size, &scope, |u| u.id.clone());
+        let rows = users::list(&self.state.db, &query, page.cursor(), page.limit()).await?;
+        let (rows, next_page_token) = page.finish(rows, |u| u.id.clone());
         Ok(Response::new(pb::ListUsersResponse {
             users: rows.iter().map(|u| wire::user(u, UserView::Full)).collect(),
             next_page_token,
