@@ -284,6 +284,15 @@ pub struct Settings {
         global = true
     )]
     pub log: Option<String>,
+    /// OpenTelemetry collector (OTLP over gRPC) to export traces to, e.g. http://127.0.0.1:4317 [default: none]
+    #[arg(
+        long = "otlp-endpoint",
+        env = "UNIO_OTLP_ENDPOINT",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub otlp_endpoint: Option<String>,
     /// access token lifetime [default: 15m]
     #[arg(
         long = "access-token-ttl",
@@ -567,7 +576,7 @@ pub struct Settings {
 
 impl Settings {
     /// `(variable, value)` of every setting.
-    pub fn pairs(&self) -> [(&'static str, &Option<String>); 57] {
+    pub fn pairs(&self) -> [(&'static str, &Option<String>); 58] {
         [
             ("UNIO_ADDR", &self.addr),
             ("UNIO_DATA_DIR", &self.data_dir),
@@ -598,6 +607,7 @@ impl Settings {
             ("UNIO_MAIL_POLL_INTERVAL", &self.mail_poll_interval),
             ("UNIO_REMINDER_LEAD", &self.reminder_lead),
             ("UNIO_LOG", &self.log),
+            ("UNIO_OTLP_ENDPOINT", &self.otlp_endpoint),
             ("UNIO_ACCESS_TOKEN_TTL", &self.access_token_ttl),
             ("UNIO_REFRESH_TOKEN_TTL", &self.refresh_token_ttl),
             ("UNIO_SHUTDOWN_GRACE", &self.shutdown_grace),

@@ -100,6 +100,8 @@ pub struct Config {
     pub mail_poll_interval: Duration,
     pub reminder_lead: Duration,
     pub log: String,
+    /// Where to export traces over OTLP/gRPC; none when unset.
+    pub otlp_endpoint: Option<String>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
@@ -312,6 +314,9 @@ impl Config {
             parse_http_url("UNIO_OAUTH_REDIRECT_URIS", uri)?;
         }
 
+        let otlp_endpoint = non_empty("UNIO_OTLP_ENDPOINT")
+            .map(|url| parse_http_url("UNIO_OTLP_ENDPOINT", &url).map(str::to_owned))
+            .transpose()?;
         let smtp_url = non_empty("UNIO_SMTP_URL");
         if let Some(url) = &smtp_url
             && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
@@ -436,6 +441,7 @@ impl Config {
             mail_poll_interval,
             reminder_lead,
             log: non_empty("UNIO_LOG").unwrap_or("info".into()),
+            otlp_endpoint,
             access_token_ttl,
             refresh_token_ttl,
             shutdown_grace,

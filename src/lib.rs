@@ -130,6 +130,12 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
     );
     let inbox = realtime::inbox::Inbox::new(config.watch_keepalive);
     let blobs = BlobStore::new(config.data_dir.join("blobs"));
+    let metrics = Arc::new(Metrics::new(Metrics::methods_of(&[
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])));
     let hub = RoomHub::new(
         config.rooms.clone(),
         IceConfig {
@@ -138,6 +144,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
             turn_secret: config.turn_secret.clone(),
         },
         db.clone(),
+        metrics.clone(),
     );
     Ok(AppState {
         chat: realtime::chat::ChatLog::start(db.clone(), hub.clone()),
@@ -147,12 +154,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         oauth: Arc::new(auth::oauth::OAuth::new(&config)),
         blobs,
         page_tokens: PageTokens::new(&secret),
-        metrics: Arc::new(Metrics::new(Metrics::methods_of(&[
-            proto::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ]))),
+        metrics,
         limits: Arc::new(limits::Limiters::new(&config.limits)),
         config: Arc::new(config),
         db,

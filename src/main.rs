@@ -21,12 +21,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    unio::telemetry::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("unio: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = {
+        let _inside = runtime.enter();
+        unio::telemetry::init(&config.log, config.otlp_endpoint.as_deref())
+    };
+    let _telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("unio: {err}");
+            return ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async move {

@@ -1,5 +1,11 @@
 //! Logging: the tracing subscriber, and one line per RPC.
 //!
+//! With `UNIO_OTLP_ENDPOINT` set, the same spans also go to an
+//! OpenTelemetry collector over OTLP/gRPC (`tracing-opentelemetry` and the
+//! `opentelemetry-otlp` exporter on our tonic), in batches from a
+//! background thread so that a slow or absent collector never holds up a
+//! call; spans that do not fit its queue are dropped, not buffered.
+//!
 //! [`CallLogLayer`] logs method, gRPC status code and latency when a call
 //! ends: at once for trailers-only answers (most errors), or when the
 //! response body yields its trailers (successful unary calls, streams). A
@@ -26,19 +32,66 @@ use tower::{Layer, Service};
 
 use crate::metrics::{Metrics, OpenStream, StreamKind};
 
+/// Keeps the trace exporter alive; dropping it flushes the spans still
+/// queued (at shutdown).
+pub struct Telemetry {
+    tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("unio: flushing traces: {err}");
+        }
+    }
+}
+
 /// Installs the global subscriber; `filter` is an `EnvFilter` directive such
-/// as `info` or `unio=debug,sqlx=warn`. Returns false when one was already
-/// installed (tests start many servers in one process).
-pub fn init(filter: &str) -> bool {
+/// as `info` or `unio=debug,sqlx=warn`, and `otlp_endpoint` a collector to
+/// export spans to. Must run inside a tokio runtime when exporting (the
+/// exporter's channel lives there). Installing twice (tests start many
+/// servers in one process) keeps the first subscriber.
+pub fn init(filter: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, String> {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         // Colours only for people: log files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let tracer = otlp_endpoint.map(tracer_provider).transpose()?;
+    let otel = tracer.as_ref().map(|provider| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("unio"))
+    });
+    let _first = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
         .try_init()
-        .is_ok()
+        .is_ok();
+    Ok(Telemetry { tracer })
+}
+
+fn tracer_provider(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig as _;
+
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("UNIO_OTLP_ENDPOINT: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("unio")
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }
 
 #[derive(Clone)]

@@ -31,6 +31,7 @@ use crate::{
         new_id,
         time::{now_micros, to_timestamp},
     },
+    metrics::Metrics,
     proto::pb::{self, client_event, server_event::Event},
     store::{Db, participants},
 };
@@ -107,6 +108,8 @@ pub struct RoomHub {
     config: HubConfig,
     ice: IceConfig,
     db: Db,
+    /// Queue drops and resumes are counted here.
+    metrics: Arc<Metrics>,
     /// By meeting id. A std Mutex: held only to find or insert a room.
     rooms: Mutex<HashMap<String, Arc<Room>>>,
     /// By session id, so Publish finds its room without scanning.
@@ -135,7 +138,7 @@ fn duration(d: Duration) -> prost_types::Duration {
 }
 
 impl RoomHub {
-    pub fn new(config: HubConfig, ice: IceConfig, db: Db) -> Arc<Self> {
+    pub fn new(config: HubConfig, ice: IceConfig, db: Db, metrics: Arc<Metrics>) -> Arc<Self> {
         let (attendance, mut ops) = mpsc::channel::<Attendance>(65_536);
         let writer_db = db.clone();
         tokio::spawn(async move {
@@ -148,6 +151,7 @@ impl RoomHub {
             config,
             ice,
             db,
+            metrics,
             rooms: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             started: Instant::now(),
@@ -390,6 +394,7 @@ impl RoomHub {
             );
         }
         self.attendance(Attendance::Reopen(participant_id));
+        self.metrics.room_resumed();
         Ok(self.stream(rx, control))
     }
 
@@ -622,6 +627,7 @@ impl RoomHub {
 
     fn handle_overflow(self: &Arc<Self>, meeting_id: &str, overflowed: Vec<Overflowed>) {
         for slow in overflowed {
+            self.metrics.room_queue_dropped();
             tracing::info!(meeting_id, participant_id = %slow.participant_id, "participant fell behind; detached");
             self.start_grace(meeting_id.to_owned(), slow.participant_id, slow.epoch);
         }

@@ -49,6 +49,7 @@ pub enum Started {
 /// `domain::call::ring_limit` bounds the rest; the callee's row is locked
 /// first so concurrent starts count each other.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id, meeting_id = %meeting_id, caller_id = %caller_id))]
 pub async fn create(
     db: &Db,
     id: &str,
@@ -121,6 +122,7 @@ pub async fn create(
     Ok(Started::New(record, notice))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn find(db: &Db, id: &str) -> Result<Option<CallRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, CallRecord>(&format!("SELECT {COLUMNS} FROM calls WHERE id = $1"))
@@ -132,6 +134,7 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<CallRecord>, Error> {
 
 /// Moves the call from `from` to `to` if it is still in `from` (`None`
 /// otherwise: someone else changed it first).
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn transition(
     db: &Db,
     id: &str,
@@ -159,6 +162,7 @@ pub async fn transition(
 }
 
 /// Marks calls ringing since before `rang_before` as missed and returns them.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn mark_missed(
     db: &Db,
     rang_before: Micros,
@@ -178,6 +182,7 @@ pub async fn mark_missed(
 }
 
 /// A meeting's calls, newest first, before `before_id`.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn list(
     db: &Db,
     meeting_id: &str,

@@ -49,6 +49,7 @@ const COLUMNS: &str = "id, meeting_id, sender_id, sender_display_name, text, seq
 /// its meeting's next sequence; as the increments and the inserts share the
 /// transaction, a failure leaves no gap. The statements are few whatever
 /// the batch size: one statement bumps the sequences, one inserts.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn append_batch(
     db: &Db,
     messages: &[NewMessage],
@@ -168,6 +169,7 @@ pub async fn append_batch(
 
 /// Newest first before `before` (exclusive), or, with `after`, oldest
 /// first after it.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn list(
     db: &Db,
     meeting_id: &str,

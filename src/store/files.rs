@@ -28,6 +28,7 @@ fn insert_sql() -> String {
     )
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, Error> {
     let sql = insert_sql();
     dispatch!(db, pool => {
@@ -46,6 +47,7 @@ pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, Error> {
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn find(db: &Db, id: &str) -> Result<Option<FileRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, FileRecord>(&format!("SELECT {COLUMNS} FROM shared_files WHERE id = $1"))
@@ -56,6 +58,7 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<FileRecord>, Error> {
 }
 
 /// A meeting's files, newest first, before `before_id`.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn list(
     db: &Db,
     meeting_id: &str,
@@ -75,6 +78,7 @@ pub async fn list(
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn delete(db: &Db, id: &str) -> Result<Option<FileRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, FileRecord>(&format!("DELETE FROM shared_files WHERE id = $1 RETURNING {COLUMNS}"))
@@ -86,6 +90,7 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<FileRecord>, Error> {
 
 /// Blob keys of a meeting's files and unfinished uploads (to remove from
 /// disk when the meeting goes).
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn blob_keys_of_meeting(db: &Db, meeting_id: &str) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = dispatch!(db, pool => {
         sqlx::query_as(
@@ -114,6 +119,7 @@ pub struct UploadRecord {
 
 const UPLOAD_COLUMNS: &str = "id, meeting_id, uploader_id, filename, declared_size, declared_sha256, received_bytes, temp_key, expires_at";
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_upload(db: &Db, upload: &UploadRecord, now: Micros) -> Result<(), Error> {
     dispatch!(db, pool => {
         sqlx::query(&format!(
@@ -137,6 +143,7 @@ pub async fn create_upload(db: &Db, upload: &UploadRecord, now: Micros) -> Resul
 
 /// What `user_id` stores: bytes of their files plus bytes received by
 /// their unfinished uploads, and how many uploads are unfinished.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn usage(db: &Db, user_id: &str) -> Result<(i64, i64), Error> {
     dispatch!(db, pool => {
         let (files,): (i64,) = sqlx::query_as(
@@ -155,6 +162,7 @@ pub async fn usage(db: &Db, user_id: &str) -> Result<(i64, i64), Error> {
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn find_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UploadRecord>(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"))
@@ -166,6 +174,7 @@ pub async fn find_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, Erro
 
 /// Moves `received_bytes` from `from` to `to`; false when another chunk
 /// got there first.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE uploads SET received_bytes = $3 WHERE id = $1 AND received_bytes = $2")
@@ -182,6 +191,7 @@ pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<boo
 /// Turns an upload into its file in one transaction: the upload row goes
 /// and the file row comes, or neither. `None` when the upload was already
 /// completed (or discarded) meanwhile.
+#[tracing::instrument(level = "debug", skip_all, fields(upload_id = %upload_id))]
 pub async fn complete_upload(
     db: &Db,
     upload_id: &str,
@@ -215,6 +225,7 @@ pub async fn complete_upload(
     Ok(out)
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn take_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UploadRecord>(&format!("DELETE FROM uploads WHERE id = $1 RETURNING {UPLOAD_COLUMNS}"))
@@ -225,6 +236,7 @@ pub async fn take_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, Erro
 }
 
 /// Removes uploads past their expiry and returns their temp keys.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn take_expired_uploads(db: &Db, now: Micros) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = dispatch!(db, pool => {
         sqlx::query_as("DELETE FROM uploads WHERE expires_at < $1 RETURNING temp_key")
@@ -237,6 +249,7 @@ pub async fn take_expired_uploads(db: &Db, now: Micros) -> Result<Vec<String>, E
 
 /// Blob keys that go when a user goes: files they uploaded, files in
 /// meetings they host, and their unfinished uploads.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn blob_keys_of_user(db: &Db, user_id: &str) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = dispatch!(db, pool => {
         sqlx::query_as(
@@ -253,6 +266,7 @@ pub async fn blob_keys_of_user(db: &Db, user_id: &str) -> Result<Vec<String>, Er
 }
 
 /// Whether an unfinished upload still owns the temporary blob `temp_key`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn temp_in_use(db: &Db, temp_key: &str) -> Result<bool, Error> {
     let row: Option<(i64,)> = dispatch!(db, pool => {
         sqlx::query_as("SELECT 1 FROM uploads WHERE temp_key = $1")

@@ -24,6 +24,7 @@ pub struct PendingSignIn {
 /// `max_per_client` waiting or `max_pending` wait in all (false then:
 /// nothing stored).
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn save_state(
     db: &Db,
     state_hash: &str,
@@ -68,6 +69,7 @@ pub async fn save_state(
 }
 
 /// Drops expired sign-ins; returns how many.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn sweep_states(db: &Db, now: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
@@ -79,6 +81,7 @@ pub async fn sweep_states(db: &Db, now: Micros) -> Result<u64, Error> {
 }
 
 /// Consumes a state: it works once, and only before it expires.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn take_state(
     db: &Db,
     state_hash: &str,
@@ -199,6 +202,7 @@ async fn reload(tx: &mut Tx, id: &str) -> Result<UserRecord, Error> {
 ///   account never proved the address, whoever registered it first (a
 ///   password, an unverified provider identity) loses every way in, with
 ///   their sessions, before the owner signs in.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn resolve(
     db: &Db,
     identity: &VerifiedIdentity<'_>,

@@ -56,6 +56,7 @@ const BIND_TO_NEW_USER: &str = "UPDATE meeting_invites SET user_id = $1 \
 /// notifying each newly invited account with `draft`, and mailing `draft`
 /// to a new address without an account (the email is the only way to tell
 /// them). Returns every invite in the order given, and the notifications.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub(crate) async fn invite_all(
     tx: &mut Tx,
     meeting_id: &str,
@@ -103,6 +104,7 @@ pub(crate) async fn invite_all(
 /// Inside `tx`: gives the account `user_id` the invites waiting for
 /// `email_key` (only if it proved that address) and notifies it of each
 /// live meeting among them.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub(crate) async fn bind_waiting(
     tx: &mut Tx,
     user_id: &str,
@@ -139,6 +141,7 @@ pub(crate) async fn bind_waiting(
 
 /// Binds invites waiting for `email_key` to a verified account (run at
 /// login, for an invite that raced the verification) and notifies it.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn bind_to_user(
     db: &Db,
     user_id: &str,
@@ -153,6 +156,7 @@ pub async fn bind_to_user(
 
 /// Invites each address (idempotently), notifying newly invited accounts
 /// with `draft`; returns every invite in the order given.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn invite(
     db: &Db,
     meeting_id: &str,
@@ -167,6 +171,7 @@ pub async fn invite(
 }
 
 /// Invitations `meeting_id` holds (zero for a new meeting).
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn count_in_meeting(db: &Db, meeting_id: &str) -> Result<i64, Error> {
     dispatch!(db, pool => {
         let (count,): (i64,) =
@@ -178,6 +183,7 @@ pub async fn count_in_meeting(db: &Db, meeting_id: &str) -> Result<i64, Error> {
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(invite_id = %invite_id))]
 pub async fn find(db: &Db, invite_id: &str) -> Result<Option<InviteRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, InviteRecord>(&format!("SELECT {COLUMNS} FROM meeting_invites WHERE id = $1"))
@@ -190,6 +196,7 @@ pub async fn find(db: &Db, invite_id: &str) -> Result<Option<InviteRecord>, Erro
 /// Records the invitee's answer while the meeting is not over, and tells
 /// the host with `draft` in the same transaction; `None` when the invite is
 /// not `user_id`'s or the meeting is over.
+#[tracing::instrument(level = "debug", skip_all, fields(invite_id = %invite_id, user_id = %user_id))]
 pub async fn respond(
     db: &Db,
     invite_id: &str,
@@ -252,6 +259,7 @@ pub enum InviteScope<'a> {
 }
 
 /// Invites in id (creation) order after `after_id`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     db: &Db,
     scope: InviteScope<'_>,
@@ -292,6 +300,7 @@ pub async fn list(
 
 /// Every invite of a meeting with the invitee's display name when known,
 /// for the calendar export.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn attendees(
     db: &Db,
     meeting_id: &str,

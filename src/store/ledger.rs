@@ -8,6 +8,7 @@ use crate::domain::time::Micros;
 
 /// Inside `tx`: how much of `key` was spent after `since`, and when the
 /// oldest of it was.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn spent(
     tx: &mut Tx,
     key: &str,
@@ -26,6 +27,7 @@ pub(crate) async fn spent(
 }
 
 /// Inside `tx`: records spending `amount` of `key`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn record(tx: &mut Tx, key: &str, amount: i64, now: Micros) -> Result<(), Error> {
     in_tx!(tx, conn => {
         sqlx::query("INSERT INTO send_ledger (ledger_key, created_at, amount) VALUES ($1, $2, $3)")
@@ -41,6 +43,7 @@ pub(crate) async fn record(tx: &mut Tx, key: &str, amount: i64, now: Micros) -> 
 /// Spends `amount` of `key`'s allowance of `limit` per `window`, or says
 /// when enough of it frees up (`Err`). `lock_user` is locked first, so
 /// that user's concurrent spends count each other on both engines.
+#[tracing::instrument(level = "debug", skip_all, fields(lock_user = %lock_user))]
 pub async fn spend(
     db: &Db,
     key: &str,
@@ -67,6 +70,7 @@ pub async fn spend(
 }
 
 /// Drops entries older than `window`; returns how many.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn sweep(db: &Db, now: Micros, window: Micros) -> Result<u64, Error> {
     super::dispatch!(db, pool => {
         sqlx::query("DELETE FROM send_ledger WHERE created_at < $1")

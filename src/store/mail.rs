@@ -24,6 +24,7 @@ const ENQUEUE: &str = "INSERT INTO mail_outbox (id, to_address, subject, body, n
      VALUES ($1, $2, $3, $4, $5, $5)";
 
 /// Inside `tx`: queues an email with `subject` and `body` to `to`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn enqueue(
     tx: &mut Tx,
     to: &str,
@@ -45,6 +46,7 @@ pub(crate) async fn enqueue(
 }
 
 /// Inside `tx`: queues the draft's title and body as an email to `to`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn enqueue_draft(
     tx: &mut Tx,
     to: &str,
@@ -55,6 +57,7 @@ pub(crate) async fn enqueue_draft(
 }
 
 /// Leases up to `limit` due emails until `lease_until` and returns them.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn claim_due(
     db: &Db,
     now: Micros,
@@ -76,6 +79,7 @@ pub async fn claim_due(
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn mark_sent(db: &Db, id: &str, now: Micros) -> Result<(), Error> {
     dispatch!(db, pool => {
         // The body may carry a secret link: a sent mail keeps none.
@@ -89,6 +93,7 @@ pub async fn mark_sent(db: &Db, id: &str, now: Micros) -> Result<(), Error> {
 }
 
 /// Records a failed attempt; `retry_at` None gives up on the email.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn mark_failed(
     db: &Db,
     id: &str,
@@ -113,6 +118,7 @@ pub async fn mark_failed(
 
 /// Queues `draft` for `to` once per `dedupe_key`, while the meeting is still
 /// scheduled at `start_at`; false when it was already queued (or is moot).
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn enqueue_once(
     db: &Db,
     to: &str,

@@ -81,6 +81,7 @@ pub struct NewMeeting<'a> {
 
 /// Creates the meeting and its invites in one transaction, notifying each
 /// invitee who has an account with `invite_draft`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     db: &Db,
     meeting: &NewMeeting<'_>,
@@ -119,6 +120,7 @@ pub async fn create(
 }
 
 /// The meeting and how `user_id` stands to it.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id, user_id = %user_id))]
 pub async fn with_relation(
     db: &Db,
     meeting_id: &str,
@@ -141,6 +143,7 @@ pub async fn with_relation(
 }
 
 /// Records that `by` removed `user_id` from the meeting (idempotent).
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id, user_id = %user_id))]
 pub async fn record_removal(
     db: &Db,
     meeting_id: &str,
@@ -163,6 +166,7 @@ pub async fn record_removal(
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn find(db: &Db, meeting_id: &str) -> Result<Option<MeetingRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, MeetingRecord>(&format!("SELECT {COLUMNS} FROM meetings m WHERE m.id = $1"))
@@ -184,6 +188,7 @@ pub struct MeetingChanges<'a> {
 
 /// Applies `changes` while the meeting is not over (`None` otherwise, or if
 /// it does not exist). A new start time needs a meeting still scheduled.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn update(
     db: &Db,
     meeting_id: &str,
@@ -214,6 +219,7 @@ pub async fn update(
 /// when it is not (someone else changed it first). Ending a meeting closes
 /// every open attendance, and `notify` goes to every invitee with an
 /// account who did not decline, all in the same transaction.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn transition(
     db: &Db,
     meeting_id: &str,
@@ -282,6 +288,7 @@ pub async fn transition(
 }
 
 /// Deletes the meeting with its invites and attendance.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn delete(db: &Db, meeting_id: &str) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM meetings WHERE id = $1")
@@ -321,6 +328,7 @@ pub struct ListFilter {
 pub type Cursor = (i64, String);
 
 /// The user's meetings by (start_at, id), after `cursor`.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn list_for_user(
     db: &Db,
     user_id: &str,
@@ -360,6 +368,7 @@ pub async fn list_for_user(
 
 /// Completed and cancelled meetings the user hosted, was invited to or
 /// attended, newest first, before `cursor`.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn history_for_user(
     db: &Db,
     user_id: &str,

@@ -40,6 +40,7 @@ const INSERT: &str = "INSERT INTO notifications \
 /// Inside `tx`: tells `user_id` about `draft` (and mails it to their
 /// address when the draft is mailed). `None` when `dedupe_key` was used
 /// before: nothing is inserted or mailed then.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub(crate) async fn insert(
     tx: &mut Tx,
     user_id: &str,
@@ -76,6 +77,7 @@ pub(crate) async fn insert(
 }
 
 /// Sends `draft` to each of `user_ids` in one transaction.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn send(
     db: &Db,
     user_ids: &[String],
@@ -95,6 +97,7 @@ pub async fn send(
 
 /// Inserts a reminder once per dedupe key (with its email, when the draft
 /// is mailed); `None` if it was already sent.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn send_once(
     db: &Db,
     user_id: &str,
@@ -125,6 +128,7 @@ pub async fn send_once(
 }
 
 /// The user's notifications, newest first, before `before_id`.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn list(
     db: &Db,
     user_id: &str,
@@ -156,6 +160,7 @@ pub async fn list(
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn unread_count(db: &Db, user_id: &str) -> Result<i64, Error> {
     let (count,): (i64,) = dispatch!(db, pool => {
         sqlx::query_as("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
@@ -168,6 +173,7 @@ pub async fn unread_count(db: &Db, user_id: &str) -> Result<i64, Error> {
 
 /// Marks one of `user_id`'s notifications read or unread; `None` when it is
 /// not theirs or does not exist.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id, id = %id))]
 pub async fn mark(
     db: &Db,
     user_id: &str,
@@ -190,6 +196,7 @@ pub async fn mark(
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn mark_all(db: &Db, user_id: &str, now: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
@@ -201,6 +208,7 @@ pub async fn mark_all(db: &Db, user_id: &str, now: Micros) -> Result<u64, Error>
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id, id = %id))]
 pub async fn delete(db: &Db, user_id: &str, id: &str) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM notifications WHERE id = $1 AND user_id = $2")
@@ -215,6 +223,7 @@ pub async fn delete(db: &Db, user_id: &str, id: &str) -> Result<bool, Error> {
 /// Who should be reminded of meetings starting in `(now, now + lead]`:
 /// (meeting id, title, start, user id) for the host and every invitee with
 /// an account who did not decline.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn reminder_candidates(
     db: &Db,
     now: Micros,
@@ -240,6 +249,7 @@ pub async fn reminder_candidates(
 /// Invitees without an account (who did not decline) of meetings starting
 /// in `(now, now + lead]`: (meeting id, title, start, email). They are
 /// reminded by email only.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn email_reminder_candidates(
     db: &Db,
     now: Micros,

@@ -21,6 +21,7 @@ pub(super) const CLOSE_OPEN: &str =
     "UPDATE meeting_participants SET left_at = $2 WHERE meeting_id = $1 AND left_at IS NULL";
 
 /// Records a join; `id` names the attendance for its later leave.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id, meeting_id = %meeting_id, user_id = %user_id))]
 pub async fn record_join(
     db: &Db,
     id: &str,
@@ -41,6 +42,7 @@ pub async fn record_join(
 }
 
 /// Records a leave; false when the attendance was already closed.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn record_leave(db: &Db, id: &str, at: Micros) -> Result<bool, Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE meeting_participants SET left_at = $2 WHERE id = $1 AND left_at IS NULL")
@@ -53,6 +55,7 @@ pub async fn record_leave(db: &Db, id: &str, at: Micros) -> Result<bool, Error> 
 }
 
 /// Closes every open attendance of a meeting; returns how many.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn close_open(db: &Db, meeting_id: &str, at: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query(CLOSE_OPEN)
@@ -66,6 +69,7 @@ pub async fn close_open(db: &Db, meeting_id: &str, at: Micros) -> Result<u64, Er
 
 /// Attendances of a meeting in join order (ids are time-ordered), after
 /// `after_id`.
+#[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn list(
     db: &Db,
     meeting_id: &str,
@@ -87,6 +91,7 @@ pub async fn list(
 }
 
 /// Marks a resumed attendance online again.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn reopen(db: &Db, id: &str) -> Result<(), Error> {
     dispatch!(db, pool => {
         sqlx::query("UPDATE meeting_participants SET left_at = NULL WHERE id = $1")

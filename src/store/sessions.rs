@@ -22,6 +22,7 @@ pub struct NewSession<'a> {
 
 /// Inside `tx`: opens `session` for `user_id` (a new account, created in
 /// the same transaction) with its first refresh token.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub(super) async fn open(
     tx: &mut Tx,
     user_id: &str,
@@ -50,6 +51,7 @@ pub(super) async fn open(
 /// (`seen_epoch`); false otherwise, with nothing stored. A password
 /// checked just before a verified identity claimed the account opens
 /// nothing.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn create(
     db: &Db,
     user_id: &str,
@@ -109,6 +111,7 @@ pub enum Rotation {
 /// The first statement is the write that marks the token used, so two
 /// concurrent refreshes with one token cannot both succeed, and SQLite takes
 /// its write lock up front instead of upgrading a read lock.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn rotate_refresh_token(
     db: &Db,
     old_hash: &str,
@@ -206,6 +209,7 @@ pub struct AccessState {
 
 /// The current state behind an access token; `None` when the user or the
 /// session no longer exists.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id, session_id = %session_id))]
 pub async fn access_state(
     db: &Db,
     user_id: &str,
@@ -234,6 +238,7 @@ pub async fn access_state(
 }
 
 /// The session a refresh token belongs to, if it belongs to `user_id`.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn session_of_refresh_token(
     db: &Db,
     user_id: &str,
@@ -254,6 +259,7 @@ pub async fn session_of_refresh_token(
 
 /// Revokes `session_id` and records `jti` (valid until `jti_expires_at`) as
 /// revoked, in one transaction. Expired revocation records are swept.
+#[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
 pub async fn revoke(
     db: &Db,
     session_id: &str,

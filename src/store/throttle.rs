@@ -15,6 +15,7 @@ use crate::domain::{
 
 /// Claims one attempt for every `(key, policy)`; `Err` with the time the
 /// first blocked key may try again, in which case nothing is counted.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn claim(
     db: &Db,
     keys: &[(String, Policy)],
@@ -71,6 +72,7 @@ pub async fn claim(
 /// fails elsewhere keeps those failures); the pair (`email_key`,
 /// `address`) becomes a known place of the owner. Rows are locked in the
 /// same sorted order as [`claim`] locks them, so the two never deadlock.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn succeeded(
     db: &Db,
     forget: &[String],
@@ -127,6 +129,7 @@ pub async fn succeeded(
 }
 
 /// Whether the owner of `email_key` signed in from `address` before.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn is_known(db: &Db, email_key: &str, address: &str) -> Result<bool, Error> {
     dispatch!(db, pool => {
         let found: Option<(i64,)> = sqlx::query_as(
@@ -141,6 +144,7 @@ pub async fn is_known(db: &Db, email_key: &str, address: &str) -> Result<bool, E
 }
 
 /// Forgets places last used before `before`; returns how many.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn sweep_known(db: &Db, before: Micros) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM login_known WHERE last_success_at < $1")
@@ -153,6 +157,7 @@ pub async fn sweep_known(db: &Db, before: Micros) -> Result<u64, Error> {
 
 /// Drops keys whose failures are all older than `window` and that are not
 /// blocked any more; returns how many.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn sweep(db: &Db, now: Micros, window: std::time::Duration) -> Result<u64, Error> {
     dispatch!(db, pool => {
         sqlx::query("DELETE FROM login_throttle WHERE last_failed_at < $1 AND blocked_until < $2")

@@ -75,6 +75,7 @@ const INSERT: &str = "INSERT INTO users (id, email, email_key, display_name, pas
 /// Inserts the user, queues its verification link and opens its first
 /// session in one transaction, so a sign-up either fully happens or leaves
 /// nothing behind.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_with_session(
     db: &Db,
     user: &NewUser<'_>,
@@ -122,6 +123,7 @@ pub async fn create_with_session(
 /// verified and collects its invitations; an existing account loses every
 /// way in that did not prove the address. Returns the user, whether it was
 /// newly created, and the invitation notices.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn upsert_admin(
     db: &Db,
     user: &NewUser<'_>,
@@ -183,6 +185,7 @@ pub async fn upsert_admin(
 }
 
 /// Inside `tx`: the current row of user `id`.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub(crate) async fn find_in(tx: &mut Tx, id: &str) -> Result<Option<UserRecord>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     in_tx!(tx, conn => {
@@ -193,6 +196,7 @@ pub(crate) async fn find_in(tx: &mut Tx, id: &str) -> Result<Option<UserRecord>,
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
@@ -202,6 +206,7 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserRecord>, Error> 
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn find_by_email_key(db: &Db, email_key: &str) -> Result<Option<UserRecord>, Error> {
     dispatch!(db, pool => {
         sqlx::query_as::<_, UserRecord>(&format!("SELECT {COLUMNS} FROM users WHERE email_key = $1"))
@@ -213,6 +218,7 @@ pub async fn find_by_email_key(db: &Db, email_key: &str) -> Result<Option<UserRe
 
 /// Users in id (creation) order after `after_id`, optionally only those
 /// whose email or display name contains `query` ignoring ASCII case.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     db: &Db,
     query: &str,
@@ -249,6 +255,7 @@ fn escape_like(text: &str) -> String {
 }
 
 /// Applies `changes`; `None` when the user does not exist.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn update(
     db: &Db,
     id: &str,
@@ -275,6 +282,7 @@ pub async fn update(
 /// in one transaction, if nothing changed the account's ways in since the
 /// caller checked the current password (`seen_epoch`) and `keep_session`
 /// is still live. False otherwise: nothing changed.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn set_password(
     db: &Db,
     id: &str,
@@ -314,6 +322,7 @@ pub async fn set_password(
 }
 
 /// Points the user at a new avatar blob and returns the key it replaced.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn set_avatar(
     db: &Db,
     id: &str,
@@ -351,6 +360,7 @@ pub async fn set_avatar(
 
 /// Deletes the user; sessions and tokens go with it (ON DELETE CASCADE).
 /// Returns the deleted row so the caller can remove the avatar blob.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, Error> {
     let mut tx = db.begin().await?;
     let deleted = in_tx!(&mut tx, conn => {

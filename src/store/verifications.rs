@@ -29,6 +29,7 @@ pub const MAX_PER_ADDRESS_PER_DAY: i64 = 5;
 /// mail, so the mail goes out if and only if the link exists, unless the
 /// address had its day's share of verification mail. Returns whether it
 /// was sent.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub(crate) async fn insert_link(
     tx: &mut Tx,
     user_id: &str,
@@ -62,6 +63,7 @@ pub(crate) async fn insert_link(
 /// Inside `tx`: `user_id` proved `email_key`. Marks the account verified,
 /// drops its outstanding links and binds the invitations waiting for the
 /// address. Returns the invitation notices.
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub(crate) async fn mark_verified(
     tx: &mut Tx,
     user_id: &str,
@@ -98,6 +100,7 @@ pub enum Requested {
 
 /// Records a new link for `user_id` and queues its mail, unless the account
 /// is verified or asked too often (DESIGN §7: rate-limited).
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]
 pub async fn request(
     db: &Db,
     user_id: &str,
@@ -159,6 +162,7 @@ pub enum Verified {
 
 /// Consumes the token: single use, only before it expires, and only for the
 /// address it was sent to.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn verify(db: &Db, token_hash: &str, now: Micros) -> Result<Verified, Error> {
     let mut tx = db.begin().await?;
     let link: Option<(String, String, i64)> = in_tx!(&mut tx, conn => {
@@ -197,6 +201,7 @@ pub async fn verify(db: &Db, token_hash: &str, now: Micros) -> Result<Verified, 
 }
 
 /// Drops expired links; returns how many.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn sweep(db: &Db, now: Micros) -> Result<u64, Error> {
     super::dispatch!(db, pool => {
         sqlx::query("DELETE FROM email_verifications WHERE expires_at < $1")

@@ -183,7 +183,7 @@ async fn generated_secret_survives_restarts() {
         .unwrap();
 }
 
-fn unio_command(app: &crate::helpers::TestApp) -> tokio::process::Command {
+pub(crate) fn unio_command(app: &crate::helpers::TestApp) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_unio"));
     command
         .env_clear()
@@ -289,41 +289,7 @@ async fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn metrics_count_calls_latency_and_open_streams() {
-    /// `method path` on the admin listener: (status, content type, body).
-    async fn scrape_admin(addr: &str, method: http::Method, path: &str) -> (u16, String, String) {
-        use http_body_util::BodyExt;
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr)
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            content_type,
-            String::from_utf8(body.to_vec()).unwrap(),
-        )
-    }
-
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let admin_addr = format!("127.0.0.1:{port}");
+    let admin_addr = crate::helpers::free_addr();
     let app = spawn_app_with(&[("UNIO_ADMIN_ADDR", &admin_addr)]).await;
     let access = app
         .sign_up("ada@example.com")
@@ -341,7 +307,7 @@ async fn metrics_count_calls_latency_and_open_streams() {
         .into_inner();
 
     let (status, content_type, text) =
-        scrape_admin(&admin_addr, http::Method::GET, "/metrics").await;
+        crate::helpers::scrape_admin(&admin_addr, http::Method::GET, "/metrics").await;
     assert_eq!(status, 200, "{text}");
     assert!(
         content_type.starts_with("text/plain; version=0.0.4"),
@@ -365,7 +331,8 @@ async fn metrics_count_calls_latency_and_open_streams() {
     // A stream the client drops is no longer counted as open.
     drop(watch);
     crate::helpers::eventually("the watch stream is counted closed", || async {
-        let (_, _, text) = scrape_admin(&admin_addr, http::Method::GET, "/metrics").await;
+        let (_, _, text) =
+            crate::helpers::scrape_admin(&admin_addr, http::Method::GET, "/metrics").await;
         text.contains("unio_streams_open{kind=\"notification_watch\"} 0\n")
     })
     .await;
@@ -375,7 +342,7 @@ async fn metrics_count_calls_latency_and_open_streams() {
         (http::Method::GET, "/metrics/x"),
         (http::Method::POST, "/metrics"),
     ] {
-        let (status, _, _) = scrape_admin(&admin_addr, method.clone(), path).await;
+        let (status, _, _) = crate::helpers::scrape_admin(&admin_addr, method.clone(), path).await;
         assert_eq!(status, 404, "{method} {path}");
     }
 }

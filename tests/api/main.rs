@@ -24,6 +24,7 @@ mod notifications;
 mod oauth;
 mod rooms;
 mod sweep;
+mod telemetry;
 mod tokens;
 mod users;
 mod verification;

@@ -866,7 +866,8 @@ async fn idle_streams_get_heartbeats_and_silent_clients_are_dropped() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_loose_and_can_resume() {
-    let app = spawn_app_with(&[("UNIO_ROOM_QUEUE", "4")]).await;
+    let admin = crate::helpers::free_addr();
+    let app = spawn_app_with(&[("UNIO_ROOM_QUEUE", "4"), ("UNIO_ADMIN_ADDR", &admin)]).await;
     let (meeting, host, bob, carol) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
     let mut a = connect(&app, &host, &meeting).await;
     let mut slow = connect(&app, &bob, &meeting).await;
@@ -937,6 +938,13 @@ async fn a_slow_consumer_is_cut_loose_and_can_resume() {
         }
     }
     assert!(signals > 0, "missed offers were replayed");
+    let (_, _, metrics) = crate::helpers::scrape_admin(&admin, http::Method::GET, "/metrics").await;
+    for line in [
+        "unio_room_queue_drops_total 1\n",
+        "unio_room_resumes_total 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test]

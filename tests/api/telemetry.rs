@@ -1,0 +1,89 @@
+//! Trace export: the `unio` binary with `UNIO_OTLP_ENDPOINT` sends its
+//! spans to a fake OpenTelemetry collector on loopback over real OTLP/gRPC.
+
+use std::{process::Stdio, time::Duration};
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+use unio::proto::pb;
+
+use crate::helpers::spawn_app;
+
+/// Passes on the names of the spans of every export.
+struct Collector(mpsc::UnboundedSender<Vec<String>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let names = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|span| span.name.clone())
+            .collect();
+        let _ = self.0.send(names);
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_collector() {
+    let (tx, mut exported) = mpsc::unbounded_channel();
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = collector.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(collector)),
+    );
+
+    let app = spawn_app().await;
+    let addr: std::net::SocketAddr = crate::helpers::free_addr().parse().unwrap();
+    let mut child = crate::lifecycle::unio_command(&app)
+        .env("UNIO_ADDR", addr.to_string())
+        .env("UNIO_OTLP_ENDPOINT", format!("http://{collector_addr}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("UNIO_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    crate::helpers::eventually("the binary listens", || async {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .await;
+    let channel = endpoint.connect().await.unwrap();
+    let refused = pb::auth_service_client::AuthServiceClient::new(channel)
+        .login(pb::LoginRequest {
+            email: "nobody@example.com".into(),
+            password: "not the password".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(names) = exported.recv().await {
+            if names.iter().any(|name| name == "login") {
+                return names;
+            }
+        }
+        panic!("the collector stopped");
+    })
+    .await
+    .expect("no login span exported within 10 s");
+    assert!(seen.contains(&"login".to_owned()));
+    child.start_kill().unwrap();
+}
