@@ -127,7 +127,9 @@ impl Accounts {
             subject: &subject,
             body: &body,
         };
-        match users::create_with_session(&self.db, &user, Some(&link), &session).await? {
+        match crate::store::accounts::create_with_session(&self.db, &user, Some(&link), &session)
+            .await?
+        {
             Ok(record) => {
                 let access = self
                     .keys
@@ -430,7 +432,8 @@ impl Accounts {
             provider: AuthProvider::Password,
             now: now_micros(),
         };
-        let (user, created, _notices) = users::upsert_admin(&self.db, &user).await?;
+        let (user, created, _notices) =
+            crate::store::accounts::upsert_admin(&self.db, &user).await?;
         Ok((user, created))
     }
 

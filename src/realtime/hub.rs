@@ -24,7 +24,7 @@ use super::{
         Audience, CloseReason, Closed, DetachCause, Outbox, Overflowed, RoomState, SessionControl,
         SessionLimits, Slot,
     },
-    session::{SessionStream, error_event},
+    session::{DetachSender, Detached, SessionStream, error_event},
 };
 use crate::{
     domain::{
@@ -116,6 +116,8 @@ pub struct RoomHub {
     sessions: Mutex<HashMap<String, SessionRef>>,
     /// The zero of `SessionControl::last_seen_ms`.
     started: Instant,
+    /// Sessions report here when they lose their client or go silent.
+    detaches: DetachSender,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -146,7 +148,8 @@ impl RoomHub {
                 apply(&writer_db, &op).await;
             }
         });
-        Arc::new(Self {
+        let (detaches, mut reports) = mpsc::unbounded_channel::<Detached>();
+        let hub = Arc::new(Self {
             attendance,
             config,
             ice,
@@ -155,7 +158,17 @@ impl RoomHub {
             rooms: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             started: Instant::now(),
-        })
+            detaches,
+        });
+        // Holds the hub weakly: the task ends with it.
+        let weak = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            while let Some(report) = reports.recv().await {
+                let Some(hub) = weak.upgrade() else { break };
+                hub.detach(&report.control, report.cause);
+            }
+        });
+        hub
     }
 
     /// Queues an attendance write (applied right away if the queue is full).
@@ -175,10 +188,6 @@ impl RoomHub {
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
-    }
-
-    pub(super) fn instant_at(&self, ms: u64) -> Instant {
-        self.started + Duration::from_millis(ms)
     }
 
     fn room(&self, meeting_id: &str) -> Option<Arc<Room>> {
@@ -202,7 +211,7 @@ impl RoomHub {
         SessionStream::new(
             rx,
             control,
-            self.clone(),
+            (self.detaches.clone(), self.started),
             self.config.ping_interval,
             self.config.ping_timeout,
         )

@@ -3,6 +3,9 @@
 //!
 //! A `Stream` polled directly by tonic rather than a task per session: an
 //! idle participant costs its queue and this struct, nothing that wakes.
+//! It does not know the hub: a session that loses its client or goes
+//! silent reports a [`Detached`] over a channel, and the hub's detach
+//! task (which checks the slot's epoch) decides what that means.
 
 use std::{
     collections::VecDeque,
@@ -19,19 +22,30 @@ use tokio::{
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::{
-    hub::RoomHub,
-    room::{CloseReason, DetachCause, SessionControl},
-};
+use super::room::{CloseReason, DetachCause, SessionControl};
 use crate::{
     error::AppError,
     proto::pb::{self, server_event::Event},
 };
 
+/// A session that lost its client or went silent, reported to the hub.
+#[derive(Debug)]
+pub struct Detached {
+    pub control: Arc<SessionControl>,
+    pub cause: DetachCause,
+}
+
+/// Where sessions report detaches. Unbounded, yet bounded by the number of
+/// sessions: each reports at most once (a timed-out session is closed
+/// before it is dropped).
+pub type DetachSender = mpsc::UnboundedSender<Detached>;
+
 pub struct SessionStream {
     rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
     control: Arc<SessionControl>,
-    hub: Arc<RoomHub>,
+    detaches: DetachSender,
+    /// The zero of `SessionControl::last_seen_ms`.
+    started: Instant,
     heartbeat: Pin<Box<Sleep>>,
     liveness: Pin<Box<Sleep>>,
     ping_interval: Duration,
@@ -56,7 +70,7 @@ impl SessionStream {
     pub(super) fn new(
         rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
         control: Arc<SessionControl>,
-        hub: Arc<RoomHub>,
+        (detaches, started): (DetachSender, Instant),
         ping_interval: Duration,
         ping_timeout: Duration,
     ) -> Self {
@@ -64,7 +78,8 @@ impl SessionStream {
         Self {
             rx,
             control,
-            hub,
+            detaches,
+            started,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ping_interval)),
             liveness: Box::pin(tokio::time::sleep_until(now + ping_timeout)),
             ping_interval,
@@ -72,6 +87,14 @@ impl SessionStream {
             ending: VecDeque::new(),
             finished: false,
         }
+    }
+
+    /// Tells the hub; a hub that is gone has nothing left to detach.
+    fn report(&self, cause: DetachCause) {
+        let _ = self.detaches.send(Detached {
+            control: self.control.clone(),
+            cause,
+        });
     }
 
     pub fn session_id(&self) -> &str {
@@ -150,10 +173,12 @@ impl Stream for SessionStream {
                 Poll::Pending => {}
             }
             if this.liveness.as_mut().poll(cx).is_ready() {
-                let deadline = this.hub.instant_at(this.control.last_seen_ms()) + this.ping_timeout;
+                let deadline = this.started
+                    + Duration::from_millis(this.control.last_seen_ms())
+                    + this.ping_timeout;
                 if Instant::now() >= deadline {
                     this.control.close(CloseReason::TimedOut);
-                    this.hub.detach(&this.control, DetachCause::TimedOut);
+                    this.report(DetachCause::TimedOut);
                     this.finish(Some(CloseReason::TimedOut));
                 } else {
                     this.liveness.as_mut().reset(deadline);
@@ -178,7 +203,7 @@ impl Drop for SessionStream {
     /// the participant keeps its slot for the resume grace period.
     fn drop(&mut self) {
         if self.control.reason().is_none() {
-            self.hub.detach(&self.control, DetachCause::Disconnected);
+            self.report(DetachCause::Disconnected);
         }
     }
 }

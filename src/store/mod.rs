@@ -17,6 +17,7 @@
 //! Store functions return [`Error`] (the database's error, whole); outcomes a caller must branch on
 //! (an email already taken, a reused refresh token) are enums, not errors.
 
+pub mod accounts;
 pub mod calls;
 pub mod chat;
 pub mod files;

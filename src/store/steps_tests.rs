@@ -1,6 +1,6 @@
 //! The shared transaction steps, each run alone against a real SQLite file.
 
-use super::{Db, Tx, in_tx, invites, mail, notifications, users, verifications};
+use super::{Db, Tx, accounts, in_tx, invites, mail, notifications, users, verifications};
 use crate::domain::{AuthProvider, Role, new_id, notification::Draft};
 
 async fn db() -> (Db, tempfile::TempDir) {
@@ -27,7 +27,7 @@ async fn account(db: &Db, email: &str, verified: bool) -> String {
         now: 1,
     };
     if verified {
-        return users::upsert_admin(db, &user).await.unwrap().0.id;
+        return accounts::upsert_admin(db, &user).await.unwrap().0.id;
     }
     let session = super::sessions::NewSession {
         id: &new_id(),
@@ -35,7 +35,7 @@ async fn account(db: &Db, email: &str, verified: bool) -> String {
         refresh_expires_at: 10,
         now: 1,
     };
-    users::create_with_session(db, &user, None, &session)
+    accounts::create_with_session(db, &user, None, &session)
         .await
         .unwrap()
         .unwrap();
