@@ -518,6 +518,33 @@ pub struct Settings {
         global = true
     )]
     pub max_streams_per_connection: Option<String>,
+    /// failed sign-ins per email at one client address: FREE,MAX_DELAY,WINDOW [default: 5,15m,15m]
+    #[arg(
+        long = "login-throttle-pair",
+        env = "UNIO_LOGIN_THROTTLE_PAIR",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub login_throttle_pair: Option<String>,
+    /// failed sign-ins per client address, any email: FREE,MAX_DELAY,WINDOW [default: 20,15m,15m]
+    #[arg(
+        long = "login-throttle-address",
+        env = "UNIO_LOGIN_THROTTLE_ADDRESS",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub login_throttle_address: Option<String>,
+    /// failed sign-ins per email from unknown places: FREE,MAX_DELAY,WINDOW [default: 10,60s,15m]
+    #[arg(
+        long = "login-throttle-account",
+        env = "UNIO_LOGIN_THROTTLE_ACCOUNT",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub login_throttle_account: Option<String>,
     /// keep-alive period of idle notification watches [default: 15s]
     #[arg(
         long = "watch-keepalive",
@@ -576,7 +603,7 @@ pub struct Settings {
 
 impl Settings {
     /// `(variable, value)` of every setting.
-    pub fn pairs(&self) -> [(&'static str, &Option<String>); 58] {
+    pub fn pairs(&self) -> [(&'static str, &Option<String>); 61] {
         [
             ("UNIO_ADDR", &self.addr),
             ("UNIO_DATA_DIR", &self.data_dir),
@@ -639,6 +666,9 @@ impl Settings {
                 "UNIO_MAX_STREAMS_PER_CONNECTION",
                 &self.max_streams_per_connection,
             ),
+            ("UNIO_LOGIN_THROTTLE_PAIR", &self.login_throttle_pair),
+            ("UNIO_LOGIN_THROTTLE_ADDRESS", &self.login_throttle_address),
+            ("UNIO_LOGIN_THROTTLE_ACCOUNT", &self.login_throttle_account),
             ("UNIO_WATCH_KEEPALIVE", &self.watch_keepalive),
             ("UNIO_ROOM_SIGNAL_RATE", &self.room_signal_rate),
             ("UNIO_ROOM_CHAT_RATE", &self.room_chat_rate),
@@ -674,6 +704,24 @@ mod tests {
         for (var, _) in Settings::default().pairs() {
             assert!(help.contains(var), "{var} missing from --help");
         }
+    }
+
+    #[test]
+    fn the_readme_table_lists_exactly_the_settings() {
+        let readme = include_str!("../README.md");
+        // A row's first cell names one or more: `UNIO_A, UNIO_B`.
+        let documented: std::collections::BTreeSet<String> = readme
+            .lines()
+            .filter(|line| line.starts_with("| UNIO_"))
+            .filter_map(|line| line.split('|').nth(1))
+            .flat_map(|cell| cell.split(',').map(|name| name.trim().to_owned()))
+            .collect();
+        let settings: std::collections::BTreeSet<String> = Settings::default()
+            .pairs()
+            .iter()
+            .map(|(var, _)| (*var).to_owned())
+            .collect();
+        assert_eq!(documented, settings);
     }
 
     #[test]

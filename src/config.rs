@@ -71,6 +71,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// HTTP/2 streams one connection may hold open at once.
     pub max_streams_per_connection: u32,
+    /// How failed sign-ins are throttled (`domain::throttle`).
+    pub login: crate::domain::throttle::LoginPolicies,
 }
 
 #[derive(Clone, Debug)]
@@ -477,6 +479,19 @@ impl Config {
                 max_invites_per_meeting: count("UNIO_MAX_INVITES_PER_MEETING", 1000)? as i64,
                 request_timeout: duration("UNIO_REQUEST_TIMEOUT", "30s")?,
                 max_streams_per_connection: count("UNIO_MAX_STREAMS_PER_CONNECTION", 200)? as u32,
+                login: {
+                    use crate::domain::throttle::{LoginPolicies, Policy};
+                    let defaults = LoginPolicies::default();
+                    let policy = |var: &'static str, default: Policy| match non_empty(var) {
+                        None => Ok(default),
+                        Some(v) => Policy::parse(&v).map_err(|m| ConfigError::new(var, m)),
+                    };
+                    LoginPolicies {
+                        pair: policy("UNIO_LOGIN_THROTTLE_PAIR", defaults.pair)?,
+                        address: policy("UNIO_LOGIN_THROTTLE_ADDRESS", defaults.address)?,
+                        account: policy("UNIO_LOGIN_THROTTLE_ACCOUNT", defaults.account)?,
+                    }
+                },
             },
             client_address_header: match non_empty("UNIO_CLIENT_ADDRESS_HEADER") {
                 None => None,

@@ -127,6 +127,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         keys,
         PasswordHasher::with_queue(config.limits.max_hash_queue),
         &config.public_url,
+        config.limits.login,
     );
     let inbox = realtime::inbox::Inbox::new(config.watch_keepalive);
     let blobs = BlobStore::new(config.data_dir.join("blobs"));
@@ -211,7 +212,11 @@ pub async fn run(
         state.metrics.clone(),
     ));
     let uploads = tokio::spawn(jobs::uploads::run(state.db.clone(), state.blobs.clone()));
-    let expired = tokio::spawn(jobs::expired::run(state.db.clone(), state.limits.clone()));
+    let expired = tokio::spawn(jobs::expired::run(
+        state.db.clone(),
+        state.limits.clone(),
+        state.config.limits.login.longest_window(),
+    ));
     let reminders = tokio::spawn(jobs::reminders::run(
         state.clone(),
         state.config.reminder_lead,

@@ -51,6 +51,7 @@ pub struct Accounts {
     passwords: PasswordHasher,
     /// Base of the verification links we mail.
     public_url: Arc<str>,
+    login: throttle::LoginPolicies,
 }
 
 fn token_error(err: TokenError) -> AppError {
@@ -75,12 +76,19 @@ fn invalid_credentials() -> AppError {
 }
 
 impl Accounts {
-    pub fn new(db: Db, keys: Arc<TokenKeys>, passwords: PasswordHasher, public_url: &str) -> Self {
+    pub fn new(
+        db: Db,
+        keys: Arc<TokenKeys>,
+        passwords: PasswordHasher,
+        public_url: &str,
+        login: throttle::LoginPolicies,
+    ) -> Self {
         Self {
             db,
             keys,
             passwords,
             public_url: public_url.into(),
+            login,
         }
     }
 
@@ -167,15 +175,15 @@ impl Accounts {
         let address = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let pair_key = format!("pair:{}|{address}", email.key());
         let account_key = format!("email:{}", email.key());
-        let mut keys = vec![(pair_key.clone(), throttle::PAIR)];
+        let mut keys = vec![(pair_key.clone(), self.login.pair)];
         // The per-email key spares the owner's known places: a guesser
         // elsewhere must not be able to keep the owner out.
         let known =
             client.is_some() && throttle_store::is_known(&self.db, email.key(), &address).await?;
         if !known {
-            keys.push((account_key.clone(), throttle::ACCOUNT));
+            keys.push((account_key.clone(), self.login.account));
         }
-        let address_key = client.map(|_| (format!("addr:{address}"), throttle::ADDRESS));
+        let address_key = client.map(|_| (format!("addr:{address}"), self.login.address));
         keys.extend(address_key.clone());
         if let Err(retry_at) = throttle_store::claim(&self.db, &keys, now).await? {
             let wait = wait_until(retry_at, now);
@@ -368,7 +376,7 @@ impl Accounts {
             .ok_or_else(revoked)?;
         // Each check costs a hash, and a stolen access token must not be a
         // way to guess the password: throttled like a login, per user.
-        let key = vec![(format!("chpw:{}", user.id), throttle::PAIR)];
+        let key = vec![(format!("chpw:{}", user.id), self.login.pair)];
         let now = now_micros();
         if let Err(retry_at) = throttle_store::claim(&self.db, &key, now).await? {
             let wait = wait_until(retry_at, now);

@@ -44,6 +44,64 @@ pub const ACCOUNT: Policy = Policy {
     window: Duration::from_secs(15 * 60),
 };
 
+/// The three policies of a login (and of ChangePassword's current
+/// password, which uses `pair`), set by `UNIO_LOGIN_THROTTLE_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginPolicies {
+    pub pair: Policy,
+    pub address: Policy,
+    pub account: Policy,
+}
+
+impl Default for LoginPolicies {
+    fn default() -> Self {
+        Self {
+            pair: PAIR,
+            address: ADDRESS,
+            account: ACCOUNT,
+        }
+    }
+}
+
+impl LoginPolicies {
+    /// How long a failure may matter under any of them.
+    pub fn longest_window(&self) -> Duration {
+        self.pair
+            .window
+            .max(self.address.window)
+            .max(self.account.window)
+    }
+}
+
+impl Policy {
+    /// Reads `FREE,MAX_DELAY,WINDOW`, e.g. `5,15m,15m`: failures allowed
+    /// without delay, the longest delay, and how long a failure counts.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let [free, max_delay, window] = parts[..] else {
+            return Err(format!(
+                "{text:?} is not FREE,MAX_DELAY,WINDOW (e.g. 5,15m,15m)"
+            ));
+        };
+        let free = free
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=1_000_000).contains(n))
+            .ok_or_else(|| format!("{free:?} is not a number of failures from 0 to 1000000"))?;
+        let duration = |text: &str| {
+            humantime::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30 * 86_400))
+                .ok_or_else(|| format!("{text:?} is not a duration from 1s to 30d (e.g. 15m)"))
+        };
+        Ok(Self {
+            free,
+            max_delay: duration(max_delay)?,
+            window: duration(window)?,
+        })
+    }
+}
+
 /// The state of one key as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyState {
@@ -82,6 +140,24 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_parse_from_settings() {
+        assert_eq!(Policy::parse("5,15m,15m"), Ok(PAIR));
+        assert_eq!(Policy::parse(" 10 , 60s , 15m "), Ok(ACCOUNT));
+        for bad in [
+            "",
+            "5",
+            "5,15m",
+            "x,15m,15m",
+            "-1,15m,15m",
+            "5,0s,15m",
+            "5,15m,forever",
+            "5,15m,15m,1",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     const SECOND: Micros = 1_000_000;
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::{
-    domain::{throttle, time::now_micros},
+    domain::time::now_micros,
     limits::Limiters,
     store::{Db, identities, ledger, throttle as throttle_store, verifications},
 };
@@ -18,14 +18,16 @@ const LEDGER_WINDOW: i64 = 86_400_000_000;
 const KNOWN_FOR: i64 = 90 * 86_400_000_000;
 
 /// One sweep; returns how many rows went.
-pub async fn sweep_once(db: &Db, limits: &Limiters) -> Result<u64, crate::store::Error> {
+/// `throttle_window`: how long a failed sign-in counts (the longest window
+/// of the login policies).
+pub async fn sweep_once(
+    db: &Db,
+    limits: &Limiters,
+    throttle_window: std::time::Duration,
+) -> Result<u64, crate::store::Error> {
     let now = now_micros();
     limits.forget_idle();
-    let window = throttle::PAIR
-        .window
-        .max(throttle::ADDRESS.window)
-        .max(throttle::ACCOUNT.window);
-    Ok(throttle_store::sweep(db, now, window).await?
+    Ok(throttle_store::sweep(db, now, throttle_window).await?
         + identities::sweep_states(db, now).await?
         + verifications::sweep(db, now).await?
         + ledger::sweep(db, now, LEDGER_WINDOW).await?
@@ -33,12 +35,12 @@ pub async fn sweep_once(db: &Db, limits: &Limiters) -> Result<u64, crate::store:
 }
 
 /// Runs until the task is aborted.
-pub async fn run(db: Db, limits: std::sync::Arc<Limiters>) {
+pub async fn run(db: Db, limits: std::sync::Arc<Limiters>, throttle_window: std::time::Duration) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(err) = sweep_once(&db, &limits).await {
+        if let Err(err) = sweep_once(&db, &limits, throttle_window).await {
             tracing::warn!(error = %err, "sweep of expired rows failed");
         }
     }

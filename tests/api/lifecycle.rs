@@ -273,6 +273,7 @@ async fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
         ("UNIO_ADDR", "not-an-address"),
         ("UNIO_REMINDER_LEAD", "soon"),
         ("UNIO_TLS_CERT", "/nope.pem"),
+        ("UNIO_LOGIN_THROTTLE_PAIR", "5,15m"),
     ] {
         let output = unio_command(&app).env(var, value).output().await.unwrap();
         assert_eq!(output.status.code(), Some(2), "{var}");
