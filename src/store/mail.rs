@@ -56,6 +56,18 @@ pub(crate) async fn enqueue_draft(
     enqueue(tx, to, &draft.title, &draft.body, now).await
 }
 
+/// Emails still to be sent (not given up on).
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn pending(db: &Db) -> Result<i64, Error> {
+    let (count,): (i64,) = dispatch!(db, pool => {
+        sqlx::query_as("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND attempts < $1")
+            .bind(MAX_ATTEMPTS)
+            .fetch_one(pool)
+            .await?
+    });
+    Ok(count)
+}
+
 /// Leases up to `limit` due emails until `lease_until` and returns them.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn claim_due(

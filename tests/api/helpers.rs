@@ -359,6 +359,21 @@ where
     }
 }
 
+impl TestApp {
+    /// Waits until the server's mail queue holds nothing left to send: by
+    /// then every email it will send is in the sink, so a count taken
+    /// afterwards is final (no sleep needed to prove an absence).
+    pub async fn mail_settled(&self) {
+        let config = Config::from_lookup(|k| self.vars.get(k).cloned()).expect("test config");
+        let db = unio::open_database(&config).await.expect("database");
+        eventually("the mail queue drains", || async {
+            unio::store::mail::pending(&db).await.expect("pending mail") == 0
+        })
+        .await;
+        db.close().await;
+    }
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> String {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1242,7 +1242,7 @@ async fn invitations_are_bounded_per_meeting_and_per_day() {
     assert!(status.get_error_details().retry_info().is_some());
     // Nothing was stored or mailed for the refused ones.
     assert_eq!(invites_of(&app, &host, &m.id).await.len(), 3);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.mail_settled().await;
     assert!(
         app.mail
             .others()

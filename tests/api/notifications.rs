@@ -650,7 +650,11 @@ async fn reminders_go_out_once_even_with_racing_jobs_and_follow_reschedules() {
     node_a.db.close().await;
     node_b.db.close().await;
     let app = app.restart().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config = unio::config::Config::from_lookup(|k| app.vars.get(k).cloned()).unwrap();
+    let node = unio::build_state(config).await.unwrap();
+    unio::jobs::reminders::sweep_once(&node, lead)
+        .await
+        .unwrap();
     let after = list(
         &app,
         &bob,

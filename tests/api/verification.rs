@@ -267,7 +267,7 @@ async fn one_address_gets_at_most_five_verification_mails_a_day() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.mail_settled().await;
     let sent = app
         .mail
         .all()
