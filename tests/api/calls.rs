@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use prost_types::Timestamp;
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Code, Streaming};
@@ -32,28 +31,14 @@ async fn setup(app: &TestApp) -> People {
     let (bob_user, bob, _) = app.user("bob@example.com").await;
     let (_, carol, _) = app.user("carol@example.com").await;
     let (_, eve, _) = app.user("eve@example.com").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
     let meeting = app
-        .meetings()
-        .create_meeting(authed(
-            pb::CreateMeetingRequest {
-                title: "Calls".into(),
-                start_time: Some(Timestamp {
-                    seconds: now + 600,
-                    nanos: 0,
-                }),
-                duration_minutes: 30,
-                invitee_emails: vec!["bob@example.com".into(), "carol@example.com".into()],
-                ..Default::default()
-            },
+        .meeting(
             &host,
-        ))
+            "Calls",
+            &["bob@example.com", "carol@example.com"],
+            pb::JoinPolicy::InvitedOnly,
+        )
         .await
-        .unwrap()
-        .into_inner()
         .id;
     People {
         meeting,

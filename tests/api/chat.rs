@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use prost_types::Timestamp;
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Code, Streaming};
@@ -21,27 +20,8 @@ fn chat(app: &TestApp) -> ChatServiceClient<tonic::transport::Channel> {
 }
 
 async fn meeting(app: &TestApp, host: &str, invitees: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    app.meetings()
-        .create_meeting(authed(
-            pb::CreateMeetingRequest {
-                title: "Chat".into(),
-                start_time: Some(Timestamp {
-                    seconds: now + 600,
-                    nanos: 0,
-                }),
-                duration_minutes: 30,
-                invitee_emails: invitees.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            },
-            host,
-        ))
+    app.meeting(host, "Chat", invitees, pb::JoinPolicy::InvitedOnly)
         .await
-        .unwrap()
-        .into_inner()
         .id
 }
 

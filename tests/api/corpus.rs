@@ -13,7 +13,6 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use prost::{Message, bytes::Bytes};
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
-use prost_types::Timestamp;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -105,23 +104,8 @@ fn png() -> Vec<u8> {
 }
 
 async fn create_meeting(app: &TestApp, token: &str, invitee: &str) -> String {
-    app.meetings()
-        .create_meeting(authed(
-            pb::CreateMeetingRequest {
-                title: "Corpus".into(),
-                start_time: Some(Timestamp {
-                    seconds: now() + 3600,
-                    nanos: 0,
-                }),
-                duration_minutes: 30,
-                invitee_emails: vec![invitee.into()],
-                ..Default::default()
-            },
-            token,
-        ))
+    app.meeting(token, "Corpus", &[invitee], pb::JoinPolicy::InvitedOnly)
         .await
-        .expect("create meeting")
-        .into_inner()
         .id
 }
 

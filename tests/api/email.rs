@@ -3,21 +3,9 @@
 
 use std::time::Duration;
 
-use prost_types::Timestamp;
 use unio::proto::pb;
 
 use crate::helpers::{authed, spawn_app, spawn_app_with};
-
-fn start_in(seconds: i64) -> Option<Timestamp> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    Some(Timestamp {
-        seconds: now + seconds,
-        nanos: 0,
-    })
-}
 
 #[tokio::test]
 async fn invitations_and_cancellations_are_emailed() {
@@ -30,7 +18,7 @@ async fn invitations_and_cancellations_are_emailed() {
         .create_meeting(authed(
             pb::CreateMeetingRequest {
                 title: "Quarterly planning".into(),
-                start_time: start_in(86_400),
+                start_time: crate::helpers::from_now(86_400),
                 duration_minutes: 60,
                 invitee_emails: vec!["bob@example.com".into(), "newbie@example.com".into()],
                 ..Default::default()
@@ -85,7 +73,7 @@ async fn a_refused_email_is_retried_and_sent_once() {
         .create_meeting(authed(
             pb::CreateMeetingRequest {
                 title: "Retry".into(),
-                start_time: start_in(86_400),
+                start_time: crate::helpers::from_now(86_400),
                 duration_minutes: 30,
                 invitee_emails: vec!["someone@example.com".into()],
                 ..Default::default()
@@ -111,7 +99,7 @@ async fn invitees_without_an_account_get_one_reminder_by_email() {
         .create_meeting(authed(
             pb::CreateMeetingRequest {
                 title: "Soon".into(),
-                start_time: start_in(2),
+                start_time: crate::helpers::from_now(2),
                 duration_minutes: 15,
                 invitee_emails: vec!["solo@example.com".into()],
                 ..Default::default()

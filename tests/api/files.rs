@@ -1,7 +1,6 @@
 //! FileService: native and resumable uploads, edge sizes, forged types,
 //! integrity, downloads, permissions, and nothing left behind on failure.
 
-use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
@@ -36,27 +35,8 @@ fn png() -> Vec<u8> {
 }
 
 async fn meeting(app: &TestApp, host: &str, invitees: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    app.meetings()
-        .create_meeting(authed(
-            pb::CreateMeetingRequest {
-                title: "Files".into(),
-                start_time: Some(Timestamp {
-                    seconds: now + 600,
-                    nanos: 0,
-                }),
-                duration_minutes: 30,
-                invitee_emails: invitees.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            },
-            host,
-        ))
+    app.meeting(host, "Files", invitees, pb::JoinPolicy::InvitedOnly)
         .await
-        .unwrap()
-        .into_inner()
         .id
 }
 

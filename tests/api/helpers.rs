@@ -359,7 +359,45 @@ where
     }
 }
 
+/// `seconds` from now, as a protobuf timestamp.
+pub fn from_now(seconds: i64) -> Option<prost_types::Timestamp> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    Some(prost_types::Timestamp {
+        seconds: now + seconds,
+        nanos: 0,
+    })
+}
+
 impl TestApp {
+    /// `host` schedules "`title`" in ten minutes, for 30 minutes, inviting
+    /// `invitees` under `policy`.
+    pub async fn meeting(
+        &self,
+        host: &str,
+        title: &str,
+        invitees: &[&str],
+        policy: pb::JoinPolicy,
+    ) -> pb::Meeting {
+        self.meetings()
+            .create_meeting(authed(
+                pb::CreateMeetingRequest {
+                    title: title.into(),
+                    start_time: from_now(600),
+                    duration_minutes: 30,
+                    invitee_emails: invitees.iter().map(|s| s.to_string()).collect(),
+                    join_policy: policy as i32,
+                    ..Default::default()
+                },
+                host,
+            ))
+            .await
+            .expect("create meeting")
+            .into_inner()
+    }
+
     /// Waits until the server's mail queue holds nothing left to send: by
     /// then every email it will send is in the sink, so a count taken
     /// afterwards is final (no sleep needed to prove an absence).

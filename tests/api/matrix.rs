@@ -10,7 +10,7 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use prost_types::{FieldMask, Timestamp};
+use prost_types::FieldMask;
 use tokio_stream::StreamExt;
 use tonic::{Code, Status, transport::Channel};
 use unio::{
@@ -120,17 +120,6 @@ struct World {
     invite: String,
     notification: String,
     invitee_id: String,
-}
-
-fn in_an_hour() -> Option<Timestamp> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    Some(Timestamp {
-        seconds: now + 3600,
-        nanos: 0,
-    })
 }
 
 fn ok<T>(result: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
@@ -497,7 +486,7 @@ async fn setup(app: &TestApp) -> (World, Vec<(Role, String)>) {
         .create_meeting(authed(
             pb::CreateMeetingRequest {
                 title: "Matrix".into(),
-                start_time: in_an_hour(),
+                start_time: crate::helpers::from_now(3600),
                 duration_minutes: 60,
                 invitee_emails: vec![
                     "invitee@example.com".into(),

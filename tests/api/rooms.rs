@@ -170,29 +170,14 @@ async fn setup(app: &TestApp, policy: pb::JoinPolicy) -> (String, String, String
     let (_, host, _) = app.user("host@example.com").await;
     let (_, bob, _) = app.user("bob@example.com").await;
     let (_, carol, _) = app.user("carol@example.com").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
     let meeting = app
-        .meetings()
-        .create_meeting(authed(
-            pb::CreateMeetingRequest {
-                title: "Room".into(),
-                start_time: Some(Timestamp {
-                    seconds: now + 600,
-                    nanos: 0,
-                }),
-                duration_minutes: 30,
-                invitee_emails: vec!["bob@example.com".into(), "carol@example.com".into()],
-                join_policy: policy as i32,
-                ..Default::default()
-            },
+        .meeting(
             &host,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+            "Room",
+            &["bob@example.com", "carol@example.com"],
+            policy,
+        )
+        .await;
     (meeting.id, host, bob, carol)
 }
 

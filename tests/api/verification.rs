@@ -2,29 +2,18 @@
 //! SendVerificationEmail, and invitations that reach an account only once
 //! it proved its address.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use prost_types::Timestamp;
 use tonic::Code;
 use tonic_types::StatusExt;
 use unio::proto::pb;
 
 use crate::helpers::{TestApp, assert_status, authed, bad_fields, spawn_app};
 
-fn tomorrow() -> Option<Timestamp> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    Some(Timestamp {
-        seconds: now.as_secs() as i64 + 86_400,
-        nanos: 0,
-    })
-}
-
 async fn meeting(app: &TestApp, host: &str, invitees: &[&str]) -> pb::Meeting {
     app.meetings()
         .create_meeting(authed(
             pb::CreateMeetingRequest {
                 title: "Board meeting".into(),
-                start_time: tomorrow(),
+                start_time: crate::helpers::from_now(86400),
                 duration_minutes: 30,
                 invitee_emails: invitees.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
@@ -242,7 +231,7 @@ async fn only_a_verified_host_invites_anyone() {
         .create_meeting(authed(
             pb::CreateMeetingRequest {
                 title: "Spam".into(),
-                start_time: tomorrow(),
+                start_time: crate::helpers::from_now(86400),
                 duration_minutes: 30,
                 invitee_emails: vec!["victim@example.org".into()],
                 ..Default::default()
