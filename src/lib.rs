@@ -12,12 +12,15 @@
 //! - [`api`]: one module per gRPC service; thin handlers.
 //! - [`auth`]: passwords, tokens, sessions and the auth layer.
 //! - [`domain`]: value types that validate on construction.
-//! - [`store`]: all SQL, for SQLite and PostgreSQL alike.
-//! - [`realtime`]: live rooms: the hub, sessions, fan-out, resume.
-//! - [`blob`]: avatar (and later file) bytes on disk.
+//! - [`store`]: all SQL, for SQLite and PostgreSQL alike: one module per
+//!   table, write transactions as `store::Tx`, and `store::accounts` above
+//!   them for what spans tables; errors are `store::Error`.
+//! - [`realtime`]: live rooms (the hub, sessions that report detaches over
+//!   a channel, fan-out, resume), the chat log and notification watches.
+//! - [`blob`]: avatar and shared-file bytes on disk.
 //! - [`meetings`]: the meetings service: status changes and deletion with
 //!   everything they set in motion.
-//! - [`jobs`]: background sweeps (missed calls).
+//! - [`jobs`]: background work: mail, reminders, missed calls, sweeps.
 //! - [`wire`]: every conversion to and from protobuf messages.
 //! - [`paging`]: signed keyset page tokens shared by every list.
 //! - [`codec`]: the protobuf codec (bad bytes are INVALID_ARGUMENT).
@@ -25,10 +28,12 @@
 //! - [`deadline`]: the per-call deadline layer.
 //! - [`oversize`]: oversized requests answer RESOURCE_EXHAUSTED.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
-//! - [`telemetry`] and [`metrics`]: a log line per call, Prometheus counters.
+//! - [`telemetry`] and [`metrics`]: a log line per call, spans (exported
+//!   over OTLP when configured), Prometheus metrics.
 //!
-//! Data flows one way: `api` → `auth`/`realtime`/`domain`/`store`/`blob`/
-//! `wire`; nothing below `api` imports `api`.
+//! Data flows one way: `api` → `meetings`/`auth`/`realtime`/`domain`/
+//! `store`/`blob`/`wire`; nothing below `api` imports `api`, and no two
+//! modules import each other.
 
 pub mod api;
 pub mod auth;
