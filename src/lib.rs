@@ -127,14 +127,16 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         config.access_token_ttl,
         config.refresh_token_ttl,
     ));
+    let bus: Arc<dyn realtime::bus::Bus> = realtime::bus::LocalBus::new();
     let accounts = Accounts::new(
         db.clone(),
         keys,
         PasswordHasher::with_queue(config.limits.max_hash_queue),
         &config.public_url,
         config.limits.login,
+        bus.clone(),
     );
-    let inbox = realtime::inbox::Inbox::new(config.watch_keepalive);
+    let inbox = realtime::inbox::Inbox::new(bus.clone(), config.watch_keepalive);
     let blobs = BlobStore::new(config.data_dir.join("blobs"));
     let metrics = Arc::new(Metrics::new(Metrics::methods_of(&[
         proto::FILE_DESCRIPTOR_SET,
@@ -154,9 +156,16 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
     );
     Ok(AppState {
         chat: realtime::chat::ChatLog::start(db.clone(), hub.clone()),
-        meetings: meetings::Meetings::new(db.clone(), hub.clone(), inbox.clone(), blobs.clone()),
+        meetings: meetings::Meetings::new(
+            db.clone(),
+            hub.clone(),
+            inbox.clone(),
+            blobs.clone(),
+            bus.clone(),
+        ),
         hub,
         inbox,
+        bus,
         oauth: Arc::new(auth::oauth::OAuth::new(&config)),
         blobs,
         page_tokens: PageTokens::new(&secret),

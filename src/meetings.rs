@@ -12,7 +12,11 @@ use crate::{
     domain::{meeting::MeetingStatus, notification::Draft, time::now_micros},
     error::AppError,
     proto::pb,
-    realtime::{RoomHub, inbox::Inbox},
+    realtime::{
+        RoomHub,
+        bus::{Bus, BusEvent, Topic},
+        inbox::Inbox,
+    },
     store::{Db, files, meetings, meetings::MeetingRecord},
     wire,
 };
@@ -23,14 +27,22 @@ pub struct Meetings {
     hub: Arc<RoomHub>,
     inbox: Arc<Inbox>,
     blobs: BlobStore,
+    bus: Arc<dyn Bus>,
 }
 
 impl Meetings {
-    pub fn new(db: Db, hub: Arc<RoomHub>, inbox: Arc<Inbox>, blobs: BlobStore) -> Self {
+    pub fn new(
+        db: Db,
+        hub: Arc<RoomHub>,
+        inbox: Arc<Inbox>,
+        blobs: BlobStore,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
         Self {
             db,
             hub,
             inbox,
+            bus,
             blobs,
         }
     }
@@ -59,6 +71,9 @@ impl Meetings {
         if !notices.is_empty() {
             self.inbox.publish(notices.iter().map(wire::notification));
         }
+        // Streams held under the meeting (files, rooms) re-check.
+        self.bus
+            .publish(&Topic::Meeting(record.id.clone()), BusEvent::AccessChanged);
         let status = wire::meeting_status(to);
         if to.is_over() {
             self.hub.close_room(&record.id, status);
@@ -80,6 +95,10 @@ impl Meetings {
         }
         self.hub
             .close_room(meeting_id, pb::MeetingStatus::Cancelled);
+        self.bus.publish(
+            &Topic::Meeting(meeting_id.to_owned()),
+            BusEvent::AccessChanged,
+        );
         for key in blob_keys {
             let _ = self.blobs.delete(&key).await;
             let _ = self.blobs.delete_temp(&key).await;

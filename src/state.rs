@@ -24,6 +24,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<RoomHub>,
     pub inbox: Arc<Inbox>,
+    /// The event backbone: access changes and live notifications.
+    pub bus: Arc<dyn crate::realtime::bus::Bus>,
     pub oauth: Arc<OAuth>,
     pub chat: ChatLog,
     /// Status changes and deletion of meetings, with what they set in motion.

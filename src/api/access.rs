@@ -1,9 +1,16 @@
 //! Loading a meeting together with what one user may do with it: the one
-//! place the API turns rows into a `domain::meeting::Access`.
+//! place the API turns rows into a `domain::meeting::Access`, and the
+//! guards that re-make that decision for open streams (DESIGN §8).
+
+use std::sync::Arc;
 
 use crate::{
     domain::meeting::{Access, Relation},
     error::AppError,
+    realtime::{
+        bus::Topic,
+        live::{Check, Guard},
+    },
     store::{Db, meetings, meetings::MeetingRecord},
 };
 
@@ -67,4 +74,73 @@ pub async fn member(
         ));
     }
     Ok(loaded)
+}
+
+/// What a long-lived stream holds, and must go on holding (DESIGN §8).
+#[derive(Clone, Copy)]
+pub enum Holds<'a> {
+    /// A session in good standing (notification watches).
+    Session,
+    /// Membership of a meeting; with `live`, the error to end with once
+    /// the meeting is over (rooms, uploads).
+    Member {
+        meeting_id: &'a str,
+        live: Option<fn() -> AppError>,
+    },
+}
+
+/// A guard for a stream `caller` opened: it watches the caller's session
+/// and user (and the meeting), and on each change re-checks what a new
+/// call would check, ending the stream with that call's status.
+pub fn guard(
+    state: &crate::state::AppState,
+    caller: &crate::auth::Caller,
+    holds: Holds<'_>,
+) -> Guard {
+    let (topics, check) = check(state, caller, holds);
+    Guard::new(state.bus.as_ref(), topics, check)
+}
+
+/// The topics a stream `caller` opened holds access under, and its
+/// re-check: what a new call would check.
+pub fn check(
+    state: &crate::state::AppState,
+    caller: &crate::auth::Caller,
+    holds: Holds<'_>,
+) -> (Vec<Topic>, Check) {
+    let mut topics = vec![
+        Topic::Session(caller.session_id.clone()),
+        Topic::User(caller.user_id.clone()),
+    ];
+    let (meeting_id, live) = match holds {
+        Holds::Session => (None, None),
+        Holds::Member { meeting_id, live } => {
+            topics.push(Topic::Meeting(meeting_id.to_owned()));
+            (Some(meeting_id.to_owned()), live)
+        }
+    };
+    let accounts = state.accounts.clone();
+    let db = state.db.clone();
+    let caller = caller.clone();
+    let check: Check = Arc::new(move || {
+        let (accounts, db, caller, meeting_id) = (
+            accounts.clone(),
+            db.clone(),
+            caller.clone(),
+            meeting_id.clone(),
+        );
+        Box::pin(async move {
+            let caller = accounts.recheck(&caller).await?;
+            if let Some(meeting_id) = meeting_id {
+                let loaded = member(&db, &meeting_id, &caller).await?;
+                if let Some(ended) = live
+                    && loaded.access.status.is_over()
+                {
+                    return Err(ended().into());
+                }
+            }
+            Ok(())
+        })
+    });
+    (topics, check)
 }

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::realtime::bus::Topic;
 use crate::wire::{self, UserView};
 use crate::{
     auth::{caller, client::client_address, oauth},
@@ -170,7 +171,9 @@ impl AuthService for AuthApi {
             oauth::sign_in(&self.state.accounts, &self.state.db, provider, &claims).await?;
         if signed_in.revoked_others {
             // Whoever held the account before must not hear what it now gets.
-            self.state.inbox.close_user(&signed_in.user.id);
+            self.state
+                .accounts
+                .access_changed(Topic::User(signed_in.user.id.clone()));
         }
         super::deliver(&self.state, &signed_in.notices);
         Ok(Response::new(wire::auth_response(

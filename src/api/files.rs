@@ -9,6 +9,7 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::access;
+use crate::realtime::live::Guarded;
 use crate::{
     auth::{Caller, caller},
     blob::ingest::{self, Ingest, Received},
@@ -416,8 +417,22 @@ impl FileService for FileApi {
         let mut ingest = Ingest::start(&self.state.blobs, limit)
             .await
             .map_err(blob_error)?;
+        // Ends the upload as soon as the caller's access to the meeting goes.
+        let mut access = access::guard(
+            &self.state,
+            &caller,
+            access::Holds::Member {
+                meeting_id: &declared.meeting_id,
+                live: Some(read_only),
+            },
+        );
         // A broken stream returns early: the ingest's guard removes the bytes.
-        while let Some(message) = next().await? {
+        loop {
+            let message = tokio::select! {
+                status = access.revoked() => return Err(status),
+                message = next() => message?,
+            };
+            let Some(message) = message else { break };
             match message.data {
                 Some(upload_file_request::Data::Chunk(bytes)) => {
                     if ingest.push(&bytes).await.map_err(blob_error)?.is_err() {
@@ -662,7 +677,18 @@ impl FileService for FileApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let guard = access::guard(
+            &self.state,
+            &caller,
+            access::Holds::Member {
+                meeting_id: &file.meeting_id,
+                live: None,
+            },
+        );
+        Ok(Response::new(Box::pin(Guarded::new(
+            ReceiverStream::new(rx),
+            guard,
+        ))))
     }
 
     #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]

@@ -275,8 +275,10 @@ impl NotificationService for NotificationApi {
         request: Request<pb::WatchNotificationsRequest>,
     ) -> Result<Response<NotificationStream>, Status> {
         let caller = caller(&request)?;
-        Ok(Response::new(Box::pin(
-            self.state.inbox.watch(&caller.user_id),
-        )))
+        Ok(Response::new(Box::pin(self.state.inbox.watch(
+            &caller.user_id,
+            &caller.session_id,
+            access::check(&self.state, &caller, access::Holds::Session).1,
+        ))))
     }
 }

@@ -18,6 +18,7 @@ use crate::{
     realtime::{
         SessionStream,
         hub::{EventError, HubError, Joiner},
+        live::Guarded,
     },
     state::AppState,
     store::{meetings, participants, users},
@@ -183,6 +184,26 @@ impl RoomApi {
         ))
     }
 
+    /// The room stream, ended (and its participant out) once the caller's
+    /// access to the meeting goes.
+    fn guarded(&self, caller: &Caller, stream: SessionStream) -> EventStream {
+        let meeting_id = stream.meeting_id().to_owned();
+        let session_id = stream.session_id().to_owned();
+        let guard = access::guard(
+            &self.state,
+            caller,
+            access::Holds::Member {
+                meeting_id: &meeting_id,
+                live: Some(|| AppError::FailedPrecondition {
+                    reason: "MEETING_NOT_JOINABLE",
+                    message: "the meeting is over".into(),
+                }),
+            },
+        );
+        let hub = self.state.hub.clone();
+        Box::pin(Guarded::new(stream, guard).on_revoked(move || hub.end_session(&session_id)))
+    }
+
     /// Joins or resumes.
     async fn enter(
         &self,
@@ -266,6 +287,7 @@ impl RoomService for RoomApi {
         let hub = self.state.hub.clone();
         let state = self.state.clone();
         let session_id = stream.session_id().to_owned();
+        let stream = self.guarded(&caller, stream);
         // Reads the client's events until its side closes; the response
         // stream, polled by tonic, carries everything back.
         tokio::spawn(async move {
@@ -292,7 +314,7 @@ impl RoomService for RoomApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(stream))
     }
 
     #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
@@ -306,7 +328,7 @@ impl RoomService for RoomApi {
             .enter(&caller, &r.meeting_id, &r.resume_token, r.last_sequence)
             .await?
         {
-            Entered::Session(stream) => Ok(Response::new(Box::pin(stream))),
+            Entered::Session(stream) => Ok(Response::new(self.guarded(&caller, stream))),
             Entered::ResumeFailed(why) => Ok(Response::new(resume_failed(why))),
         }
     }
@@ -397,6 +419,10 @@ impl RoomService for RoomApi {
         )
         .await?;
         self.state.hub.kick_user(&meeting_id, &user_id);
+        // Their other streams in this meeting (uploads, downloads) re-check.
+        self.state
+            .accounts
+            .access_changed(crate::realtime::bus::Topic::User(user_id.clone()));
         tracing::info!(%meeting_id, %participant_id, "participant removed by the host");
         Ok(Response::new(pb::RemoveParticipantResponse {}))
     }

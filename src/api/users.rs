@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::realtime::bus::Topic;
 use crate::wire::{self, UserView};
 use crate::{
     auth::{Caller, caller},
@@ -191,9 +192,11 @@ impl UserService for UserApi {
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
             })?;
-        if !updated.is_active {
-            // A deactivated user's live notification watches end now.
-            self.state.inbox.close_user(&updated.id);
+        if changes.is_active.is_some() || changes.role.is_some() {
+            // Their open streams re-check: a deactivated user's end now.
+            self.state
+                .accounts
+                .access_changed(Topic::User(updated.id.clone()));
         }
         Ok(Response::new(wire::user(&updated, UserView::Full)))
     }
@@ -260,7 +263,9 @@ impl UserService for UserApi {
             let _ = self.state.blobs.delete(&key).await;
             let _ = self.state.blobs.delete_temp(&key).await;
         }
-        self.state.inbox.close_user(&deleted.id);
+        self.state
+            .accounts
+            .access_changed(Topic::User(deleted.id.clone()));
         tracing::info!(user_id = %deleted.id, by = %caller.user_id, "user deleted");
         Ok(Response::new(pb::DeleteUserResponse {}))
     }

@@ -15,6 +15,7 @@ use crate::{
         verification,
     },
     error::AppError,
+    realtime::bus::{Bus, BusEvent, Topic},
     store::{
         Db, invites,
         notifications::NotificationRecord,
@@ -52,6 +53,8 @@ pub struct Accounts {
     /// Base of the verification links we mail.
     public_url: Arc<str>,
     login: throttle::LoginPolicies,
+    /// Where access changes are announced (DESIGN §8).
+    bus: Arc<dyn Bus>,
 }
 
 fn token_error(err: TokenError) -> AppError {
@@ -82,6 +85,7 @@ impl Accounts {
         passwords: PasswordHasher,
         public_url: &str,
         login: throttle::LoginPolicies,
+        bus: Arc<dyn Bus>,
     ) -> Self {
         Self {
             db,
@@ -89,7 +93,14 @@ impl Accounts {
             passwords,
             public_url: public_url.into(),
             login,
+            bus,
         }
+    }
+
+    /// Announces that the grounds of access under `topic` changed: every
+    /// stream held under it re-checks (DESIGN §8).
+    pub fn access_changed(&self, topic: Topic) {
+        self.bus.publish(&topic, BusEvent::AccessChanged);
     }
 
     pub fn passwords(&self) -> &PasswordHasher {
@@ -291,8 +302,9 @@ impl Accounts {
                 "TOKEN_INVALID",
                 "the refresh token is not one this server issued",
             )),
-            Rotation::Reused => {
-                tracing::warn!("refresh token reused; its session is revoked");
+            Rotation::Reused(session_id) => {
+                tracing::warn!(%session_id, "refresh token reused; its session is revoked");
+                self.access_changed(Topic::Session(session_id));
                 Err(AppError::unauthenticated(
                     "TOKEN_REVOKED",
                     "this refresh token was already used; every token of its session is now revoked, sign in again",
@@ -335,6 +347,7 @@ impl Accounts {
             now,
         )
         .await?;
+        self.access_changed(Topic::Session(session_id));
         Ok(())
     }
 
@@ -360,6 +373,29 @@ impl Accounts {
             jti: claims.jti,
             role: state.role,
             token_expires_at: claims.exp.saturating_mul(1_000_000),
+        })
+    }
+
+    /// The re-check of a long-lived stream `caller` opened: its session and
+    /// account still stand (the access token may have expired since — a
+    /// stream lives as long as its session). Returns the caller with the
+    /// role as stored now.
+    pub async fn recheck(&self, caller: &Caller) -> Result<Caller, AppError> {
+        let state = sessions::access_state(&self.db, &caller.user_id, &caller.session_id, "")
+            .await?
+            .ok_or_else(revoked)?;
+        if state.session_revoked {
+            return Err(revoked());
+        }
+        if !state.is_active {
+            return Err(AppError::unauthenticated(
+                "ACCOUNT_DISABLED",
+                "this account has been deactivated by an administrator",
+            ));
+        }
+        Ok(Caller {
+            role: state.role,
+            ..caller.clone()
         })
     }
 
@@ -418,6 +454,8 @@ impl Accounts {
                 "the account's sign-in methods changed meanwhile; sign in again",
             ));
         }
+        // Every other session was revoked.
+        self.access_changed(Topic::User(user.id));
         Ok(())
     }
 

@@ -736,6 +736,19 @@ impl RoomHub {
     /// Host control: removes every participant of `user_id` (all their
     /// devices); their streams end with PERMISSION_DENIED and their resume
     /// tokens stop working. Returns how many were removed.
+    /// Ends a session whose access is gone (DESIGN §8): its participant
+    /// leaves at once, without a grace period to resume in.
+    pub fn end_session(self: &Arc<Self>, session_id: &str) {
+        if let Some(session) = self.session(session_id) {
+            self.remove(
+                &session.meeting_id,
+                &session.participant_id,
+                CloseReason::Left,
+                pb::ParticipantLeftReason::Disconnected,
+            );
+        }
+    }
+
     pub fn kick_user(self: &Arc<Self>, meeting_id: &str, user_id: &str) -> usize {
         let Some(room) = self.room(meeting_id) else {
             return 0;

@@ -1,85 +1,74 @@
 //! Live notification delivery: every open WatchNotifications stream of a
 //! user gets each new notification as soon as its transaction commits.
 //!
-//! Each watch has a bounded queue. A watcher that falls behind is dropped
-//! (its stream ends with UNAVAILABLE) rather than holding memory: the
-//! notifications are in the database, and the client lists what it missed.
+//! Notifications travel on the bus ([`Topic::User`]), and each watch is a
+//! bus subscription to its user and its session with a bounded queue. A
+//! watcher that falls behind is ended (UNAVAILABLE) rather than holding
+//! memory: the notifications are in the database, and the client lists
+//! what it missed. An access change on its user or session re-checks the
+//! watch (DESIGN §8), and nothing is delivered while that check runs, so a
+//! notification published after a revocation never reaches a revoked
+//! watch.
 
 use std::{
-    collections::HashMap,
+    future::Future,
     pin::Pin,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use tokio::{
-    sync::mpsc::{self, error::TrySendError},
+    sync::watch,
     time::{Instant, Sleep},
 };
 use tokio_stream::Stream;
 use tonic::Status;
 
+use super::{
+    bus::{Bus, BusEvent, Delivery, Subscription, Topic},
+    live::{Check, Checking},
+};
 use crate::{error::AppError, proto::pb};
 
 /// Notifications a watch may have queued before it counts as fallen behind.
 const QUEUE: usize = 64;
 
-struct Watcher {
-    id: u64,
-    tx: mpsc::Sender<pb::Notification>,
-    fell_behind: Arc<AtomicBool>,
-    /// Set when the watch ends because its user's sessions were revoked.
-    revoked: Arc<AtomicBool>,
-}
-
+#[derive(Debug)]
 pub struct Inbox {
-    /// By user id. A std Mutex: held for a lookup and a few try_sends.
-    watchers: Mutex<HashMap<String, Vec<Watcher>>>,
-    next_id: AtomicU64,
+    bus: Arc<dyn Bus>,
     heartbeat: Duration,
-    closing: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+    closing: watch::Sender<bool>,
 }
 
 impl Inbox {
-    pub fn new(heartbeat: Duration) -> Arc<Self> {
+    pub fn new(bus: Arc<dyn Bus>, heartbeat: Duration) -> Arc<Self> {
         Arc::new(Self {
-            watchers: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            bus,
             heartbeat,
-            closing: AtomicBool::new(false),
+            closing: watch::Sender::new(false),
         })
     }
 
-    /// A new live stream of `user_id`'s notifications.
-    pub fn watch(self: &Arc<Self>, user_id: &str) -> InboxStream {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let fell_behind = Arc::new(AtomicBool::new(false));
-        let revoked = Arc::new(AtomicBool::new(false));
-        lock(&self.watchers)
-            .entry(user_id.to_owned())
-            .or_default()
-            .push(Watcher {
-                id,
-                tx,
-                fell_behind: fell_behind.clone(),
-                revoked: revoked.clone(),
-            });
+    /// A new live stream of `user_id`'s notifications for its `session_id`,
+    /// which lasts while `check` passes.
+    pub fn watch(&self, user_id: &str, session_id: &str, check: Check) -> InboxStream {
+        let subscription = self.bus.subscribe(
+            vec![
+                Topic::User(user_id.to_owned()),
+                Topic::Session(session_id.to_owned()),
+            ],
+            QUEUE,
+        );
+        let mut closing = self.closing.subscribe();
         InboxStream {
-            rx,
-            inbox: self.clone(),
-            user_id: user_id.to_owned(),
-            id,
-            fell_behind,
-            revoked,
+            subscription,
+            check,
+            running: None,
+            closing: Box::pin(async move {
+                let _ = closing.wait_for(|closing| *closing).await;
+            }),
+            heartbeat_every: self.heartbeat,
             heartbeat: Box::pin(tokio::time::sleep(self.heartbeat)),
             done: false,
         }
@@ -87,65 +76,35 @@ impl Inbox {
 
     /// Delivers committed notifications to their recipients' watches.
     pub fn publish(&self, notifications: impl IntoIterator<Item = pb::Notification>) {
-        let mut watchers = lock(&self.watchers);
         for notification in notifications {
-            let Some(list) = watchers.get_mut(&notification.user_id) else {
-                continue;
-            };
-            list.retain(|w| match w.tx.try_send(notification.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    w.fell_behind.store(true, Ordering::Relaxed);
-                    false
-                }
-                Err(TrySendError::Closed(_)) => false,
-            });
-            if watchers
-                .get(&notification.user_id)
-                .is_some_and(Vec::is_empty)
-            {
-                watchers.remove(&notification.user_id);
-            }
-        }
-    }
-
-    /// Ends every watch of `user_id` with UNAUTHENTICATED: every session of
-    /// the user was revoked (an address claimed, the account deactivated
-    /// or deleted). Called before anything new is published to the user.
-    pub fn close_user(&self, user_id: &str) {
-        if let Some(list) = lock(&self.watchers).remove(user_id) {
-            for watcher in list {
-                watcher.revoked.store(true, Ordering::Relaxed);
-            }
+            let topic = Topic::User(notification.user_id.clone());
+            self.bus
+                .publish(&topic, BusEvent::Notification(Arc::new(notification)));
         }
     }
 
     /// Ends every watch (server shutdown).
     pub fn close_all(&self) {
-        self.closing.store(true, Ordering::Relaxed);
-        lock(&self.watchers).clear();
-    }
-
-    fn unwatch(&self, user_id: &str, id: u64) {
-        let mut watchers = lock(&self.watchers);
-        if let Some(list) = watchers.get_mut(user_id) {
-            list.retain(|w| w.id != id);
-            if list.is_empty() {
-                watchers.remove(user_id);
-            }
-        }
+        self.closing.send_replace(true);
     }
 }
 
 pub struct InboxStream {
-    rx: mpsc::Receiver<pb::Notification>,
-    inbox: Arc<Inbox>,
-    user_id: String,
-    id: u64,
-    fell_behind: Arc<AtomicBool>,
-    revoked: Arc<AtomicBool>,
+    subscription: Subscription,
+    check: Check,
+    /// A re-check in progress: nothing is delivered until it passes.
+    running: Option<Checking>,
+    closing: Pin<Box<dyn Future<Output = ()> + Send>>,
+    heartbeat_every: Duration,
     heartbeat: Pin<Box<Sleep>>,
     done: bool,
+}
+
+impl InboxStream {
+    fn end(&mut self, status: Status) -> Poll<Option<Result<pb::Notification, Status>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(status)))
+    }
 }
 
 impl Stream for InboxStream {
@@ -156,32 +115,49 @@ impl Stream for InboxStream {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(notification)) => {
-                let next = Instant::now() + this.inbox.heartbeat;
-                this.heartbeat.as_mut().reset(next);
-                return Poll::Ready(Some(Ok(notification)));
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                if this.revoked.load(Ordering::Relaxed) {
-                    return Poll::Ready(Some(Err(AppError::unauthenticated(
-                        "TOKEN_REVOKED",
-                        "your sessions were revoked; sign in again",
-                    )
-                    .into())));
+        if this.closing.as_mut().poll(cx).is_ready() {
+            return this.end(
+                AppError::Unavailable(
+                    "the server is shutting down; watch again and list what you missed".into(),
+                )
+                .into(),
+            );
+        }
+        loop {
+            if let Some(running) = &mut this.running {
+                match running.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => this.running = None,
+                    Poll::Ready(Err(status)) => return this.end(status),
+                    Poll::Pending => return Poll::Pending,
                 }
-                let message = if this.fell_behind.load(Ordering::Relaxed) {
-                    "fell behind; call ListNotifications for what you missed, then watch again"
-                } else {
-                    "the server is shutting down; watch again and list what you missed"
-                };
-                return Poll::Ready(Some(Err(AppError::Unavailable(message.into()).into())));
             }
-            Poll::Pending => {}
+            match this.subscription.poll_recv(cx) {
+                Poll::Ready(Some(Delivery::Event(BusEvent::Notification(notification)))) => {
+                    let next = Instant::now() + this.heartbeat_every;
+                    this.heartbeat.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok((*notification).clone())));
+                }
+                Poll::Ready(Some(Delivery::Event(BusEvent::AccessChanged))) => {
+                    this.running = Some((this.check)());
+                }
+                Poll::Ready(Some(Delivery::Lagged)) => {
+                    return this.end(
+                        AppError::Unavailable(
+                            "fell behind; call ListNotifications for what you missed, then watch again"
+                                .into(),
+                        )
+                        .into(),
+                    );
+                }
+                Poll::Ready(None) => {
+                    return this
+                        .end(AppError::Unavailable("the server is shutting down".into()).into());
+                }
+                Poll::Pending => break,
+            }
         }
         if this.heartbeat.as_mut().poll(cx).is_ready() {
-            let next = Instant::now() + this.inbox.heartbeat;
+            let next = Instant::now() + this.heartbeat_every;
             this.heartbeat.as_mut().reset(next);
             // The keep-alive: a notification with an empty id.
             return Poll::Ready(Some(Ok(pb::Notification::default())));
@@ -190,16 +166,20 @@ impl Stream for InboxStream {
     }
 }
 
-impl Drop for InboxStream {
-    fn drop(&mut self) {
-        self.inbox.unwatch(&self.user_id, self.id);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::realtime::bus::LocalBus;
     use tokio_stream::StreamExt;
+
+    fn allow() -> Check {
+        Arc::new(|| Box::pin(async { Ok(()) }))
+    }
+
+    fn inbox(heartbeat: Duration) -> (Arc<LocalBus>, Arc<Inbox>) {
+        let bus = LocalBus::new();
+        (bus.clone(), Inbox::new(bus, heartbeat))
+    }
 
     fn note(user: &str, title: &str) -> pb::Notification {
         pb::Notification {
@@ -212,10 +192,10 @@ mod tests {
 
     #[tokio::test]
     async fn every_watch_of_the_user_gets_it_and_nobody_else() {
-        let inbox = Inbox::new(Duration::from_secs(60));
-        let mut a1 = inbox.watch("a");
-        let mut a2 = inbox.watch("a");
-        let mut b = inbox.watch("b");
+        let (_bus, inbox) = inbox(Duration::from_secs(60));
+        let mut a1 = inbox.watch("a", "s1", allow());
+        let mut a2 = inbox.watch("a", "s2", allow());
+        let mut b = inbox.watch("b", "s3", allow());
         inbox.publish([note("a", "hello")]);
         assert_eq!(a1.next().await.unwrap().unwrap().title, "hello");
         assert_eq!(a2.next().await.unwrap().unwrap().title, "hello");
@@ -228,8 +208,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_watcher_that_falls_behind_is_dropped() {
-        let inbox = Inbox::new(Duration::from_secs(60));
-        let mut slow = inbox.watch("a");
+        let (bus, inbox) = inbox(Duration::from_secs(60));
+        let mut slow = inbox.watch("a", "s", allow());
         inbox.publish((0..QUEUE + 1).map(|i| note("a", &i.to_string())));
         let mut received = 0;
         let status = loop {
@@ -240,14 +220,41 @@ mod tests {
         };
         assert_eq!(received, QUEUE);
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        assert!(lock(&inbox.watchers).is_empty());
+        drop(slow);
+        assert_eq!(bus.topic_count(), 0);
     }
 
     #[tokio::test]
     async fn idle_watches_get_keep_alives() {
-        let inbox = Inbox::new(Duration::from_millis(50));
-        let mut watch = inbox.watch("a");
+        let (_bus, inbox) = inbox(Duration::from_millis(50));
+        let mut watch = inbox.watch("a", "s", allow());
         let keep_alive = watch.next().await.unwrap().unwrap();
         assert!(keep_alive.id.is_empty());
+    }
+
+    #[tokio::test]
+    async fn nothing_reaches_a_watch_after_its_access_goes() {
+        let (bus, inbox) = inbox(Duration::from_secs(60));
+        let deny: Check = Arc::new(|| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(Status::unauthenticated("revoked"))
+            })
+        });
+        let mut watch = inbox.watch("a", "s", deny);
+        bus.publish(&Topic::Session("s".into()), BusEvent::AccessChanged);
+        inbox.publish([note("a", "after")]);
+        let ended = watch.next().await.unwrap().unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::Unauthenticated);
+        assert!(watch.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_every_watch() {
+        let (_bus, inbox) = inbox(Duration::from_secs(60));
+        let mut watch = inbox.watch("a", "s", allow());
+        inbox.close_all();
+        let ended = watch.next().await.unwrap().unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::Unavailable);
     }
 }

@@ -10,14 +10,20 @@
 //! - [`rate`]: per-session token buckets.
 //! - [`ice`]: STUN/TURN servers handed out in `joined`.
 //! - [`inbox`]: live delivery of notifications to WatchNotifications.
+//! - [`bus`]: the event backbone (DESIGN §8): access changes and live
+//!   notifications by topic; in-process here, Redis in a cluster.
+//! - [`live`]: streams that end when their access does (a guard that
+//!   re-checks on each access change).
 //!
-//! The hub is in-process: one node serves a room. Cross-node fan-out over
-//! Redis is planned behind the same interface.
+//! The hub is in-process: one node serves a room. Room events move onto
+//! the bus with cluster mode.
 
+pub mod bus;
 pub mod chat;
 pub mod hub;
 pub mod ice;
 pub mod inbox;
+pub mod live;
 pub mod rate;
 pub mod room;
 pub mod session;

@@ -97,6 +97,10 @@ impl SessionStream {
         });
     }
 
+    pub fn meeting_id(&self) -> &str {
+        &self.control.meeting_id
+    }
+
     pub fn session_id(&self) -> &str {
         &self.control.session_id
     }

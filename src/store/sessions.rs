@@ -97,8 +97,9 @@ pub enum Rotation {
     },
     /// No such token.
     Unknown,
-    /// The token was already rotated: the session is now revoked.
-    Reused,
+    /// The token was already rotated: the session (this one) is now
+    /// revoked.
+    Reused(String),
     /// The session was revoked earlier (logout, reuse, password change).
     Revoked,
     Expired,
@@ -192,7 +193,7 @@ async fn refused_rotation(db: &Db, old_hash: &str, now: Micros) -> Result<Rotati
                     .execute(pool)
                     .await?;
             });
-            Ok(Rotation::Reused)
+            Ok(Rotation::Reused(session_id))
         }
         Some((None, _, _)) => Ok(Rotation::Expired),
     }

@@ -17,6 +17,7 @@ mod files;
 mod grpc_web;
 mod helpers;
 mod lifecycle;
+mod live;
 mod mail_sink;
 mod matrix;
 mod meetings;

@@ -1,0 +1,284 @@
+//! The event backbone (DESIGN §8): one bus carries what holders of access
+//! must hear at once — access changes and live notifications — by topic.
+//!
+//! [`Bus`] is the interface: publish an event on a [`Topic`], subscribe to
+//! several topics with one bounded queue. [`LocalBus`] is the in-process
+//! implementation (the default, one node); a cluster implements the same
+//! trait over Redis, and nothing above it changes.
+//!
+//! Delivery is best effort into bounded queues, and never blocks a
+//! publisher. A subscriber whose queue is full is told it *lagged* instead
+//! of being handed a longer queue: for access that means "re-check now"
+//! (fail closed), for notifications "list what you missed".
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::proto::pb;
+
+/// What an event concerns. Subscribers name the topics they hold access
+/// under; publishers name what changed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A user: their account (deactivated, deleted, role, ways in) and
+    /// their notifications.
+    User(String),
+    /// One session (one sign-in on one device).
+    Session(String),
+    /// A meeting: its status and existence.
+    Meeting(String),
+    /// A meeting's room.
+    Room(String),
+}
+
+/// An event on the bus.
+#[derive(Clone, Debug)]
+pub enum BusEvent {
+    /// The grounds of access under this topic changed: whoever holds
+    /// access re-checks it, as a new call would be checked.
+    AccessChanged,
+    /// A committed notification for the topic's user.
+    Notification(Arc<pb::Notification>),
+}
+
+/// What a subscription yields.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    Event(BusEvent),
+    /// Events were lost because the queue was full: re-check everything.
+    Lagged,
+}
+
+/// Publish and subscribe by topic. Implementations never block the
+/// publisher.
+pub trait Bus: Send + Sync + fmt::Debug {
+    fn publish(&self, topic: &Topic, event: BusEvent);
+
+    /// One queue of `capacity` events for all of `topics`; dropping the
+    /// subscription unsubscribes.
+    fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription;
+}
+
+/// A subscriber's end: its queue, the lag flag, and what unsubscribes it.
+pub struct Subscription {
+    rx: mpsc::Receiver<BusEvent>,
+    lagged: Arc<AtomicBool>,
+    _registration: Box<dyn Send + Sync>,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Builds a subscription for a [`Bus`] implementation: `rx` is its
+    /// queue, `lagged` the flag the publisher sets when the queue was full,
+    /// and `registration` is dropped with it (and unsubscribes).
+    pub fn new(
+        rx: mpsc::Receiver<BusEvent>,
+        lagged: Arc<AtomicBool>,
+        registration: Box<dyn Send + Sync>,
+    ) -> Self {
+        Self {
+            rx,
+            lagged,
+            _registration: registration,
+        }
+    }
+
+    /// The next delivery; `None` when the bus is gone.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Queued events in order, then the lag (what was lost came after
+    /// what is queued).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(Some(Delivery::Event(event))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if self.lagged.swap(false, Ordering::AcqRel) => {
+                Poll::Ready(Some(Delivery::Lagged))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+struct Entry {
+    id: u64,
+    tx: mpsc::Sender<BusEvent>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// The in-process bus: a map from topic to the queues subscribed to it.
+pub struct LocalBus {
+    /// A std Mutex: held for a lookup and a few `try_send`s, never across
+    /// an await.
+    topics: Mutex<HashMap<Topic, Vec<Entry>>>,
+    next_id: AtomicU64,
+    me: Weak<LocalBus>,
+}
+
+impl fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalBus")
+            .field("topics", &lock(&self.topics).len())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LocalBus {
+    pub fn new() -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            topics: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            me: me.clone(),
+        })
+    }
+
+    /// Topics with at least one subscriber (for tests and metrics).
+    pub fn topic_count(&self) -> usize {
+        lock(&self.topics).len()
+    }
+
+    fn unsubscribe(&self, id: u64, topics: &[Topic]) {
+        let mut map = lock(&self.topics);
+        for topic in topics {
+            if let Some(entries) = map.get_mut(topic) {
+                entries.retain(|e| e.id != id);
+                if entries.is_empty() {
+                    map.remove(topic);
+                }
+            }
+        }
+    }
+}
+
+/// Unsubscribes on drop.
+struct Registration {
+    bus: Weak<LocalBus>,
+    id: u64,
+    topics: Vec<Topic>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.unsubscribe(self.id, &self.topics);
+        }
+    }
+}
+
+impl Bus for LocalBus {
+    fn publish(&self, topic: &Topic, event: BusEvent) {
+        let topics = lock(&self.topics);
+        let Some(entries) = topics.get(topic) else {
+            return;
+        };
+        for entry in entries {
+            match entry.tx.try_send(event.clone()) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(_)) => entry.lagged.store(true, Ordering::Release),
+            }
+        }
+    }
+
+    fn subscribe(&self, mut topics: Vec<Topic>, capacity: usize) -> Subscription {
+        topics.sort_by_key(|t| format!("{t:?}"));
+        topics.dedup();
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut map = lock(&self.topics);
+            for topic in &topics {
+                map.entry(topic.clone()).or_default().push(Entry {
+                    id,
+                    tx: tx.clone(),
+                    lagged: lagged.clone(),
+                });
+            }
+        }
+        let registration = Registration {
+            bus: self.me.clone(),
+            id,
+            topics,
+        };
+        Subscription::new(rx, lagged, Box::new(registration))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn user(id: &str) -> Topic {
+        Topic::User(id.into())
+    }
+
+    async fn quiet(sub: &mut Subscription) -> bool {
+        tokio::time::timeout(Duration::from_millis(30), sub.recv())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn subscribers_hear_their_topics_only() {
+        let bus = LocalBus::new();
+        let mut a = bus.subscribe(vec![user("a"), Topic::Session("s1".into())], 8);
+        let mut b = bus.subscribe(vec![user("b")], 8);
+        bus.publish(&Topic::Session("s1".into()), BusEvent::AccessChanged);
+        assert!(matches!(
+            a.recv().await,
+            Some(Delivery::Event(BusEvent::AccessChanged))
+        ));
+        assert!(quiet(&mut b).await);
+        bus.publish(&user("b"), BusEvent::AccessChanged);
+        assert!(b.recv().await.is_some());
+        assert!(quiet(&mut a).await);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_reports_lag_and_never_blocks() {
+        let bus = LocalBus::new();
+        let mut sub = bus.subscribe(vec![user("a")], 2);
+        for _ in 0..5 {
+            bus.publish(&user("a"), BusEvent::AccessChanged);
+        }
+        assert!(matches!(sub.recv().await, Some(Delivery::Event(_))));
+        assert!(matches!(sub.recv().await, Some(Delivery::Event(_))));
+        assert!(matches!(sub.recv().await, Some(Delivery::Lagged)));
+        assert!(quiet(&mut sub).await);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_subscription_unsubscribes() {
+        let bus = LocalBus::new();
+        let sub = bus.subscribe(vec![user("a"), user("a"), Topic::Meeting("m".into())], 4);
+        let other = bus.subscribe(vec![user("a")], 4);
+        assert_eq!(bus.topic_count(), 2);
+        drop(sub);
+        assert_eq!(bus.topic_count(), 1);
+        drop(other);
+        assert_eq!(bus.topic_count(), 0);
+        bus.publish(&user("a"), BusEvent::AccessChanged);
+    }
+}

@@ -1,0 +1,200 @@
+//! Live access (DESIGN §8): a long-lived stream lasts only as long as the
+//! grounds it was opened on.
+//!
+//! A [`Guard`] subscribes to the topics a stream holds access under (its
+//! session, its user, its meeting). Each access change on one of them, and
+//! any lag of the subscription, runs the stream's [`Check`] — the same
+//! decision a new call would get — and a failed check ends the stream
+//! with that call's status. An event is only a nudge to re-check, so a
+//! publisher need not know who holds what, and a lost event costs a
+//! check, never a grant.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::bus::{Bus, BusEvent, Delivery, Subscription, Topic};
+
+/// The re-check of a stream's access: `Ok` while it still holds.
+pub type Check = Arc<dyn Fn() -> Checking + Send + Sync>;
+
+/// One run of a [`Check`].
+pub type Checking = Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
+
+/// Access changes a guard may have queued; more just lag (one check).
+const QUEUE: usize = 8;
+
+pub struct Guard {
+    subscription: Subscription,
+    check: Check,
+    running: Option<Checking>,
+}
+
+impl Guard {
+    pub fn new(bus: &dyn Bus, topics: Vec<Topic>, check: Check) -> Self {
+        Self {
+            subscription: bus.subscribe(topics, QUEUE),
+            check,
+            running: None,
+        }
+    }
+
+    /// Ready with the status to end the stream with once its access is
+    /// gone; pending while it holds.
+    pub fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
+        loop {
+            if let Some(running) = &mut self.running {
+                match running.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => self.running = None,
+                    Poll::Ready(Err(status)) => {
+                        self.running = None;
+                        return Poll::Ready(status);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match self.subscription.poll_recv(cx) {
+                Poll::Ready(Some(Delivery::Event(BusEvent::AccessChanged) | Delivery::Lagged)) => {
+                    self.running = Some((self.check)());
+                }
+                Poll::Ready(Some(Delivery::Event(BusEvent::Notification(_)))) => {}
+                // No bus (shutting down): nothing more will change.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Resolves with the ending status once access is gone.
+    pub async fn revoked(&mut self) -> Status {
+        std::future::poll_fn(|cx| self.poll_revoked(cx)).await
+    }
+}
+
+/// A response stream that ends with the guard's status when its access
+/// goes.
+pub struct Guarded<S> {
+    inner: S,
+    guard: Guard,
+    done: bool,
+    on_revoked: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, guard: Guard) -> Self {
+        Self {
+            inner,
+            guard,
+            done: false,
+            on_revoked: None,
+        }
+    }
+
+    /// Runs `hook` when access goes, after the stream's last item (a room
+    /// takes its participant out at once).
+    pub fn on_revoked(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
+        self.on_revoked = Some(Box::new(hook));
+        self
+    }
+}
+
+impl<S, T> Stream for Guarded<S>
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // The guard first, so that a busy stream cannot starve its check.
+        if let Poll::Ready(status) = this.guard.poll_revoked(cx) {
+            this.done = true;
+            // A stream that is ending on its own anyway (a kick) says why
+            // in its own words.
+            let status = match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Err(own))) => own,
+                _ => status,
+            };
+            if let Some(hook) = this.on_revoked.take() {
+                hook();
+            }
+            return Poll::Ready(Some(Err(status)));
+        }
+        let next = Pin::new(&mut this.inner).poll_next(cx);
+        if matches!(next, Poll::Ready(None)) {
+            this.done = true;
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::realtime::bus::LocalBus;
+
+    fn check(allowed: Arc<AtomicBool>, runs: Arc<AtomicUsize>) -> Check {
+        Arc::new(move || {
+            let allowed = allowed.clone();
+            let runs = runs.clone();
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::Relaxed);
+                if allowed.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    Err(Status::unauthenticated("revoked"))
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_a_recheck_fails_and_not_before() {
+        let bus = LocalBus::new();
+        let allowed = Arc::new(AtomicBool::new(true));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<u32, Status>>(4);
+        let guard = Guard::new(
+            bus.as_ref(),
+            vec![Topic::Session("s".into())],
+            check(allowed.clone(), runs.clone()),
+        );
+        let mut stream = Guarded::new(tokio_stream::wrappers::ReceiverStream::new(rx), guard);
+
+        tx.send(Ok(1)).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        // A change that leaves access standing: checked, and the stream goes on.
+        bus.publish(&Topic::Session("s".into()), BusEvent::AccessChanged);
+        tx.send(Ok(2)).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), 2);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        // Another topic is none of its business.
+        bus.publish(&Topic::Session("t".into()), BusEvent::AccessChanged);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(30), stream.next())
+                .await
+                .is_err()
+        );
+        // Revoked: the stream ends with the check's status.
+        allowed.store(false, Ordering::Relaxed);
+        bus.publish(&Topic::Session("s".into()), BusEvent::AccessChanged);
+        let status = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(stream.next().await.is_none());
+    }
+}
