@@ -554,6 +554,15 @@ pub struct Settings {
         global = true
     )]
     pub watch_keepalive: Option<String>,
+    /// how long per-call auth trusts its in-memory view of a session without word from the bus; 0s reads the database on every call [default: 10s]
+    #[arg(
+        long = "auth-cache-ttl",
+        env = "UNIO_AUTH_CACHE_TTL",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub auth_cache_ttl: Option<String>,
     /// signals per second per room session [default: 20]
     #[arg(
         long = "room-signal-rate",
@@ -603,7 +612,7 @@ pub struct Settings {
 
 impl Settings {
     /// `(variable, value)` of every setting.
-    pub fn pairs(&self) -> [(&'static str, &Option<String>); 61] {
+    pub fn pairs(&self) -> [(&'static str, &Option<String>); 62] {
         [
             ("UNIO_ADDR", &self.addr),
             ("UNIO_DATA_DIR", &self.data_dir),
@@ -670,6 +679,7 @@ impl Settings {
             ("UNIO_LOGIN_THROTTLE_ADDRESS", &self.login_throttle_address),
             ("UNIO_LOGIN_THROTTLE_ACCOUNT", &self.login_throttle_account),
             ("UNIO_WATCH_KEEPALIVE", &self.watch_keepalive),
+            ("UNIO_AUTH_CACHE_TTL", &self.auth_cache_ttl),
             ("UNIO_ROOM_SIGNAL_RATE", &self.room_signal_rate),
             ("UNIO_ROOM_CHAT_RATE", &self.room_chat_rate),
             ("UNIO_ROOM_TYPING_RATE", &self.room_typing_rate),

@@ -110,6 +110,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Keep-alive period of idle notification watches.
     pub watch_keepalive: Duration,
+    /// How long authentication may trust its in-memory view of a session
+    /// without the bus having said anything (0: read the database always).
+    pub auth_cache_ttl: Duration,
     pub rooms: RoomSettings,
     /// How long a call rings before it counts as missed.
     pub call_ring_timeout: Duration,
@@ -448,6 +451,7 @@ impl Config {
             refresh_token_ttl,
             shutdown_grace,
             watch_keepalive: duration("UNIO_WATCH_KEEPALIVE", "15s")?,
+            auth_cache_ttl: duration("UNIO_AUTH_CACHE_TTL", "10s")?,
             rooms,
             call_ring_timeout: duration("UNIO_CALL_RING_TIMEOUT", "45s")?,
             limits: Limits {

@@ -135,6 +135,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         &config.public_url,
         config.limits.login,
         bus.clone(),
+        config.auth_cache_ttl,
     );
     let inbox = realtime::inbox::Inbox::new(bus.clone(), config.watch_keepalive);
     let blobs = BlobStore::new(config.data_dir.join("blobs"));

@@ -55,6 +55,8 @@ pub struct Accounts {
     login: throttle::LoginPolicies,
     /// Where access changes are announced (DESIGN §8).
     bus: Arc<dyn Bus>,
+    /// What per-call authentication reads (kept current by `bus`).
+    view: Arc<super::view::AccessView>,
 }
 
 fn token_error(err: TokenError) -> AppError {
@@ -86,8 +88,10 @@ impl Accounts {
         public_url: &str,
         login: throttle::LoginPolicies,
         bus: Arc<dyn Bus>,
+        view_ttl: Duration,
     ) -> Self {
         Self {
+            view: super::view::AccessView::new(db.clone(), bus.clone(), view_ttl),
             db,
             keys,
             passwords,
@@ -95,6 +99,11 @@ impl Accounts {
             login,
             bus,
         }
+    }
+
+    /// The in-memory view of access that `authenticate` reads.
+    pub fn view(&self) -> &super::view::AccessView {
+        &self.view
     }
 
     /// Announces that the grounds of access under `topic` changed: every
@@ -347,6 +356,10 @@ impl Accounts {
             now,
         )
         .await?;
+        // The calling token is revoked too, whichever session it belongs to.
+        if session_id != caller.session_id {
+            self.access_changed(Topic::Session(caller.session_id.clone()));
+        }
         self.access_changed(Topic::Session(session_id));
         Ok(())
     }
@@ -355,7 +368,9 @@ impl Accounts {
     /// still in good standing.
     pub async fn authenticate(&self, bearer: &str) -> Result<Caller, AppError> {
         let claims = self.keys.verify_access(bearer).map_err(token_error)?;
-        let state = sessions::access_state(&self.db, &claims.sub, &claims.sid, &claims.jti)
+        let state = self
+            .view
+            .access_state(&claims.sub, &claims.sid, &claims.jti)
             .await?
             .ok_or_else(revoked)?;
         if state.session_revoked || state.token_revoked {

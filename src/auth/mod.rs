@@ -8,6 +8,8 @@
 //! - [`layer`]: the tower layer that turns `authorization: Bearer …` into a
 //!   [`Caller`] in the request extensions.
 //! - [`client`]: the client's network address, for per-address limits.
+//! - [`view`]: the in-memory view of sessions and users that per-call
+//!   authentication reads, kept current by the bus.
 
 pub mod accounts;
 pub mod client;
@@ -17,6 +19,7 @@ pub mod oidc;
 pub mod passwords;
 pub mod secret;
 pub mod tokens;
+pub mod view;
 
 pub use accounts::Accounts;
 pub use layer::AuthLayer;

@@ -61,12 +61,27 @@ pub enum Delivery {
 /// Publish and subscribe by topic. Implementations never block the
 /// publisher.
 pub trait Bus: Send + Sync + fmt::Debug {
+    /// Delivers `event` to the subscribers of `topic`; an access change
+    /// first runs every [`Bus::on_access_change`] hook.
     fn publish(&self, topic: &Topic, event: BusEvent);
+
+    /// Runs `hook` for every access change on any topic, before it is
+    /// delivered (caches of access drop what it concerns).
+    fn on_access_change(&self, hook: AccessHook);
+
+    /// Whether every access change is known to reach this node. While it
+    /// is false, caches of access must not be trusted (fail closed).
+    fn healthy(&self) -> bool {
+        true
+    }
 
     /// One queue of `capacity` events for all of `topics`; dropping the
     /// subscription unsubscribes.
     fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription;
 }
+
+/// See [`Bus::on_access_change`].
+pub type AccessHook = Arc<dyn Fn(&Topic) + Send + Sync>;
 
 /// A subscriber's end: its queue, the lag flag, and what unsubscribes it.
 pub struct Subscription {
@@ -127,6 +142,7 @@ pub struct LocalBus {
     /// A std Mutex: held for a lookup and a few `try_send`s, never across
     /// an await.
     topics: Mutex<HashMap<Topic, Vec<Entry>>>,
+    hooks: std::sync::RwLock<Vec<AccessHook>>,
     next_id: AtomicU64,
     me: Weak<LocalBus>,
 }
@@ -147,6 +163,7 @@ impl LocalBus {
     pub fn new() -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             topics: Mutex::new(HashMap::new()),
+            hooks: std::sync::RwLock::new(Vec::new()),
             next_id: AtomicU64::new(1),
             me: me.clone(),
         })
@@ -187,6 +204,12 @@ impl Drop for Registration {
 
 impl Bus for LocalBus {
     fn publish(&self, topic: &Topic, event: BusEvent) {
+        if matches!(event, BusEvent::AccessChanged) {
+            let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner());
+            for hook in hooks.iter() {
+                hook(topic);
+            }
+        }
         let topics = lock(&self.topics);
         let Some(entries) = topics.get(topic) else {
             return;
@@ -197,6 +220,13 @@ impl Bus for LocalBus {
                 Err(TrySendError::Full(_)) => entry.lagged.store(true, Ordering::Release),
             }
         }
+    }
+
+    fn on_access_change(&self, hook: AccessHook) {
+        self.hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 
     fn subscribe(&self, mut topics: Vec<Topic>, capacity: usize) -> Subscription {
