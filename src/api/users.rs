@@ -23,8 +23,12 @@ impl UserApi {
         Self { state }
     }
 
-    async fn load(&self, user_id: &str) -> Result<UserRecord, AppError> {
-        users::find_by_id(&self.state.db, user_id)
+    /// The user's row, read through the in-memory view.
+    async fn load(&self, user_id: &str) -> Result<std::sync::Arc<UserRecord>, AppError> {
+        self.state
+            .accounts
+            .view()
+            .user(user_id)
             .await?
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {user_id}"))
@@ -192,12 +196,11 @@ impl UserService for UserApi {
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
             })?;
-        if changes.is_active.is_some() || changes.role.is_some() {
-            // Their open streams re-check: a deactivated user's end now.
-            self.state
-                .accounts
-                .access_changed(Topic::User(updated.id.clone()));
-        }
+        // Cached rows drop, and open streams re-check: a deactivated
+        // user's end now.
+        self.state
+            .accounts
+            .access_changed(Topic::User(updated.id.clone()));
         Ok(Response::new(wire::user(&updated, UserView::Full)))
     }
 
@@ -346,6 +349,10 @@ impl UserService for UserApi {
                 );
             }
         };
+        // Cached copies of the row drop before the old bytes go.
+        self.state
+            .accounts
+            .access_changed(Topic::User(user.id.clone()));
         if let Some(old) = previous
             && let Err(err) = self.state.blobs.delete(&old).await
         {
@@ -362,7 +369,9 @@ impl UserService for UserApi {
         let caller = caller(&request)?;
         let target = Self::target(&caller, "user_id", &request.get_ref().user_id)?;
         let user = self.load(&target).await?;
-        let (Some(key), Some(content_type)) = (user.avatar_key, user.avatar_content_type) else {
+        let (Some(key), Some(content_type)) =
+            (user.avatar_key.clone(), user.avatar_content_type.clone())
+        else {
             return Err(AppError::not_found("AVATAR_NOT_FOUND", "this user has no avatar").into());
         };
         let data = self.state.blobs.get(&key).await.map_err(|e| match e {

@@ -495,6 +495,9 @@ impl Accounts {
         };
         let (user, created, _notices) =
             crate::store::accounts::upsert_admin(&self.db, &user).await?;
+        // Its sessions were revoked (a server in another process learns it
+        // within UNIO_AUTH_CACHE_TTL).
+        self.access_changed(Topic::User(user.id.clone()));
         Ok((user, created))
     }
 
@@ -507,7 +510,11 @@ impl Accounts {
     ) -> Result<(UserRecord, Vec<NotificationRecord>), AppError> {
         let hash = tokens::hash_opaque_token(token);
         match verifications::verify(&self.db, &hash, now_micros()).await? {
-            Verified::Done { user, notices } => Ok((*user, notices)),
+            Verified::Done { user, notices } => {
+                // Cached copies of the row drop.
+                self.access_changed(Topic::User(user.id.clone()));
+                Ok((*user, notices))
+            }
             Verified::Invalid => Err(AppError::FailedPrecondition {
                 reason: "VERIFICATION_TOKEN_INVALID",
                 message: "this verification link is unknown, already used or expired; \

@@ -30,7 +30,7 @@ use std::{
 use crate::{
     domain::Role,
     realtime::bus::{Bus, Topic},
-    store::{self, Db, sessions::AccessState},
+    store::{self, Db, sessions::AccessState, users::UserRecord},
 };
 
 /// Entries one map may hold; past it the map starts over (a flood of
@@ -63,6 +63,8 @@ struct Maps {
     tokens: HashMap<String, (Arc<str>, TokenEntry)>,
     sessions: HashMap<String, SessionEntry>,
     users: HashMap<String, UserEntry>,
+    /// Whole user rows, for reads of a profile (GetMe, GetUser).
+    profiles: HashMap<String, (Arc<UserRecord>, Instant)>,
 }
 
 pub struct AccessView {
@@ -127,6 +129,34 @@ impl AccessView {
             self.remember(user_id, session_id, jti, state, epoch);
         }
         Ok(state)
+    }
+
+    /// The row of user `user_id`, from memory when fresh. Every change of
+    /// a user row is announced on the user's topic, which drops it.
+    pub async fn user(&self, user_id: &str) -> Result<Option<Arc<UserRecord>>, store::Error> {
+        if self.bus.healthy() {
+            let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((user, at)) = maps.profiles.get(user_id)
+                && at.elapsed() < self.ttl
+            {
+                return Ok(Some(user.clone()));
+            }
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let Some(user) = store::users::find_by_id(&self.db, user_id).await? else {
+            return Ok(None);
+        };
+        let user = Arc::new(user);
+        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            if maps.profiles.len() >= MAX_ENTRIES {
+                maps.profiles.clear();
+            }
+            maps.profiles
+                .insert(user_id.to_owned(), (user.clone(), Instant::now()));
+        }
+        Ok(Some(user))
     }
 
     fn cached(&self, user_id: &str, session_id: &str, jti: &str) -> Option<AccessState> {
@@ -216,6 +246,7 @@ impl AccessView {
             }
             Topic::User(user_id) => {
                 maps.users.remove(user_id);
+                maps.profiles.remove(user_id);
                 let gone: Vec<String> = maps
                     .sessions
                     .iter()

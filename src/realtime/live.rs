@@ -83,7 +83,15 @@ pub struct Guarded<S> {
     guard: Guard,
     done: bool,
     on_revoked: Option<Box<dyn FnOnce() + Send>>,
+    /// Access is gone: what is already queued may still go (at most
+    /// [`DRAIN`] items), then this status.
+    ending: Option<(Status, usize)>,
 }
+
+/// Items already queued that a revoked stream may still deliver, so that a
+/// stream the server is closing anyway (a meeting that ended) ends in its
+/// own words.
+const DRAIN: usize = 64;
 
 impl<S> Guarded<S> {
     pub fn new(inner: S, guard: Guard) -> Self {
@@ -92,6 +100,7 @@ impl<S> Guarded<S> {
             guard,
             done: false,
             on_revoked: None,
+            ending: None,
         }
     }
 
@@ -114,19 +123,37 @@ where
         if this.done {
             return Poll::Ready(None);
         }
-        // The guard first, so that a busy stream cannot starve its check.
-        if let Poll::Ready(status) = this.guard.poll_revoked(cx) {
-            this.done = true;
-            // A stream that is ending on its own anyway (a kick) says why
-            // in its own words.
-            let status = match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Ready(Some(Err(own))) => own,
-                _ => status,
-            };
-            if let Some(hook) = this.on_revoked.take() {
-                hook();
+        if this.ending.is_none() {
+            // The guard first, so that a busy stream cannot starve its check.
+            if let Poll::Ready(status) = this.guard.poll_revoked(cx) {
+                this.ending = Some((status, DRAIN));
             }
-            return Poll::Ready(Some(Err(status)));
+        }
+        if let Some((status, left)) = &mut this.ending {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                // Ready already, and more may come: deliver a bounded few.
+                Poll::Ready(Some(Ok(item))) if *left > 0 => {
+                    *left -= 1;
+                    return Poll::Ready(Some(Ok(item)));
+                }
+                // It ended on its own: in its own words.
+                Poll::Ready(Some(Err(own))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(own)));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                _ => {
+                    let status = std::mem::replace(status, Status::ok(""));
+                    this.done = true;
+                    if let Some(hook) = this.on_revoked.take() {
+                        hook();
+                    }
+                    return Poll::Ready(Some(Err(status)));
+                }
+            }
         }
         let next = Pin::new(&mut this.inner).poll_next(cx);
         if matches!(next, Poll::Ready(None)) {
