@@ -319,9 +319,17 @@ impl Config {
             parse_http_url("UNIO_OAUTH_REDIRECT_URIS", uri)?;
         }
 
-        let otlp_endpoint = non_empty("UNIO_OTLP_ENDPOINT")
-            .map(|url| parse_http_url("UNIO_OTLP_ENDPOINT", &url).map(str::to_owned))
-            .transpose()?;
+        // Plain OTLP/gRPC: a collector is a sidecar or on a private network.
+        let otlp_endpoint = match non_empty("UNIO_OTLP_ENDPOINT") {
+            Some(url) if url.starts_with("https://") => {
+                return Err(ConfigError::new(
+                    "UNIO_OTLP_ENDPOINT",
+                    "must be an http:// URL (export over TLS is not supported; use a local collector)",
+                ));
+            }
+            Some(url) => Some(parse_http_url("UNIO_OTLP_ENDPOINT", &url)?.to_owned()),
+            None => None,
+        };
         let smtp_url = non_empty("UNIO_SMTP_URL");
         if let Some(url) = &smtp_url
             && !(url.starts_with("smtp://") || url.starts_with("smtps://"))

@@ -54,7 +54,7 @@ impl Drop for Telemetry {
 /// exporter's channel lives there). Installing twice (tests start many
 /// servers in one process) keeps the first subscriber.
 pub fn init(filter: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, String> {
-    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
 
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -63,14 +63,18 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, Stri
         // Colours only for people: log files and pipes get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let tracer = otlp_endpoint.map(tracer_provider).transpose()?;
+    // The collector gets our spans only — every RPC and every store call
+    // (debug) — whatever the console shows, and never the exporter's own
+    // HTTP/2 spans.
     let otel = tracer.as_ref().map(|provider| {
         use opentelemetry::trace::TracerProvider as _;
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("unio"))
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("unio"))
+            .with_filter(tracing_subscriber::EnvFilter::new("unio=debug"))
     });
     let _first = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
         .with(otel)
+        .with(fmt.with_filter(filter))
         .try_init()
         .is_ok();
     Ok(Telemetry { tracer })

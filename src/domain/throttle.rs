@@ -91,7 +91,7 @@ impl Policy {
         let duration = |text: &str| {
             humantime::parse_duration(text)
                 .ok()
-                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30 * 86_400))
+                .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(30 * 86_400))
                 .ok_or_else(|| format!("{text:?} is not a duration from 1s to 30d (e.g. 15m)"))
         };
         Ok(Self {

@@ -733,9 +733,6 @@ impl RoomHub {
         state.slots.get(participant_id).map(|s| s.user_id.clone())
     }
 
-    /// Host control: removes every participant of `user_id` (all their
-    /// devices); their streams end with PERMISSION_DENIED and their resume
-    /// tokens stop working. Returns how many were removed.
     /// Ends a session whose access is gone (DESIGN §8): its participant
     /// leaves at once, without a grace period to resume in.
     pub fn end_session(self: &Arc<Self>, session_id: &str) {
@@ -749,6 +746,9 @@ impl RoomHub {
         }
     }
 
+    /// Host control: removes every participant of `user_id` (all their
+    /// devices); their streams end with PERMISSION_DENIED and their resume
+    /// tokens stop working. Returns how many were removed.
     pub fn kick_user(self: &Arc<Self>, meeting_id: &str, user_id: &str) -> usize {
         let Some(room) = self.room(meeting_id) else {
             return 0;
