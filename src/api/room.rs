@@ -17,7 +17,7 @@ use crate::{
     proto::pb::{self, client_event, room_service_server::RoomService},
     realtime::{
         SessionStream,
-        hub::{EventError, HubError, Joiner},
+        hub::{EventCode, EventError, HubError, Joiner},
         live::Guarded,
     },
     state::AppState,
@@ -91,15 +91,12 @@ impl RoomChatError {
             Self::Event(err) => err,
             Self::App(err) => {
                 let code = match &err {
-                    AppError::InvalidArgument(_) => "INVALID_CHAT",
-                    AppError::FailedPrecondition { .. } => "MEETING_READ_ONLY",
-                    AppError::ResourceExhausted { .. } => "RATE_LIMITED",
-                    _ => "CHAT_FAILED",
+                    AppError::InvalidArgument(_) => EventCode::InvalidChat,
+                    AppError::FailedPrecondition { .. } => EventCode::MeetingReadOnly,
+                    AppError::ResourceExhausted { .. } => EventCode::RateLimited,
+                    _ => EventCode::ChatFailed,
                 };
-                EventError {
-                    code,
-                    message: tonic::Status::from(err).message().to_owned(),
-                }
+                EventError::new(code, tonic::Status::from(err).message())
             }
         }
     }
@@ -116,18 +113,22 @@ impl RoomChatError {
 /// A refused event as the status Publish answers with.
 fn event_status(err: EventError) -> Status {
     let EventError { code, message } = err;
+    let reason = code.as_str();
     let error = match code {
-        "UNKNOWN_PARTICIPANT" => AppError::not_found(code, message),
-        "RATE_LIMITED" => AppError::ResourceExhausted {
-            reason: code,
+        EventCode::UnknownParticipant => AppError::not_found(reason, message),
+        EventCode::RateLimited => AppError::ResourceExhausted {
+            reason,
             message,
             retry_after: Some(Duration::from_secs(1)),
         },
-        "SESSION_CLOSED" => AppError::FailedPrecondition {
-            reason: code,
-            message,
-        },
-        _ => AppError::invalid("event", message),
+        EventCode::SessionClosed => AppError::FailedPrecondition { reason, message },
+        EventCode::MeetingReadOnly => AppError::FailedPrecondition { reason, message },
+        EventCode::AlreadyJoined
+        | EventCode::InvalidEvent
+        | EventCode::InvalidSignal
+        | EventCode::SignalTooLarge
+        | EventCode::InvalidChat
+        | EventCode::ChatFailed => AppError::invalid("event", message),
     };
     error.into()
 }
@@ -293,10 +294,7 @@ impl RoomService for RoomApi {
         tokio::spawn(async move {
             while let Ok(Some(event)) = inbound.message().await {
                 let Some(event_kind) = event.event else {
-                    let err = EventError {
-                        code: "INVALID_EVENT",
-                        message: "the event is empty".into(),
-                    };
+                    let err = EventError::new(EventCode::InvalidEvent, "the event is empty");
                     hub.send_error(&session_id, &err, &event.request_id);
                     continue;
                 };
@@ -307,7 +305,7 @@ impl RoomService for RoomApi {
                     continue;
                 }
                 if let Err(err) = hub.handle(&session_id, event_kind) {
-                    if err.code == "SESSION_CLOSED" {
+                    if err.code == EventCode::SessionClosed {
                         break;
                     }
                     hub.send_error(&session_id, &err, &event.request_id);

@@ -61,12 +61,48 @@ pub enum HubError {
 /// Why a client event was refused. The stream stays open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventError {
-    pub code: &'static str,
+    pub code: EventCode,
     pub message: String,
 }
 
+/// Why a client event was refused: the `code` of an `error` event on the
+/// stream, and what decides Publish's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventCode {
+    AlreadyJoined,
+    InvalidEvent,
+    InvalidSignal,
+    RateLimited,
+    SessionClosed,
+    SignalTooLarge,
+    UnknownParticipant,
+    /// Room chat refused by the chat path: bad text.
+    InvalidChat,
+    /// Room chat refused: the meeting is over.
+    MeetingReadOnly,
+    /// Room chat failed for another reason.
+    ChatFailed,
+}
+
+impl EventCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyJoined => "ALREADY_JOINED",
+            Self::InvalidEvent => "INVALID_EVENT",
+            Self::InvalidSignal => "INVALID_SIGNAL",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::SessionClosed => "SESSION_CLOSED",
+            Self::SignalTooLarge => "SIGNAL_TOO_LARGE",
+            Self::UnknownParticipant => "UNKNOWN_PARTICIPANT",
+            Self::InvalidChat => "INVALID_CHAT",
+            Self::MeetingReadOnly => "MEETING_READ_ONLY",
+            Self::ChatFailed => "CHAT_FAILED",
+        }
+    }
+}
+
 impl EventError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: EventCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -417,7 +453,12 @@ impl RoomHub {
         session_id: &str,
         event: client_event::Event,
     ) -> Result<(), EventError> {
-        let closed = || EventError::new("SESSION_CLOSED", "this session has ended; join again");
+        let closed = || {
+            EventError::new(
+                EventCode::SessionClosed,
+                "this session has ended; join again",
+            )
+        };
         let session = self.session(session_id).ok_or_else(closed)?;
         let room = self.room(&session.meeting_id).ok_or_else(closed)?;
         let mut state = lock(&room);
@@ -437,13 +478,13 @@ impl RoomHub {
             // chat log (see `chat_sender`), never straight into the room.
             client_event::Event::Chat(_) => {
                 return Err(EventError::new(
-                    "INVALID_EVENT",
+                    EventCode::InvalidEvent,
                     "chat goes through the chat log",
                 ));
             }
             client_event::Event::Join(_) => {
                 return Err(EventError::new(
-                    "ALREADY_JOINED",
+                    EventCode::AlreadyJoined,
                     "this session has already joined",
                 ));
             }
@@ -490,13 +531,13 @@ impl RoomHub {
                 let target = signal.to_participant_id;
                 if target == me {
                     return Err(EventError::new(
-                        "INVALID_SIGNAL",
+                        EventCode::InvalidSignal,
                         "to_participant_id is yourself",
                     ));
                 }
                 if !state.slots.contains_key(&target) {
                     return Err(EventError::new(
-                        "UNKNOWN_PARTICIPANT",
+                        EventCode::UnknownParticipant,
                         format!("no participant {target:?} in this room"),
                     ));
                 }
@@ -526,7 +567,12 @@ impl RoomHub {
 
     /// Who is chatting from `session_id`, if its chat rate allows it now.
     pub fn chat_sender(&self, session_id: &str) -> Result<(SessionRef, String), EventError> {
-        let closed = || EventError::new("SESSION_CLOSED", "this session has ended; join again");
+        let closed = || {
+            EventError::new(
+                EventCode::SessionClosed,
+                "this session has ended; join again",
+            )
+        };
         let session = self.session(session_id).ok_or_else(closed)?;
         let room = self.room(&session.meeting_id).ok_or_else(closed)?;
         let mut state = lock(&room);
@@ -552,13 +598,13 @@ impl RoomHub {
         use pb::{incoming_signal::Payload as In, outgoing_signal::Payload as Out};
         let too_big = |what: &str| {
             EventError::new(
-                "SIGNAL_TOO_LARGE",
+                EventCode::SignalTooLarge,
                 format!("{what} is larger than {} bytes", self.config.max_sdp_bytes),
             )
         };
         match &signal.payload {
             None => Err(EventError::new(
-                "INVALID_SIGNAL",
+                EventCode::InvalidSignal,
                 "signal needs an offer, an answer or an ice_candidate",
             )),
             Some(Out::Offer(sdp)) if sdp.sdp.len() > self.config.max_sdp_bytes => {
@@ -603,7 +649,10 @@ impl RoomHub {
             .nth(128)
             .map_or(request_id.len(), |(at, _)| at);
         let request_id = &request_id[..end];
-        self.send_to_session(session_id, error_event(err.code, &err.message, request_id));
+        self.send_to_session(
+            session_id,
+            error_event(err.code.as_str(), &err.message, request_id),
+        );
     }
 
     /// The stream of `control` lost its client (or went silent): keep the
@@ -879,5 +928,8 @@ impl RoomHub {
 }
 
 fn rate_limited(what: &str) -> EventError {
-    EventError::new("RATE_LIMITED", format!("too many {what} events; slow down"))
+    EventError::new(
+        EventCode::RateLimited,
+        format!("too many {what} events; slow down"),
+    )
 }
