@@ -20,6 +20,7 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     ice::IceConfig,
     rate::TokenBucket,
+    reaper::{Due, Reaper},
     room::{
         Audience, CloseReason, Closed, DetachCause, Outbox, Overflowed, RoomState, SessionControl,
         SessionLimits, Slot,
@@ -154,6 +155,8 @@ pub struct RoomHub {
     started: Instant,
     /// Sessions report here when they lose their client or go silent.
     detaches: DetachSender,
+    /// Grace periods and closed-room placeholders.
+    reaper: Reaper,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,16 +188,25 @@ impl RoomHub {
             }
         });
         let (detaches, mut reports) = mpsc::unbounded_channel::<Detached>();
-        let hub = Arc::new(Self {
-            attendance,
-            config,
-            ice,
-            db,
-            metrics,
-            rooms: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
-            started: Instant::now(),
-            detaches,
+        let hub = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
+            let weak = weak.clone();
+            let reaper = Reaper::start(move |due| {
+                if let Some(hub) = weak.upgrade() {
+                    hub.fire(due);
+                }
+            });
+            Self {
+                attendance,
+                config,
+                ice,
+                db,
+                metrics,
+                rooms: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                started: Instant::now(),
+                detaches,
+                reaper,
+            }
         });
         // Holds the hub weakly: the task ends with it.
         let weak = Arc::downgrade(&hub);
@@ -694,13 +706,35 @@ impl RoomHub {
     /// Marks the attendance offline now, and removes the participant after
     /// the grace period unless it resumed (which changes the epoch).
     fn start_grace(self: &Arc<Self>, meeting_id: String, participant_id: String, epoch: u64) {
-        let hub = self.clone();
-        let grace = self.config.resume_grace;
         self.attendance(Attendance::Leave(participant_id.clone(), now_micros()));
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            hub.expire(&meeting_id, &participant_id, epoch);
-        });
+        self.reaper.at(
+            Instant::now() + self.config.resume_grace,
+            Due::Grace {
+                meeting_id,
+                participant_id,
+                epoch,
+            },
+        );
+    }
+
+    /// A timer of the reaper came due.
+    fn fire(self: &Arc<Self>, due: Due) {
+        match due {
+            Due::Grace {
+                meeting_id,
+                participant_id,
+                epoch,
+            } => self.expire(&meeting_id, &participant_id, epoch),
+            Due::ClosedRoom { meeting_id } => {
+                let mut rooms = lock(&self.rooms);
+                if rooms
+                    .get(&meeting_id)
+                    .is_some_and(|room| lock(room).closed == Some(Closed::MeetingOver))
+                {
+                    rooms.remove(&meeting_id);
+                }
+            }
+        }
     }
 
     fn expire(self: &Arc<Self>, meeting_id: &str, participant_id: &str, epoch: u64) {
@@ -878,18 +912,13 @@ impl RoomHub {
                 map.remove(&session);
             }
         }
-        let hub = self.clone();
-        let meeting_id = meeting_id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            let mut rooms = lock(&hub.rooms);
-            if rooms
-                .get(&meeting_id)
-                .is_some_and(|room| lock(room).closed == Some(Closed::MeetingOver))
-            {
-                rooms.remove(&meeting_id);
-            }
-        });
+        // The placeholder answers late joiners for a minute, then goes.
+        self.reaper.at(
+            Instant::now() + Duration::from_secs(60),
+            Due::ClosedRoom {
+                meeting_id: meeting_id.to_owned(),
+            },
+        );
     }
 
     /// Server shutdown: every stream ends with UNAVAILABLE.

@@ -8,6 +8,8 @@
 //! - [`session`]: the stream a participant reads ([`SessionStream`]): its
 //!   bounded queue, heartbeats, liveness and the way it ends.
 //! - [`rate`]: per-session token buckets.
+//! - [`reaper`]: every timer of the hub (grace periods, closed rooms) in
+//!   one task over a deadline map.
 //! - [`ice`]: STUN/TURN servers handed out in `joined`.
 //! - [`inbox`]: live delivery of notifications to WatchNotifications.
 //! - [`bus`]: the event backbone (DESIGN §8): access changes and live
@@ -25,6 +27,7 @@ pub mod ice;
 pub mod inbox;
 pub mod live;
 pub mod rate;
+pub mod reaper;
 pub mod room;
 pub mod session;
 
