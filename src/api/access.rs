@@ -87,6 +87,10 @@ pub enum Holds<'a> {
         meeting_id: &'a str,
         live: Option<fn() -> AppError>,
     },
+    /// A place in a meeting's room. Not under the meeting's topic: the hub
+    /// itself closes rooms when a meeting ends and kicks removed users, in
+    /// its own words.
+    Room { meeting_id: &'a str },
 }
 
 /// A guard for a stream `caller` opened: it watches the caller's session
@@ -118,6 +122,7 @@ pub fn check(
             topics.push(Topic::Meeting(meeting_id.to_owned()));
             (Some(meeting_id.to_owned()), live)
         }
+        Holds::Room { meeting_id } => (Some(meeting_id.to_owned()), None),
     };
     let accounts = state.accounts.clone();
     let db = state.db.clone();

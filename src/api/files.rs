@@ -452,6 +452,8 @@ impl FileService for FileApi {
             }
         }
         let received = ingest.finish().await.map_err(blob_error)?;
+        // The end of the stream may have raced a change of access.
+        access.recheck().await?;
         Ok(Response::new(
             self.store_received(&caller, declared, received, None)
                 .await?,

@@ -193,12 +193,8 @@ impl RoomApi {
         let guard = access::guard(
             &self.state,
             caller,
-            access::Holds::Member {
+            access::Holds::Room {
                 meeting_id: &meeting_id,
-                live: Some(|| AppError::FailedPrecondition {
-                    reason: "MEETING_NOT_JOINABLE",
-                    message: "the meeting is over".into(),
-                }),
             },
         );
         let hub = self.state.hub.clone();
@@ -417,10 +413,10 @@ impl RoomService for RoomApi {
         )
         .await?;
         self.state.hub.kick_user(&meeting_id, &user_id);
-        // Their other streams in this meeting (uploads, downloads) re-check.
+        // The other streams in this meeting (uploads, downloads) re-check.
         self.state
             .accounts
-            .access_changed(crate::realtime::bus::Topic::User(user_id.clone()));
+            .access_changed(crate::realtime::bus::Topic::Meeting(meeting_id.clone()));
         tracing::info!(%meeting_id, %participant_id, "participant removed by the host");
         Ok(Response::new(pb::RemoveParticipantResponse {}))
     }

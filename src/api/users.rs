@@ -257,6 +257,10 @@ impl UserService for UserApi {
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))
             })?;
+        // Their streams end before anything slower happens.
+        self.state
+            .accounts
+            .access_changed(Topic::User(deleted.id.clone()));
         if let Some(key) = &deleted.avatar_key
             && let Err(err) = self.state.blobs.delete(key).await
         {
@@ -266,9 +270,6 @@ impl UserService for UserApi {
             let _ = self.state.blobs.delete(&key).await;
             let _ = self.state.blobs.delete_temp(&key).await;
         }
-        self.state
-            .accounts
-            .access_changed(Topic::User(deleted.id.clone()));
         tracing::info!(user_id = %deleted.id, by = %caller.user_id, "user deleted");
         Ok(Response::new(pb::DeleteUserResponse {}))
     }

@@ -1,7 +1,8 @@
 //! The in-memory view of access (DESIGN §8): what per-call authentication
 //! reads instead of the database.
 //!
-//! Three maps — access tokens (by `jti`), sessions and users — filled from
+//! Sessions (with the access tokens seen for each), users and user rows,
+//! indexed so that a change drops only what it concerns, filled from
 //! one query on a miss and dropped entry by entry when the bus announces an
 //! access change (a hook that runs before the change is delivered). So the
 //! hot path of an authenticated call does no query, and a revocation made
@@ -37,17 +38,16 @@ use crate::{
 /// one-off tokens must not grow memory without bound).
 const MAX_ENTRIES: usize = 100_000;
 
-#[derive(Clone, Copy)]
-struct TokenEntry {
-    revoked: bool,
-    at: Instant,
-}
+/// Access tokens remembered per session (a refresh every 15 minutes makes
+/// a few a day; more are read from the database).
+const MAX_TOKENS_PER_SESSION: usize = 64;
 
-#[derive(Clone)]
 struct SessionEntry {
     user_id: Arc<str>,
     revoked: bool,
     at: Instant,
+    /// Its access tokens seen so far: jti → revoked. Dropped with it.
+    tokens: HashMap<String, bool>,
 }
 
 #[derive(Clone, Copy)]
@@ -59,12 +59,34 @@ struct UserEntry {
 
 #[derive(Default)]
 struct Maps {
-    /// By jti, with the session it belongs to.
-    tokens: HashMap<String, (Arc<str>, TokenEntry)>,
     sessions: HashMap<String, SessionEntry>,
     users: HashMap<String, UserEntry>,
+    /// The cached sessions of each user, so a user's change drops them
+    /// without a scan.
+    user_sessions: HashMap<Arc<str>, Vec<String>>,
     /// Whole user rows, for reads of a profile (GetMe, GetUser).
     profiles: HashMap<String, (Arc<UserRecord>, Instant)>,
+}
+
+impl Maps {
+    fn drop_session(&mut self, session_id: &str) {
+        if let Some(session) = self.sessions.remove(session_id)
+            && let Some(list) = self.user_sessions.get_mut(&session.user_id)
+        {
+            list.retain(|id| id != session_id);
+            if list.is_empty() {
+                self.user_sessions.remove(&session.user_id);
+            }
+        }
+    }
+
+    fn drop_user(&mut self, user_id: &str) {
+        self.users.remove(user_id);
+        self.profiles.remove(user_id);
+        for session_id in self.user_sessions.remove(user_id).unwrap_or_default() {
+            self.sessions.remove(&session_id);
+        }
+    }
 }
 
 pub struct AccessView {
@@ -162,22 +184,17 @@ impl AccessView {
     fn cached(&self, user_id: &str, session_id: &str, jti: &str) -> Option<AccessState> {
         let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
         let fresh = |at: Instant| at.elapsed() < self.ttl;
-        let (token_session, token) = maps.tokens.get(jti)?;
         let session = maps.sessions.get(session_id)?;
+        let token_revoked = *session.tokens.get(jti)?;
         let user = maps.users.get(user_id)?;
-        if &**token_session != session_id
-            || &*session.user_id != user_id
-            || !fresh(token.at)
-            || !fresh(session.at)
-            || !fresh(user.at)
-        {
+        if &*session.user_id != user_id || !fresh(session.at) || !fresh(user.at) {
             return None;
         }
         Some(AccessState {
             role: user.role,
             is_active: user.is_active,
             session_revoked: session.revoked,
-            token_revoked: token.revoked,
+            token_revoked,
         })
     }
 
@@ -194,35 +211,39 @@ impl AccessView {
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
+        if maps.sessions.len() >= MAX_ENTRIES || maps.users.len() >= MAX_ENTRIES {
+            let profiles = std::mem::take(&mut maps.profiles);
+            *maps = Maps {
+                profiles,
+                ..Maps::default()
+            };
+        }
         let at = Instant::now();
-        let session: Arc<str> = session_id.into();
-        if maps.tokens.len() >= MAX_ENTRIES {
-            maps.tokens.clear();
+        let user: Arc<str> = user_id.into();
+        match maps.sessions.get_mut(session_id) {
+            Some(session) if session.at.elapsed() < self.ttl => {
+                if session.tokens.len() < MAX_TOKENS_PER_SESSION {
+                    session.tokens.insert(jti.to_owned(), state.token_revoked);
+                }
+                session.revoked = state.session_revoked;
+            }
+            _ => {
+                maps.drop_session(session_id);
+                maps.sessions.insert(
+                    session_id.to_owned(),
+                    SessionEntry {
+                        user_id: user.clone(),
+                        revoked: state.session_revoked,
+                        at,
+                        tokens: HashMap::from([(jti.to_owned(), state.token_revoked)]),
+                    },
+                );
+                maps.user_sessions
+                    .entry(user)
+                    .or_default()
+                    .push(session_id.to_owned());
+            }
         }
-        if maps.sessions.len() >= MAX_ENTRIES {
-            maps.sessions.clear();
-        }
-        if maps.users.len() >= MAX_ENTRIES {
-            maps.users.clear();
-        }
-        maps.tokens.insert(
-            jti.to_owned(),
-            (
-                session.clone(),
-                TokenEntry {
-                    revoked: state.token_revoked,
-                    at,
-                },
-            ),
-        );
-        maps.sessions.insert(
-            session_id.to_owned(),
-            SessionEntry {
-                user_id: user_id.into(),
-                revoked: state.session_revoked,
-                at,
-            },
-        );
         maps.users.insert(
             user_id.to_owned(),
             UserEntry {
@@ -239,26 +260,8 @@ impl AccessView {
         let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match topic {
-            Topic::Session(session_id) => {
-                maps.sessions.remove(session_id);
-                maps.tokens
-                    .retain(|_, (session, _)| **session != **session_id);
-            }
-            Topic::User(user_id) => {
-                maps.users.remove(user_id);
-                maps.profiles.remove(user_id);
-                let gone: Vec<String> = maps
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| *s.user_id == **user_id)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in &gone {
-                    maps.sessions.remove(id);
-                }
-                maps.tokens
-                    .retain(|_, (session, _)| !gone.iter().any(|id| **id == **session));
-            }
+            Topic::Session(session_id) => maps.drop_session(session_id),
+            Topic::User(user_id) => maps.drop_user(user_id),
             // Meetings and rooms grant nothing the view holds.
             Topic::Meeting(_) | Topic::Room(_) => {}
         }

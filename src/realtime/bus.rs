@@ -118,7 +118,7 @@ impl Subscription {
     }
 
     /// Queued events in order, then the lag (what was lost came after
-    /// what is queued).
+    /// what is queued; nothing newer is queued until the lag is read).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => Poll::Ready(Some(Delivery::Event(event))),
@@ -215,6 +215,11 @@ impl Bus for LocalBus {
             return;
         };
         for entry in entries {
+            // A subscriber that lost events gets nothing newer until it
+            // has been told: what it learns after the lag is the lag.
+            if entry.lagged.load(Ordering::Acquire) {
+                continue;
+            }
             match entry.tx.try_send(event.clone()) {
                 Ok(()) | Err(TrySendError::Closed(_)) => {}
                 Err(TrySendError::Full(_)) => entry.lagged.store(true, Ordering::Release),

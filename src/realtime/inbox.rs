@@ -27,7 +27,7 @@ use tonic::Status;
 
 use super::{
     bus::{Bus, BusEvent, Delivery, Subscription, Topic},
-    live::{Check, Checking},
+    live::{Check, Checking, RECHECK_EVERY},
 };
 use crate::{error::AppError, proto::pb};
 
@@ -63,13 +63,17 @@ impl Inbox {
         let mut closing = self.closing.subscribe();
         InboxStream {
             subscription,
+            // Checked once at once: a change announced before the
+            // subscription existed is not missed.
+            running: Some(check()),
             check,
-            running: None,
+            lagged: false,
             closing: Box::pin(async move {
                 let _ = closing.wait_for(|closing| *closing).await;
             }),
             heartbeat_every: self.heartbeat,
             heartbeat: Box::pin(tokio::time::sleep(self.heartbeat)),
+            recheck: Box::pin(tokio::time::sleep(RECHECK_EVERY)),
             done: false,
         }
     }
@@ -94,9 +98,13 @@ pub struct InboxStream {
     check: Check,
     /// A re-check in progress: nothing is delivered until it passes.
     running: Option<Checking>,
+    /// Events were lost: the watch ends once the check has run.
+    lagged: bool,
     closing: Pin<Box<dyn Future<Output = ()> + Send>>,
     heartbeat_every: Duration,
     heartbeat: Pin<Box<Sleep>>,
+    /// The periodic re-check (changes no bus announced).
+    recheck: Pin<Box<Sleep>>,
     done: bool,
 }
 
@@ -123,12 +131,25 @@ impl Stream for InboxStream {
                 .into(),
             );
         }
+        if this.running.is_none() && this.recheck.as_mut().poll(cx).is_ready() {
+            this.recheck.as_mut().reset(Instant::now() + RECHECK_EVERY);
+            this.running = Some((this.check)());
+        }
         loop {
             if let Some(running) = &mut this.running {
                 match running.as_mut().poll(cx) {
                     Poll::Ready(Ok(())) => this.running = None,
                     Poll::Ready(Err(status)) => return this.end(status),
                     Poll::Pending => return Poll::Pending,
+                }
+                if this.lagged {
+                    return this.end(
+                        AppError::Unavailable(
+                            "fell behind; call ListNotifications for what you missed, then watch again"
+                                .into(),
+                        )
+                        .into(),
+                    );
                 }
             }
             match this.subscription.poll_recv(cx) {
@@ -140,14 +161,11 @@ impl Stream for InboxStream {
                 Poll::Ready(Some(Delivery::Event(BusEvent::AccessChanged))) => {
                     this.running = Some((this.check)());
                 }
+                // Lost events may have been an access change: check first,
+                // then end either way (the client lists what it missed).
                 Poll::Ready(Some(Delivery::Lagged)) => {
-                    return this.end(
-                        AppError::Unavailable(
-                            "fell behind; call ListNotifications for what you missed, then watch again"
-                                .into(),
-                        )
-                        .into(),
-                    );
+                    this.running = Some((this.check)());
+                    this.lagged = true;
                 }
                 Poll::Ready(None) => {
                     return this
@@ -256,5 +274,38 @@ mod tests {
         inbox.close_all();
         let ended = watch.next().await.unwrap().unwrap_err();
         assert_eq!(ended.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_lost_events_is_checked_before_it_ends() {
+        let (_bus, inbox) = inbox(Duration::from_secs(60));
+        let allowed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let gate = allowed.clone();
+        let check: Check = Arc::new(move || {
+            let allowed = gate.load(std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move {
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(Status::unauthenticated("revoked"))
+                }
+            })
+        });
+        let mut watch = inbox.watch("a", "s", check);
+        // The first check passes; then the queue overflows (a revocation
+        // may have been among what was lost).
+        inbox.publish([note("a", "first")]);
+        assert_eq!(watch.next().await.unwrap().unwrap().title, "first");
+        allowed.store(false, std::sync::atomic::Ordering::Relaxed);
+        inbox.publish((0..QUEUE + 5).map(|i| note("a", &i.to_string())));
+        let mut received = 0;
+        let status = loop {
+            match watch.next().await.unwrap() {
+                Ok(_) => received += 1,
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(received, QUEUE, "nothing after the lag");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
 }

@@ -14,8 +14,10 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
+use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -30,19 +32,36 @@ pub type Checking = Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
 /// Access changes a guard may have queued; more just lag (one check).
 const QUEUE: usize = 8;
 
+/// Besides every announced change, a guard re-checks this often: changes
+/// made where no bus reaches (another process on the same database) end
+/// open streams within this bound too.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
+
 pub struct Guard {
     subscription: Subscription,
     check: Check,
     running: Option<Checking>,
+    every: Pin<Box<Sleep>>,
 }
 
 impl Guard {
+    /// Subscribes, then checks once at once: a change announced between
+    /// the call's own check and the subscription is not missed.
     pub fn new(bus: &dyn Bus, topics: Vec<Topic>, check: Check) -> Self {
+        let subscription = bus.subscribe(topics, QUEUE);
+        let running = Some(check());
         Self {
-            subscription: bus.subscribe(topics, QUEUE),
+            subscription,
             check,
-            running: None,
+            running,
+            every: Box::pin(tokio::time::sleep(RECHECK_EVERY)),
         }
+    }
+
+    /// Whether a check is running (a guarded stream holds its items until
+    /// it passes).
+    pub fn checking(&self) -> bool {
+        self.running.is_some()
     }
 
     /// Ready with the status to end the stream with once its access is
@@ -59,6 +78,13 @@ impl Guard {
                     Poll::Pending => return Poll::Pending,
                 }
             }
+            if self.every.as_mut().poll(cx).is_ready() {
+                self.every
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + RECHECK_EVERY);
+                self.running = Some((self.check)());
+                continue;
+            }
             match self.subscription.poll_recv(cx) {
                 Poll::Ready(Some(Delivery::Event(BusEvent::AccessChanged) | Delivery::Lagged)) => {
                     self.running = Some((self.check)());
@@ -70,6 +96,15 @@ impl Guard {
         }
     }
 
+    /// Checks now, once: `Err` with the status to end with if access is
+    /// gone.
+    pub async fn recheck(&mut self) -> Result<(), Status> {
+        if let Some(running) = self.running.take() {
+            running.await?;
+        }
+        (self.check)().await
+    }
+
     /// Resolves with the ending status once access is gone.
     pub async fn revoked(&mut self) -> Status {
         std::future::poll_fn(|cx| self.poll_revoked(cx)).await
@@ -77,21 +112,13 @@ impl Guard {
 }
 
 /// A response stream that ends with the guard's status when its access
-/// goes.
+/// goes. Nothing passes while a check runs.
 pub struct Guarded<S> {
     inner: S,
     guard: Guard,
     done: bool,
     on_revoked: Option<Box<dyn FnOnce() + Send>>,
-    /// Access is gone: what is already queued may still go (at most
-    /// [`DRAIN`] items), then this status.
-    ending: Option<(Status, usize)>,
 }
-
-/// Items already queued that a revoked stream may still deliver, so that a
-/// stream the server is closing anyway (a meeting that ended) ends in its
-/// own words.
-const DRAIN: usize = 64;
 
 impl<S> Guarded<S> {
     pub fn new(inner: S, guard: Guard) -> Self {
@@ -100,12 +127,11 @@ impl<S> Guarded<S> {
             guard,
             done: false,
             on_revoked: None,
-            ending: None,
         }
     }
 
-    /// Runs `hook` when access goes, after the stream's last item (a room
-    /// takes its participant out at once).
+    /// Runs `hook` when access goes (a room takes its participant out at
+    /// once).
     pub fn on_revoked(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
         self.on_revoked = Some(Box::new(hook));
         self
@@ -123,37 +149,17 @@ where
         if this.done {
             return Poll::Ready(None);
         }
-        if this.ending.is_none() {
-            // The guard first, so that a busy stream cannot starve its check.
-            if let Poll::Ready(status) = this.guard.poll_revoked(cx) {
-                this.ending = Some((status, DRAIN));
+        // The guard first, so that a busy stream cannot starve its check.
+        if let Poll::Ready(status) = this.guard.poll_revoked(cx) {
+            this.done = true;
+            if let Some(hook) = this.on_revoked.take() {
+                hook();
             }
+            return Poll::Ready(Some(Err(status)));
         }
-        if let Some((status, left)) = &mut this.ending {
-            match Pin::new(&mut this.inner).poll_next(cx) {
-                // Ready already, and more may come: deliver a bounded few.
-                Poll::Ready(Some(Ok(item))) if *left > 0 => {
-                    *left -= 1;
-                    return Poll::Ready(Some(Ok(item)));
-                }
-                // It ended on its own: in its own words.
-                Poll::Ready(Some(Err(own))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(own)));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                _ => {
-                    let status = std::mem::replace(status, Status::ok(""));
-                    this.done = true;
-                    if let Some(hook) = this.on_revoked.take() {
-                        hook();
-                    }
-                    return Poll::Ready(Some(Err(status)));
-                }
-            }
+        if this.guard.checking() {
+            // Woken when the check ends.
+            return Poll::Pending;
         }
         let next = Pin::new(&mut this.inner).poll_next(cx);
         if matches!(next, Poll::Ready(None)) {
@@ -205,11 +211,16 @@ mod tests {
 
         tx.send(Ok(1)).await.unwrap();
         assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            1,
+            "checked once on subscribing"
+        );
         // A change that leaves access standing: checked, and the stream goes on.
         bus.publish(&Topic::Session("s".into()), BusEvent::AccessChanged);
         tx.send(Ok(2)).await.unwrap();
         assert_eq!(stream.next().await.unwrap().unwrap(), 2);
-        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
         // Another topic is none of its business.
         bus.publish(&Topic::Session("t".into()), BusEvent::AccessChanged);
         assert!(
@@ -223,5 +234,32 @@ mod tests {
         let status = stream.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_no_bus_announced_is_caught_by_the_periodic_check() {
+        let bus = LocalBus::new();
+        let allowed = Arc::new(AtomicBool::new(true));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<u32, Status>>(4);
+        let guard = Guard::new(
+            bus.as_ref(),
+            vec![Topic::Session("s".into())],
+            check(allowed.clone(), runs.clone()),
+        );
+        let mut stream = Guarded::new(tokio_stream::wrappers::ReceiverStream::new(rx), guard);
+        tx.send(Ok(1)).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        allowed.store(false, Ordering::Relaxed);
+        // Nothing said on the bus: the stream lasts until the next periodic check.
+        let ended = tokio::time::timeout(RECHECK_EVERY + Duration::from_secs(1), stream.next())
+            .await
+            .expect("ended by the periodic check");
+        assert_eq!(
+            ended.unwrap().unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
     }
 }

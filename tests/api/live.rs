@@ -324,3 +324,34 @@ async fn deleting_the_meeting_ends_its_uploads() {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert_eq!(reason(&status), "MEETING_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_join_sent_after_logout_gets_no_room() {
+    let app = spawn_app().await;
+    let (meeting, _host, bob, _) = setup(&app).await;
+    // Connect is authenticated when it opens; the join comes later.
+    let (tx, rx) = mpsc::channel(8);
+    let mut rooms = RoomServiceClient::new(app.channel());
+    let request = authed(ReceiverStream::new(rx), &bob);
+    let call = tokio::spawn(async move { rooms.connect(request).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.auth()
+        .logout(authed(pb::LogoutRequest::default(), &bob))
+        .await
+        .unwrap();
+    tx.send(pb::ClientEvent {
+        request_id: "join".into(),
+        event: Some(client_event::Event::Join(pb::JoinRoom {
+            meeting_id: meeting,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let status = match call.await.unwrap() {
+        Err(status) => status,
+        Ok(mut response) => ending(response.get_mut()).await,
+    };
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(reason(&status), "TOKEN_REVOKED");
+}
