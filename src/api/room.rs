@@ -284,11 +284,34 @@ impl RoomService for RoomApi {
         let hub = self.state.hub.clone();
         let state = self.state.clone();
         let session_id = stream.session_id().to_owned();
+        let meeting_id = stream.meeting_id().to_owned();
+        // The reader's own guard: a client that stops reading its events
+        // (so the response stream is not polled) still loses its place
+        // and its voice the moment its access goes.
+        let mut access = access::guard(
+            &self.state,
+            &caller,
+            access::Holds::Room {
+                meeting_id: &meeting_id,
+            },
+        );
         let stream = self.guarded(&caller, stream);
         // Reads the client's events until its side closes; the response
         // stream, polled by tonic, carries everything back.
         tokio::spawn(async move {
-            while let Ok(Some(event)) = inbound.message().await {
+            loop {
+                let event = tokio::select! {
+                    _ = access.revoked() => {
+                        // A reading client hears why from its response
+                        // stream (whose guard takes it out); one that is
+                        // not reading is taken out a moment later.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        hub.end_session(&session_id);
+                        break;
+                    }
+                    event = inbound.message() => event,
+                };
+                let Ok(Some(event)) = event else { break };
                 let Some(event_kind) = event.event else {
                     let err = EventError::new(EventCode::InvalidEvent, "the event is empty");
                     hub.send_error(&session_id, &err, &event.request_id);
