@@ -15,10 +15,7 @@ use crate::{
     proto::pb::{self, chat_service_server::ChatService},
     realtime::chat::to_pb_with_file,
     state::AppState,
-    store::{
-        chat::{self, Appended, NewMessage},
-        users,
-    },
+    store::chat::{self, Appended, NewMessage},
 };
 
 pub struct ChatApi {
@@ -97,9 +94,14 @@ impl ChatService for ChatApi {
         access::member(&self.state.db, &meeting_id, &caller).await?;
         // A finished meeting's chat is read-only, but a retry of a message
         // already stored still gets it back: the chat log decides.
-        let name = users::find_by_id(&self.state.db, &caller.user_id)
+        // The sender's name from the in-memory view (a rename drops it).
+        let name = self
+            .state
+            .accounts
+            .view()
+            .user(&caller.user_id)
             .await?
-            .map(|u| u.display_name)
+            .map(|u| u.display_name.clone())
             .unwrap_or_default();
         let message = send(
             &self.state,
