@@ -76,6 +76,25 @@ fn revoked() -> AppError {
     AppError::unauthenticated("TOKEN_REVOKED", "the token has been revoked; sign in again")
 }
 
+fn disabled() -> AppError {
+    AppError::unauthenticated(
+        "ACCOUNT_DISABLED",
+        "this account has been deactivated by an administrator",
+    )
+}
+
+/// Whether what `state` says still lets a caller in; `token_counts` is
+/// false for a stream, which lives as long as its session.
+fn standing(state: &sessions::AccessState, token_counts: bool) -> Result<(), AppError> {
+    if state.session_revoked || (token_counts && state.token_revoked) {
+        return Err(revoked());
+    }
+    if !state.is_active {
+        return Err(disabled());
+    }
+    Ok(())
+}
+
 fn invalid_credentials() -> AppError {
     AppError::unauthenticated("INVALID_CREDENTIALS", "wrong email or password")
 }
@@ -226,10 +245,7 @@ impl Accounts {
             return Err(invalid_credentials());
         };
         if !user.is_active {
-            return Err(AppError::unauthenticated(
-                "ACCOUNT_DISABLED",
-                "this account has been deactivated by an administrator",
-            ));
+            return Err(disabled());
         }
         throttle_store::succeeded(
             &self.db,
@@ -324,10 +340,7 @@ impl Accounts {
                 "TOKEN_EXPIRED",
                 "the refresh token has expired; sign in again",
             )),
-            Rotation::UserInactive => Err(AppError::unauthenticated(
-                "ACCOUNT_DISABLED",
-                "this account has been deactivated by an administrator",
-            )),
+            Rotation::UserInactive => Err(disabled()),
         }
     }
 
@@ -373,15 +386,7 @@ impl Accounts {
             .access_state(&claims.sub, &claims.sid, &claims.jti)
             .await?
             .ok_or_else(revoked)?;
-        if state.session_revoked || state.token_revoked {
-            return Err(revoked());
-        }
-        if !state.is_active {
-            return Err(AppError::unauthenticated(
-                "ACCOUNT_DISABLED",
-                "this account has been deactivated by an administrator",
-            ));
-        }
+        standing(&state, true)?;
         Ok(Caller {
             user_id: claims.sub,
             session_id: claims.sid,
@@ -399,15 +404,7 @@ impl Accounts {
         let state = sessions::access_state(&self.db, &caller.user_id, &caller.session_id, "")
             .await?
             .ok_or_else(revoked)?;
-        if state.session_revoked {
-            return Err(revoked());
-        }
-        if !state.is_active {
-            return Err(AppError::unauthenticated(
-                "ACCOUNT_DISABLED",
-                "this account has been deactivated by an administrator",
-            ));
-        }
+        standing(&state, false)?;
         Ok(Caller {
             role: state.role,
             ..caller.clone()

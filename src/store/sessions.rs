@@ -33,17 +33,37 @@ pub(super) async fn open(
             .bind(session.id)
             .bind(user_id)
             .bind(session.now)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(INSERT_REFRESH_TOKEN)
-            .bind(session.refresh_hash)
-            .bind(session.id)
-            .bind(session.now)
-            .bind(session.refresh_expires_at)
             .execute(conn)
-            .await
-            .map(|_| ()).map_err(Error::from)
-    })
+            .await?;
+    });
+    add_refresh_token(
+        tx,
+        session.id,
+        session.refresh_hash,
+        session.refresh_expires_at,
+        session.now,
+    )
+    .await
+}
+
+/// Inside `tx`: a refresh token (by its hash) for `session_id`.
+async fn add_refresh_token(
+    tx: &mut Tx,
+    session_id: &str,
+    hash: &str,
+    expires_at: Micros,
+    now: Micros,
+) -> Result<(), Error> {
+    in_tx!(tx, conn => {
+        sqlx::query(INSERT_REFRESH_TOKEN)
+            .bind(hash)
+            .bind(session_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(conn)
+            .await?;
+    });
+    Ok(())
 }
 
 /// Opens a session for `user_id` if the account is active and its ways in
@@ -74,14 +94,15 @@ pub async fn create(
         if opened == 0 {
             return Ok(false);
         }
-        sqlx::query(INSERT_REFRESH_TOKEN)
-            .bind(session.refresh_hash)
-            .bind(session.id)
-            .bind(session.now)
-            .bind(session.refresh_expires_at)
-            .execute(conn)
-            .await?;
     });
+    add_refresh_token(
+        &mut tx,
+        session.id,
+        session.refresh_hash,
+        session.refresh_expires_at,
+        session.now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -154,15 +175,7 @@ pub async fn rotate_refresh_token(
         tx.rollback().await?;
         return Ok(Rotation::UserInactive);
     }
-    in_tx!(&mut tx, conn => {
-        sqlx::query(INSERT_REFRESH_TOKEN)
-            .bind(new_hash)
-            .bind(&session_id)
-            .bind(now)
-            .bind(new_expires_at)
-            .execute(conn)
-            .await?;
-    });
+    add_refresh_token(&mut tx, &session_id, new_hash, new_expires_at, now).await?;
     tx.commit().await?;
     Ok(Rotation::Rotated {
         user_id,
