@@ -29,6 +29,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::{span, subscriber::Interest};
+use tracing_subscriber::layer::Context as FilterContext;
 
 use crate::metrics::{Metrics, OpenStream, StreamKind};
 
@@ -58,6 +60,7 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, Stri
 
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = Fresh(filter);
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         // Colours only for people: log files and pipes get plain text.
@@ -70,7 +73,7 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, Stri
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("unio"))
-            .with_filter(tracing_subscriber::EnvFilter::new("unio=debug"))
+            .with_filter(Fresh(tracing_subscriber::EnvFilter::new("unio=debug")))
     });
     let _first = tracing_subscriber::registry()
         .with(otel)
@@ -78,6 +81,63 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, Stri
         .try_init()
         .is_ok();
     Ok(Telemetry { tracer })
+}
+
+/// A per-layer filter that is asked about every span and event its callsite
+/// does not rule out, instead of letting the callsite cache `always`.
+///
+/// Per-layer filters hand their verdict to their layer through a
+/// thread-local that `enabled` refreshes; a callsite cached as `always`
+/// skips `enabled`, so its span inherits whatever verdict the last
+/// `enabled` call on that thread left. `log::log_enabled!` through the
+/// `log` bridge (sqlx asks after every query) leaves such verdicts, and the
+/// collector then never saw our handler spans — tokio-rs/tracing#2519; this
+/// is the fix proposed there (#3572), kept here until a release has it.
+struct Fresh<F>(F);
+
+impl<F, S> tracing_subscriber::layer::Filter<S> for Fresh<F>
+where
+    F: tracing_subscriber::layer::Filter<S>,
+{
+    fn enabled(&self, meta: &tracing::Metadata<'_>, cx: &FilterContext<'_, S>) -> bool {
+        self.0.enabled(meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> Interest {
+        if self.0.callsite_enabled(meta).is_never() {
+            Interest::never()
+        } else {
+            Interest::sometimes()
+        }
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, cx: &FilterContext<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: FilterContext<'_, S>) {
+        self.0.on_new_span(attrs, id, cx)
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: FilterContext<'_, S>) {
+        self.0.on_record(id, values, cx)
+    }
+
+    fn on_enter(&self, id: &span::Id, cx: FilterContext<'_, S>) {
+        self.0.on_enter(id, cx)
+    }
+
+    fn on_exit(&self, id: &span::Id, cx: FilterContext<'_, S>) {
+        self.0.on_exit(id, cx)
+    }
+
+    fn on_close(&self, id: span::Id, cx: FilterContext<'_, S>) {
+        self.0.on_close(id, cx)
+    }
 }
 
 fn tracer_provider(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
