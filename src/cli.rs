@@ -554,7 +554,7 @@ pub struct Settings {
         global = true
     )]
     pub watch_keepalive: Option<String>,
-    /// how long per-call auth trusts its in-memory view of a session without word from the bus; 0s reads the database on every call [default: 10s]
+    /// how long per-call auth trusts its in-memory view of a session or a meeting membership without word from the bus; 0s reads the database on every call [default: 10s]
     #[arg(
         long = "auth-cache-ttl",
         env = "UNIO_AUTH_CACHE_TTL",

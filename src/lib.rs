@@ -156,6 +156,11 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         metrics.clone(),
     );
     Ok(AppState {
+        meeting_view: auth::meeting_view::MeetingView::new(
+            db.clone(),
+            bus.clone(),
+            config.auth_cache_ttl,
+        ),
         chat: realtime::chat::ChatLog::start(db.clone(), hub.clone()),
         meetings: meetings::Meetings::new(
             db.clone(),

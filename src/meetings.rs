@@ -93,16 +93,22 @@ impl Meetings {
         if !meetings::delete(&self.db, meeting_id).await? {
             return Ok(false);
         }
+        self.gone(meeting_id);
+        for key in blob_keys {
+            let _ = self.blobs.delete(&key).await;
+            let _ = self.blobs.delete_temp(&key).await;
+        }
+        Ok(true)
+    }
+
+    /// Meeting `meeting_id` was deleted (on its own, or with its host):
+    /// its live room closes, and streams held under it re-check and end.
+    pub fn gone(&self, meeting_id: &str) {
         self.hub
             .close_room(meeting_id, pb::MeetingStatus::Cancelled);
         self.bus.publish(
             &Topic::Meeting(meeting_id.to_owned()),
             BusEvent::AccessChanged,
         );
-        for key in blob_keys {
-            let _ = self.blobs.delete(&key).await;
-            let _ = self.blobs.delete_temp(&key).await;
-        }
-        Ok(true)
     }
 }

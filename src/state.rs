@@ -19,6 +19,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub accounts: Accounts,
+    /// Meetings as each user stands to them, kept current by the bus.
+    pub meeting_view: Arc<crate::auth::meeting_view::MeetingView>,
     pub blobs: BlobStore,
     pub page_tokens: PageTokens,
     pub metrics: Arc<Metrics>,

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use crate::{
+    auth::meeting_view::MeetingView,
     domain::meeting::{Access, Relation},
     error::AppError,
     realtime::{
         bus::Topic,
         live::{Check, Guard},
     },
-    store::{Db, meetings, meetings::MeetingRecord},
+    store::meetings::{MeetingRecord, MeetingWithRelation},
 };
 
 /// A meeting as one user may act on it.
@@ -29,16 +30,22 @@ pub fn removed_by_host() -> AppError {
     AppError::denied("REMOVED_BY_HOST", "the host removed you from this meeting")
 }
 
-/// The meeting `meeting_id` (already parsed) as `user_id` sees it.
+/// The meeting `meeting_id` (already parsed) as `user_id` sees it, from
+/// the in-memory view.
 pub async fn load(
-    db: &Db,
+    view: &MeetingView,
     meeting_id: &str,
     user_id: &str,
     is_admin: bool,
 ) -> Result<Loaded, AppError> {
-    let found = meetings::with_relation(db, meeting_id, user_id)
+    let found = view
+        .relation(meeting_id, user_id)
         .await?
         .ok_or_else(|| meeting_not_found(meeting_id))?;
+    Ok(loaded(&found, user_id, is_admin))
+}
+
+fn loaded(found: &MeetingWithRelation, user_id: &str, is_admin: bool) -> Loaded {
     let access = Access {
         relation: Relation {
             is_host: found.meeting.host_id == user_id,
@@ -50,21 +57,24 @@ pub async fn load(
         policy: found.meeting.join_policy(),
         status: found.meeting.status(),
     };
-    Ok(Loaded {
-        record: found.meeting,
+    Loaded {
+        record: found.meeting.clone(),
         access,
-    })
+    }
 }
 
 /// The meeting as `caller` sees it, refused with PERMISSION_DENIED unless
 /// the caller is a member (host, invitee who did not decline, participant,
 /// admin): what chat, files, calls and attendance ask of their readers.
 pub async fn member(
-    db: &Db,
+    view: &MeetingView,
     meeting_id: &str,
     caller: &crate::auth::Caller,
 ) -> Result<Loaded, AppError> {
-    let loaded = load(db, meeting_id, &caller.user_id, caller.is_admin()).await?;
+    membership(load(view, meeting_id, &caller.user_id, caller.is_admin()).await?)
+}
+
+fn membership(loaded: Loaded) -> Result<Loaded, AppError> {
     if loaded.access.is_removed() {
         return Err(removed_by_host());
     }
@@ -125,19 +135,25 @@ pub fn check(
         Holds::Room { meeting_id } => (Some(meeting_id.to_owned()), None),
     };
     let accounts = state.accounts.clone();
-    let db = state.db.clone();
+    let view = state.meeting_view.clone();
     let caller = caller.clone();
     let check: Check = Arc::new(move || {
-        let (accounts, db, caller, meeting_id) = (
+        let (accounts, view, caller, meeting_id) = (
             accounts.clone(),
-            db.clone(),
+            view.clone(),
             caller.clone(),
             meeting_id.clone(),
         );
         Box::pin(async move {
             let caller = accounts.recheck(&caller).await?;
             if let Some(meeting_id) = meeting_id {
-                let loaded = member(&db, &meeting_id, &caller).await?;
+                // From the database: something changed, and memory is
+                // not the judge of what.
+                let found = view
+                    .fresh(&meeting_id, &caller.user_id)
+                    .await?
+                    .ok_or_else(|| meeting_not_found(&meeting_id))?;
+                let loaded = membership(loaded(&found, &caller.user_id, caller.is_admin()))?;
                 if let Some(ended) = live
                     && loaded.access.status.is_over()
                 {

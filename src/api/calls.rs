@@ -62,7 +62,7 @@ impl CallApi {
         let is_party = record.caller_id == caller.user_id
             || record.callee_id.as_deref() == Some(&caller.user_id);
         if !is_party {
-            access::member(&self.state.db, &record.meeting_id, caller).await?;
+            access::member(&self.state.meeting_view, &record.meeting_id, caller).await?;
         }
         Ok(record)
     }
@@ -131,7 +131,7 @@ impl CallService for CallApi {
             Some(id_field("callee_id", &r.callee_id)?)
         };
         let loaded = access::load(
-            &self.state.db,
+            &self.state.meeting_view,
             &meeting_id,
             &caller.user_id,
             caller.is_admin(),
@@ -154,7 +154,7 @@ impl CallService for CallApi {
             if *callee == caller.user_id {
                 return Err(AppError::invalid("callee_id", "you cannot call yourself").into());
             }
-            let theirs = access::load(&self.state.db, &meeting_id, callee, false).await?;
+            let theirs = access::load(&self.state.meeting_view, &meeting_id, callee, false).await?;
             if !theirs.access.is_member() {
                 return Err(
                     AppError::invalid("callee_id", "is not a member of this meeting").into(),
@@ -291,7 +291,7 @@ impl CallService for CallApi {
         let meeting_id = id_field("meeting_id", &r.meeting_id)?;
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
-        access::member(&self.state.db, &meeting_id, &caller).await?;
+        access::member(&self.state.meeting_view, &meeting_id, &caller).await?;
         let page =
             self.state
                 .page_tokens

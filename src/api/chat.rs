@@ -91,7 +91,7 @@ impl ChatService for ChatApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
-        access::member(&self.state.db, &meeting_id, &caller).await?;
+        access::member(&self.state.meeting_view, &meeting_id, &caller).await?;
         // A finished meeting's chat is read-only, but a retry of a message
         // already stored still gets it back: the chat log decides.
         // The sender's name from the in-memory view (a rename drops it).
@@ -132,7 +132,7 @@ impl ChatService for ChatApi {
             return Err(v.into_error().into());
         };
         v.finish()?;
-        access::member(&self.state.db, &meeting_id, &caller).await?;
+        access::member(&self.state.meeting_view, &meeting_id, &caller).await?;
         let after = (r.after_sequence > 0).then_some(r.after_sequence);
         let page = self.state.page_tokens.page(
             format!("ListMessages|{meeting_id}|{after:?}"),

@@ -189,7 +189,7 @@ impl FileApi {
             return Err(v.into_error());
         };
         v.finish()?;
-        let loaded = access::member(&self.state.db, &meeting_id, caller).await?;
+        let loaded = access::member(&self.state.meeting_view, &meeting_id, caller).await?;
         if loaded.access.status.is_over() {
             return Err(read_only());
         }
@@ -341,7 +341,7 @@ impl FileApi {
         let file = files::find(&self.state.db, &id).await?.ok_or_else(|| {
             AppError::not_found("FILE_NOT_FOUND", format!("no file with id {id}"))
         })?;
-        let loaded = access::member(&self.state.db, &file.meeting_id, caller).await?;
+        let loaded = access::member(&self.state.meeting_view, &file.meeting_id, caller).await?;
         Ok((file, loaded))
     }
 
@@ -598,7 +598,8 @@ impl FileService for FileApi {
             sha256: (!upload.declared_sha256.is_empty()).then(|| upload.declared_sha256.clone()),
         };
         // Membership and the meeting's state may have changed since it began.
-        let loaded = access::member(&self.state.db, &declared.meeting_id, &caller).await?;
+        let loaded =
+            access::member(&self.state.meeting_view, &declared.meeting_id, &caller).await?;
         if loaded.access.status.is_over() {
             return Err(read_only().into());
         }
@@ -703,7 +704,7 @@ impl FileService for FileApi {
         let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
         let size = PageSize::parse(r.page_size)
             .map_err(|e| AppError::invalid("page_size", e.to_string()))?;
-        access::member(&self.state.db, &meeting_id, &caller).await?;
+        access::member(&self.state.meeting_view, &meeting_id, &caller).await?;
         let page =
             self.state
                 .page_tokens

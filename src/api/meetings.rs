@@ -26,6 +26,7 @@ use crate::{
     },
     error::{AppError, Violations},
     proto::pb::{self, meeting_service_server::MeetingService},
+    realtime::bus::{BusEvent, Topic},
     state::AppState,
     store::{
         invites::{self, InviteScope, Invitee},
@@ -94,12 +95,19 @@ impl MeetingApi {
 
     async fn load(&self, caller: &Caller, meeting_id: &str) -> Result<Loaded, AppError> {
         access::load(
-            &self.state.db,
+            &self.state.meeting_view,
             meeting_id,
             &caller.user_id,
             caller.is_admin(),
         )
         .await
+    }
+
+    /// Tells whoever holds or caches meeting `meeting_id` that it changed.
+    fn changed(&self, meeting_id: &str, event: BusEvent) {
+        self.state
+            .bus
+            .publish(&Topic::Meeting(meeting_id.to_owned()), event);
     }
 
     /// Loads a meeting the caller may read.
@@ -120,7 +128,7 @@ impl MeetingApi {
     /// theirs to see, not every link holder's.
     async fn member_view(&self, caller: &Caller, raw_id: &str) -> Result<Loaded, AppError> {
         let id = id_field("meeting_id", raw_id)?;
-        access::member(&self.state.db, &id, caller).await
+        access::member(&self.state.meeting_view, &id, caller).await
     }
 
     /// Loads a meeting the caller hosts.
@@ -502,7 +510,18 @@ impl MeetingService for MeetingApi {
         changes.description = description.as_ref().map(Description::as_str);
         let updated = meetings::update(&self.state.db, &loaded.record.id, &changes, now).await?;
         match updated {
-            Some(record) => Ok(Response::new(self.to_pb(&record))),
+            Some(record) => {
+                // A stricter join policy can shut out link holders.
+                self.changed(
+                    &record.id,
+                    if changes.join_policy.is_some() {
+                        BusEvent::AccessChanged
+                    } else {
+                        BusEvent::DataChanged
+                    },
+                );
+                Ok(Response::new(self.to_pb(&record)))
+            }
             None => {
                 let now = meetings::find(&self.state.db, &loaded.record.id)
                     .await?
@@ -616,6 +635,7 @@ impl MeetingService for MeetingApi {
             now_micros(),
         )
         .await?;
+        self.changed(&loaded.record.id, BusEvent::DataChanged);
         Ok(Response::new(pb::InviteParticipantsResponse {
             invites: {
                 super::deliver(&self.state, &notices);
@@ -752,6 +772,8 @@ impl MeetingService for MeetingApi {
         .await?
         {
             Some((updated, notice)) => {
+                // A decline ends membership.
+                self.changed(&invite.meeting_id, BusEvent::AccessChanged);
                 super::deliver(&self.state, notice.as_slice());
                 Ok(Response::new(wire::invite(&updated)))
             }

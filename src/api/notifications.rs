@@ -230,7 +230,8 @@ impl NotificationService for NotificationApi {
                 )
                 .into());
             };
-            let mine = access::load(&self.state.db, meeting_id, &caller.user_id, false).await?;
+            let mine =
+                access::load(&self.state.meeting_view, meeting_id, &caller.user_id, false).await?;
             if !mine.access.can_manage() {
                 return Err(AppError::permission_denied(
                     "only the meeting's host (or an admin) may notify its members",
@@ -238,7 +239,8 @@ impl NotificationService for NotificationApi {
                 .into());
             }
             for recipient in &recipients {
-                let theirs = access::load(&self.state.db, meeting_id, recipient, false).await?;
+                let theirs =
+                    access::load(&self.state.meeting_view, meeting_id, recipient, false).await?;
                 if !theirs.access.is_member() {
                     return Err(AppError::permission_denied(format!(
                         "{recipient} is not a member of this meeting"

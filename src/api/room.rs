@@ -147,7 +147,7 @@ impl RoomApi {
         let meeting_id =
             parse_id(raw_meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
         let access::Loaded { record, access } = access::load(
-            &self.state.db,
+            &self.state.meeting_view,
             &meeting_id,
             &caller.user_id,
             caller.is_admin(),
@@ -230,6 +230,11 @@ impl RoomApi {
             now_micros(),
         )
         .await?;
+        // A first join makes a participant a member.
+        self.state.bus.publish(
+            &crate::realtime::bus::Topic::Meeting(meeting.id.clone()),
+            crate::realtime::bus::BusEvent::DataChanged,
+        );
         match hub.join(&meeting, joiner, participant_id.clone()) {
             Ok(stream) => Ok(Entered::Session(stream)),
             Err(HubError::Removed) => {
@@ -400,7 +405,7 @@ impl RoomService for RoomApi {
         let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
         let participant_id = super::id_field("participant_id", &r.participant_id)?;
         let loaded = access::load(
-            &self.state.db,
+            &self.state.meeting_view,
             &meeting_id,
             &caller.user_id,
             caller.is_admin(),

@@ -252,6 +252,8 @@ impl UserService for UserApi {
         }
         // Their files' bytes go too (the rows cascade with the user).
         let blob_keys = crate::store::files::blob_keys_of_user(&self.state.db, &target).await?;
+        // So do the meetings they host (rows cascade; rooms close here).
+        let hosted = crate::store::meetings::hosted_by(&self.state.db, &target).await?;
         let deleted = users::delete(&self.state.db, &target)
             .await?
             .ok_or_else(|| {
@@ -261,6 +263,9 @@ impl UserService for UserApi {
         self.state
             .accounts
             .access_changed(Topic::User(deleted.id.clone()));
+        for meeting_id in &hosted {
+            self.state.meetings.gone(meeting_id);
+        }
         if let Some(key) = &deleted.avatar_key
             && let Err(err) = self.state.blobs.delete(key).await
         {

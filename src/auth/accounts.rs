@@ -257,7 +257,11 @@ impl Accounts {
         .await?;
         // Invites that raced this account's verification are bound now.
         let notices = if user.email_verified {
-            invites::bind_to_user(&self.db, &user.id, email.key(), now).await?
+            let bound = invites::bind_to_user(&self.db, &user.id, email.key(), now).await?;
+            // What they may see of those meetings grew.
+            self.bus
+                .publish(&Topic::User(user.id.clone()), BusEvent::DataChanged);
+            bound
         } else {
             Vec::new()
         };

@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod client;
 pub mod layer;
+pub mod meeting_view;
 pub mod oauth;
 pub mod oidc;
 pub mod passwords;

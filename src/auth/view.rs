@@ -118,7 +118,7 @@ impl AccessView {
             loads: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&view);
-        bus.on_access_change(Arc::new(move |topic| {
+        bus.on_change(Arc::new(move |topic| {
             if let Some(view) = weak.upgrade() {
                 view.invalidate(topic);
             }
@@ -273,7 +273,7 @@ mod tests {
     use super::*;
     use crate::{
         domain::{AuthProvider, new_id},
-        realtime::bus::{AccessHook, BusEvent, LocalBus, Subscription},
+        realtime::bus::{BusEvent, ChangeHook, LocalBus, Subscription},
         store::{accounts, sessions, users::NewUser},
     };
 
@@ -285,8 +285,8 @@ mod tests {
         fn publish(&self, topic: &Topic, event: BusEvent) {
             self.0.publish(topic, event)
         }
-        fn on_access_change(&self, hook: AccessHook) {
-            self.0.on_access_change(hook)
+        fn on_change(&self, hook: ChangeHook) {
+            self.0.on_change(hook)
         }
         fn healthy(&self) -> bool {
             false

@@ -46,6 +46,11 @@ pub enum BusEvent {
     /// The grounds of access under this topic changed: whoever holds
     /// access re-checks it, as a new call would be checked.
     AccessChanged,
+    /// What readers may cache under this topic changed without taking
+    /// anyone's access away (an edit, a new invite, a first join): caches
+    /// drop it, and holders of access are not woken (a join must not make
+    /// a whole room re-check).
+    DataChanged,
     /// A committed notification for the topic's user.
     Notification(Arc<pb::Notification>),
 }
@@ -61,13 +66,14 @@ pub enum Delivery {
 /// Publish and subscribe by topic. Implementations never block the
 /// publisher.
 pub trait Bus: Send + Sync + fmt::Debug {
-    /// Delivers `event` to the subscribers of `topic`; an access change
-    /// first runs every [`Bus::on_access_change`] hook.
+    /// Delivers `event` to the subscribers of `topic`; an access or data
+    /// change first runs every [`Bus::on_change`] hook, and a data change
+    /// goes no further.
     fn publish(&self, topic: &Topic, event: BusEvent);
 
-    /// Runs `hook` for every access change on any topic, before it is
-    /// delivered (caches of access drop what it concerns).
-    fn on_access_change(&self, hook: AccessHook);
+    /// Runs `hook` for every access or data change on any topic, before it
+    /// is delivered (caches drop what it concerns).
+    fn on_change(&self, hook: ChangeHook);
 
     /// Whether every access change is known to reach this node. While it
     /// is false, caches of access must not be trusted (fail closed).
@@ -80,8 +86,8 @@ pub trait Bus: Send + Sync + fmt::Debug {
     fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription;
 }
 
-/// See [`Bus::on_access_change`].
-pub type AccessHook = Arc<dyn Fn(&Topic) + Send + Sync>;
+/// See [`Bus::on_change`].
+pub type ChangeHook = Arc<dyn Fn(&Topic) + Send + Sync>;
 
 /// A subscriber's end: its queue, the lag flag, and what unsubscribes it.
 pub struct Subscription {
@@ -142,7 +148,7 @@ pub struct LocalBus {
     /// A std Mutex: held for a lookup and a few `try_send`s, never across
     /// an await.
     topics: Mutex<HashMap<Topic, Vec<Entry>>>,
-    hooks: std::sync::RwLock<Vec<AccessHook>>,
+    hooks: std::sync::RwLock<Vec<ChangeHook>>,
     next_id: AtomicU64,
     me: Weak<LocalBus>,
 }
@@ -204,11 +210,14 @@ impl Drop for Registration {
 
 impl Bus for LocalBus {
     fn publish(&self, topic: &Topic, event: BusEvent) {
-        if matches!(event, BusEvent::AccessChanged) {
+        if matches!(event, BusEvent::AccessChanged | BusEvent::DataChanged) {
             let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner());
             for hook in hooks.iter() {
                 hook(topic);
             }
+        }
+        if matches!(event, BusEvent::DataChanged) {
+            return;
         }
         let topics = lock(&self.topics);
         let Some(entries) = topics.get(topic) else {
@@ -227,7 +236,7 @@ impl Bus for LocalBus {
         }
     }
 
-    fn on_access_change(&self, hook: AccessHook) {
+    fn on_change(&self, hook: ChangeHook) {
         self.hooks
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -315,5 +324,19 @@ mod tests {
         drop(other);
         assert_eq!(bus.topic_count(), 0);
         bus.publish(&user("a"), BusEvent::AccessChanged);
+    }
+
+    #[tokio::test]
+    async fn a_data_change_runs_the_hooks_but_wakes_no_subscriber() {
+        let bus = LocalBus::new();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        bus.on_change(Arc::new(move |topic| lock(&log).push(topic.clone())));
+        let mut sub = bus.subscribe(vec![Topic::Meeting("m".into())], 4);
+        bus.publish(&Topic::Meeting("m".into()), BusEvent::DataChanged);
+        assert!(quiet(&mut sub).await);
+        bus.publish(&Topic::Meeting("m".into()), BusEvent::AccessChanged);
+        assert!(sub.recv().await.is_some());
+        assert_eq!(lock(&heard).len(), 2, "both changes ran the hook");
     }
 }

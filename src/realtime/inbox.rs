@@ -161,6 +161,8 @@ impl Stream for InboxStream {
                 Poll::Ready(Some(Delivery::Event(BusEvent::AccessChanged))) => {
                     this.running = Some((this.check)());
                 }
+                // Never delivered (caches only), and nothing to do.
+                Poll::Ready(Some(Delivery::Event(BusEvent::DataChanged))) => {}
                 // Lost events may have been an access change: check first,
                 // then end either way (the client lists what it missed).
                 Poll::Ready(Some(Delivery::Lagged)) => {

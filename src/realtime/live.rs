@@ -89,7 +89,9 @@ impl Guard {
                 Poll::Ready(Some(Delivery::Event(BusEvent::AccessChanged) | Delivery::Lagged)) => {
                     self.running = Some((self.check)());
                 }
-                Poll::Ready(Some(Delivery::Event(BusEvent::Notification(_)))) => {}
+                Poll::Ready(Some(Delivery::Event(
+                    BusEvent::Notification(_) | BusEvent::DataChanged,
+                ))) => {}
                 // No bus (shutting down): nothing more will change.
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }

@@ -43,6 +43,32 @@ pub enum Appended {
     MeetingClosed,
 }
 
+/// Rows one INSERT statement of a batch carries.
+const INSERT_ROWS: usize = 16;
+
+/// The INSERT of `rows` messages (1..=INSERT_ROWS), built once per size.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=INSERT_ROWS)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|r| {
+                        let p: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
+                        format!("({})", p.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, \
+                     sequence, client_message_id, created_at, file_id) VALUES {}",
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[rows - 1]
+}
+
 const COLUMNS: &str = "id, meeting_id, sender_id, sender_display_name, text, sequence, client_message_id, created_at, file_id";
 
 /// Stores a batch of messages in one transaction (group commit). Each gets
@@ -131,20 +157,13 @@ pub async fn append_batch(
                 stored.push((i, record));
             }
         }
-        if !stored.is_empty() {
-            let rows: Vec<String> = (0..stored.len())
-                .map(|r| {
-                    let b = r * 9;
-                    format!("(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9)
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, sequence, \
-                 client_message_id, created_at, file_id) VALUES {}",
-                rows.join(", ")
-            );
-            let mut insert = sqlx::query(&sql);
-            for (_, r) in &stored {
+        // In statements of a few rows: SQLite looks up each named
+        // parameter by a linear scan, so one statement for a whole batch
+        // (2,304 parameters) cost quadratic time, and every batch size was
+        // a statement to prepare anew.
+        for chunk in stored.chunks(INSERT_ROWS) {
+            let mut insert = sqlx::query(insert_sql(chunk.len()));
+            for (_, r) in chunk {
                 insert = insert
                     .bind(&r.id)
                     .bind(&r.meeting_id)

@@ -169,3 +169,42 @@ async fn invitations_bind_only_to_proven_addresses_and_repeat_harmlessly() {
     let invite = invites::find(&db, &b).await.unwrap().unwrap();
     assert_eq!(invite.user_id.as_deref(), Some(unproven.as_str()));
 }
+
+#[tokio::test]
+async fn a_large_chat_batch_spans_several_statements_without_gaps() {
+    use super::chat::{self, Appended, NewMessage};
+    let (db, _dir) = db().await;
+    let host = account(&db, "host@x.test", false).await;
+    let (a, b) = (meeting(&db, &host).await, meeting(&db, &host).await);
+    // 40 messages, alternating meetings: several INSERTs of 16 and a rest.
+    let messages: Vec<NewMessage> = (0..40)
+        .map(|i| NewMessage {
+            id: new_id(),
+            meeting_id: if i % 2 == 0 { a.clone() } else { b.clone() },
+            sender_id: host.clone(),
+            sender_display_name: "H".into(),
+            text: format!("m{i}"),
+            client_message_id: None,
+            file_id: None,
+        })
+        .collect();
+    let results = chat::append_batch(&db, &messages, 2).await.unwrap();
+    let mut sequences = (Vec::new(), Vec::new());
+    for (message, result) in messages.iter().zip(&results) {
+        let Appended::Stored(record) = result else {
+            panic!("not stored: {result:?}");
+        };
+        assert_eq!(
+            (&record.text, &record.meeting_id),
+            (&message.text, &message.meeting_id)
+        );
+        if record.meeting_id == a {
+            sequences.0.push(record.sequence);
+        } else {
+            sequences.1.push(record.sequence);
+        }
+    }
+    let expected: Vec<i64> = (1..=20).collect();
+    assert_eq!(sequences, (expected.clone(), expected));
+    assert_eq!(count(&db, "chat_messages").await, 40);
+}

@@ -355,3 +355,145 @@ async fn a_join_sent_after_logout_gets_no_room() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert_eq!(reason(&status), "TOKEN_REVOKED");
 }
+
+/// Whether a room stream ends (a status or its end) within a second.
+async fn room_ends(stream: &mut Streaming<pb::ServerEvent>) {
+    tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await
+    .expect("the room stream ends within a second");
+}
+
+#[tokio::test]
+async fn deleting_a_host_takes_their_meetings_from_everyone_at_once() {
+    let app = spawn_app().await;
+    let (meeting, host, bob, _) = setup(&app).await;
+    let get = |token: String| {
+        let mut meetings = app.meetings();
+        let meeting = meeting.clone();
+        async move {
+            meetings
+                .get_meeting(authed(
+                    pb::GetMeetingRequest {
+                        meeting_id: meeting,
+                    },
+                    &token,
+                ))
+                .await
+        }
+    };
+    // Bob has read it (so memory holds it for him) and is in its room.
+    get(bob.clone()).await.unwrap();
+    let mut streams = open_streams(&app, &bob, &meeting).await;
+    let (_tx, upload) = open_upload(&app, &bob, &meeting).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    app.users()
+        .delete_user(authed(pb::DeleteUserRequest::default(), &host))
+        .await
+        .unwrap();
+    let status = get(bob.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    room_ends(&mut streams.connect).await;
+    room_ends(&mut streams.subscribe).await;
+    let status = tokio::time::timeout(Duration::from_secs(1), upload)
+        .await
+        .expect("the upload ends within a second")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(reason(&status), "MEETING_NOT_FOUND", "{status:?}");
+    assert!(
+        stays_open(&mut streams.watch).await,
+        "bob's own watch goes on"
+    );
+}
+
+#[tokio::test]
+async fn every_change_to_a_meeting_is_seen_by_the_next_call() {
+    let app = spawn_app().await;
+    let (_, host, _) = app.user("host@example.com").await;
+    let (_, carol, _) = app.user("carol@example.com").await;
+    let meeting = app
+        .meeting(&host, "Before", &[], pb::JoinPolicy::InvitedOnly)
+        .await
+        .id;
+    let mut meetings = app.meetings();
+    let get = |token: &str| {
+        authed(
+            pb::GetMeetingRequest {
+                meeting_id: meeting.clone(),
+            },
+            token,
+        )
+    };
+    let send = |token: &str| {
+        authed(
+            pb::SendMessageRequest {
+                meeting_id: meeting.clone(),
+                text: "hello".into(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    // Refused, and remembered as refused...
+    for _ in 0..2 {
+        let status = meetings.get_meeting(get(&carol)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    // ...until the host invites her: the very next call lets her in.
+    let invite = meetings
+        .invite_participants(authed(
+            pb::InviteParticipantsRequest {
+                meeting_id: meeting.clone(),
+                emails: vec!["carol@example.com".into()],
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .invites
+        .remove(0);
+    meetings.get_meeting(get(&carol)).await.unwrap();
+    app.chat().send_message(send(&carol)).await.unwrap();
+
+    // An edit is seen at once.
+    meetings
+        .update_meeting(authed(
+            pb::UpdateMeetingRequest {
+                meeting: Some(pb::Meeting {
+                    id: meeting.clone(),
+                    title: "After".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["title".into()],
+                }),
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    let seen = meetings
+        .get_meeting(get(&carol))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.title, "After");
+
+    // Declining ends her membership: no more chat.
+    meetings
+        .respond_to_invite(authed(
+            pb::RespondToInviteRequest {
+                invite_id: invite.id,
+                response: pb::InviteStatus::Declined as i32,
+            },
+            &carol,
+        ))
+        .await
+        .unwrap();
+    let status = app.chat().send_message(send(&carol)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
