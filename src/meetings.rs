@@ -68,12 +68,13 @@ impl Meetings {
         let Some((record, notices)) = changed else {
             return Ok(None);
         };
+        // Caches drop it and streams held under it re-check before anyone
+        // hears of the change.
+        self.bus
+            .publish(&Topic::Meeting(record.id.clone()), BusEvent::AccessChanged);
         if !notices.is_empty() {
             self.inbox.publish(notices.iter().map(wire::notification));
         }
-        // Streams held under the meeting (files, rooms) re-check.
-        self.bus
-            .publish(&Topic::Meeting(record.id.clone()), BusEvent::AccessChanged);
         let status = wire::meeting_status(to);
         if to.is_over() {
             self.hub.close_room(&record.id, status);

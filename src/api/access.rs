@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::meeting_view::MeetingView,
+    auth::meeting_view::{Found, MeetingView},
     domain::meeting::{Access, Relation},
     error::AppError,
     realtime::{
         bus::Topic,
         live::{Check, Guard},
     },
-    store::meetings::{MeetingRecord, MeetingWithRelation},
+    store::meetings::MeetingRecord,
 };
 
 /// A meeting as one user may act on it.
@@ -45,12 +45,27 @@ pub async fn load(
     Ok(loaded(&found, user_id, is_admin))
 }
 
-fn loaded(found: &MeetingWithRelation, user_id: &str, is_admin: bool) -> Loaded {
+/// The meeting `meeting_id` as `user_id` (someone other than the caller:
+/// a callee, a recipient) sees it, from the database: a caller must not
+/// fill memory with entries for whomever they name.
+pub async fn load_for_other(
+    view: &MeetingView,
+    meeting_id: &str,
+    user_id: &str,
+) -> Result<Loaded, AppError> {
+    let found = view
+        .fresh(meeting_id, user_id)
+        .await?
+        .ok_or_else(|| meeting_not_found(meeting_id))?;
+    Ok(loaded(&found, user_id, false))
+}
+
+fn loaded(found: &Found, user_id: &str, is_admin: bool) -> Loaded {
     let access = Access {
         relation: Relation {
             is_host: found.meeting.host_id == user_id,
             is_admin,
-            invite: found.invite(),
+            invite: found.invite,
             attended: found.attended,
             removed: found.removed,
         },
@@ -58,7 +73,7 @@ fn loaded(found: &MeetingWithRelation, user_id: &str, is_admin: bool) -> Loaded 
         status: found.meeting.status(),
     };
     Loaded {
-        record: found.meeting.clone(),
+        record: MeetingRecord::clone(&found.meeting),
         access,
     }
 }

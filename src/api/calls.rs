@@ -154,7 +154,8 @@ impl CallService for CallApi {
             if *callee == caller.user_id {
                 return Err(AppError::invalid("callee_id", "you cannot call yourself").into());
             }
-            let theirs = access::load(&self.state.meeting_view, &meeting_id, callee, false).await?;
+            let theirs =
+                access::load_for_other(&self.state.meeting_view, &meeting_id, callee).await?;
             if !theirs.access.is_member() {
                 return Err(
                     AppError::invalid("callee_id", "is not a member of this meeting").into(),

@@ -240,7 +240,7 @@ impl NotificationService for NotificationApi {
             }
             for recipient in &recipients {
                 let theirs =
-                    access::load(&self.state.meeting_view, meeting_id, recipient, false).await?;
+                    access::load_for_other(&self.state.meeting_view, meeting_id, recipient).await?;
                 if !theirs.access.is_member() {
                     return Err(AppError::permission_denied(format!(
                         "{recipient} is not a member of this meeting"

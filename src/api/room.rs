@@ -143,7 +143,7 @@ impl RoomApi {
         &self,
         caller: &Caller,
         raw_meeting_id: &str,
-    ) -> Result<(pb::Meeting, Joiner), AppError> {
+    ) -> Result<(pb::Meeting, Joiner, bool), AppError> {
         let meeting_id =
             parse_id(raw_meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
         let access::Loaded { record, access } = access::load(
@@ -182,6 +182,7 @@ impl RoomApi {
                 user_id: user.id,
                 display_name: user.display_name,
             },
+            !access.relation.attended,
         ))
     }
 
@@ -209,7 +210,7 @@ impl RoomApi {
         resume_token: &str,
         last_sequence: u64,
     ) -> Result<Entered, AppError> {
-        let (meeting, joiner) = self.admit(caller, meeting_id).await?;
+        let (meeting, joiner, first_join) = self.admit(caller, meeting_id).await?;
         let hub = &self.state.hub;
         if !resume_token.is_empty() {
             return Ok(
@@ -231,10 +232,12 @@ impl RoomApi {
         )
         .await?;
         // A first join makes a participant a member.
-        self.state.bus.publish(
-            &crate::realtime::bus::Topic::Meeting(meeting.id.clone()),
-            crate::realtime::bus::BusEvent::DataChanged,
-        );
+        if first_join {
+            self.state.bus.publish(
+                &crate::realtime::bus::Topic::Meeting(meeting.id.clone()),
+                crate::realtime::bus::BusEvent::DataChanged,
+            );
+        }
         match hub.join(&meeting, joiner, participant_id.clone()) {
             Ok(stream) => Ok(Entered::Session(stream)),
             Err(HubError::Removed) => {

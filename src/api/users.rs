@@ -252,9 +252,8 @@ impl UserService for UserApi {
         }
         // Their files' bytes go too (the rows cascade with the user).
         let blob_keys = crate::store::files::blob_keys_of_user(&self.state.db, &target).await?;
-        // So do the meetings they host (rows cascade; rooms close here).
-        let hosted = crate::store::meetings::hosted_by(&self.state.db, &target).await?;
-        let deleted = users::delete(&self.state.db, &target)
+        // So do the meetings they host (their rooms close below).
+        let (deleted, hosted) = users::delete(&self.state.db, &target)
             .await?
             .ok_or_else(|| {
                 AppError::not_found("USER_NOT_FOUND", format!("no user with id {target}"))

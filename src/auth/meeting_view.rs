@@ -4,19 +4,22 @@
 //!
 //! Entries are keyed by (meeting, user), filled from one query on a miss,
 //! and dropped when the bus announces a change under the meeting's topic
-//! (an edit, a status change, an invite, an answer, a join, a removal, a
-//! deletion: every writer publishes one) or under a user's topic (their
-//! verified address collects invites; deleting them deletes the meetings
-//! they host, so those go too). The same two guards as
+//! (an edit, a status change, an invite, an answer, a first join, a
+//! removal, a deletion — a host's deletion announces each meeting it took:
+//! every writer publishes one) or under a user's topic (their verified
+//! address collects invites). A meeting's row is held once, shared by its
+//! users' entries. The same guards as
 //! [`AccessView`](super::view::AccessView) keep it honest: a load that
 //! raced an invalidation is not kept (epoch), entries expire after the TTL
 //! (bounding what a change outside the bus can go unseen), and an
-//! untrusted bus sends every read to the database (fail closed). Misses
-//! (no such meeting) are never cached, so a new meeting is seen at once.
+//! untrusted bus sends every read to the database and keeps nothing (fail
+//! closed). Misses (no such meeting) are never cached, so a new meeting is
+//! seen at once; nor are lookups made on someone else's behalf
+//! ([`MeetingView::fresh`]), so no caller can fill memory with other
+//! users' entries.
 //!
-//! Re-checks of open streams read the database ([`MeetingView::fresh`]):
-//! they run because something changed, and must not trust a cache to say
-//! what.
+//! Re-checks of open streams read the database too: they run because
+//! something changed, and must not trust a cache to say what.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -28,100 +31,126 @@ use std::{
 };
 
 use crate::{
+    domain::meeting::InviteStatus,
     realtime::bus::{Bus, Topic},
-    store::{self, Db, meetings::MeetingWithRelation},
+    store::{
+        self, Db,
+        meetings::{MeetingRecord, MeetingWithRelation},
+    },
 };
 
-/// Entries the view may hold; past it, it starts over (a flood of one-off
-/// lookups must not grow memory without bound).
+/// Entries the view may hold; past it, it starts over (a flood of lookups
+/// must not grow memory without bound).
 const MAX_ENTRIES: usize = 100_000;
+
+/// A meeting as one user stands to it.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub meeting: Arc<MeetingRecord>,
+    pub invite: Option<InviteStatus>,
+    pub attended: bool,
+    /// The host removed this user from the meeting.
+    pub removed: bool,
+}
+
+impl From<MeetingWithRelation> for Found {
+    fn from(row: MeetingWithRelation) -> Self {
+        Self {
+            invite: row.invite(),
+            attended: row.attended,
+            removed: row.removed,
+            meeting: Arc::new(row.meeting),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Relation {
+    invite: Option<InviteStatus>,
+    attended: bool,
+    removed: bool,
+    at: Instant,
+}
+
+struct MeetingEntry {
+    record: Arc<MeetingRecord>,
+    users: HashMap<String, Relation>,
+}
 
 #[derive(Default)]
 struct Maps {
-    /// meeting → user → what they see, and when it was read.
-    meetings: HashMap<String, HashMap<String, (Arc<MeetingWithRelation>, Instant)>>,
+    meetings: HashMap<String, MeetingEntry>,
     /// user → the meetings they have entries in.
     by_user: HashMap<String, HashSet<String>>,
-    /// host → the meetings they host that have entries.
-    hosted: HashMap<String, HashSet<String>>,
     len: usize,
 }
 
 impl Maps {
-    fn get(&self, meeting_id: &str, user_id: &str) -> Option<&(Arc<MeetingWithRelation>, Instant)> {
-        self.meetings.get(meeting_id)?.get(user_id)
+    fn get(&self, meeting_id: &str, user_id: &str, ttl: Duration) -> Option<Found> {
+        let entry = self.meetings.get(meeting_id)?;
+        let relation = entry.users.get(user_id)?;
+        (relation.at.elapsed() < ttl).then(|| Found {
+            meeting: entry.record.clone(),
+            invite: relation.invite,
+            attended: relation.attended,
+            removed: relation.removed,
+        })
     }
 
-    fn insert(&mut self, user_id: &str, found: Arc<MeetingWithRelation>) {
+    fn insert(&mut self, user_id: &str, found: &Found) {
         if self.len >= MAX_ENTRIES {
             *self = Maps::default();
         }
-        let meeting_id = found.meeting.id.clone();
-        self.hosted
-            .entry(found.meeting.host_id.clone())
-            .or_default()
-            .insert(meeting_id.clone());
+        let meeting_id = &found.meeting.id;
         self.by_user
             .entry(user_id.to_owned())
             .or_default()
             .insert(meeting_id.clone());
-        let users = self.meetings.entry(meeting_id).or_default();
-        if users
-            .insert(user_id.to_owned(), (found, Instant::now()))
-            .is_none()
-        {
+        let entry = self
+            .meetings
+            .entry(meeting_id.clone())
+            .or_insert_with(|| MeetingEntry {
+                record: found.meeting.clone(),
+                users: HashMap::new(),
+            });
+        // The newest read of the row (no change came between: epoch).
+        entry.record = found.meeting.clone();
+        let relation = Relation {
+            invite: found.invite,
+            attended: found.attended,
+            removed: found.removed,
+            at: Instant::now(),
+        };
+        if entry.users.insert(user_id.to_owned(), relation).is_none() {
             self.len += 1;
         }
     }
 
     fn drop_meeting(&mut self, meeting_id: &str) {
-        let Some(users) = self.meetings.remove(meeting_id) else {
+        let Some(entry) = self.meetings.remove(meeting_id) else {
             return;
         };
-        self.len -= users.len();
-        let mut host = None;
-        for (user_id, (found, _)) in users {
-            host.get_or_insert(found.meeting.host_id.clone());
-            if let Some(set) = self.by_user.get_mut(&user_id) {
+        self.len -= entry.users.len();
+        for user_id in entry.users.keys() {
+            if let Some(set) = self.by_user.get_mut(user_id) {
                 set.remove(meeting_id);
                 if set.is_empty() {
-                    self.by_user.remove(&user_id);
+                    self.by_user.remove(user_id);
                 }
-            }
-        }
-        if let Some(host) = host
-            && let Some(set) = self.hosted.get_mut(&host)
-        {
-            set.remove(meeting_id);
-            if set.is_empty() {
-                self.hosted.remove(&host);
             }
         }
     }
 
     fn drop_user(&mut self, user_id: &str) {
-        // What they host goes whole (deleting them deletes it).
-        for meeting_id in self.hosted.remove(user_id).unwrap_or_default() {
-            self.drop_meeting(&meeting_id);
-        }
         for meeting_id in self.by_user.remove(user_id).unwrap_or_default() {
-            let Some(users) = self.meetings.get_mut(&meeting_id) else {
+            let Some(entry) = self.meetings.get_mut(&meeting_id) else {
                 continue;
             };
-            let Some((found, _)) = users.remove(user_id) else {
-                continue;
-            };
-            self.len -= 1;
-            if users.is_empty() {
-                // No entry of it left: nor an index of its host.
+            if entry.users.remove(user_id).is_some() {
+                self.len -= 1;
+            }
+            if entry.users.is_empty() {
                 self.meetings.remove(&meeting_id);
-                let host = &found.meeting.host_id;
-                if let Some(set) = self.hosted.get_mut(host) {
-                    set.remove(&meeting_id);
-                    if set.is_empty() {
-                        self.hosted.remove(host);
-                    }
-                }
             }
         }
     }
@@ -169,45 +198,53 @@ impl MeetingView {
         self.loads.load(Ordering::Relaxed)
     }
 
-    /// Meeting `meeting_id` as `user_id` stands to it, from memory when it
-    /// is there and fresh; `None` when there is no such meeting.
+    /// Meeting `meeting_id` as the caller `user_id` stands to it, from
+    /// memory when it is there and fresh; `None` when there is no such
+    /// meeting.
     pub async fn relation(
         &self,
         meeting_id: &str,
         user_id: &str,
-    ) -> Result<Option<Arc<MeetingWithRelation>>, store::Error> {
-        if self.bus.healthy() {
+    ) -> Result<Option<Found>, store::Error> {
+        let trusted = self.bus.healthy() && !self.ttl.is_zero();
+        if trusted {
             let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((found, at)) = maps.get(meeting_id, user_id)
-                && at.elapsed() < self.ttl
-            {
-                return Ok(Some(found.clone()));
+            if let Some(found) = maps.get(meeting_id, user_id, self.ttl) {
+                return Ok(Some(found));
             }
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let Some(found) = self.fresh(meeting_id, user_id).await? else {
-            return Ok(None);
-        };
-        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
-        // Changed while we read: what we read may be stale.
-        if self.epoch.load(Ordering::Acquire) == epoch {
-            maps.insert(user_id, found.clone());
+        let found = self.fresh(meeting_id, user_id).await?;
+        if let Some(found) = &found
+            && trusted
+        {
+            self.keep(user_id, found, epoch);
         }
-        Ok(Some(found))
+        Ok(found)
     }
 
-    /// The same, from the database whatever memory holds.
+    /// The same from the database, kept nowhere: for re-checks, and for
+    /// what a caller asks about someone else (a callee, a recipient).
     pub async fn fresh(
         &self,
         meeting_id: &str,
         user_id: &str,
-    ) -> Result<Option<Arc<MeetingWithRelation>>, store::Error> {
+    ) -> Result<Option<Found>, store::Error> {
         self.loads.fetch_add(1, Ordering::Relaxed);
         Ok(
             store::meetings::with_relation(&self.db, meeting_id, user_id)
                 .await?
-                .map(Arc::new),
+                .map(Found::from),
         )
+    }
+
+    /// Keeps what a load read, unless a change came since `epoch` (taken
+    /// before the load): what it read may be stale.
+    fn keep(&self, user_id: &str, found: &Found, epoch: u64) {
+        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            maps.insert(user_id, found);
+        }
     }
 
     fn invalidate(&self, topic: &Topic) {
@@ -295,7 +332,7 @@ mod tests {
         let view = MeetingView::new(db.clone(), bus.clone(), Duration::from_secs(60));
         for _ in 0..3 {
             let found = view.relation(&meeting, &guest).await.unwrap().unwrap();
-            assert_eq!((found.meeting.title.as_str(), found.invite()), ("T", None));
+            assert_eq!((found.meeting.title.as_str(), found.invite), ("T", None));
         }
         view.relation(&meeting, &host).await.unwrap().unwrap();
         assert_eq!(view.loads(), 2, "one query per user, then memory");
@@ -312,28 +349,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn deleting_a_host_drops_the_meetings_they_host() {
+    async fn a_deleted_meeting_is_gone_at_once() {
         let (db, host, guest, meeting, _dir) = fixture().await;
         let bus = LocalBus::new();
         let view = MeetingView::new(db.clone(), bus.clone(), Duration::from_secs(60));
         view.relation(&meeting, &guest).await.unwrap().unwrap();
-        crate::store::users::delete(&db, &host).await.unwrap();
-        bus.publish(&Topic::User(host.clone()), BusEvent::AccessChanged);
-        assert!(
-            view.relation(&meeting, &guest).await.unwrap().is_none(),
-            "the guest's entry went with the host"
+        let (_, hosted) = crate::store::users::delete(&db, &host)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            hosted,
+            vec![meeting.clone()],
+            "the host's meetings went with them"
         );
+        bus.publish(&Topic::Meeting(meeting.clone()), BusEvent::AccessChanged);
+        assert!(view.relation(&meeting, &guest).await.unwrap().is_none());
         assert_eq!(view.maps.read().unwrap().len, 0);
     }
 
     #[tokio::test]
-    async fn misses_are_not_kept() {
-        let (db, _host, guest, _meeting, _dir) = fixture().await;
+    async fn misses_and_lookups_for_others_are_not_kept() {
+        let (db, _host, guest, meeting, _dir) = fixture().await;
         let view = MeetingView::new(db, LocalBus::new(), Duration::from_secs(60));
         for _ in 0..2 {
             assert!(view.relation("nope", &guest).await.unwrap().is_none());
+            view.fresh(&meeting, &guest).await.unwrap().unwrap();
         }
-        assert_eq!(view.loads(), 2);
+        assert_eq!(view.loads(), 4);
+        assert_eq!(view.maps.read().unwrap().len, 0);
     }
 
     #[tokio::test]
@@ -341,49 +385,64 @@ mod tests {
         let (db, _host, guest, meeting, _dir) = fixture().await;
         let bus = LocalBus::new();
         let view = MeetingView::new(db, bus.clone(), Duration::from_secs(60));
-        // The change lands between the read and the insert.
+        // Read, then a change lands before the read is kept.
         let epoch = view.epoch.load(Ordering::Acquire);
+        let found = view.fresh(&meeting, &guest).await.unwrap().unwrap();
         bus.publish(&Topic::Meeting(meeting.clone()), BusEvent::DataChanged);
-        assert_ne!(view.epoch.load(Ordering::Acquire), epoch);
-        view.relation(&meeting, &guest).await.unwrap();
-        view.relation(&meeting, &guest).await.unwrap();
-        assert_eq!(view.loads(), 1, "a load after the change is kept");
+        view.keep(&guest, &found, epoch);
+        assert_eq!(
+            view.maps.read().unwrap().len,
+            0,
+            "the stale read was dropped"
+        );
+        // Without a change in between, it is kept.
+        let epoch = view.epoch.load(Ordering::Acquire);
+        view.keep(&guest, &found, epoch);
+        assert_eq!(view.maps.read().unwrap().len, 1);
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_keeps_nothing() {
+        let (db, _host, guest, meeting, _dir) = fixture().await;
+        let view = MeetingView::new(db, LocalBus::new(), Duration::ZERO);
+        view.relation(&meeting, &guest).await.unwrap().unwrap();
+        view.relation(&meeting, &guest).await.unwrap().unwrap();
+        assert_eq!((view.loads(), view.maps.read().unwrap().len), (2, 0));
     }
 
     #[test]
-    fn bounded_indexes_empty_out_with_their_entries() {
+    fn indexes_empty_out_with_their_entries() {
         let mut maps = Maps::default();
-        let found = |meeting: &str, host: &str| {
-            Arc::new(MeetingWithRelation {
-                meeting: meetings::MeetingRecord {
-                    id: meeting.into(),
-                    host_id: host.into(),
-                    title: "T".into(),
-                    description: String::new(),
-                    start_at: 0,
-                    duration_minutes: 30,
-                    status: "scheduled".into(),
-                    join_policy: "invited_only".into(),
-                    actual_start_at: None,
-                    actual_end_at: None,
-                    revision: 1,
-                    created_at: 0,
-                    updated_at: 0,
-                },
-                invite_status: None,
-                attended: false,
-                removed: false,
-            })
+        let found = |meeting: &str| Found {
+            meeting: Arc::new(meetings::MeetingRecord {
+                id: meeting.into(),
+                host_id: "h".into(),
+                title: "T".into(),
+                description: String::new(),
+                start_at: 0,
+                duration_minutes: 30,
+                status: "scheduled".into(),
+                join_policy: "invited_only".into(),
+                actual_start_at: None,
+                actual_end_at: None,
+                revision: 1,
+                created_at: 0,
+                updated_at: 0,
+            }),
+            invite: None,
+            attended: false,
+            removed: false,
         };
-        maps.insert("u1", found("m1", "h"));
-        maps.insert("u2", found("m1", "h"));
-        maps.insert("u1", found("m2", "h2"));
+        maps.insert("u1", &found("m1"));
+        maps.insert("u2", &found("m1"));
+        maps.insert("u1", &found("m2"));
+        maps.insert("u1", &found("m2"));
         assert_eq!(maps.len, 3);
         maps.drop_user("u1");
         assert_eq!(maps.len, 1);
-        assert!(!maps.hosted.contains_key("h2"));
+        assert!(!maps.meetings.contains_key("m2"));
         maps.drop_meeting("m1");
         assert_eq!(maps.len, 0);
-        assert!(maps.meetings.is_empty() && maps.by_user.is_empty() && maps.hosted.is_empty());
+        assert!(maps.meetings.is_empty() && maps.by_user.is_empty());
     }
 }

@@ -287,18 +287,6 @@ pub async fn transition(
     Ok(Some((record, notices)))
 }
 
-/// The ids of the meetings `host_id` hosts (they go when the host does).
-#[tracing::instrument(level = "debug", skip_all, fields(user_id = %host_id))]
-pub async fn hosted_by(db: &Db, host_id: &str) -> Result<Vec<String>, Error> {
-    let rows: Vec<(String,)> = dispatch!(db, pool => {
-        sqlx::query_as("SELECT id FROM meetings WHERE host_id = $1")
-            .bind(host_id)
-            .fetch_all(pool)
-            .await?
-    });
-    Ok(rows.into_iter().map(|(id,)| id).collect())
-}
-
 /// Deletes the meeting with its invites and attendance.
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn delete(db: &Db, meeting_id: &str) -> Result<bool, Error> {

@@ -243,10 +243,11 @@ pub async fn set_avatar(
     Ok(Some(result))
 }
 
-/// Deletes the user; sessions and tokens go with it (ON DELETE CASCADE).
-/// Returns the deleted row so the caller can remove the avatar blob.
-#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
-pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, Error> {
+/// Deletes the user with what cascades from it, and returns it with the
+/// ids of the meetings it hosted (deleted with it, in the same
+/// transaction, so none created meanwhile goes unreported).
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
+pub async fn delete(db: &Db, id: &str) -> Result<Option<(UserRecord, Vec<String>)>, Error> {
     let mut tx = db.begin().await?;
     let deleted = in_tx!(&mut tx, conn => {
         // Their chat messages stay in others' histories (sequences keep no
@@ -255,10 +256,15 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<UserRecord>, Error> {
             .bind(id)
             .execute(&mut *conn)
             .await?;
+        let hosted: Vec<(String,)> = sqlx::query_as("DELETE FROM meetings WHERE host_id = $1 RETURNING id")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
         sqlx::query_as::<_, UserRecord>(&format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}"))
             .bind(id)
             .fetch_optional(conn)
             .await?
+            .map(|user| (user, hosted.into_iter().map(|(id,)| id).collect()))
     });
     tx.commit().await?;
     Ok(deleted)

@@ -1,8 +1,6 @@
 //! Room benchmark: fan-out latency and memory per idle stream, against the
 //! real `unio` binary on loopback.
 //!
-//! Run: `cargo bench --bench rooms` (add `-- --quick` for a short run).
-//!
 //! The server runs as a child process (release build, SQLite in a temp dir)
 //! so its memory can be read from /proc. The benchmark is the client: it
 //! signs up a few users and opens many Connect streams (a user may join
@@ -14,11 +12,12 @@
 //! - Memory per idle stream: server RSS growth after opening 1,000 and then
 //!   10,000 idle streams (in rooms of 100), divided by the number of streams.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Server, authed, channel, open_meeting, user};
+use super::{
+    Report,
+    common::{Server, authed, channel, open_meeting, user},
+};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Streaming, transport::Channel};
@@ -93,7 +92,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-async fn fan_out(addr: &str, tokens: &[String], host: &str, size: usize, samples: usize) {
+async fn fan_out(
+    report: &mut Report,
+    addr: &str,
+    tokens: &[String],
+    host: &str,
+    size: usize,
+    samples: usize,
+) {
     let connections = size.div_ceil(STREAMS_PER_CONNECTION);
     let mut channels = Vec::new();
     for _ in 0..connections {
@@ -146,11 +152,14 @@ async fn fan_out(addr: &str, tokens: &[String], host: &str, size: usize, samples
         tokio::time::sleep(Duration::from_millis(110)).await;
     }
     latencies.sort();
-    println!(
-        "fan-out  room of {size:>5}: p50 {:>8.2} ms   p99 {:>8.2} ms   ({samples} samples, publish -> last of {} receivers)",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        size - 1
+    report.row(
+        format!("room fan-out to {size} ({samples} samples, publish -> last receiver)"),
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        ),
+        if size == 3_000 { "p99 < 50 ms" } else { "" },
     );
     for r in readers {
         r.abort();
@@ -159,6 +168,7 @@ async fn fan_out(addr: &str, tokens: &[String], host: &str, size: usize, samples
 }
 
 async fn idle_memory(
+    report: &mut Report,
     server: &Server,
     tokens: &[String],
     host: &str,
@@ -195,20 +205,42 @@ async fn idle_memory(
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = server.rss_kib();
         let per_stream = (rss.saturating_sub(base)) as f64 * 1024.0 / held.len() as f64;
-        println!(
-            "idle     {:>6} streams in rooms of {room_size:>3}: server RSS {:>7.1} MiB (+{:>6.1} MiB over baseline), {:>6.2} KiB per stream",
-            held.len(),
-            rss as f64 / 1024.0,
-            rss.saturating_sub(base) as f64 / 1024.0,
-            per_stream / 1024.0
+        report.row(
+            format!("idle streams: {} in rooms of {room_size}", held.len()),
+            format!(
+                "{:.2} KiB per stream (server RSS {:.1} MiB)",
+                per_stream / 1024.0,
+                rss as f64 / 1024.0
+            ),
+            if room_size == 100 { "<= 8 KiB" } else { "" },
         );
     }
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+/// Fan-out at each room size, then idle memory on fresh servers.
+pub async fn run(report: &mut Report, quick: bool) {
+    let server = Server::start(&[("UNIO_ROOM_QUEUE", "4096")]);
+    let setup = channel(&server.addr).await;
+    let mut tokens = Vec::new();
+    for n in 0..8 {
+        tokens.push(user(&setup, n).await);
+    }
+    let host = tokens[0].clone();
+    let samples = if quick { 20 } else { 100 };
+    let sizes: &[usize] = if quick {
+        &[10, 100, 1_000]
+    } else {
+        &[10, 100, 1_000, 3_000]
+    };
+    for &size in sizes {
+        fan_out(report, &server.addr, &tokens, &host, size, samples).await;
+    }
+    drop(server);
+    let targets: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
+    // What an idle stream costs depends on its room: `joined` carries
+    // the participant list. Each size gets a fresh server, so memory
+    // freed by earlier rooms cannot hide the cost.
+    for room_size in [10, 100] {
         let server = Server::start(&[("UNIO_ROOM_QUEUE", "4096")]);
         let setup = channel(&server.addr).await;
         let mut tokens = Vec::new();
@@ -216,29 +248,6 @@ fn main() {
             tokens.push(user(&setup, n).await);
         }
         let host = tokens[0].clone();
-        println!(
-            "unio room benchmark against {} (release build, SQLite, loopback)",
-            server.addr
-        );
-        let samples = if quick { 20 } else { 100 };
-        for size in [10, 100, 1_000] {
-            fan_out(&server.addr, &tokens, &host, size, samples).await;
-        }
-        drop(server);
-        let targets: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
-        // What an idle stream costs depends on its room: `joined` carries
-        // the participant list, and the stream's encode buffer keeps the
-        // size it grew to. Each size gets a fresh server, so memory freed
-        // by earlier rooms cannot hide the cost.
-        for room_size in [10, 100] {
-            let server = Server::start(&[("UNIO_ROOM_QUEUE", "4096")]);
-            let setup = channel(&server.addr).await;
-            let mut tokens = Vec::new();
-            for n in 0..8 {
-                tokens.push(user(&setup, n).await);
-            }
-            let host = tokens[0].clone();
-            idle_memory(&server, &tokens, &host, targets, room_size).await;
-        }
-    });
+        idle_memory(report, &server, &tokens, &host, targets, room_size).await;
+    }
 }

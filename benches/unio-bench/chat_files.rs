@@ -1,7 +1,5 @@
 //! Chat and file benchmark against the release `unio` binary on loopback.
 //!
-//! Run: `cargo bench --bench chat_files` (`-- --quick` for a short run).
-//!
 //! - Persisted chat throughput: messages stored (committed, with their
 //!   gap-free sequence) per second through the chat writer, into one
 //!   meeting and spread over 100 meetings; measured in-process on the
@@ -10,11 +8,12 @@
 //! - File throughput: native UploadFile (1 MiB chunks) and DownloadFile
 //!   (64 KiB chunks) of a 48 MiB file, in MiB/s.
 
-mod common;
-
 use std::time::Instant;
 
-use common::{Server, authed, channel, open_meeting, user};
+use super::{
+    Report,
+    common::{Server, authed, channel, open_meeting, user},
+};
 use tokio_stream::StreamExt;
 use unio::{
     config::Config,
@@ -95,7 +94,7 @@ async fn end_to_end(
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn files(addr: &str, token: &str, meeting: &str, rounds: usize) {
+async fn files(report: &mut Report, addr: &str, token: &str, meeting: &str, rounds: usize) {
     let files = FileServiceClient::new(channel(addr).await)
         .max_decoding_message_size(4 * MIB)
         .max_encoding_message_size(4 * MIB);
@@ -149,53 +148,69 @@ async fn files(addr: &str, token: &str, meeting: &str, rounds: usize) {
         assert_eq!(received, size);
     }
     let mib = (size * rounds) as f64 / MIB as f64;
-    println!(
-        "upload   {rounds} x 48 MiB (1 MiB chunks):   {:>7.1} MiB/s",
-        mib / upload_secs
+    report.row(
+        format!("upload, UploadFile, {rounds} x 48 MiB in 1 MiB chunks"),
+        format!("{:.1} MiB/s", mib / upload_secs),
+        ">= 200 MiB/s",
     );
-    println!(
-        "download {rounds} x 48 MiB (64 KiB chunks):  {:>7.1} MiB/s",
-        mib / download_secs
+    report.row(
+        format!("download, DownloadFile, {rounds} x 48 MiB in 64 KiB chunks"),
+        format!("{:.1} MiB/s", mib / download_secs),
+        ">= 200 MiB/s",
     );
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let server = Server::start(&[]);
-        let setup = channel(&server.addr).await;
-        let token = user(&setup, 0).await;
-        let me = UserServiceClient::new(setup.clone()).get_me(authed(pb::GetMeRequest {}, &token)).await.unwrap().into_inner();
-        let one = vec![open_meeting(&setup, &token).await];
-        let mut hundred = Vec::new();
-        for _ in 0..100 {
-            hundred.push(open_meeting(&setup, &token).await);
-        }
-        println!("unio chat and file benchmark against {} (release build, SQLite, loopback)", server.addr);
+/// Chat throughput (the writer in-process, then SendMessage end to end)
+/// and file throughput, on a server of its own.
+pub async fn run(report: &mut Report, quick: bool) {
+    let server = Server::start(&[]);
+    let setup = channel(&server.addr).await;
+    let token = user(&setup, 0).await;
+    let me = UserServiceClient::new(setup.clone())
+        .get_me(authed(pb::GetMeRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let one = vec![open_meeting(&setup, &token).await];
+    let mut hundred = Vec::new();
+    for _ in 0..100 {
+        hundred.push(open_meeting(&setup, &token).await);
+    }
 
-        // The chat writer on the server's own database, in this process.
-        let dir = server.data_dir().display().to_string();
-        let config = Config::from_lookup(|key| match key {
-            "UNIO_DATA_DIR" => Some(dir.clone()),
-            "UNIO_JWT_SECRET" => Some("bench-secret-bench-secret-bench-secret".into()),
-            "UNIO_ADMIN_ADDR" => Some(String::new()),
-            _ => None,
-        })
-        .unwrap();
-        let state = unio::build_state(config).await.unwrap();
-        let total = if quick { 20_000 } else { 100_000 };
-        let rate = persisted(&state, &one, &me.id, total, 64).await;
-        println!("chat persisted, 1 meeting:    {rate:>9.0} messages/s ({total} messages, 64 concurrent writers, group commit)");
-        let rate = persisted(&state, &hundred, &me.id, total, 64).await;
-        println!("chat persisted, 100 meetings: {rate:>9.0} messages/s ({total} messages, 64 concurrent writers, group commit)");
-
-        let rpcs = if quick { 5_000 } else { 20_000 };
-        let rate = end_to_end(&server.addr, &token, &one, rpcs, 64).await;
-        println!("chat SendMessage RPC, 1 meeting:    {rate:>7.0} messages/s ({rpcs} calls, 64 clients)");
-        let rate = end_to_end(&server.addr, &token, &hundred, rpcs, 64).await;
-        println!("chat SendMessage RPC, 100 meetings: {rate:>7.0} messages/s ({rpcs} calls, 64 clients)");
-
-        files(&server.addr, &token, &one[0], if quick { 1 } else { 3 }).await;
-    });
+    // The chat writer on the server's own database, in this process.
+    let dir = server.data_dir().display().to_string();
+    let config = Config::from_lookup(|key| match key {
+        "UNIO_DATA_DIR" => Some(dir.clone()),
+        "UNIO_JWT_SECRET" => Some("bench-secret-bench-secret-bench-secret".into()),
+        "UNIO_ADMIN_ADDR" => Some(String::new()),
+        _ => None,
+    })
+    .unwrap();
+    let state = unio::build_state(config).await.unwrap();
+    let total = if quick { 20_000 } else { 100_000 };
+    for (meetings, label) in [(&one, "1 meeting"), (&hundred, "100 meetings")] {
+        let rate = persisted(&state, meetings, &me.id, total, 64).await;
+        report.row(
+            format!("chat persisted (writer, 64 concurrent), {label}"),
+            format!("{rate:.0} messages/s"),
+            ">= 15,000/s",
+        );
+    }
+    let rpcs = if quick { 5_000 } else { 20_000 };
+    for (meetings, label) in [(&one, "1 meeting"), (&hundred, "100 meetings")] {
+        let rate = end_to_end(&server.addr, &token, meetings, rpcs, 64).await;
+        report.row(
+            format!("chat end to end, SendMessage from 64 tonic clients, {label}"),
+            format!("{rate:.0} messages/s"),
+            "",
+        );
+    }
+    files(
+        report,
+        &server.addr,
+        &token,
+        &one[0],
+        if quick { 1 } else { 3 },
+    )
+    .await;
 }
