@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench unio-bench                 # the whole table (~6 min)
 //! cargo bench --bench unio-bench -- --quick      # shorter cells (~2 min)
+//! cargo bench --bench unio-bench -- --only rooms # one section: unary, rooms, chat
 //! cargo bench --bench unio-bench -- --addr 127.0.0.1:50051 --token T --meeting M
 //! ```
 //!
@@ -106,30 +107,42 @@ fn main() {
                 unary::run(&mut report, &addr, &token, &meeting, secs).await;
             }
             None => {
-                let server = Server::start(&[]);
-                println!(
-                    "unio-bench against {} (release build, SQLite, loopback)",
-                    server.addr
-                );
-                let setup = channel(&server.addr).await;
-                let token = user(&setup, 0).await;
-                let meeting = open_meeting(&setup, &token).await;
-                // GetMeeting reads a meeting the caller hosts.
-                MeetingServiceClient::new(setup.clone())
-                    .get_meeting(authed(
-                        pb::GetMeetingRequest {
-                            meeting_id: meeting.clone(),
-                        },
-                        &token,
-                    ))
-                    .await
-                    .unwrap();
-                unary::run(&mut report, &server.addr, &token, &meeting, secs).await;
-                drop(server);
-                rooms::run(&mut report, quick).await;
-                chat_files::run(&mut report, quick).await;
+                let only = arg("--only");
+                let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
+                if run("unary") {
+                    own_server_unary(&mut report, secs).await;
+                }
+                if run("rooms") {
+                    rooms::run(&mut report, quick).await;
+                }
+                if run("chat") {
+                    chat_files::run(&mut report, quick).await;
+                }
             }
         }
         report.print();
     });
+}
+
+/// The unary rows against a server of its own.
+async fn own_server_unary(report: &mut Report, secs: f64) {
+    let server = Server::start(&[]);
+    println!(
+        "unio-bench against {} (release build, SQLite, loopback)",
+        server.addr
+    );
+    let setup = channel(&server.addr).await;
+    let token = user(&setup, 0).await;
+    let meeting = open_meeting(&setup, &token).await;
+    // GetMeeting reads a meeting the caller hosts.
+    MeetingServiceClient::new(setup.clone())
+        .get_meeting(authed(
+            pb::GetMeetingRequest {
+                meeting_id: meeting.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    unary::run(report, &server.addr, &token, &meeting, secs).await;
 }
