@@ -284,7 +284,7 @@ mod tests {
     use super::*;
     use crate::{
         domain::{AuthProvider, new_id},
-        realtime::bus::{BusEvent, ChangeHook, LocalBus, Subscription},
+        realtime::bus::{BusEvent, ChangeHook, LocalBus, Signal, Subscription},
         store::{accounts, sessions, users::NewUser},
     };
 
@@ -304,6 +304,9 @@ mod tests {
         }
         fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription {
             self.0.subscribe(topics, capacity)
+        }
+        fn watch(&self, topics: Vec<Topic>) -> Signal {
+            self.0.watch(topics)
         }
     }
 

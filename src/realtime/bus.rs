@@ -84,6 +84,65 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// One queue of `capacity` events for all of `topics`; dropping the
     /// subscription unsubscribes.
     fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription;
+
+    /// A [`Signal`] that fires on every access change under `topics`: for
+    /// holders of access (guards), which only need to know *that*
+    /// something changed, at a fraction of a queue's memory (a guarded
+    /// stream holds one for its whole life).
+    fn watch(&self, topics: Vec<Topic>) -> Signal;
+}
+
+/// A sticky flag set by access changes, with the waker of whoever polls
+/// it: nothing to queue, so nothing to lose or to lag.
+#[derive(Default)]
+pub struct SignalState {
+    fired: AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl SignalState {
+    /// Sets the flag and wakes the poller (for [`Bus`] implementations).
+    pub fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// See [`Bus::watch`]; dropping it unsubscribes.
+pub struct Signal {
+    state: Arc<SignalState>,
+    _registration: Box<dyn Send + Sync>,
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signal").finish_non_exhaustive()
+    }
+}
+
+impl Signal {
+    /// Builds a signal for a [`Bus`] implementation: `state` is what its
+    /// publisher fires, and `registration` is dropped with it.
+    pub fn new(state: Arc<SignalState>, registration: Box<dyn Send + Sync>) -> Self {
+        Self {
+            state,
+            _registration: registration,
+        }
+    }
+
+    /// Ready (and reset) once an access change came since the last time.
+    pub fn poll_fired(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.fired.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.state.waker.register(cx.waker());
+        // A change that came while registering is not missed.
+        if self.state.fired.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 /// See [`Bus::on_change`].
@@ -139,8 +198,16 @@ impl Subscription {
 
 struct Entry {
     id: u64,
-    tx: mpsc::Sender<BusEvent>,
-    lagged: Arc<AtomicBool>,
+    sink: Sink,
+}
+
+/// Where an entry's events go.
+enum Sink {
+    Queue {
+        tx: mpsc::Sender<BusEvent>,
+        lagged: Arc<AtomicBool>,
+    },
+    Signal(Arc<SignalState>),
 }
 
 /// The in-process bus: a map from topic to the queues subscribed to it.
@@ -178,6 +245,25 @@ impl LocalBus {
     /// Topics with at least one subscriber (for tests and metrics).
     pub fn topic_count(&self) -> usize {
         lock(&self.topics).len()
+    }
+
+    /// Files one subscriber (whose sink `sink` makes) under `topics`.
+    fn register(&self, mut topics: Vec<Topic>, sink: impl Fn() -> Sink) -> Registration {
+        topics.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        topics.dedup();
+        topics.shrink_to_fit();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut map = lock(&self.topics);
+        for topic in &topics {
+            map.entry(topic.clone())
+                .or_default()
+                .push(Entry { id, sink: sink() });
+        }
+        Registration {
+            bus: self.me.clone(),
+            id,
+            topics,
+        }
     }
 
     fn unsubscribe(&self, id: u64, topics: &[Topic]) {
@@ -224,14 +310,19 @@ impl Bus for LocalBus {
             return;
         };
         for entry in entries {
-            // A subscriber that lost events gets nothing newer until it
-            // has been told: what it learns after the lag is the lag.
-            if entry.lagged.load(Ordering::Acquire) {
-                continue;
-            }
-            match entry.tx.try_send(event.clone()) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(_)) => entry.lagged.store(true, Ordering::Release),
+            match &entry.sink {
+                Sink::Signal(state) => {
+                    if matches!(event, BusEvent::AccessChanged) {
+                        state.fire();
+                    }
+                }
+                // A subscriber that lost events gets nothing newer until
+                // it has been told: what it learns after the lag is the lag.
+                Sink::Queue { lagged, .. } if lagged.load(Ordering::Acquire) => {}
+                Sink::Queue { tx, lagged } => match tx.try_send(event.clone()) {
+                    Ok(()) | Err(TrySendError::Closed(_)) => {}
+                    Err(TrySendError::Full(_)) => lagged.store(true, Ordering::Release),
+                },
             }
         }
     }
@@ -243,28 +334,20 @@ impl Bus for LocalBus {
             .push(hook);
     }
 
-    fn subscribe(&self, mut topics: Vec<Topic>, capacity: usize) -> Subscription {
-        topics.sort_by_key(|t| format!("{t:?}"));
-        topics.dedup();
+    fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let lagged = Arc::new(AtomicBool::new(false));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut map = lock(&self.topics);
-            for topic in &topics {
-                map.entry(topic.clone()).or_default().push(Entry {
-                    id,
-                    tx: tx.clone(),
-                    lagged: lagged.clone(),
-                });
-            }
-        }
-        let registration = Registration {
-            bus: self.me.clone(),
-            id,
-            topics,
-        };
+        let registration = self.register(topics, || Sink::Queue {
+            tx: tx.clone(),
+            lagged: lagged.clone(),
+        });
         Subscription::new(rx, lagged, Box::new(registration))
+    }
+
+    fn watch(&self, topics: Vec<Topic>) -> Signal {
+        let state = Arc::new(SignalState::default());
+        let registration = self.register(topics, || Sink::Signal(state.clone()));
+        Signal::new(state, Box::new(registration))
     }
 }
 
@@ -338,5 +421,39 @@ mod tests {
         bus.publish(&Topic::Meeting("m".into()), BusEvent::AccessChanged);
         assert!(sub.recv().await.is_some());
         assert_eq!(lock(&heard).len(), 2, "both changes ran the hook");
+    }
+
+    #[tokio::test]
+    async fn a_signal_fires_on_access_changes_only_and_never_lags() {
+        let bus = LocalBus::new();
+        let signal = bus.watch(vec![user("a"), Topic::Meeting("m".into())]);
+        let fired = || std::future::poll_fn(|cx| Poll::Ready(signal.poll_fired(cx).is_ready()));
+        assert!(!fired().await);
+        bus.publish(&Topic::Meeting("m".into()), BusEvent::DataChanged);
+        assert!(!fired().await, "data changes wake no holder of access");
+        for _ in 0..100 {
+            bus.publish(&user("a"), BusEvent::AccessChanged);
+        }
+        assert!(fired().await);
+        assert!(!fired().await, "many changes, one wake-up");
+        // A poller waiting on it is woken.
+        let waiting = tokio::spawn({
+            let bus = bus.clone();
+            async move {
+                let signal = bus.watch(vec![user("b")]);
+                std::future::poll_fn(|cx| signal.poll_fired(cx)).await
+            }
+        });
+        tokio::task::yield_now().await;
+        while bus.topic_count() < 3 {
+            tokio::task::yield_now().await;
+        }
+        bus.publish(&user("b"), BusEvent::AccessChanged);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        drop(signal);
+        assert_eq!(bus.topic_count(), 0);
     }
 }

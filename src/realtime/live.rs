@@ -1,9 +1,9 @@
 //! Live access (DESIGN §8): a long-lived stream lasts only as long as the
 //! grounds it was opened on.
 //!
-//! A [`Guard`] subscribes to the topics a stream holds access under (its
-//! session, its user, its meeting). Each access change on one of them, and
-//! any lag of the subscription, runs the stream's [`Check`] — the same
+//! A [`Guard`] watches the topics a stream holds access under (its
+//! session, its user, its meeting) with a [`Signal`]. Each access change on
+//! one of them (several at once run it once) runs the stream's [`Check`] — the same
 //! decision a new call would get — and a failed check ends the stream
 //! with that call's status. An event is only a nudge to re-check, so a
 //! publisher need not know who holds what, and a lost event costs a
@@ -21,7 +21,7 @@ use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::bus::{Bus, BusEvent, Delivery, Subscription, Topic};
+use super::bus::{Bus, Signal, Topic};
 
 /// The re-check of a stream's access: `Ok` while it still holds.
 pub type Check = Arc<dyn Fn() -> Checking + Send + Sync>;
@@ -29,16 +29,13 @@ pub type Check = Arc<dyn Fn() -> Checking + Send + Sync>;
 /// One run of a [`Check`].
 pub type Checking = Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
 
-/// Access changes a guard may have queued; more just lag (one check).
-const QUEUE: usize = 8;
-
 /// Besides every announced change, a guard re-checks this often: changes
 /// made where no bus reaches (another process on the same database) end
 /// open streams within this bound too.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Guard {
-    subscription: Subscription,
+    signal: Signal,
     check: Check,
     running: Option<Checking>,
     every: Pin<Box<Sleep>>,
@@ -48,10 +45,10 @@ impl Guard {
     /// Subscribes, then checks once at once: a change announced between
     /// the call's own check and the subscription is not missed.
     pub fn new(bus: &dyn Bus, topics: Vec<Topic>, check: Check) -> Self {
-        let subscription = bus.subscribe(topics, QUEUE);
+        let signal = bus.watch(topics);
         let running = Some(check());
         Self {
-            subscription,
+            signal,
             check,
             running,
             every: Box::pin(tokio::time::sleep(RECHECK_EVERY)),
@@ -85,15 +82,9 @@ impl Guard {
                 self.running = Some((self.check)());
                 continue;
             }
-            match self.subscription.poll_recv(cx) {
-                Poll::Ready(Some(Delivery::Event(BusEvent::AccessChanged) | Delivery::Lagged)) => {
-                    self.running = Some((self.check)());
-                }
-                Poll::Ready(Some(Delivery::Event(
-                    BusEvent::Notification(_) | BusEvent::DataChanged,
-                ))) => {}
-                // No bus (shutting down): nothing more will change.
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            match self.signal.poll_fired(cx) {
+                Poll::Ready(()) => self.running = Some((self.check)()),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -181,7 +172,7 @@ mod tests {
     use tokio_stream::StreamExt;
 
     use super::*;
-    use crate::realtime::bus::LocalBus;
+    use crate::realtime::bus::{BusEvent, LocalBus};
 
     fn check(allowed: Arc<AtomicBool>, runs: Arc<AtomicUsize>) -> Check {
         Arc::new(move || {
