@@ -217,14 +217,20 @@ async fn idle_memory(
     }
 }
 
-/// Fan-out at each room size, then idle memory on fresh servers.
-pub async fn run(report: &mut Report, quick: bool) {
+/// A server for rooms, with eight users' tokens (the first hosts).
+async fn room_server() -> (Server, Vec<String>) {
     let server = Server::start(&[("UNIO_ROOM_QUEUE", "4096")]);
     let setup = channel(&server.addr).await;
     let mut tokens = Vec::new();
     for n in 0..8 {
         tokens.push(user(&setup, n).await);
     }
+    (server, tokens)
+}
+
+/// Fan-out at each room size, then idle memory on fresh servers.
+pub async fn run(report: &mut Report, quick: bool) {
+    let (server, tokens) = room_server().await;
     let host = tokens[0].clone();
     let samples = if quick { 20 } else { 100 };
     let sizes: &[usize] = if quick {
@@ -241,12 +247,7 @@ pub async fn run(report: &mut Report, quick: bool) {
     // the participant list. Each size gets a fresh server, so memory
     // freed by earlier rooms cannot hide the cost.
     for room_size in [10, 100] {
-        let server = Server::start(&[("UNIO_ROOM_QUEUE", "4096")]);
-        let setup = channel(&server.addr).await;
-        let mut tokens = Vec::new();
-        for n in 0..8 {
-            tokens.push(user(&setup, n).await);
-        }
+        let (server, tokens) = room_server().await;
         let host = tokens[0].clone();
         idle_memory(report, &server, &tokens, &host, targets, room_size).await;
     }

@@ -45,19 +45,21 @@ pub async fn load(
     Ok(loaded(&found, user_id, is_admin))
 }
 
-/// The meeting `meeting_id` as `user_id` (someone other than the caller:
-/// a callee, a recipient) sees it, from the database: a caller must not
-/// fill memory with entries for whomever they name.
-pub async fn load_for_other(
+/// The same from the database, kept nowhere: for stream re-checks (they
+/// run because something changed) and for users other than the caller (a
+/// callee, a recipient: a caller must not fill memory with entries for
+/// whomever they name).
+pub async fn load_fresh(
     view: &MeetingView,
     meeting_id: &str,
     user_id: &str,
+    is_admin: bool,
 ) -> Result<Loaded, AppError> {
     let found = view
         .fresh(meeting_id, user_id)
         .await?
         .ok_or_else(|| meeting_not_found(meeting_id))?;
-    Ok(loaded(&found, user_id, false))
+    Ok(loaded(&found, user_id, is_admin))
 }
 
 fn loaded(found: &Found, user_id: &str, is_admin: bool) -> Loaded {
@@ -162,13 +164,9 @@ pub fn check(
         Box::pin(async move {
             let caller = accounts.recheck(&caller).await?;
             if let Some(meeting_id) = meeting_id {
-                // From the database: something changed, and memory is
-                // not the judge of what.
-                let found = view
-                    .fresh(&meeting_id, &caller.user_id)
-                    .await?
-                    .ok_or_else(|| meeting_not_found(&meeting_id))?;
-                let loaded = membership(loaded(&found, &caller.user_id, caller.is_admin()))?;
+                let loaded = membership(
+                    load_fresh(&view, &meeting_id, &caller.user_id, caller.is_admin()).await?,
+                )?;
                 if let Some(ended) = live
                     && loaded.access.status.is_over()
                 {

@@ -155,7 +155,7 @@ impl CallService for CallApi {
                 return Err(AppError::invalid("callee_id", "you cannot call yourself").into());
             }
             let theirs =
-                access::load_for_other(&self.state.meeting_view, &meeting_id, callee).await?;
+                access::load_fresh(&self.state.meeting_view, &meeting_id, callee, false).await?;
             if !theirs.access.is_member() {
                 return Err(
                     AppError::invalid("callee_id", "is not a member of this meeting").into(),

@@ -240,7 +240,8 @@ impl NotificationService for NotificationApi {
             }
             for recipient in &recipients {
                 let theirs =
-                    access::load_for_other(&self.state.meeting_view, meeting_id, recipient).await?;
+                    access::load_fresh(&self.state.meeting_view, meeting_id, recipient, false)
+                        .await?;
                 if !theirs.access.is_member() {
                     return Err(AppError::permission_denied(format!(
                         "{recipient} is not a member of this meeting"

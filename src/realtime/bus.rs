@@ -1,15 +1,16 @@
 //! The event backbone (DESIGN §8): one bus carries what holders of access
 //! must hear at once — access changes and live notifications — by topic.
 //!
-//! [`Bus`] is the interface: publish an event on a [`Topic`], subscribe to
-//! several topics with one bounded queue. [`LocalBus`] is the in-process
-//! implementation (the default, one node); a cluster implements the same
-//! trait over Redis, and nothing above it changes.
+//! [`Bus`] is the interface: publish an event on a [`Topic`]; subscribe to
+//! several topics with one bounded queue (notification watches), or watch
+//! them with a [`Signal`] that only says *that* access changed (guards).
+//! [`LocalBus`] is the in-process implementation (the default, one node); a
+//! cluster implements the same trait over Redis, and nothing above it
+//! changes.
 //!
-//! Delivery is best effort into bounded queues, and never blocks a
-//! publisher. A subscriber whose queue is full is told it *lagged* instead
-//! of being handed a longer queue: for access that means "re-check now"
-//! (fail closed), for notifications "list what you missed".
+//! Delivery never blocks a publisher. A subscriber whose queue is full is
+//! told it *lagged* instead of being handed a longer queue ("list what you
+//! missed"); a signal cannot lag, since many changes are one wake-up.
 
 use std::{
     collections::HashMap,
@@ -88,7 +89,9 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// A [`Signal`] that fires on every access change under `topics`: for
     /// holders of access (guards), which only need to know *that*
     /// something changed, at a fraction of a queue's memory (a guarded
-    /// stream holds one for its whole life).
+    /// stream holds one for its whole life). An implementation that can
+    /// lose events (a cluster bus reconnecting) must fire every signal
+    /// when it may have: a guard re-checks, fail closed.
     fn watch(&self, topics: Vec<Topic>) -> Signal;
 }
 
@@ -131,7 +134,9 @@ impl Signal {
     }
 
     /// Ready (and reset) once an access change came since the last time.
-    pub fn poll_fired(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// One poller only (`&mut`): the waker of a second would replace the
+    /// first's.
+    pub fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.state.fired.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
@@ -423,24 +428,30 @@ mod tests {
         assert_eq!(lock(&heard).len(), 2, "both changes ran the hook");
     }
 
+    async fn fired(signal: &mut Signal) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(signal.poll_fired(cx).is_ready())).await
+    }
+
     #[tokio::test]
     async fn a_signal_fires_on_access_changes_only_and_never_lags() {
         let bus = LocalBus::new();
-        let signal = bus.watch(vec![user("a"), Topic::Meeting("m".into())]);
-        let fired = || std::future::poll_fn(|cx| Poll::Ready(signal.poll_fired(cx).is_ready()));
-        assert!(!fired().await);
+        let mut signal = bus.watch(vec![user("a"), Topic::Meeting("m".into())]);
+        assert!(!fired(&mut signal).await);
         bus.publish(&Topic::Meeting("m".into()), BusEvent::DataChanged);
-        assert!(!fired().await, "data changes wake no holder of access");
+        assert!(
+            !fired(&mut signal).await,
+            "data changes wake no holder of access"
+        );
         for _ in 0..100 {
             bus.publish(&user("a"), BusEvent::AccessChanged);
         }
-        assert!(fired().await);
-        assert!(!fired().await, "many changes, one wake-up");
+        assert!(fired(&mut signal).await);
+        assert!(!fired(&mut signal).await, "many changes, one wake-up");
         // A poller waiting on it is woken.
         let waiting = tokio::spawn({
             let bus = bus.clone();
             async move {
-                let signal = bus.watch(vec![user("b")]);
+                let mut signal = bus.watch(vec![user("b")]);
                 std::future::poll_fn(|cx| signal.poll_fired(cx)).await
             }
         });

@@ -42,8 +42,8 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Subscribes, then checks once at once: a change announced between
-    /// the call's own check and the subscription is not missed.
+    /// Watches, then checks once at once: a change announced between the
+    /// call's own check and the watch is not missed.
     pub fn new(bus: &dyn Bus, topics: Vec<Topic>, check: Check) -> Self {
         let signal = bus.watch(topics);
         let running = Some(check());
@@ -90,7 +90,8 @@ impl Guard {
     }
 
     /// Checks now, once: `Err` with the status to end with if access is
-    /// gone.
+    /// gone. Not cancel-safe: a check it takes over and drops is lost, so
+    /// await it to the end.
     pub async fn recheck(&mut self) -> Result<(), Status> {
         if let Some(running) = self.running.take() {
             running.await?;
