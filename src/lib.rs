@@ -152,7 +152,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
             turn_urls: config.turn_urls.clone(),
             turn_secret: config.turn_secret.clone(),
         },
-        db.clone(),
+        realtime::attendance::Attendance::start(db.clone()),
         metrics.clone(),
     );
     Ok(AppState {

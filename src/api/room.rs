@@ -17,11 +17,12 @@ use crate::{
     proto::pb::{self, client_event, room_service_server::RoomService},
     realtime::{
         SessionStream,
-        hub::{EventCode, EventError, HubError, Joiner},
+        hub::{HubError, Joiner},
+        inbound::{EventCode, EventError},
         live::Guarded,
     },
     state::AppState,
-    store::{meetings, participants, users},
+    store::{meetings, users},
 };
 
 pub struct RoomApi {
@@ -223,14 +224,11 @@ impl RoomApi {
             );
         }
         let participant_id = new_id();
-        participants::record_join(
-            &self.state.db,
-            &participant_id,
-            &meeting.id,
-            &caller.user_id,
-            now_micros(),
-        )
-        .await?;
+        // Recorded (in order with every other attendance change) before
+        // the stream is handed out.
+        hub.attendance()
+            .join(&participant_id, &meeting.id, &caller.user_id, now_micros())
+            .await?;
         // A first join makes a participant a member.
         if first_join {
             self.state.bus.publish(
@@ -241,11 +239,11 @@ impl RoomApi {
         match hub.join(&meeting, joiner, participant_id.clone()) {
             Ok(stream) => Ok(Entered::Session(stream)),
             Err(HubError::Removed) => {
-                participants::record_leave(&self.state.db, &participant_id, now_micros()).await?;
+                hub.attendance().leave(&participant_id, now_micros());
                 Err(access::removed_by_host())
             }
             Err(_) => {
-                participants::record_leave(&self.state.db, &participant_id, now_micros()).await?;
+                hub.attendance().leave(&participant_id, now_micros());
                 Err(AppError::FailedPrecondition {
                     reason: "MEETING_NOT_JOINABLE",
                     message: "the meeting ended while joining".into(),

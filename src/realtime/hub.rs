@@ -3,9 +3,12 @@
 //! Rooms are created on first join and dropped when their last participant
 //! is gone. Each operation takes the room's std mutex for a short
 //! synchronous section (assign sequence, push to bounded queues) and never
-//! awaits under it; database writes (attendance) and grace timers are
-//! spawned after the lock is released. Lock order: `rooms`, then one room;
-//! `sessions` is only ever taken alone.
+//! awaits under it. The hub routes; the rest lives elsewhere: what a slot
+//! is and when its epoch moves ([`RoomState`]), what a client may send
+//! ([`super::inbound`]), attendance (queued for [`Attendance`]'s ordered
+//! writer: the hub holds no database handle), timers ([`Reaper`]) and
+//! detaches (reported by sessions over a channel). Lock order: `rooms`,
+//! then one room; `sessions` is only ever taken alone.
 
 use std::{
     collections::HashMap,
@@ -18,7 +21,9 @@ use rand::RngCore;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
+    attendance::Attendance,
     ice::IceConfig,
+    inbound::{self, EventCode, EventError},
     rate::TokenBucket,
     reaper::{Due, Reaper},
     room::{
@@ -34,7 +39,6 @@ use crate::{
     },
     metrics::Metrics,
     proto::pb::{self, client_event, server_event::Event},
-    store::{Db, participants},
 };
 
 /// Limits and timings of the live rooms. The hub's settings are the room settings of the configuration, used as
@@ -59,58 +63,6 @@ pub enum HubError {
     Removed,
 }
 
-/// Why a client event was refused. The stream stays open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventError {
-    pub code: EventCode,
-    pub message: String,
-}
-
-/// Why a client event was refused: the `code` of an `error` event on the
-/// stream, and what decides Publish's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventCode {
-    AlreadyJoined,
-    InvalidEvent,
-    InvalidSignal,
-    RateLimited,
-    SessionClosed,
-    SignalTooLarge,
-    UnknownParticipant,
-    /// Room chat refused by the chat path: bad text.
-    InvalidChat,
-    /// Room chat refused: the meeting is over.
-    MeetingReadOnly,
-    /// Room chat failed for another reason.
-    ChatFailed,
-}
-
-impl EventCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AlreadyJoined => "ALREADY_JOINED",
-            Self::InvalidEvent => "INVALID_EVENT",
-            Self::InvalidSignal => "INVALID_SIGNAL",
-            Self::RateLimited => "RATE_LIMITED",
-            Self::SessionClosed => "SESSION_CLOSED",
-            Self::SignalTooLarge => "SIGNAL_TOO_LARGE",
-            Self::UnknownParticipant => "UNKNOWN_PARTICIPANT",
-            Self::InvalidChat => "INVALID_CHAT",
-            Self::MeetingReadOnly => "MEETING_READ_ONLY",
-            Self::ChatFailed => "CHAT_FAILED",
-        }
-    }
-}
-
-impl EventError {
-    pub fn new(code: EventCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
 type Room = Mutex<RoomState>;
 
 /// Where a session lives, for Publish.
@@ -121,30 +73,11 @@ pub struct SessionRef {
     pub user_id: String,
 }
 
-/// An attendance write. They go through one queue, in order: a leave and
-/// the reopen of a quick resume must not overtake each other.
-#[derive(Debug)]
-enum Attendance {
-    Leave(String, crate::domain::time::Micros),
-    Reopen(String),
-}
-
-async fn apply(db: &Db, op: &Attendance) {
-    let result = match op {
-        Attendance::Leave(id, at) => participants::record_leave(db, id, *at).await.map(|_| ()),
-        Attendance::Reopen(id) => participants::reopen(db, id).await,
-    };
-    if let Err(err) = result {
-        tracing::warn!(error = %err, ?op, "could not record attendance");
-    }
-}
-
 pub struct RoomHub {
-    /// Attendance writes, applied in order by one task.
-    attendance: mpsc::Sender<Attendance>,
+    /// Attendance changes, applied in order by one writer.
+    attendance: Attendance,
     config: HubConfig,
     ice: IceConfig,
-    db: Db,
     /// Queue drops and resumes are counted here.
     metrics: Arc<Metrics>,
     /// By meeting id. A std Mutex: held only to find or insert a room.
@@ -179,14 +112,12 @@ fn duration(d: Duration) -> prost_types::Duration {
 }
 
 impl RoomHub {
-    pub fn new(config: HubConfig, ice: IceConfig, db: Db, metrics: Arc<Metrics>) -> Arc<Self> {
-        let (attendance, mut ops) = mpsc::channel::<Attendance>(65_536);
-        let writer_db = db.clone();
-        tokio::spawn(async move {
-            while let Some(op) = ops.recv().await {
-                apply(&writer_db, &op).await;
-            }
-        });
+    pub fn new(
+        config: HubConfig,
+        ice: IceConfig,
+        attendance: Attendance,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let (detaches, mut reports) = mpsc::unbounded_channel::<Detached>();
         let hub = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
             let weak = weak.clone();
@@ -199,7 +130,6 @@ impl RoomHub {
                 attendance,
                 config,
                 ice,
-                db,
                 metrics,
                 rooms: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
@@ -217,17 +147,6 @@ impl RoomHub {
             }
         });
         hub
-    }
-
-    /// Queues an attendance write (applied right away if the queue is full).
-    fn attendance(&self, op: Attendance) {
-        if let Err(err) = self.attendance.try_send(op) {
-            let op = match err {
-                mpsc::error::TrySendError::Full(op) | mpsc::error::TrySendError::Closed(op) => op,
-            };
-            let db = self.db.clone();
-            tokio::spawn(async move { apply(&db, &op).await });
-        }
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -339,20 +258,17 @@ impl RoomHub {
                     participant: Some(info.clone()),
                 }),
             );
-            let slot = Slot {
-                info,
-                user_id: joiner.user_id.clone(),
-                resume_token: random_token(),
-                session_id: session_id.clone(),
-                outbox: Some(Outbox {
-                    tx,
-                    control: control.clone(),
-                }),
-                epoch: 0,
-                delivered: state.last_seq(),
-                detached: None,
-                limits: self.limits(),
+            let outbox = Outbox {
+                tx,
+                control: control.clone(),
             };
+            let slot = Slot::new(
+                info,
+                random_token(),
+                outbox,
+                state.last_seq(),
+                self.limits(),
+            );
             state.slots.insert(participant_id.clone(), slot);
             let slot = &state.slots[&participant_id];
             let joined = self.joined(&state, meeting, slot, &session_id, false, state.last_seq());
@@ -395,15 +311,9 @@ impl RoomHub {
             .ok_or(HubError::ResumeFailed(
                 "the participant's grace period is over",
             ))?;
-        let from = {
-            let slot = &state.slots[&participant_id];
-            match (&slot.outbox, last_sequence) {
-                (_, n) if n > 0 => n.min(state.last_seq()),
-                // Replacing a stream the server has not yet seen drop.
-                (Some(outbox), _) => outbox.control.sent_seq(),
-                (None, _) => slot.delivered,
-            }
-        };
+        let from = state
+            .resume_from(&participant_id, last_sequence)
+            .expect("found above");
         let missed = state
             .replay_since(&participant_id, from)
             .ok_or(HubError::ResumeFailed(
@@ -413,23 +323,18 @@ impl RoomHub {
         let session_id = new_id();
         let (tx, rx) = mpsc::channel(self.config.queue_capacity + missed.len() + 1);
         let now_ms = self.now_ms();
-        let slot = state.slots.get_mut(&participant_id).expect("found above");
-        let old_session = std::mem::replace(&mut slot.session_id, session_id.clone());
-        slot.close(CloseReason::Replaced);
-        slot.epoch += 1;
-        slot.detached = None;
-        let control = Arc::new(SessionControl::new(
-            session_id.clone(),
-            meeting.id.clone(),
-            participant_id.clone(),
-            user_id.to_owned(),
-            slot.epoch,
-            now_ms,
-        ));
-        slot.outbox = Some(Outbox {
-            tx: tx.clone(),
-            control: control.clone(),
-        });
+        let (old_session, control) = state
+            .reattach(&participant_id, session_id.clone(), tx.clone(), |epoch| {
+                Arc::new(SessionControl::new(
+                    session_id.clone(),
+                    meeting.id.clone(),
+                    participant_id.clone(),
+                    user_id.to_owned(),
+                    epoch,
+                    now_ms,
+                ))
+            })
+            .expect("found above");
         let slot = &state.slots[&participant_id];
         let joined = self.joined(&state, meeting, slot, &session_id, true, from);
         control.mark_sent(from);
@@ -450,7 +355,7 @@ impl RoomHub {
                 },
             );
         }
-        self.attendance(Attendance::Reopen(participant_id));
+        self.attendance.reopen(&participant_id);
         self.metrics.room_resumed();
         Ok(self.stream(rx, control))
     }
@@ -465,12 +370,7 @@ impl RoomHub {
         session_id: &str,
         event: client_event::Event,
     ) -> Result<(), EventError> {
-        let closed = || {
-            EventError::new(
-                EventCode::SessionClosed,
-                "this session has ended; join again",
-            )
-        };
+        let closed = EventError::session_closed;
         let session = self.session(session_id).ok_or_else(closed)?;
         let room = self.room(&session.meeting_id).ok_or_else(closed)?;
         let mut state = lock(&room);
@@ -512,7 +412,7 @@ impl RoomHub {
             }
             client_event::Event::Typing(typing) => {
                 if !slot.limits.typing.try_take(now) {
-                    return Err(rate_limited("typing"));
+                    return Err(EventError::rate_limited("typing"));
                 }
                 state.publish(
                     Audience::AllExcept(me.clone()),
@@ -524,7 +424,7 @@ impl RoomHub {
             }
             client_event::Event::MediaState(media) => {
                 if !slot.limits.media.try_take(now) {
-                    return Err(rate_limited("media_state"));
+                    return Err(EventError::rate_limited("media_state"));
                 }
                 slot.info.media_state = Some(media);
                 state.publish(
@@ -537,9 +437,9 @@ impl RoomHub {
             }
             client_event::Event::Signal(signal) => {
                 if !slot.limits.signals.try_take(now) {
-                    return Err(rate_limited("signal"));
+                    return Err(EventError::rate_limited("signal"));
                 }
-                let payload = self.check_signal(&signal)?;
+                let payload = inbound::signal_payload(&signal, self.config.max_sdp_bytes)?;
                 let target = signal.to_participant_id;
                 if target == me {
                     return Err(EventError::new(
@@ -579,12 +479,7 @@ impl RoomHub {
 
     /// Who is chatting from `session_id`, if its chat rate allows it now.
     pub fn chat_sender(&self, session_id: &str) -> Result<(SessionRef, String), EventError> {
-        let closed = || {
-            EventError::new(
-                EventCode::SessionClosed,
-                "this session has ended; join again",
-            )
-        };
+        let closed = EventError::session_closed;
         let session = self.session(session_id).ok_or_else(closed)?;
         let room = self.room(&session.meeting_id).ok_or_else(closed)?;
         let mut state = lock(&room);
@@ -597,41 +492,10 @@ impl RoomHub {
             outbox.control.touch(self.now_ms());
         }
         if !slot.limits.chats.try_take(std::time::Instant::now()) {
-            return Err(rate_limited("chat"));
+            return Err(EventError::rate_limited("chat"));
         }
         let name = slot.info.display_name.clone();
         Ok((session, name))
-    }
-
-    fn check_signal(
-        &self,
-        signal: &pb::OutgoingSignal,
-    ) -> Result<pb::incoming_signal::Payload, EventError> {
-        use pb::{incoming_signal::Payload as In, outgoing_signal::Payload as Out};
-        let too_big = |what: &str| {
-            EventError::new(
-                EventCode::SignalTooLarge,
-                format!("{what} is larger than {} bytes", self.config.max_sdp_bytes),
-            )
-        };
-        match &signal.payload {
-            None => Err(EventError::new(
-                EventCode::InvalidSignal,
-                "signal needs an offer, an answer or an ice_candidate",
-            )),
-            Some(Out::Offer(sdp)) if sdp.sdp.len() > self.config.max_sdp_bytes => {
-                Err(too_big("offer.sdp"))
-            }
-            Some(Out::Answer(sdp)) if sdp.sdp.len() > self.config.max_sdp_bytes => {
-                Err(too_big("answer.sdp"))
-            }
-            Some(Out::IceCandidate(c)) if c.candidate.len() + c.sdp_mid.len() > 4096 => {
-                Err(too_big("ice_candidate"))
-            }
-            Some(Out::Offer(sdp)) => Ok(In::Offer(sdp.clone())),
-            Some(Out::Answer(sdp)) => Ok(In::Answer(sdp.clone())),
-            Some(Out::IceCandidate(c)) => Ok(In::IceCandidate(c.clone())),
-        }
     }
 
     /// Sends an event to one session only, outside the room's order (errors).
@@ -655,12 +519,7 @@ impl RoomHub {
 
     /// An `error` event for `session_id`, echoing `request_id`.
     pub fn send_error(&self, session_id: &str, err: &EventError, request_id: &str) {
-        // Echo at most 128 characters: an id, not a payload to bounce back.
-        let end = request_id
-            .char_indices()
-            .nth(128)
-            .map_or(request_id.len(), |(at, _)| at);
-        let request_id = &request_id[..end];
+        let request_id = inbound::echoed_request_id(request_id);
         self.send_to_session(
             session_id,
             error_event(err.code.as_str(), &err.message, request_id),
@@ -673,20 +532,15 @@ impl RoomHub {
         let Some(room) = self.room(&control.meeting_id) else {
             return;
         };
-        let epoch = {
-            let mut state = lock(&room);
-            let Some(slot) = state.slots.get_mut(&control.participant_id) else {
-                return;
-            };
-            if slot.epoch != control.epoch {
-                return; // Already resumed, replaced or detached.
-            }
-            slot.outbox = None;
-            slot.detached = Some(cause);
-            // Resume from what reached the transport, not what was queued.
-            slot.delivered = control.sent_seq();
-            slot.epoch += 1;
-            slot.epoch
+        // Resume from what reached the transport, not what was queued.
+        let detached = lock(&room).detach(
+            &control.participant_id,
+            control.epoch,
+            cause,
+            control.sent_seq(),
+        );
+        let Some(epoch) = detached else {
+            return; // Already resumed, replaced or detached.
         };
         self.start_grace(
             control.meeting_id.clone(),
@@ -706,7 +560,7 @@ impl RoomHub {
     /// Marks the attendance offline now, and removes the participant after
     /// the grace period unless it resumed (which changes the epoch).
     fn start_grace(self: &Arc<Self>, meeting_id: String, participant_id: String, epoch: u64) {
-        self.attendance(Attendance::Leave(participant_id.clone(), now_micros()));
+        self.attendance.leave(&participant_id, now_micros());
         self.reaper.at(
             Instant::now() + self.config.resume_grace,
             Due::Grace {
@@ -741,16 +595,14 @@ impl RoomHub {
         let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let cause = {
-            let state = lock(&room);
-            match state.slots.get(participant_id) {
-                Some(slot) if slot.epoch == epoch && slot.detached.is_some() => slot.detached,
-                _ => return,
-            }
+        let Some(cause) = lock(&room).expired(participant_id, epoch) else {
+            return;
         };
         let reason = match cause {
-            Some(DetachCause::TimedOut) => pb::ParticipantLeftReason::TimedOut,
-            _ => pb::ParticipantLeftReason::Disconnected,
+            DetachCause::TimedOut => pb::ParticipantLeftReason::TimedOut,
+            DetachCause::Disconnected | DetachCause::SlowConsumer => {
+                pb::ParticipantLeftReason::Disconnected
+            }
         };
         self.remove(meeting_id, participant_id, CloseReason::Left, reason);
     }
@@ -786,7 +638,7 @@ impl RoomHub {
         if empty {
             self.drop_if_empty(meeting_id);
         }
-        self.attendance(Attendance::Leave(participant_id.to_owned(), now_micros()));
+        self.attendance.leave(participant_id, now_micros());
         true
     }
 
@@ -932,20 +784,22 @@ impl RoomHub {
         }
     }
 
-    /// Records every participant still in a room as gone (after shutdown,
-    /// so attendance does not stay "online" across a restart).
+    /// Records every participant still in a room as gone, after every
+    /// attendance change already queued, and stops the attendance writer
+    /// (after shutdown, so attendance does not stay "online" across a
+    /// restart).
     pub async fn record_departures(&self) {
         let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
         let ids: Vec<String> = rooms
             .iter()
             .flat_map(|room| lock(room).slots.keys().cloned().collect::<Vec<_>>())
             .collect();
-        let now = now_micros();
-        for id in ids {
-            if let Err(err) = participants::record_leave(&self.db, &id, now).await {
-                tracing::warn!(error = %err, "could not record a departure at shutdown");
-            }
-        }
+        self.attendance.finish(ids, now_micros()).await;
+    }
+
+    /// The attendance queue, for the joins the API records (and awaits).
+    pub fn attendance(&self) -> &Attendance {
+        &self.attendance
     }
 
     /// Participants currently in a room (present or within their grace).
@@ -954,11 +808,4 @@ impl RoomHub {
             .map(|room| lock(&room).participants())
             .unwrap_or_default()
     }
-}
-
-fn rate_limited(what: &str) -> EventError {
-    EventError::new(
-        EventCode::RateLimited,
-        format!("too many {what} events; slow down"),
-    )
 }

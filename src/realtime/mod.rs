@@ -1,10 +1,15 @@
 //! The live side of meetings: rooms, sessions, fan-out and resume.
 //!
 //! - [`chat`]: the chat writer: group commit, then delivery in order.
-//! - [`hub`]: [`RoomHub`], every room of this node; joins, resumes, leaves,
-//!   kicks, fan-out. All state sits behind std mutexes held for short,
-//!   synchronous sections, never across an await.
-//! - [`room`]: one room's participants, sequence counter and replay buffer.
+//! - [`hub`]: [`RoomHub`], every room of this node: finds rooms and
+//!   sessions, routes joins, resumes, leaves, kicks and fan-out. All state
+//!   sits behind std mutexes held for short, synchronous sections, never
+//!   across an await; it holds no database handle.
+//! - [`room`]: one room's participants, sequence counter and replay buffer;
+//!   the only code that moves a slot's epoch.
+//! - [`inbound`]: what a client may send; typed codes of refused events.
+//! - [`attendance`]: the one ordered writer of attendance rows (joins,
+//!   leaves, reopens, departures at shutdown).
 //! - [`session`]: the stream a participant reads ([`SessionStream`]): its
 //!   bounded queue, heartbeats, liveness and the way it ends.
 //! - [`rate`]: per-session token buckets.
@@ -20,10 +25,14 @@
 //! The hub is in-process: one node serves a room. Room events move onto
 //! the bus with cluster mode.
 
+pub mod attendance;
 pub mod bus;
 pub mod chat;
 pub mod hub;
+#[cfg(test)]
+mod hub_tests;
 pub mod ice;
+pub mod inbound;
 pub mod inbox;
 pub mod live;
 pub mod rate;

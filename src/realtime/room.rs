@@ -139,6 +139,10 @@ pub struct SessionLimits {
 }
 
 /// A participant: present (with an outbox) or detached within its grace.
+///
+/// Its epoch counts its attachments and detachments; only [`RoomState`]
+/// changes it (and what goes with it: `detached`, `delivered`), so a stale
+/// detach or grace timer can always tell it no longer applies.
 #[derive(Debug)]
 pub struct Slot {
     pub info: pb::Participant,
@@ -146,22 +150,62 @@ pub struct Slot {
     pub resume_token: String,
     pub session_id: String,
     pub outbox: Option<Outbox>,
-    pub epoch: u64,
+    epoch: u64,
     /// While detached: the last sequence that reached the participant's
     /// transport, where a resume without `last_sequence` starts. (While
     /// attached, the session's own `sent_seq` says it.)
-    pub delivered: u64,
-    pub detached: Option<DetachCause>,
+    delivered: u64,
+    detached: Option<DetachCause>,
     pub limits: SessionLimits,
 }
 
 impl Slot {
+    /// A participant that just joined (epoch 0), attached to `outbox`, who
+    /// has seen everything up to `delivered`.
+    pub fn new(
+        info: pb::Participant,
+        resume_token: String,
+        outbox: Outbox,
+        delivered: u64,
+        limits: SessionLimits,
+    ) -> Self {
+        Self {
+            user_id: info.user_id.clone(),
+            info,
+            resume_token,
+            session_id: outbox.control.session_id.clone(),
+            outbox: Some(outbox),
+            epoch: 0,
+            delivered,
+            detached: None,
+            limits,
+        }
+    }
+
     /// Closes the attached stream, if any, for `reason`.
     pub fn close(&mut self, reason: CloseReason) -> Option<Arc<SessionControl>> {
         self.outbox.take().map(|outbox| {
             outbox.control.close(reason);
             outbox.control
         })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Loses the stream (closed for `close` if still attached), keeping the
+    /// slot for a resume from `delivered`; a new epoch.
+    fn detach(&mut self, cause: DetachCause, delivered: u64, close: Option<CloseReason>) -> u64 {
+        if let Some(reason) = close {
+            self.close(reason);
+        } else {
+            self.outbox = None;
+        }
+        self.detached = Some(cause);
+        self.delivered = delivered;
+        self.epoch += 1;
+        self.epoch
     }
 }
 
@@ -261,13 +305,15 @@ impl RoomState {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     // What it received is what it can resume from.
-                    slot.delivered = outbox.control.sent_seq();
-                    slot.close(CloseReason::SlowConsumer);
-                    slot.detached = Some(DetachCause::SlowConsumer);
-                    slot.epoch += 1;
+                    let delivered = outbox.control.sent_seq();
+                    let epoch = slot.detach(
+                        DetachCause::SlowConsumer,
+                        delivered,
+                        Some(CloseReason::SlowConsumer),
+                    );
                     overflowed.push(Overflowed {
                         participant_id: id.clone(),
-                        epoch: slot.epoch,
+                        epoch,
                     });
                 }
                 // The stream is gone; its drop detaches the slot.
@@ -297,6 +343,67 @@ impl RoomState {
         )
     }
 
+    /// The stream of `participant_id`'s attachment `epoch` lost its client
+    /// (`cause`) after `delivered` reached it: the slot stays for a resume.
+    /// The new epoch, for the grace timer; `None` when that attachment is
+    /// already over (resumed, replaced, detached, gone).
+    pub fn detach(
+        &mut self,
+        participant_id: &str,
+        epoch: u64,
+        cause: DetachCause,
+        delivered: u64,
+    ) -> Option<u64> {
+        let slot = self.slots.get_mut(participant_id)?;
+        (slot.epoch == epoch).then(|| slot.detach(cause, delivered, None))
+    }
+
+    /// Why `participant_id` went, if the grace period of `epoch` still
+    /// applies (it is detached and has not resumed since).
+    pub fn expired(&self, participant_id: &str, epoch: u64) -> Option<DetachCause> {
+        self.slots
+            .get(participant_id)
+            .filter(|slot| slot.epoch == epoch)
+            .and_then(|slot| slot.detached)
+    }
+
+    /// Where a resume of `participant_id` starts: after `last_sequence` if
+    /// the client says (at most the latest event), else after what last
+    /// reached its transport.
+    pub fn resume_from(&self, participant_id: &str, last_sequence: u64) -> Option<u64> {
+        let slot = self.slots.get(participant_id)?;
+        Some(match (&slot.outbox, last_sequence) {
+            (_, n) if n > 0 => n.min(self.last_seq()),
+            // Replacing a stream the server has not yet seen drop.
+            (Some(outbox), _) => outbox.control.sent_seq(),
+            (None, _) => slot.delivered,
+        })
+    }
+
+    /// Attaches a new stream (sending on `tx`, session `session_id`) to
+    /// `participant_id`: a stream still attached ends as replaced, and the
+    /// epoch moves on. `control` makes the new session's control for that
+    /// epoch. Returns the replaced session's id and the new control.
+    pub fn reattach(
+        &mut self,
+        participant_id: &str,
+        session_id: String,
+        tx: mpsc::Sender<Arc<pb::ServerEvent>>,
+        control: impl FnOnce(u64) -> Arc<SessionControl>,
+    ) -> Option<(String, Arc<SessionControl>)> {
+        let slot = self.slots.get_mut(participant_id)?;
+        let old_session = std::mem::replace(&mut slot.session_id, session_id);
+        slot.close(CloseReason::Replaced);
+        slot.epoch += 1;
+        slot.detached = None;
+        let control = control(slot.epoch);
+        slot.outbox = Some(Outbox {
+            tx,
+            control: control.clone(),
+        });
+        Some((old_session, control))
+    }
+
     /// Everyone present or within their grace, in join order.
     pub fn participants(&self) -> Vec<pb::Participant> {
         self.slots.values().map(|slot| slot.info.clone()).collect()
@@ -307,36 +414,41 @@ impl RoomState {
 mod tests {
     use super::*;
 
-    fn slot(id: &str, capacity: usize) -> (Slot, mpsc::Receiver<Arc<pb::ServerEvent>>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let control = Arc::new(SessionControl::new(
-            "s".into(),
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            chats: TokenBucket::new(5),
+            signals: TokenBucket::new(20),
+            typing: TokenBucket::new(5),
+            media: TokenBucket::new(10),
+        }
+    }
+
+    fn control(id: &str, epoch: u64) -> Arc<SessionControl> {
+        Arc::new(SessionControl::new(
+            format!("session-{id}-{epoch}"),
             "m".into(),
             id.into(),
             "u".into(),
+            epoch,
             0,
-            0,
-        ));
-        let slot = Slot {
-            info: pb::Participant {
-                participant_id: id.into(),
-                ..Default::default()
-            },
+        ))
+    }
+
+    fn slot(id: &str, capacity: usize) -> (Slot, mpsc::Receiver<Arc<pb::ServerEvent>>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let info = pb::Participant {
+            participant_id: id.into(),
             user_id: "u".into(),
-            resume_token: format!("token-{id}"),
-            session_id: format!("session-{id}"),
-            outbox: Some(Outbox { tx, control }),
-            epoch: 0,
-            delivered: 0,
-            detached: None,
-            limits: SessionLimits {
-                chats: TokenBucket::new(5),
-                signals: TokenBucket::new(20),
-                typing: TokenBucket::new(5),
-                media: TokenBucket::new(10),
-            },
+            ..Default::default()
         };
-        (slot, rx)
+        let outbox = Outbox {
+            tx,
+            control: control(id, 0),
+        };
+        (
+            Slot::new(info, format!("token-{id}"), outbox, 0, limits()),
+            rx,
+        )
     }
 
     fn pong() -> Event {
@@ -382,6 +494,7 @@ mod tests {
         );
         let slow = &room.slots["slow"];
         assert!(slow.outbox.is_none());
+        assert_eq!(slow.epoch(), 1);
         assert_eq!(slow.detached, Some(DetachCause::SlowConsumer));
         // Nothing reached its transport (no stream polled it): it resumes
         // from the start, and everything is still replayable.
@@ -425,5 +538,60 @@ mod tests {
         assert!(room.replay_since("x", 1).is_none());
         assert_eq!(room.replay_since("x", 2).unwrap().len(), 3);
         assert_eq!(room.replay_since("x", 5).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn only_the_current_attachment_can_detach_and_expire() {
+        let mut room = RoomState::new(16);
+        let (a, _rx) = slot("a", 8);
+        room.slots.insert("a".into(), a);
+        assert_eq!(room.expired("a", 0), None, "attached: no grace");
+        let epoch = room
+            .detach("a", 0, DetachCause::Disconnected, 0)
+            .expect("the current attachment detaches");
+        assert_eq!(epoch, 1);
+        assert!(room.slots["a"].outbox.is_none());
+        // The same stream reporting twice, or an older one, changes nothing.
+        assert_eq!(room.detach("a", 0, DetachCause::TimedOut, 0), None);
+        assert_eq!(room.expired("a", 0), None, "a stale timer");
+        assert_eq!(room.expired("a", 1), Some(DetachCause::Disconnected));
+        assert_eq!(room.detach("nobody", 0, DetachCause::TimedOut, 0), None);
+    }
+
+    #[test]
+    fn a_resume_replaces_the_stream_and_outdates_its_timers() {
+        let mut room = RoomState::new(16);
+        let (a, _rx_old) = slot("a", 8);
+        let old_control = a.outbox.as_ref().unwrap().control.clone();
+        room.slots.insert("a".into(), a);
+        room.publish(Audience::All, pong());
+        room.publish(Audience::All, pong());
+        old_control.mark_sent(1);
+        // Replacing a live stream resumes from what reached its transport.
+        assert_eq!(room.resume_from("a", 0), Some(1));
+        assert_eq!(room.resume_from("a", 99), Some(2), "at most the latest");
+        let (tx, _rx) = mpsc::channel(8);
+        let (old_session, new_control) = room
+            .reattach("a", "session-a-1".into(), tx, |epoch| control("a", epoch))
+            .unwrap();
+        assert_eq!(old_session, "session-a-0");
+        assert_eq!(old_control.reason(), Some(CloseReason::Replaced));
+        assert_eq!(new_control.epoch, 1);
+        assert_eq!(room.slots["a"].session_id, "session-a-1");
+        // The replaced stream's own detach report is stale now.
+        assert_eq!(room.detach("a", 0, DetachCause::Disconnected, 0), None);
+        // A detach and a resume: the grace timer of the detach is outdated.
+        let grace = room.detach("a", 1, DetachCause::Disconnected, 2).unwrap();
+        assert_eq!(room.resume_from("a", 0), Some(2), "from what was delivered");
+        let (tx, _rx) = mpsc::channel(8);
+        room.reattach("a", "session-a-3".into(), tx, |epoch| control("a", epoch))
+            .unwrap();
+        assert_eq!(room.expired("a", grace), None);
+        assert!(
+            room.reattach("nobody", "x".into(), mpsc::channel(1).0, |e| control(
+                "x", e
+            ))
+            .is_none()
+        );
     }
 }

@@ -1,0 +1,160 @@
+//! What a client may send into a room, checked before the room sees it:
+//! the typed codes of refused events ([`EventCode`]) and the checks of
+//! signals. Rate buckets live with each slot ([`super::rate`]); their
+//! refusals are made here too, so every refusal reads the same.
+
+use crate::proto::pb;
+
+/// Why a client event was refused. The stream stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    pub code: EventCode,
+    pub message: String,
+}
+
+/// Why a client event was refused: the `code` of an `error` event on the
+/// stream, and what decides Publish's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventCode {
+    AlreadyJoined,
+    InvalidEvent,
+    InvalidSignal,
+    RateLimited,
+    SessionClosed,
+    SignalTooLarge,
+    UnknownParticipant,
+    /// Room chat refused by the chat path: bad text.
+    InvalidChat,
+    /// Room chat refused: the meeting is over.
+    MeetingReadOnly,
+    /// Room chat failed for another reason.
+    ChatFailed,
+}
+
+impl EventCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyJoined => "ALREADY_JOINED",
+            Self::InvalidEvent => "INVALID_EVENT",
+            Self::InvalidSignal => "INVALID_SIGNAL",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::SessionClosed => "SESSION_CLOSED",
+            Self::SignalTooLarge => "SIGNAL_TOO_LARGE",
+            Self::UnknownParticipant => "UNKNOWN_PARTICIPANT",
+            Self::InvalidChat => "INVALID_CHAT",
+            Self::MeetingReadOnly => "MEETING_READ_ONLY",
+            Self::ChatFailed => "CHAT_FAILED",
+        }
+    }
+}
+
+impl EventError {
+    pub fn new(code: EventCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The session is gone (left, replaced, removed, or never was).
+    pub fn session_closed() -> Self {
+        Self::new(
+            EventCode::SessionClosed,
+            "this session has ended; join again",
+        )
+    }
+
+    /// The slot's bucket for `what` is empty.
+    pub fn rate_limited(what: &str) -> Self {
+        Self::new(
+            EventCode::RateLimited,
+            format!("too many {what} events; slow down"),
+        )
+    }
+}
+
+/// Largest ICE candidate (candidate and sdp_mid together) accepted.
+pub const MAX_CANDIDATE_BYTES: usize = 4096;
+
+/// The payload `signal` delivers, if it carries exactly one part within
+/// its size limits (`max_sdp_bytes` for an offer or answer).
+pub fn signal_payload(
+    signal: &pb::OutgoingSignal,
+    max_sdp_bytes: usize,
+) -> Result<pb::incoming_signal::Payload, EventError> {
+    use pb::{incoming_signal::Payload as In, outgoing_signal::Payload as Out};
+    let too_big = |what: &str, limit: usize| {
+        EventError::new(
+            EventCode::SignalTooLarge,
+            format!("{what} is larger than {limit} bytes"),
+        )
+    };
+    match &signal.payload {
+        None => Err(EventError::new(
+            EventCode::InvalidSignal,
+            "signal needs an offer, an answer or an ice_candidate",
+        )),
+        Some(Out::Offer(sdp)) if sdp.sdp.len() > max_sdp_bytes => {
+            Err(too_big("offer.sdp", max_sdp_bytes))
+        }
+        Some(Out::Answer(sdp)) if sdp.sdp.len() > max_sdp_bytes => {
+            Err(too_big("answer.sdp", max_sdp_bytes))
+        }
+        Some(Out::IceCandidate(c)) if c.candidate.len() + c.sdp_mid.len() > MAX_CANDIDATE_BYTES => {
+            Err(too_big("ice_candidate", MAX_CANDIDATE_BYTES))
+        }
+        Some(Out::Offer(sdp)) => Ok(In::Offer(sdp.clone())),
+        Some(Out::Answer(sdp)) => Ok(In::Answer(sdp.clone())),
+        Some(Out::IceCandidate(c)) => Ok(In::IceCandidate(c.clone())),
+    }
+}
+
+/// A client's `request_id` as echoed in an `error` event: at most 128
+/// characters, an id rather than a payload to bounce back.
+pub fn echoed_request_id(request_id: &str) -> &str {
+    let end = request_id
+        .char_indices()
+        .nth(128)
+        .map_or(request_id.len(), |(at, _)| at);
+    &request_id[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::outgoing_signal::Payload as Out;
+
+    fn signal(payload: Option<Out>) -> pb::OutgoingSignal {
+        pb::OutgoingSignal {
+            to_participant_id: "p".into(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn a_signal_needs_one_payload_within_its_limit() {
+        let empty = signal_payload(&signal(None), 10).unwrap_err();
+        assert_eq!(empty.code, EventCode::InvalidSignal);
+
+        let sdp = |n: usize| pb::SessionDescription { sdp: "v".repeat(n) };
+        assert!(signal_payload(&signal(Some(Out::Offer(sdp(10)))), 10).is_ok());
+        let big = signal_payload(&signal(Some(Out::Answer(sdp(11)))), 10).unwrap_err();
+        assert_eq!(big.code, EventCode::SignalTooLarge);
+        assert!(big.message.contains("answer.sdp"), "{}", big.message);
+
+        let candidate = pb::IceCandidate {
+            candidate: "c".repeat(MAX_CANDIDATE_BYTES),
+            sdp_mid: "0".into(),
+            ..Default::default()
+        };
+        let big = signal_payload(&signal(Some(Out::IceCandidate(candidate))), 10).unwrap_err();
+        assert_eq!(big.code, EventCode::SignalTooLarge);
+    }
+
+    #[test]
+    fn echoed_request_ids_are_cut_at_128_characters() {
+        assert_eq!(echoed_request_id("abc"), "abc");
+        let long = "é".repeat(200);
+        assert_eq!(echoed_request_id(&long).chars().count(), 128);
+    }
+}
