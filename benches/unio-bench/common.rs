@@ -31,7 +31,18 @@ impl Server {
     /// Starts `unio` on 127.0.0.1:0 with SQLite in a temp dir.
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_unio"));
+        // UNIO_BENCH_WRAPPER (e.g. "heaptrack -o /tmp/unio") runs each
+        // server under a profiler; its RSS rows then measure the wrapper.
+        let wrapper = std::env::var("UNIO_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(env!("CARGO_BIN_EXE_unio"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_unio")),
+        };
         command
             .env("UNIO_ADDR", "127.0.0.1:0")
             .env("UNIO_DATA_DIR", dir.path())

@@ -5,6 +5,8 @@
 //! cargo bench --bench unio-bench                 # the whole table (~6 min)
 //! cargo bench --bench unio-bench -- --quick      # shorter cells (~2 min)
 //! cargo bench --bench unio-bench -- --only rooms # one section: unary, rooms, chat
+//!                                                # (or fanout, idle: half of rooms)
+//! UNIO_BENCH_WRAPPER="heaptrack -o /tmp/unio" cargo bench --bench unio-bench -- --only idle
 //! cargo bench --bench unio-bench -- --addr 127.0.0.1:50051 --token T --meeting M
 //! ```
 //!
@@ -112,8 +114,11 @@ fn main() {
                 if run("unary") {
                     own_server_unary(&mut report, secs).await;
                 }
-                if run("rooms") {
-                    rooms::run(&mut report, quick).await;
+                if run("rooms") || run("fanout") {
+                    rooms::fan_outs(&mut report, quick).await;
+                }
+                if run("rooms") || run("idle") {
+                    rooms::idle(&mut report, quick).await;
                 }
                 if run("chat") {
                     chat_files::run(&mut report, quick).await;

@@ -228,8 +228,8 @@ async fn room_server() -> (Server, Vec<String>) {
     (server, tokens)
 }
 
-/// Fan-out at each room size, then idle memory on fresh servers.
-pub async fn run(report: &mut Report, quick: bool) {
+/// Fan-out at each room size.
+pub async fn fan_outs(report: &mut Report, quick: bool) {
     let (server, tokens) = room_server().await;
     let host = tokens[0].clone();
     let samples = if quick { 20 } else { 100 };
@@ -241,7 +241,10 @@ pub async fn run(report: &mut Report, quick: bool) {
     for &size in sizes {
         fan_out(report, &server.addr, &tokens, &host, size, samples).await;
     }
-    drop(server);
+}
+
+/// Idle memory per stream, on fresh servers.
+pub async fn idle(report: &mut Report, quick: bool) {
     let targets: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
     // What an idle stream costs depends on its room: `joined` carries
     // the participant list. Each size gets a fresh server, so memory

@@ -291,9 +291,10 @@ impl RoomService for RoomApi {
         let state = self.state.clone();
         let session_id = stream.session_id().to_owned();
         let meeting_id = stream.meeting_id().to_owned();
-        // The reader's own guard: a client that stops reading its events
-        // (so the response stream is not polled) still loses its place
-        // and its voice the moment its access goes.
+        // One guard for both directions, driven by the reader task: a
+        // client that stops reading its events (so the response stream is
+        // not polled) still loses its place and its voice the moment its
+        // access goes, and a reading one hears why from its stream.
         let mut access = access::guard(
             &self.state,
             &caller,
@@ -301,40 +302,49 @@ impl RoomService for RoomApi {
                 meeting_id: &meeting_id,
             },
         );
-        let stream = self.guarded(&caller, stream);
+        let verdict = access.verdict();
+        let (stream, stream_gone) = Guarded::shared(stream, verdict.clone());
+        let stream: EventStream = Box::pin(stream);
         // Reads the client's events until its side closes; the response
         // stream, polled by tonic, carries everything back.
         tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = access.revoked() => {
-                        // A reading client hears why from its response
-                        // stream (whose guard takes it out); one that is
-                        // not reading is taken out a moment later.
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        hub.end_session(&session_id);
-                        break;
+            let mut stream_gone = stream_gone;
+            let revoked = async {
+                loop {
+                    let event = tokio::select! {
+                        _ = access.drive(&verdict) => return true,
+                        event = inbound.message() => event,
+                    };
+                    let Ok(Some(event)) = event else { break };
+                    let Some(event_kind) = event.event else {
+                        let err = EventError::new(EventCode::InvalidEvent, "the event is empty");
+                        hub.send_error(&session_id, &err, &event.request_id);
+                        continue;
+                    };
+                    if let client_event::Event::Chat(chat) = &event_kind {
+                        // Boxed: the chat path's future is large, and this
+                        // task lives as long as the stream.
+                        if let Err(err) = Box::pin(room_chat(&state, &session_id, chat)).await {
+                            hub.send_error(&session_id, &err.into_event(), &event.request_id);
+                        }
+                        continue;
                     }
-                    event = inbound.message() => event,
-                };
-                let Ok(Some(event)) = event else { break };
-                let Some(event_kind) = event.event else {
-                    let err = EventError::new(EventCode::InvalidEvent, "the event is empty");
-                    hub.send_error(&session_id, &err, &event.request_id);
-                    continue;
-                };
-                if let client_event::Event::Chat(chat) = &event_kind {
-                    if let Err(err) = room_chat(&state, &session_id, chat).await {
-                        hub.send_error(&session_id, &err.into_event(), &event.request_id);
+                    if let Err(err) = hub.handle(&session_id, event_kind) {
+                        if err.code == EventCode::SessionClosed {
+                            return false;
+                        }
+                        hub.send_error(&session_id, &err, &event.request_id);
                     }
-                    continue;
                 }
-                if let Err(err) = hub.handle(&session_id, event_kind) {
-                    if err.code == EventCode::SessionClosed {
-                        break;
-                    }
-                    hub.send_error(&session_id, &err, &event.request_id);
+                // The client stopped sending but may still read: its
+                // stream stays guarded until it ends.
+                tokio::select! {
+                    _ = access.drive(&verdict) => true,
+                    _ = &mut stream_gone => false,
                 }
+            };
+            if revoked.await {
+                hub.end_session(&session_id);
             }
         });
         Ok(Response::new(stream))

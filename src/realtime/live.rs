@@ -8,16 +8,24 @@
 //! with that call's status. An event is only a nudge to re-check, so a
 //! publisher need not know who holds what, and a lost event costs a
 //! check, never a grant.
+//!
+//! A stream is guarded by the guard it owns ([`Guarded::new`]), or, when a
+//! task already runs for it (a Connect's reader), by that task's guard
+//! through a [`Verdict`] ([`Guarded::shared`]): one guard per stream, one
+//! re-check per change.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::time::Sleep;
+use tokio::{sync::oneshot, time::Sleep};
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -103,13 +111,98 @@ impl Guard {
     pub async fn revoked(&mut self) -> Status {
         std::future::poll_fn(|cx| self.poll_revoked(cx)).await
     }
+
+    /// A verdict for the stream this guard will guard from another task
+    /// ([`Guard::drive`]): it holds items from the start while the first
+    /// check runs.
+    pub fn verdict(&self) -> Verdict {
+        let verdict = Verdict::default();
+        verdict
+            .inner
+            .checking
+            .store(self.checking(), Ordering::Release);
+        verdict
+    }
+
+    /// Like [`Guard::revoked`], telling `verdict` (and so the stream that
+    /// reads it) while a check runs, and the status once access is gone.
+    pub async fn drive(&mut self, verdict: &Verdict) -> Status {
+        std::future::poll_fn(|cx| {
+            let polled = self.poll_revoked(cx);
+            match &polled {
+                Poll::Ready(status) => verdict.revoke(status.clone()),
+                Poll::Pending => verdict.set_checking(self.checking()),
+            }
+            polled
+        })
+        .await
+    }
+}
+
+/// What a guard driven by another task tells the stream it guards.
+#[derive(Clone, Default)]
+pub struct Verdict {
+    inner: Arc<VerdictInner>,
+}
+
+#[derive(Default)]
+struct VerdictInner {
+    checking: AtomicBool,
+    revoked: Mutex<Option<Status>>,
+    /// The guarded stream's waker.
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Verdict {
+    fn set_checking(&self, checking: bool) {
+        let was = self.inner.checking.swap(checking, Ordering::AcqRel);
+        if was && !checking {
+            self.inner.waker.wake();
+        }
+    }
+
+    fn revoke(&self, status: Status) {
+        *self
+            .inner
+            .revoked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(status);
+        self.inner.waker.wake();
+    }
+
+    /// The status to end with, once access is gone; else whether a check
+    /// runs. Registers `cx` to hear of either.
+    fn poll(&self, cx: &mut Context<'_>) -> Result<bool, Status> {
+        self.inner.waker.register(cx.waker());
+        if let Some(status) = self
+            .inner
+            .revoked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+        {
+            return Err(status);
+        }
+        Ok(self.inner.checking.load(Ordering::Acquire))
+    }
+}
+
+/// Where a guarded stream's verdict comes from.
+enum Gate {
+    Own(Guard),
+    /// Driven elsewhere; the sender, dropped with the stream, tells the
+    /// driver it can stop.
+    Shared {
+        verdict: Verdict,
+        _alive: oneshot::Sender<()>,
+    },
 }
 
 /// A response stream that ends with the guard's status when its access
 /// goes. Nothing passes while a check runs.
 pub struct Guarded<S> {
     inner: S,
-    guard: Guard,
+    gate: Gate,
     done: bool,
     on_revoked: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -118,10 +211,27 @@ impl<S> Guarded<S> {
     pub fn new(inner: S, guard: Guard) -> Self {
         Self {
             inner,
-            guard,
+            gate: Gate::Own(guard),
             done: false,
             on_revoked: None,
         }
+    }
+
+    /// `inner`, guarded by whoever drives a guard with `verdict`
+    /// ([`Guard::drive`]). The receiver resolves once the stream is
+    /// dropped: the driver's cue to stop.
+    pub fn shared(inner: S, verdict: Verdict) -> (Self, oneshot::Receiver<()>) {
+        let (alive, gone) = oneshot::channel();
+        let guarded = Self {
+            inner,
+            gate: Gate::Shared {
+                verdict,
+                _alive: alive,
+            },
+            done: false,
+            on_revoked: None,
+        };
+        (guarded, gone)
     }
 
     /// Runs `hook` when access goes (a room takes its participant out at
@@ -144,14 +254,24 @@ where
             return Poll::Ready(None);
         }
         // The guard first, so that a busy stream cannot starve its check.
-        if let Poll::Ready(status) = this.guard.poll_revoked(cx) {
-            this.done = true;
-            if let Some(hook) = this.on_revoked.take() {
-                hook();
+        let checking = match &mut this.gate {
+            Gate::Own(guard) => match guard.poll_revoked(cx) {
+                Poll::Ready(status) => Err(status),
+                Poll::Pending => Ok(guard.checking()),
+            },
+            Gate::Shared { verdict, .. } => verdict.poll(cx),
+        };
+        let checking = match checking {
+            Ok(checking) => checking,
+            Err(status) => {
+                this.done = true;
+                if let Some(hook) = this.on_revoked.take() {
+                    hook();
+                }
+                return Poll::Ready(Some(Err(status)));
             }
-            return Poll::Ready(Some(Err(status)));
-        }
-        if this.guard.checking() {
+        };
+        if checking {
             // Woken when the check ends.
             return Poll::Pending;
         }
@@ -188,6 +308,87 @@ mod tests {
                 }
             })
         })
+    }
+
+    /// Whether nothing comes from `stream` for a moment.
+    async fn quiet<S: Stream + Unpin>(stream: &mut S) -> bool {
+        tokio::time::timeout(Duration::from_millis(30), stream.next())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_stream_guarded_by_another_tasks_guard_holds_while_it_checks_and_ends_when_it_fails()
+    {
+        let bus = LocalBus::new();
+        let allowed = Arc::new(AtomicBool::new(true));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        // A check that waits for the test's go-ahead.
+        let check: Check = {
+            let (allowed, runs, gate) = (allowed.clone(), runs.clone(), gate.clone());
+            Arc::new(move || {
+                let (allowed, runs, gate) = (allowed.clone(), runs.clone(), gate.clone());
+                Box::pin(async move {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    gate.acquire().await.unwrap().forget();
+                    if allowed.load(Ordering::Relaxed) {
+                        Ok(())
+                    } else {
+                        Err(Status::unauthenticated("revoked"))
+                    }
+                })
+            })
+        };
+        let mut guard = Guard::new(bus.as_ref(), vec![Topic::Session("s".into())], check);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<u32, Status>>(4);
+        let verdict = guard.verdict();
+        let (mut stream, mut gone) = Guarded::shared(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            verdict.clone(),
+        );
+        let driver = tokio::spawn(async move {
+            tokio::select! {
+                status = guard.drive(&verdict) => Some(status),
+                _ = &mut gone => None,
+            }
+        });
+        // The first check runs: nothing passes until it is done.
+        tx.send(Ok(1)).await.unwrap();
+        assert!(quiet(&mut stream).await, "held while the first check runs");
+        gate.add_permits(1);
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        // A change: held again until its check passes.
+        bus.publish(&Topic::Session("s".into()), BusEvent::AccessChanged);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        tx.send(Ok(2)).await.unwrap();
+        assert!(quiet(&mut stream).await, "held while the re-check runs");
+        gate.add_permits(1);
+        assert_eq!(stream.next().await.unwrap().unwrap(), 2);
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        // Revoked: the stream ends with the check's status, and so does the
+        // driver.
+        allowed.store(false, Ordering::Relaxed);
+        bus.publish(&Topic::Session("s".into()), BusEvent::AccessChanged);
+        gate.add_permits(1);
+        let status = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(stream.next().await.is_none());
+        let driven = driver.await.unwrap().expect("the driver saw it too");
+        assert_eq!(driven.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn the_driver_of_a_shared_guard_hears_when_its_stream_is_dropped() {
+        let (stream, gone) = Guarded::shared(
+            tokio_stream::empty::<Result<u32, Status>>(),
+            Verdict::default(),
+        );
+        drop(stream);
+        tokio::time::timeout(Duration::from_secs(1), gone)
+            .await
+            .expect("told at once")
+            .unwrap_err();
     }
 
     #[tokio::test]
