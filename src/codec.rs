@@ -4,9 +4,11 @@
 //! - A message that does not decode (wrong wire types, truncated bytes) is
 //!   the client's mistake: INVALID_ARGUMENT with a BadRequest, not the
 //!   INTERNAL that tonic's codec answers.
-//! - Smaller initial buffers (1 KiB instead of 8 KiB each way): a live room
-//!   keeps thousands of mostly idle streams, and buffers still grow for the
-//!   rare large message.
+//! - Smaller buffers (512 bytes instead of 8 KiB each way): a live room
+//!   keeps thousands of mostly idle streams whose events (heartbeats,
+//!   typing, media state, ICE candidates) fit in 512 bytes. Buffers grow
+//!   for a larger message and, with the patched tonic
+//!   (`vendor/tonic/UNIO-PATCH.md`), start over at 512 bytes after it.
 
 use std::marker::PhantomData;
 
@@ -18,7 +20,7 @@ use tonic::{
 
 use crate::error::AppError;
 
-const BUFFER_SIZE: usize = 1024;
+const BUFFER_SIZE: usize = 512;
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
 fn settings() -> BufferSettings {
