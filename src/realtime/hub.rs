@@ -24,6 +24,7 @@ use super::{
     attendance::Attendance,
     ice::IceConfig,
     inbound::{self, EventCode, EventError},
+    queue,
     rate::TokenBucket,
     reaper::{Due, Reaper},
     room::{
@@ -172,7 +173,7 @@ impl RoomHub {
 
     fn stream(
         self: &Arc<Self>,
-        rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
+        rx: queue::Receiver,
         control: Arc<SessionControl>,
     ) -> SessionStream {
         SessionStream::new(
@@ -236,7 +237,7 @@ impl RoomHub {
                 return Err(HubError::Removed);
             }
             let session_id = new_id();
-            let (tx, rx) = mpsc::channel(self.config.queue_capacity);
+            let (tx, rx) = queue::channel(self.config.queue_capacity);
             let control = Arc::new(SessionControl::new(
                 session_id.clone(),
                 meeting.id.clone(),
@@ -321,7 +322,7 @@ impl RoomHub {
             ))?;
 
         let session_id = new_id();
-        let (tx, rx) = mpsc::channel(self.config.queue_capacity + missed.len() + 1);
+        let (tx, rx) = queue::channel(self.config.queue_capacity + missed.len() + 1);
         let now_ms = self.now_ms();
         let (old_session, control) = state
             .reattach(&participant_id, session_id.clone(), tx.clone(), |epoch| {

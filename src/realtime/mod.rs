@@ -12,6 +12,8 @@
 //!   leaves, reopens, departures at shutdown).
 //! - [`session`]: the stream a participant reads ([`SessionStream`]): its
 //!   bounded queue, heartbeats, liveness and the way it ends.
+//! - [`queue`]: each session's bounded event queue (allocates only while
+//!   events wait).
 //! - [`rate`]: per-session token buckets.
 //! - [`reaper`]: every timer of the hub (grace periods, closed rooms) in
 //!   one task over a deadline map.
@@ -35,6 +37,7 @@ pub mod ice;
 pub mod inbound;
 pub mod inbox;
 pub mod live;
+pub mod queue;
 pub mod rate;
 pub mod reaper;
 pub mod room;

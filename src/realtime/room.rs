@@ -13,7 +13,7 @@ use std::{
     },
 };
 
-use tokio::sync::mpsc::{self, error::TrySendError};
+use super::queue::{self, TrySendError};
 
 use super::rate::TokenBucket;
 use crate::proto::pb::{self, server_event::Event};
@@ -125,7 +125,7 @@ impl SessionControl {
 /// The sending half of a session's bounded queue.
 #[derive(Debug)]
 pub struct Outbox {
-    pub tx: mpsc::Sender<Arc<pb::ServerEvent>>,
+    pub tx: queue::Sender,
     pub control: Arc<SessionControl>,
 }
 
@@ -303,7 +303,7 @@ impl RoomState {
             let Some(outbox) = &slot.outbox else { continue };
             match outbox.tx.try_send(event.clone()) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
+                Err(TrySendError::Full) => {
                     // What it received is what it can resume from.
                     let delivered = outbox.control.sent_seq();
                     let epoch = slot.detach(
@@ -317,7 +317,7 @@ impl RoomState {
                     });
                 }
                 // The stream is gone; its drop detaches the slot.
-                Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Closed) => {}
             }
         }
         overflowed
@@ -388,7 +388,7 @@ impl RoomState {
         &mut self,
         participant_id: &str,
         session_id: String,
-        tx: mpsc::Sender<Arc<pb::ServerEvent>>,
+        tx: queue::Sender,
         control: impl FnOnce(u64) -> Arc<SessionControl>,
     ) -> Option<(String, Arc<SessionControl>)> {
         let slot = self.slots.get_mut(participant_id)?;
@@ -434,8 +434,8 @@ mod tests {
         ))
     }
 
-    fn slot(id: &str, capacity: usize) -> (Slot, mpsc::Receiver<Arc<pb::ServerEvent>>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn slot(id: &str, capacity: usize) -> (Slot, queue::Receiver) {
+        let (tx, rx) = queue::channel(capacity);
         let info = pb::Participant {
             participant_id: id.into(),
             user_id: "u".into(),
@@ -465,9 +465,9 @@ mod tests {
         room.publish(Audience::All, pong());
         room.publish(Audience::Only("b".into()), pong());
         room.publish(Audience::AllExcept("b".into()), pong());
-        let seqs = |rx: &mut mpsc::Receiver<Arc<pb::ServerEvent>>| {
+        let seqs = |rx: &mut queue::Receiver| {
             let mut out = Vec::new();
-            while let Ok(e) = rx.try_recv() {
+            while let Some(e) = rx.try_recv() {
                 out.push(e.sequence);
             }
             out
@@ -570,7 +570,7 @@ mod tests {
         // Replacing a live stream resumes from what reached its transport.
         assert_eq!(room.resume_from("a", 0), Some(1));
         assert_eq!(room.resume_from("a", 99), Some(2), "at most the latest");
-        let (tx, _rx) = mpsc::channel(8);
+        let (tx, _rx) = queue::channel(8);
         let (old_session, new_control) = room
             .reattach("a", "session-a-1".into(), tx, |epoch| control("a", epoch))
             .unwrap();
@@ -583,12 +583,12 @@ mod tests {
         // A detach and a resume: the grace timer of the detach is outdated.
         let grace = room.detach("a", 1, DetachCause::Disconnected, 2).unwrap();
         assert_eq!(room.resume_from("a", 0), Some(2), "from what was delivered");
-        let (tx, _rx) = mpsc::channel(8);
+        let (tx, _rx) = queue::channel(8);
         room.reattach("a", "session-a-3".into(), tx, |epoch| control("a", epoch))
             .unwrap();
         assert_eq!(room.expired("a", grace), None);
         assert!(
-            room.reattach("nobody", "x".into(), mpsc::channel(1).0, |e| control(
+            room.reattach("nobody", "x".into(), queue::channel(1).0, |e| control(
                 "x", e
             ))
             .is_none()

@@ -22,7 +22,10 @@ use tokio::{
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::room::{CloseReason, DetachCause, SessionControl};
+use super::{
+    queue,
+    room::{CloseReason, DetachCause, SessionControl},
+};
 use crate::{
     error::AppError,
     proto::pb::{self, server_event::Event},
@@ -41,7 +44,7 @@ pub struct Detached {
 pub type DetachSender = mpsc::UnboundedSender<Detached>;
 
 pub struct SessionStream {
-    rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
+    rx: queue::Receiver,
     control: Arc<SessionControl>,
     detaches: DetachSender,
     /// The zero of `SessionControl::last_seen_ms`.
@@ -68,7 +71,7 @@ pub(super) fn error_event(code: &str, message: &str, request_id: &str) -> pb::Se
 
 impl SessionStream {
     pub(super) fn new(
-        rx: mpsc::Receiver<Arc<pb::ServerEvent>>,
+        rx: queue::Receiver,
         control: Arc<SessionControl>,
         (detaches, started): (DetachSender, Instant),
         ping_interval: Duration,
