@@ -17,12 +17,13 @@ use crate::{
     proto::pb::{self, client_event, room_service_server::RoomService},
     realtime::{
         SessionStream,
+        attendance::Attendance,
         hub::{HubError, Joiner},
         inbound::{EventCode, EventError},
         live::Guarded,
     },
     state::AppState,
-    store::{meetings, users},
+    store::{meetings, participants, users},
 };
 
 pub struct RoomApi {
@@ -224,11 +225,22 @@ impl RoomApi {
             );
         }
         let participant_id = new_id();
-        // Recorded (in order with every other attendance change) before
-        // the stream is handed out.
-        hub.attendance()
-            .join(&participant_id, &meeting.id, &caller.user_id, now_micros())
-            .await?;
+        // The row exists before the stream is handed out. Until the hub has
+        // the participant, a cancelled call (client reset, deadline) or a
+        // refused join closes it again: nothing stays "online".
+        let mut pending = PendingJoin {
+            attendance: hub.attendance(),
+            id: &participant_id,
+            joined: false,
+        };
+        participants::record_join(
+            &self.state.db,
+            &participant_id,
+            &meeting.id,
+            &caller.user_id,
+            now_micros(),
+        )
+        .await?;
         // A first join makes a participant a member.
         if first_join {
             self.state.bus.publish(
@@ -237,18 +249,32 @@ impl RoomApi {
             );
         }
         match hub.join(&meeting, joiner, participant_id.clone()) {
-            Ok(stream) => Ok(Entered::Session(stream)),
-            Err(HubError::Removed) => {
-                hub.attendance().leave(&participant_id, now_micros());
-                Err(access::removed_by_host())
+            Ok(stream) => {
+                pending.joined = true;
+                Ok(Entered::Session(stream))
             }
-            Err(_) => {
-                hub.attendance().leave(&participant_id, now_micros());
-                Err(AppError::FailedPrecondition {
-                    reason: "MEETING_NOT_JOINABLE",
-                    message: "the meeting ended while joining".into(),
-                })
-            }
+            Err(HubError::Removed) => Err(access::removed_by_host()),
+            Err(_) => Err(AppError::FailedPrecondition {
+                reason: "MEETING_NOT_JOINABLE",
+                message: "the meeting ended while joining".into(),
+            }),
+        }
+    }
+}
+
+/// An attendance row being opened for a join: closed again when dropped
+/// before the hub took the participant in.
+struct PendingJoin<'a> {
+    attendance: &'a Attendance,
+    id: &'a str,
+    joined: bool,
+}
+
+impl Drop for PendingJoin<'_> {
+    fn drop(&mut self) {
+        if !self.joined {
+            // A row that was never written makes this a no-op.
+            self.attendance.leave(self.id, now_micros());
         }
     }
 }

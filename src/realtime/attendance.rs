@@ -1,37 +1,32 @@
-//! [`Attendance`]: the one writer of `meeting_participants`.
+//! [`Attendance`]: the one writer of attendance changes after a join.
 //!
-//! Every attendance change — a join, a leave, the reopen of a resumed
-//! participant, and the departures recorded at shutdown — goes through one
-//! queue, applied in order by one task. Order is the point: a leave must
-//! not overtake its join, nor the reopen of a quick resume the leave that
-//! preceded it, which two independently spawned writes could do.
+//! Leaves, reopens of resumed participants, and the departures recorded at
+//! shutdown go through one queue, applied in order by one task. Order is
+//! the point: the reopen of a quick resume must not overtake the leave of
+//! the detach before it, which two independently spawned writes could do.
+//! The hub queues them while it holds the room's lock, so the queue's order
+//! is the room's. It holds no database handle, so it can be tested alone.
 //!
-//! The hub only queues (it holds no database handle), so it can be tested
-//! without one. A join is awaited: its row exists before the participant's
-//! stream is handed out, and a database that refuses it refuses the join.
-//! The queue is unbounded, yet bounded in practice: every operation
-//! follows a client's join or resume, and each join waits for its own
-//! write, so the queue cannot run further ahead of the database than the
-//! joins in flight and one leave and one reopen for each participant.
+//! Joins are not queued: the API inserts the row, awaited and in parallel
+//! with other joins, before the participant exists anywhere else (nothing
+//! can be queued for an id the hub has not seen), and a join must not
+//! wait behind other participants' leaves.
+//!
+//! The queue is unbounded but fed only by what clients do to their own
+//! slot (a detach, a resume, a removal), each of which costs them a call
+//! or a stream; the writer applies thousands of these small updates a
+//! second. At shutdown, [`Attendance::finish`] drains it.
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     domain::time::Micros,
-    store::{Db, Error, participants},
+    store::{Db, participants},
 };
 
 /// One attendance change, in the order it happened.
 #[derive(Debug)]
 pub enum Op {
-    /// `id` joined `meeting_id`; `done` hears whether it was recorded.
-    Join {
-        id: String,
-        meeting_id: String,
-        user_id: String,
-        at: Micros,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
     /// `id` went offline (no-op if it already was).
     Leave { id: String, at: Micros },
     /// `id` resumed: online again.
@@ -64,29 +59,6 @@ impl Attendance {
     pub fn queue() -> (Self, mpsc::UnboundedReceiver<Op>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, rx)
-    }
-
-    /// Records that attendance `id` of `user_id` in `meeting_id` began at
-    /// `at`, after everything queued before it.
-    pub async fn join(
-        &self,
-        id: &str,
-        meeting_id: &str,
-        user_id: &str,
-        at: Micros,
-    ) -> Result<(), Error> {
-        let (done, result) = oneshot::channel();
-        self.send(Op::Join {
-            id: id.to_owned(),
-            meeting_id: meeting_id.to_owned(),
-            user_id: user_id.to_owned(),
-            at,
-            done,
-        });
-        // A writer that is gone (shutting down) recorded nothing.
-        result
-            .await
-            .unwrap_or_else(|_| Err(Error::from(sqlx::Error::PoolClosed)))
     }
 
     pub fn leave(&self, id: &str, at: Micros) {
@@ -123,16 +95,6 @@ impl Attendance {
 async fn write(db: Db, mut ops: mpsc::UnboundedReceiver<Op>) {
     while let Some(op) = ops.recv().await {
         match op {
-            Op::Join {
-                id,
-                meeting_id,
-                user_id,
-                at,
-                done,
-            } => {
-                let result = participants::record_join(&db, &id, &meeting_id, &user_id, at).await;
-                let _ = done.send(result);
-            }
             Op::Leave { id, at } => {
                 if let Err(err) = participants::record_leave(&db, &id, at).await {
                     tracing::warn!(error = %err, %id, "could not record a leave");

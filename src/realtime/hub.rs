@@ -277,6 +277,7 @@ impl RoomHub {
             if let Some(outbox) = &slot.outbox {
                 let _ = outbox.tx.try_send(Arc::new(joined));
             }
+            self.handle_overflow(&meeting.id, overflowed);
             drop(state);
             lock(&self.sessions).insert(
                 session_id,
@@ -286,7 +287,6 @@ impl RoomHub {
                     user_id: joiner.user_id,
                 },
             );
-            self.handle_overflow(&meeting.id, overflowed);
             return Ok(self.stream(rx, control));
         }
     }
@@ -343,6 +343,9 @@ impl RoomHub {
         for event in missed {
             let _ = tx.try_send(event);
         }
+        // Queued under the room's lock, like the leave of a detach: the
+        // two reach the writer in the order they happened.
+        self.attendance.reopen(&participant_id);
         drop(state);
         {
             let mut sessions = lock(&self.sessions);
@@ -356,7 +359,6 @@ impl RoomHub {
                 },
             );
         }
-        self.attendance.reopen(&participant_id);
         self.metrics.room_resumed();
         Ok(self.stream(rx, control))
     }
@@ -473,7 +475,6 @@ impl RoomHub {
                 return Ok(());
             }
         };
-        drop(state);
         self.handle_overflow(&session.meeting_id, overflowed);
         Ok(())
     }
@@ -533,8 +534,9 @@ impl RoomHub {
         let Some(room) = self.room(&control.meeting_id) else {
             return;
         };
+        let mut state = lock(&room);
         // Resume from what reached the transport, not what was queued.
-        let detached = lock(&room).detach(
+        let detached = state.detach(
             &control.participant_id,
             control.epoch,
             cause,
@@ -550,6 +552,9 @@ impl RoomHub {
         );
     }
 
+    /// Starts the grace of participants a publish detached. Called under
+    /// the room's lock (it only queues), so that their leaves reach the
+    /// attendance writer before any resume's reopen.
     fn handle_overflow(self: &Arc<Self>, meeting_id: &str, overflowed: Vec<Overflowed>) {
         for slow in overflowed {
             self.metrics.room_queue_dropped();
@@ -559,7 +564,8 @@ impl RoomHub {
     }
 
     /// Marks the attendance offline now, and removes the participant after
-    /// the grace period unless it resumed (which changes the epoch).
+    /// the grace period unless it resumed (which changes the epoch). Only
+    /// queues; callers hold the room's lock.
     fn start_grace(self: &Arc<Self>, meeting_id: String, participant_id: String, epoch: u64) {
         self.attendance.leave(&participant_id, now_micros());
         self.reaper.at(
@@ -619,7 +625,7 @@ impl RoomHub {
         let Some(room) = self.room(meeting_id) else {
             return false;
         };
-        let (session_id, overflowed, empty) = {
+        let (session_id, empty) = {
             let mut state = lock(&room);
             let Some(mut slot) = state.slots.remove(participant_id) else {
                 return false;
@@ -632,10 +638,10 @@ impl RoomHub {
                     reason: reason as i32,
                 }),
             );
-            (slot.session_id, overflowed, state.slots.is_empty())
+            self.handle_overflow(meeting_id, overflowed);
+            (slot.session_id, state.slots.is_empty())
         };
         lock(&self.sessions).remove(&session_id);
-        self.handle_overflow(meeting_id, overflowed);
         if empty {
             self.drop_if_empty(meeting_id);
         }
@@ -717,7 +723,8 @@ impl RoomHub {
         let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let overflowed = lock(&room).publish(Audience::All, event);
+        let mut state = lock(&room);
+        let overflowed = state.publish(Audience::All, event);
         self.handle_overflow(meeting_id, overflowed);
     }
 
@@ -751,10 +758,12 @@ impl RoomHub {
                 }),
             );
             let slots = std::mem::take(&mut state.slots);
+            let now = now_micros();
             slots
-                .into_values()
-                .map(|mut slot| {
+                .into_iter()
+                .map(|(participant_id, mut slot)| {
                     slot.close(CloseReason::MeetingEnded);
+                    self.attendance.leave(&participant_id, now);
                     slot.session_id
                 })
                 .collect()
@@ -795,7 +804,13 @@ impl RoomHub {
             .iter()
             .flat_map(|room| lock(room).slots.keys().cloned().collect::<Vec<_>>())
             .collect();
-        self.attendance.finish(ids, now_micros()).await;
+        let finish = self.attendance.finish(ids, now_micros());
+        if tokio::time::timeout(Duration::from_secs(10), finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!("attendance writes still queued after 10 s at shutdown; left undone");
+        }
     }
 
     /// The attendance queue, for the joins the API records (and awaits).

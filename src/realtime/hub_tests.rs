@@ -85,7 +85,6 @@ fn ops(room: &mut Room) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     while let Ok(op) = room.ops.try_recv() {
         out.push(match op {
-            Op::Join { id, .. } => ("join", id),
             Op::Leave { id, .. } => ("leave", id),
             Op::Reopen { id } => ("reopen", id),
             Op::Finish { .. } => ("finish", String::new()),
@@ -473,7 +472,7 @@ async fn a_removed_user_loses_every_device_and_cannot_return() {
 
 #[tokio::test(start_paused = true)]
 async fn a_closed_room_ends_every_stream_and_turns_joins_away_for_a_minute() {
-    let room = room(HubConfig::default());
+    let mut room = room(HubConfig::default());
     let mut a = room.join("ua", "pa").await;
     let mut b = room.join("ub", "pb").await;
     drain(&mut a.stream).await;
@@ -487,6 +486,13 @@ async fn a_closed_room_ends_every_stream_and_turns_joins_away_for_a_minute() {
         );
         assert!(member.stream.next().await.is_none(), "then it ends");
     }
+    let mut closed = ops(&mut room);
+    closed.sort();
+    assert_eq!(
+        closed,
+        [("leave", "pa".to_owned()), ("leave", "pb".to_owned())],
+        "everyone's attendance closes with the room"
+    );
     let joiner = || Joiner {
         user_id: "uc".into(),
         display_name: "C".into(),

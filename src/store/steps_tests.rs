@@ -208,3 +208,45 @@ async fn a_large_chat_batch_spans_several_statements_without_gaps() {
     assert_eq!(sequences, (expected.clone(), expected));
     assert_eq!(count(&db, "chat_messages").await, 40);
 }
+
+/// The attendance writer (`realtime::attendance`) on a real file: changes
+/// apply in the order queued, and `finish` drains them before it records
+/// the departures; nothing queued after it is applied.
+#[tokio::test]
+async fn the_attendance_writer_applies_changes_in_order_and_drains_at_shutdown() {
+    use super::participants;
+    use crate::realtime::attendance::Attendance;
+
+    let (db, _dir) = db().await;
+    let host = account(&db, "host@example.com", true).await;
+    let meeting = meeting(&db, &host).await;
+    for id in ["a", "b", "c"] {
+        participants::record_join(&db, id, &meeting, &host, 1)
+            .await
+            .unwrap();
+    }
+    let attendance = Attendance::start(db.clone());
+    // a: detached, resumed, detached again; b: detached, then resumed; c
+    // stays until the server stops.
+    attendance.leave("a", 2);
+    attendance.reopen("a");
+    attendance.leave("a", 3);
+    attendance.leave("b", 2);
+    attendance.reopen("b");
+    attendance.finish(vec!["b".into(), "c".into()], 9).await;
+    attendance.leave("c", 20);
+    let left: Vec<(String, Option<i64>)> = participants::list(&db, &meeting, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.id, row.left_at))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            ("a".to_owned(), Some(3)),
+            ("b".to_owned(), Some(9)),
+            ("c".to_owned(), Some(9)),
+        ]
+    );
+}
