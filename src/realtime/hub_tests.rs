@@ -4,12 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
 use super::{
-    attendance::{Attendance, Op},
+    attendance::{Attendance, Change},
     hub::{HubConfig, HubError, Joiner, RoomHub},
     ice::IceConfig,
     inbound::EventCode,
@@ -22,7 +21,7 @@ use crate::{
 
 struct Room {
     hub: Arc<RoomHub>,
-    ops: mpsc::UnboundedReceiver<Op>,
+    attendance: Attendance,
     meeting: pb::Meeting,
 }
 
@@ -35,11 +34,11 @@ struct Member {
 }
 
 fn room(config: HubConfig) -> Room {
-    let (attendance, ops) = Attendance::queue();
+    let attendance = Attendance::default();
     let metrics = Arc::new(Metrics::new(Default::default()));
     Room {
-        hub: RoomHub::new(config, IceConfig::default(), attendance, metrics),
-        ops,
+        hub: RoomHub::new(config, IceConfig::default(), attendance.clone(), metrics),
+        attendance,
         meeting: pb::Meeting {
             id: "meeting".into(),
             ..Default::default()
@@ -82,15 +81,14 @@ fn left(events: &[Event]) -> Vec<(String, ParticipantLeftReason)> {
 
 /// Attendance changes queued so far, as (kind, participant id).
 fn ops(room: &mut Room) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    while let Ok(op) = room.ops.try_recv() {
-        out.push(match op {
-            Op::Leave { id, .. } => ("leave", id),
-            Op::Reopen { id } => ("reopen", id),
-            Op::Finish { .. } => ("finish", String::new()),
-        });
-    }
-    out
+    room.attendance
+        .take()
+        .into_iter()
+        .map(|(id, change)| match change {
+            Change::Leave(_) => ("leave", id),
+            Change::Reopen => ("reopen", id),
+        })
+        .collect()
 }
 
 impl Room {
@@ -234,8 +232,8 @@ async fn a_resume_within_grace_replays_what_was_missed_and_outlives_the_timer() 
     );
     assert_eq!(
         ops(&mut room),
-        [("leave", "pb".to_owned()), ("reopen", "pb".to_owned())],
-        "the leave and the reopen in the order they happened"
+        [("reopen", "pb".to_owned())],
+        "the leave, then the reopen: online"
     );
 
     tokio::time::sleep(grace + Duration::from_secs(1)).await;
@@ -309,8 +307,8 @@ async fn a_silent_participant_times_out_and_leaves_after_its_grace() {
     );
     assert_eq!(
         ops(&mut room),
-        [("leave", "pb".to_owned()), ("leave", "pb".to_owned())],
-        "offline when it went silent, and again (a no-op) when it left"
+        [("leave", "pb".to_owned())],
+        "offline since it went silent"
     );
 }
 
@@ -370,7 +368,8 @@ async fn a_consumer_that_falls_behind_is_told_and_resumes_from_where_it_was() {
     );
     assert_eq!(
         ops(&mut room),
-        [("leave", "pb".to_owned()), ("reopen", "pb".to_owned())]
+        [("reopen", "pb".to_owned())],
+        "detached, then resumed: online"
     );
 }
 
@@ -518,20 +517,9 @@ async fn departures_are_recorded_after_everything_queued() {
     let hub = room.hub.clone();
     let departures = tokio::spawn(async move { hub.record_departures().await });
     settle().await;
-    let mut queued = Vec::new();
-    while let Ok(op) = room.ops.try_recv() {
-        queued.push(op);
-    }
-    match &queued[..] {
-        [Op::Leave { id, .. }, Op::Finish { ids, .. }] => {
-            assert_eq!(id, "pb");
-            assert_eq!(ids, &["pa".to_owned()]);
-        }
-        other => panic!("{other:?}"),
-    }
-    let Some(Op::Finish { done, .. }) = queued.pop() else {
-        unreachable!()
-    };
+    assert_eq!(ops(&mut room), [("leave", "pb".to_owned())]);
+    let (ids, done) = room.attendance.take_finish().expect("finish queued");
+    assert_eq!(ids, ["pa".to_owned()]);
     done.send(()).unwrap();
     departures.await.unwrap();
 }
