@@ -5,6 +5,7 @@
 
 use std::{pin::Pin, time::Duration};
 
+use tokio::sync::oneshot;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -20,7 +21,7 @@ use crate::{
         attendance::Attendance,
         hub::{HubError, Joiner},
         inbound::{EventCode, EventError},
-        live::Guarded,
+        live::{Guarded, Verdict},
     },
     state::AppState,
     store::{meetings, participants, users},
@@ -279,6 +280,62 @@ impl Drop for PendingJoin<'_> {
     }
 }
 
+/// Why a Connect's reader stopped.
+enum ReaderEnd {
+    /// The hub closed the session (replaced, removed, or ended).
+    SessionClosed,
+    /// The client closed its side; it may still read its stream.
+    InputClosed,
+    /// The response stream was dropped.
+    StreamGone,
+    /// Access went while an event waited.
+    Revoked,
+}
+
+/// Reads a Connect's events and hands them to the hub (chat to the chat
+/// path) until one side is done. Each event waits out a running access
+/// check first, as the response stream does.
+async fn read_events(
+    state: &AppState,
+    session_id: &str,
+    inbound: &mut Streaming<pb::ClientEvent>,
+    verdict: &Verdict,
+    stream_gone: &mut oneshot::Receiver<()>,
+) -> ReaderEnd {
+    let hub = &state.hub;
+    loop {
+        let event = tokio::select! {
+            event = inbound.message() => event,
+            _ = &mut *stream_gone => return ReaderEnd::StreamGone,
+        };
+        let Ok(Some(event)) = event else {
+            return ReaderEnd::InputClosed;
+        };
+        if verdict.settled().await.is_err() {
+            return ReaderEnd::Revoked;
+        }
+        let Some(event_kind) = event.event else {
+            let err = EventError::new(EventCode::InvalidEvent, "the event is empty");
+            hub.send_error(session_id, &err, &event.request_id);
+            continue;
+        };
+        if let client_event::Event::Chat(chat) = &event_kind {
+            // Boxed: the chat path's future is large, and this task lives
+            // as long as the stream.
+            if let Err(err) = Box::pin(room_chat(state, session_id, chat)).await {
+                hub.send_error(session_id, &err.into_event(), &event.request_id);
+            }
+            continue;
+        }
+        if let Err(err) = hub.handle(session_id, event_kind) {
+            if err.code == EventCode::SessionClosed {
+                return ReaderEnd::SessionClosed;
+            }
+            hub.send_error(session_id, &err, &event.request_id);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RoomService for RoomApi {
     type ConnectStream = EventStream;
@@ -313,7 +370,6 @@ impl RoomService for RoomApi {
             Entered::Session(stream) => stream,
             Entered::ResumeFailed(why) => return Ok(Response::new(resume_failed(why))),
         };
-        let hub = self.state.hub.clone();
         let state = self.state.clone();
         let session_id = stream.session_id().to_owned();
         let meeting_id = stream.meeting_id().to_owned();
@@ -329,48 +385,42 @@ impl RoomService for RoomApi {
             },
         );
         let verdict = access.verdict();
-        let (stream, stream_gone) = Guarded::shared(stream, verdict.clone());
+        let (stream, mut stream_gone) = Guarded::shared(stream, verdict.clone());
         let stream: EventStream = Box::pin(stream);
-        // Reads the client's events until its side closes; the response
-        // stream, polled by tonic, carries everything back.
+        // The guard is driven next to the reader, not between its events,
+        // so that a slow event (a chat append) does not keep a revocation
+        // waiting.
         tokio::spawn(async move {
-            let mut stream_gone = stream_gone;
-            let revoked = async {
-                loop {
-                    let event = tokio::select! {
-                        _ = access.drive(&verdict) => return true,
-                        event = inbound.message() => event,
-                    };
-                    let Ok(Some(event)) = event else { break };
-                    let Some(event_kind) = event.event else {
-                        let err = EventError::new(EventCode::InvalidEvent, "the event is empty");
-                        hub.send_error(&session_id, &err, &event.request_id);
-                        continue;
-                    };
-                    if let client_event::Event::Chat(chat) = &event_kind {
-                        // Boxed: the chat path's future is large, and this
-                        // task lives as long as the stream.
-                        if let Err(err) = Box::pin(room_chat(&state, &session_id, chat)).await {
-                            hub.send_error(&session_id, &err.into_event(), &event.request_id);
-                        }
-                        continue;
-                    }
-                    if let Err(err) = hub.handle(&session_id, event_kind) {
-                        if err.code == EventCode::SessionClosed {
-                            return false;
-                        }
-                        hub.send_error(&session_id, &err, &event.request_id);
-                    }
-                }
-                // The client stopped sending but may still read: its
-                // stream stays guarded until it ends.
+            let fail_closed = verdict.fail_closed();
+            let end = {
+                let reader = read_events(
+                    &state,
+                    &session_id,
+                    &mut inbound,
+                    &verdict,
+                    &mut stream_gone,
+                );
+                tokio::pin!(reader);
                 tokio::select! {
-                    _ = access.drive(&verdict) => true,
-                    _ = &mut stream_gone => false,
+                    biased;
+                    _ = access.drive(&verdict) => ReaderEnd::Revoked,
+                    end = &mut reader => end,
                 }
             };
-            if revoked.await {
-                hub.end_session(&session_id);
+            let revoked = match end {
+                ReaderEnd::Revoked => true,
+                ReaderEnd::SessionClosed | ReaderEnd::StreamGone => false,
+                // The client stopped sending but may still read: its
+                // stream stays guarded until it ends.
+                ReaderEnd::InputClosed => tokio::select! {
+                    biased;
+                    _ = access.drive(&verdict) => true,
+                    _ = &mut stream_gone => false,
+                },
+            };
+            fail_closed.disarm();
+            if revoked {
+                state.hub.end_session(&session_id);
             }
         });
         Ok(Response::new(stream))

@@ -25,7 +25,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::oneshot, time::Sleep};
+use tokio::{
+    sync::{Notify, oneshot},
+    time::Sleep,
+};
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -151,6 +154,8 @@ struct VerdictInner {
     revoked: Mutex<Option<Status>>,
     /// The guarded stream's waker.
     waker: atomic_waker::AtomicWaker,
+    /// Whoever waits in [`Verdict::settled`].
+    settled: Notify,
 }
 
 impl Verdict {
@@ -158,32 +163,88 @@ impl Verdict {
         let was = self.inner.checking.swap(checking, Ordering::AcqRel);
         if was && !checking {
             self.inner.waker.wake();
+            self.inner.settled.notify_waiters();
         }
     }
 
+    /// Ends the stream with `status`; the first verdict stands.
     fn revoke(&self, status: Status) {
-        *self
-            .inner
+        self.inner
             .revoked
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(status);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_or_insert(status);
         self.inner.waker.wake();
+        self.inner.settled.notify_waiters();
+    }
+
+    fn revoked(&self) -> Option<Status> {
+        self.inner
+            .revoked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Waits out a running check: `Ok` once none runs, `Err` with the
+    /// status once access is gone. The side that acts for the client (a
+    /// Connect's reader) waits here before each event, as the stream holds
+    /// its items, so nothing is done on grounds being re-checked.
+    pub async fn settled(&self) -> Result<(), Status> {
+        loop {
+            let notified = self.inner.settled.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a change in between wakes it.
+            notified.as_mut().enable();
+            if let Some(status) = self.revoked() {
+                return Err(status);
+            }
+            if !self.inner.checking.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+
+    /// Fails the stream closed if whoever drives its guard stops without
+    /// saying why (a panic, a cancelled task): dropped undisarmed, it
+    /// ends the stream `UNAVAILABLE` rather than leave it unguarded.
+    pub fn fail_closed(&self) -> FailClosed {
+        FailClosed {
+            verdict: Some(self.clone()),
+        }
     }
 
     /// The status to end with, once access is gone; else whether a check
     /// runs. Registers `cx` to hear of either.
     fn poll(&self, cx: &mut Context<'_>) -> Result<bool, Status> {
         self.inner.waker.register(cx.waker());
-        if let Some(status) = self
-            .inner
-            .revoked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-        {
+        if let Some(status) = self.revoked() {
             return Err(status);
         }
         Ok(self.inner.checking.load(Ordering::Acquire))
+    }
+}
+
+/// See [`Verdict::fail_closed`].
+pub struct FailClosed {
+    verdict: Option<Verdict>,
+}
+
+impl FailClosed {
+    /// The driver stopped for a reason it handled.
+    pub fn disarm(mut self) {
+        self.verdict = None;
+    }
+}
+
+impl Drop for FailClosed {
+    fn drop(&mut self) {
+        if let Some(verdict) = self.verdict.take() {
+            verdict.revoke(Status::unavailable(
+                "the stream's access could no longer be checked; connect again",
+            ));
+        }
     }
 }
 
@@ -376,6 +437,68 @@ mod tests {
         assert!(stream.next().await.is_none());
         let driven = driver.await.unwrap().expect("the driver saw it too");
         assert_eq!(driven.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn settled_waits_out_a_running_check_and_reports_a_revocation() {
+        let verdict = Verdict::default();
+        verdict.set_checking(true);
+        let waiter = tokio::spawn({
+            let verdict = verdict.clone();
+            async move { verdict.settled().await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiter.is_finished(), "waits while the check runs");
+        verdict.set_checking(false);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken when the check passes")
+            .unwrap()
+            .unwrap();
+
+        verdict.set_checking(true);
+        let waiter = tokio::spawn({
+            let verdict = verdict.clone();
+            async move { verdict.settled().await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        verdict.revoke(Status::permission_denied("removed"));
+        let status = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken when access goes")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        // The first verdict stands.
+        verdict.revoke(Status::unavailable("later"));
+        assert_eq!(
+            verdict.settled().await.unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+    }
+
+    #[tokio::test]
+    async fn a_driver_that_dies_fails_its_stream_closed() {
+        let verdict = Verdict::default();
+        let (mut stream, _gone) = Guarded::shared(
+            tokio_stream::pending::<Result<u32, Status>>(),
+            verdict.clone(),
+        );
+        // A driver that stops as planned leaves the stream alone.
+        verdict.fail_closed().disarm();
+        assert!(quiet(&mut stream).await);
+        // One that panics ends it.
+        let driver = tokio::spawn({
+            let verdict = verdict.clone();
+            async move {
+                let _fail_closed = verdict.fail_closed();
+                panic!("a bug in the reader");
+            }
+        });
+        assert!(driver.await.is_err());
+        let status = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(stream.next().await.is_none());
     }
 
     #[tokio::test]

@@ -383,13 +383,19 @@ impl<T> Streaming<T> {
         {
             Some(mut decode_buf) => match self.decoder.get_mut().decode(&mut decode_buf)? {
                 Some(msg) => {
-                    self.inner.state = State::ReadHeader;
                     // UNIO patch (see UNIO-PATCH.md): a buffer that grew for
                     // a large message starts over at the configured size once
                     // drained, rather than keeping that size until the stream
-                    // ends.
+                    // ends. The message's length tells whether it grew:
+                    // `capacity()` counts only what lies past the read
+                    // position, which is about nothing once drained.
+                    let len = match self.inner.state {
+                        State::ReadBody { len, .. } => len,
+                        _ => 0,
+                    };
+                    self.inner.state = State::ReadHeader;
                     let buffer_size = self.decoder.get_mut().buffer_settings().buffer_size;
-                    if self.inner.buf.is_empty() && self.inner.buf.capacity() > buffer_size {
+                    if self.inner.buf.is_empty() && len + HEADER_SIZE > buffer_size {
                         self.inner.buf = BytesMut::with_capacity(buffer_size);
                     }
                     Ok(Some(msg))
