@@ -97,6 +97,8 @@ pub enum RunError {
     Transport(tonic::transport::Error),
     #[error("{0}")]
     Io(std::io::Error),
+    #[error("UNIO_REDIS_URL: {0}")]
+    Redis(redis::RedisError),
 }
 
 /// Opens the configured database and applies pending migrations.
@@ -127,7 +129,10 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         config.access_token_ttl,
         config.refresh_token_ttl,
     ));
-    let bus: Arc<dyn realtime::bus::Bus> = realtime::bus::LocalBus::new();
+    let bus: Arc<dyn realtime::bus::Bus> = match &config.redis_url {
+        Some(url) => realtime::redis_bus::RedisBus::start(url).map_err(RunError::Redis)?,
+        None => realtime::bus::LocalBus::new(),
+    };
     let accounts = Accounts::new(
         db.clone(),
         keys,

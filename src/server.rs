@@ -46,6 +46,9 @@ const ROOM_MESSAGE_BYTES: usize = 128 * 1024;
 /// Room for the protobuf framing around an avatar of the configured size.
 const AVATAR_ENVELOPE_BYTES: usize = 64 * 1024;
 
+/// The health service name that reports the bus (DESIGN §9).
+pub const BUS_HEALTH: &str = "unio.Bus";
+
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
 /// calls finish for up to `shutdown_grace`, and returns.
 pub async fn serve(
@@ -68,6 +71,29 @@ pub async fn serve(
     health
         .set_serving::<NotificationServiceServer<NotificationApi>>()
         .await;
+
+    // The bus as a health service of its own (`unio.Bus`): NOT_SERVING
+    // while a cluster node cannot reach Redis; the node still serves its
+    // own participants.
+    let bus_health = {
+        let (health, bus) = (health.clone(), state.bus.clone());
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let healthy = bus.healthy();
+                if last != Some(healthy) {
+                    let status = if healthy {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health.set_service_status(BUS_HEALTH, status).await;
+                    last = Some(healthy);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
 
     // grpcurl 1.8 asks v1alpha, newer clients v1: serve both.
     let reflection = || {
@@ -185,6 +211,10 @@ pub async fn serve(
             .set_not_serving::<NotificationServiceServer<NotificationApi>>()
             .await;
         inbox.close_all();
+        bus_health.abort();
+        health
+            .set_service_status(BUS_HEALTH, tonic_health::ServingStatus::NotServing)
+            .await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

@@ -163,6 +163,8 @@ pub struct MeetingView {
     maps: RwLock<Maps>,
     /// Bumped by every invalidation.
     epoch: AtomicU64,
+    /// The bus generation the maps were kept under.
+    generation: AtomicU64,
     /// Database reads, for tests.
     loads: AtomicU64,
 }
@@ -182,6 +184,7 @@ impl MeetingView {
             ttl,
             maps: RwLock::new(Maps::default()),
             epoch: AtomicU64::new(0),
+            generation: AtomicU64::new(bus.generation()),
             loads: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&view);
@@ -206,7 +209,7 @@ impl MeetingView {
         meeting_id: &str,
         user_id: &str,
     ) -> Result<Option<Found>, store::Error> {
-        let trusted = self.bus.healthy() && !self.ttl.is_zero();
+        let trusted = self.trusted();
         if trusted {
             let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
             if let Some(found) = maps.get(meeting_id, user_id, self.ttl) {
@@ -236,6 +239,24 @@ impl MeetingView {
                 .await?
                 .map(Found::from),
         )
+    }
+
+    /// Whether memory may answer (and be filled): not while the bus
+    /// cannot vouch for its deliveries, nor with a zero TTL. Maps kept
+    /// under an older bus generation (events may have been missed) are
+    /// dropped.
+    fn trusted(&self) -> bool {
+        if !self.bus.healthy() || self.ttl.is_zero() {
+            return false;
+        }
+        let generation = self.bus.generation();
+        if self.generation.load(Ordering::Acquire) != generation {
+            let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            *maps = Maps::default();
+            self.generation.store(generation, Ordering::Release);
+        }
+        true
     }
 
     /// Keeps what a load read, unless a change came since `epoch` (taken

@@ -96,6 +96,8 @@ pub struct AccessView {
     maps: RwLock<Maps>,
     /// Bumped by every invalidation.
     epoch: AtomicU64,
+    /// The bus generation the maps were kept under.
+    generation: AtomicU64,
     /// Database reads, for tests and metrics.
     loads: AtomicU64,
 }
@@ -115,6 +117,7 @@ impl AccessView {
             ttl,
             maps: RwLock::new(Maps::default()),
             epoch: AtomicU64::new(0),
+            generation: AtomicU64::new(bus.generation()),
             loads: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&view);
@@ -129,7 +132,18 @@ impl AccessView {
     /// Whether memory may answer (and be filled): not while the bus
     /// cannot vouch for its deliveries, nor with a zero TTL.
     fn trusted(&self) -> bool {
-        self.bus.healthy() && !self.ttl.is_zero()
+        if !self.bus.healthy() || self.ttl.is_zero() {
+            return false;
+        }
+        // Events may have been missed since the maps were kept: start over.
+        let generation = self.bus.generation();
+        if self.generation.load(Ordering::Acquire) != generation {
+            let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            *maps = Maps::default();
+            self.generation.store(generation, Ordering::Release);
+        }
+        true
     }
 
     /// How many times the database was read.

@@ -82,6 +82,14 @@ pub trait Bus: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Changes whenever this node may have missed events (a cluster bus
+    /// lost its subscription or heard that another node could not
+    /// publish): caches of access kept under an older generation are
+    /// dropped.
+    fn generation(&self) -> u64 {
+        0
+    }
+
     /// One queue of `capacity` events for all of `topics`; dropping the
     /// subscription unsubscribes.
     fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription;
@@ -158,6 +166,7 @@ pub struct Subscription {
     rx: mpsc::Receiver<BusEvent>,
     lagged: Arc<AtomicBool>,
     _registration: Box<dyn Send + Sync>,
+    _held: Option<Box<dyn Send + Sync>>,
 }
 
 impl fmt::Debug for Subscription {
@@ -179,7 +188,15 @@ impl Subscription {
             rx,
             lagged,
             _registration: registration,
+            _held: None,
         }
+    }
+
+    /// Keeps `held` as long as the subscription (a cluster bus's interest
+    /// in the subscription's channels).
+    pub fn holding(mut self, held: Box<dyn Send + Sync>) -> Self {
+        self._held = Some(held);
+        self
     }
 
     /// The next delivery; `None` when the bus is gone.
@@ -250,6 +267,24 @@ impl LocalBus {
     /// Topics with at least one subscriber (for tests and metrics).
     pub fn topic_count(&self) -> usize {
         lock(&self.topics).len()
+    }
+
+    /// Events may have been lost (a cluster bus lost its subscription):
+    /// every signal fires, so every guard re-checks, and every queue is
+    /// told it lagged, so every watcher lists what it missed.
+    pub fn lost_all(&self) {
+        let topics = lock(&self.topics);
+        for entry in topics.values().flatten() {
+            match &entry.sink {
+                Sink::Signal(state) => state.fire(),
+                Sink::Queue { tx, lagged } => {
+                    lagged.store(true, Ordering::Release);
+                    // Wakes a waiting subscriber, who reads the lag after
+                    // it (a full queue wakes it anyway).
+                    let _ = tx.try_send(BusEvent::DataChanged);
+                }
+            }
+        }
     }
 
     /// Files one subscriber (whose sink `sink` makes) under `topics`.

@@ -20,7 +20,9 @@
 //! - [`ice`]: STUN/TURN servers handed out in `joined`.
 //! - [`inbox`]: live delivery of notifications to WatchNotifications.
 //! - [`bus`]: the event backbone (DESIGN §8): access changes and live
-//!   notifications by topic; in-process here, Redis in a cluster.
+//!   notifications by topic; in-process on one node.
+//! - [`redis_bus`]: the same bus over Redis pub/sub, across nodes
+//!   (DESIGN §9).
 //! - [`live`]: streams that end when their access does (a guard that
 //!   re-checks on each access change).
 //!
@@ -40,6 +42,7 @@ pub mod live;
 pub mod queue;
 pub mod rate;
 pub mod reaper;
+pub mod redis_bus;
 pub mod room;
 pub mod session;
 

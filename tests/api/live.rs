@@ -15,12 +15,12 @@ use unio::proto::pb::{
 use crate::helpers::{PASSWORD, TestApp, authed, reason, spawn_app};
 
 /// Bob's three kinds of long-lived stream in one meeting.
-struct Streams {
+pub(crate) struct Streams {
     _connect_tx: mpsc::Sender<pb::ClientEvent>,
     connect: Streaming<pb::ServerEvent>,
     connect_participant: String,
     subscribe: Streaming<pb::ServerEvent>,
-    watch: Streaming<pb::Notification>,
+    pub(crate) watch: Streaming<pb::Notification>,
 }
 
 async fn joined(events: &mut Streaming<pb::ServerEvent>) -> pb::Joined {
@@ -32,7 +32,7 @@ async fn joined(events: &mut Streaming<pb::ServerEvent>) -> pb::Joined {
     }
 }
 
-async fn open_streams(app: &TestApp, token: &str, meeting_id: &str) -> Streams {
+pub(crate) async fn open_streams(app: &TestApp, token: &str, meeting_id: &str) -> Streams {
     let (tx, rx) = mpsc::channel(8);
     tx.send(pb::ClientEvent {
         request_id: "join".into(),
@@ -92,7 +92,7 @@ async fn ending<T: std::fmt::Debug>(stream: &mut Streaming<T>) -> Status {
     .expect("the stream ends within a second")
 }
 
-async fn all_end_with(streams: &mut Streams, code: Code, why: &str) {
+pub(crate) async fn all_end_with(streams: &mut Streams, code: Code, why: &str) {
     for status in [
         ending(&mut streams.connect).await,
         ending(&mut streams.subscribe).await,
@@ -104,7 +104,7 @@ async fn all_end_with(streams: &mut Streams, code: Code, why: &str) {
 }
 
 /// Whether `stream` stays open (no status) for a while.
-async fn stays_open<T>(stream: &mut Streaming<T>) -> bool {
+pub(crate) async fn stays_open<T>(stream: &mut Streaming<T>) -> bool {
     let quiet = tokio::time::timeout(Duration::from_millis(300), async {
         loop {
             match stream.next().await {
@@ -117,7 +117,7 @@ async fn stays_open<T>(stream: &mut Streaming<T>) -> bool {
 }
 
 /// A host with a meeting bob is invited to; (meeting, host, bob, bob's id).
-async fn setup(app: &TestApp) -> (String, String, String, String) {
+pub(crate) async fn setup(app: &TestApp) -> (String, String, String, String) {
     let (_, host, _) = app.user("host@example.com").await;
     let (bob_user, bob, _) = app.user("bob@example.com").await;
     let meeting = app

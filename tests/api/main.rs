@@ -9,6 +9,7 @@ mod avatars;
 mod calendar;
 mod calls;
 mod chat;
+mod cluster;
 mod corpus;
 mod email;
 mod fake_idp;

@@ -1,0 +1,202 @@
+//! Cluster mode (DESIGN §9): two nodes on one database with Redis between
+//! them. Each test starts its own `redis-server` (Debian's; the test
+//! command installs it) on a free port, and the nodes in this process.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tokio_stream::StreamExt;
+use tonic::Code;
+use unio::proto::pb;
+
+use crate::helpers::{TestApp, authed, eventually, free_addr, spawn_app_with};
+use crate::live::{all_end_with, open_streams, setup, stays_open};
+
+/// A throwaway Redis server.
+struct Redis {
+    port: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let addr = free_addr();
+        let port = addr.rsplit_once(':').unwrap().1.to_owned();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port, "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server (Debian: apt-get install redis-server; scripts/test installs it)",
+            );
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(format!("127.0.0.1:{}", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether `app` reports its bus as serving.
+async fn bus_serving(app: &TestApp) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel());
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: unio::server::BUS_HEALTH.into(),
+    };
+    matches!(
+        health.check(request).await.map(|r| r.into_inner().status),
+        Ok(s) if s == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    )
+}
+
+/// Two nodes on one database (the first node's), both subscribed.
+async fn two_nodes(redis: &Redis) -> (TestApp, TestApp) {
+    let url = redis.url();
+    let a = spawn_app_with(&[("UNIO_REDIS_URL", &url)]).await;
+    let database = a
+        .vars
+        .get("UNIO_DATABASE_URL")
+        .cloned()
+        .unwrap_or_else(|| format!("sqlite://{}", a.data_path().join("unio.db").display()));
+    // Both nodes send mail from the one queue: into A's sink.
+    let smtp = format!("smtp://{}", a.mail.addr);
+    let b = spawn_app_with(&[
+        ("UNIO_REDIS_URL", &url),
+        ("UNIO_SMTP_URL", &smtp),
+        ("UNIO_DATABASE_URL", &database),
+        ("UNIO_JWT_SECRET", &a.secret),
+    ])
+    .await;
+    for node in [&a, &b] {
+        eventually("the node subscribes to Redis", || bus_serving(node)).await;
+    }
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_logout_on_one_node_ends_the_sessions_streams_on_another() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut host_streams = open_streams(&b, &host, &meeting).await;
+    let mut streams = open_streams(&b, &bob, &meeting).await;
+
+    a.auth()
+        .logout(authed(pb::LogoutRequest::default(), &bob))
+        .await
+        .unwrap();
+    all_end_with(&mut streams, Code::Unauthenticated, "TOKEN_REVOKED").await;
+    // B's cache of bob's session went with it: a new call is refused too.
+    let status = b
+        .users()
+        .get_me(authed(pb::GetMeRequest {}, &bob))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(stays_open(&mut host_streams.watch).await);
+}
+
+#[tokio::test]
+async fn a_notification_written_on_one_node_reaches_a_watch_on_another() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (_, host, _) = a.user("host@example.com").await;
+    let (_, bob, _) = a.user("bob@example.com").await;
+    let mut watch = a
+        .notifications()
+        .watch_notifications(authed(pb::WatchNotificationsRequest {}, &bob))
+        .await
+        .unwrap()
+        .into_inner();
+    // The watch is in place on A before B writes (A subscribes to bob's
+    // channel as the watch opens).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let meeting = b
+        .meeting(
+            &host,
+            "Across",
+            &["bob@example.com"],
+            pb::JoinPolicy::InvitedOnly,
+        )
+        .await;
+    let notification = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let n = watch.next().await.unwrap().unwrap();
+            if n.meeting_id == meeting.id {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("bob's watch on A hears of the invitation B wrote");
+    assert_eq!(notification.meeting_id, meeting.id);
+}
+
+#[tokio::test]
+async fn redis_restarted_the_bus_reports_it_and_recovers() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, _host, bob, _) = setup(&a).await;
+
+    redis.stop();
+    for node in [&a, &b] {
+        eventually("the node reports its bus down", || async {
+            !bus_serving(node).await
+        })
+        .await;
+    }
+    // Each node still serves its own: a call that needs no other node works.
+    b.users()
+        .get_me(authed(pb::GetMeRequest {}, &bob))
+        .await
+        .expect("served while Redis is down");
+
+    redis.spawn();
+    for node in [&a, &b] {
+        eventually("the node subscribes again", || bus_serving(node)).await;
+    }
+    // Delivery across nodes is back: a logout on A ends bob's streams on B.
+    let mut streams = open_streams(&b, &bob, &meeting).await;
+    a.auth()
+        .logout(authed(pb::LogoutRequest::default(), &bob))
+        .await
+        .unwrap();
+    all_end_with(&mut streams, Code::Unauthenticated, "TOKEN_REVOKED").await;
+}
