@@ -88,8 +88,14 @@ async fn bus_serving(app: &TestApp) -> bool {
 
 /// Two nodes on one database (the first node's), both subscribed.
 async fn two_nodes(redis: &Redis) -> (TestApp, TestApp) {
+    two_nodes_with(redis, &[]).await
+}
+
+async fn two_nodes_with(redis: &Redis, extra: &[(&str, &str)]) -> (TestApp, TestApp) {
     let url = redis.url();
-    let a = spawn_app_with(&[("UNIO_REDIS_URL", &url)]).await;
+    let mut vars = vec![("UNIO_REDIS_URL", url.as_str())];
+    vars.extend_from_slice(extra);
+    let a = spawn_app_with(&vars).await;
     let database = a
         .vars
         .get("UNIO_DATABASE_URL")
@@ -97,13 +103,13 @@ async fn two_nodes(redis: &Redis) -> (TestApp, TestApp) {
         .unwrap_or_else(|| format!("sqlite://{}", a.data_path().join("unio.db").display()));
     // Both nodes send mail from the one queue: into A's sink.
     let smtp = format!("smtp://{}", a.mail.addr);
-    let b = spawn_app_with(&[
-        ("UNIO_REDIS_URL", &url),
-        ("UNIO_SMTP_URL", &smtp),
-        ("UNIO_DATABASE_URL", &database),
-        ("UNIO_JWT_SECRET", &a.secret),
-    ])
-    .await;
+    let mut vars = vars.clone();
+    vars.extend([
+        ("UNIO_SMTP_URL", smtp.as_str()),
+        ("UNIO_DATABASE_URL", database.as_str()),
+        ("UNIO_JWT_SECRET", a.secret.as_str()),
+    ]);
+    let b = spawn_app_with(&vars).await;
     for node in [&a, &b] {
         eventually("the node subscribes to Redis", || bus_serving(node)).await;
     }
@@ -199,4 +205,62 @@ async fn redis_restarted_the_bus_reports_it_and_recovers() {
         .await
         .unwrap();
     all_end_with(&mut streams, Code::Unauthenticated, "TOKEN_REVOKED").await;
+}
+
+#[tokio::test]
+async fn two_nodes_send_each_reminder_once_and_it_reaches_a_watch_on_either() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes_with(&redis, &[("UNIO_REMINDER_LEAD", "3s")]).await;
+    let (_, host, _) = a.user("host@example.com").await;
+    let (_, bob, _) = a.user("bob@example.com").await;
+    let mut watch = a
+        .notifications()
+        .watch_notifications(authed(pb::WatchNotificationsRequest {}, &bob))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let meeting = b
+        .meetings()
+        .create_meeting(authed(
+            pb::CreateMeetingRequest {
+                title: "Soon".into(),
+                start_time: crate::helpers::from_now(2),
+                duration_minutes: 30,
+                invitee_emails: vec!["bob@example.com".into()],
+                ..Default::default()
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let reminder = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = watch.next().await.unwrap().unwrap();
+            if n.r#type == pb::NotificationType::MeetingReminder as i32 {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("the reminder reaches bob's watch on A, whichever node wrote it");
+    assert_eq!(reminder.meeting_id, meeting.id);
+    // Both nodes sweep several more times: still one reminder.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for node in [&a, &b] {
+        let listed = node
+            .notifications()
+            .list_notifications(authed(
+                pb::ListNotificationsRequest {
+                    types: vec![pb::NotificationType::MeetingReminder as i32],
+                    ..Default::default()
+                },
+                &bob,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.notifications.len(), 1, "{listed:?}");
+    }
 }
