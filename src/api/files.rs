@@ -36,24 +36,64 @@ const UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub struct FileApi {
     state: AppState,
-    /// Uploads with a chunk being written right now. Two chunks for one
-    /// upload must not write at once: the loser of the offset race could
-    /// leave its bytes on disk. A std Mutex: held for an insert or remove.
-    writing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-/// Marks an upload as being written until dropped.
-struct Writing<'a> {
-    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+/// How long a writer may hold an upload: far longer than writing one chunk
+/// takes; a node that dies mid-write holds it no longer than this.
+const WRITE_LEASE: Duration = Duration::from_secs(60);
+
+/// The right to write one upload's bytes, leased in its row. Two chunks of
+/// one upload must not write at once, wherever they arrive in a cluster:
+/// the loser of the offset race could leave its bytes on disk.
+struct WriteLease {
+    db: crate::store::Db,
     id: String,
+    until: i64,
+    held: bool,
 }
 
-impl Drop for Writing<'_> {
+impl WriteLease {
+    async fn take(db: &crate::store::Db, upload_id: &str) -> Result<Self, AppError> {
+        let now = crate::domain::time::now_micros();
+        let until = now + micros(WRITE_LEASE);
+        if !files::lease_upload(db, upload_id, now, until).await? {
+            return Err(AppError::FailedPrecondition {
+                reason: "UPLOAD_BUSY",
+                message: "another chunk of this upload is being written; retry it".into(),
+            });
+        }
+        Ok(Self {
+            db: db.clone(),
+            id: upload_id.to_owned(),
+            until,
+            held: true,
+        })
+    }
+
+    /// Gives the lease back before the reply, so the client's next chunk
+    /// finds it free.
+    async fn release(mut self) {
+        self.held = false;
+        if let Err(err) = files::release_upload(&self.db, &self.id, self.until).await {
+            tracing::warn!(error = %err, "could not release an upload's write lease; it expires");
+        }
+    }
+
+    /// The statement that stored the chunk gave the lease back.
+    fn returned(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for WriteLease {
+    /// A call cancelled while holding the lease gives it back later.
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        if self.held {
+            let (db, id, until) = (self.db.clone(), std::mem::take(&mut self.id), self.until);
+            tokio::spawn(async move {
+                let _ = files::release_upload(&db, &id, until).await;
+            });
+        }
     }
 }
 
@@ -118,25 +158,71 @@ fn read_only() -> AppError {
 
 impl FileApi {
     pub fn new(state: AppState) -> Self {
-        Self {
-            state,
-            writing: Default::default(),
-        }
+        Self { state }
     }
 
-    /// Claims the right to write a chunk of `upload_id`, or says to retry.
-    fn claim_write(&self, upload_id: &str) -> Result<Writing<'_>, AppError> {
-        let mut set = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(upload_id.to_owned()) {
+    /// Writes one chunk under the lease taken until `lease`, which the
+    /// statement that records it gives back.
+    async fn write_chunk(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        r: &pb::UploadChunkRequest,
+        received: i64,
+        end: i64,
+        lease: i64,
+    ) -> Result<pb::Upload, AppError> {
+        // Re-read under the lease: a chunk that finished meanwhile moved the offset.
+        let upload = self.own_upload(caller, upload_id).await?;
+        if upload.received_bytes != received {
+            return Err(offset_mismatch(upload.received_bytes));
+        }
+        self.state
+            .blobs
+            .write_temp_at(&upload.temp_key, r.offset as u64, &r.data)
+            .await
+            .map_err(|e| match e {
+                crate::blob::BlobError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    AppError::not_found("UPLOAD_NOT_FOUND", "the upload was completed or discarded")
+                }
+                other => blob_error(other),
+            })?;
+        if !files::advance_upload(&self.state.db, &upload.id, received, end, lease).await? {
             return Err(AppError::FailedPrecondition {
-                reason: "UPLOAD_BUSY",
-                message: "another chunk of this upload is being written; retry it".into(),
+                reason: "UPLOAD_OFFSET_MISMATCH",
+                message: "another chunk arrived first; ask again with the returned offset".into(),
             });
         }
-        Ok(Writing {
-            set: &self.writing,
-            id: upload_id.to_owned(),
-        })
+        Ok(upload_pb(&upload, end))
+    }
+
+    /// Turns an upload into its file, under its write lease.
+    async fn complete(&self, caller: &Caller, upload_id: &str) -> Result<pb::SharedFile, AppError> {
+        // Re-read under the lease: a chunk may have landed since.
+        let upload = self.own_upload(caller, upload_id).await?;
+        // Only what was acknowledged counts, whatever a failed write left.
+        let mut received = ingest::hash_temp(
+            &self.state.blobs,
+            &upload.temp_key,
+            upload.received_bytes as u64,
+        )
+        .await
+        .map_err(blob_error)?;
+        // The bytes belong to the upload until its file is committed.
+        received.guard.disarm();
+        let declared = Declared {
+            meeting_id: upload.meeting_id.clone(),
+            filename: upload.filename.clone(),
+            size: upload.declared_size,
+            sha256: (!upload.declared_sha256.is_empty()).then(|| upload.declared_sha256.clone()),
+        };
+        // Membership and the meeting's state may have changed since it began.
+        let loaded = access::member(&self.state.meeting_view, &declared.meeting_id, caller).await?;
+        if loaded.access.status.is_over() {
+            return Err(read_only());
+        }
+        self.store_received(caller, declared, received, Some(&upload))
+            .await
     }
 
     fn limit(&self) -> u64 {
@@ -545,30 +631,15 @@ impl FileService for FileApi {
         if end as u64 > self.quota_left(&caller, received).await? {
             return Err(quota_exceeded(self.state.config.limits.storage_quota_bytes).into());
         }
-        let _writing = self.claim_write(&upload.id)?;
-        // Re-read under the claim: a chunk that finished meanwhile moved the offset.
-        let upload = self.own_upload(&caller, &upload.id).await?;
-        if upload.received_bytes != received {
-            return Err(offset_mismatch(upload.received_bytes).into());
+        let lease = WriteLease::take(&self.state.db, &upload.id).await?;
+        let written = self
+            .write_chunk(&caller, &upload.id, &r, received, end, lease.until)
+            .await;
+        match &written {
+            Ok(_) => lease.returned(),
+            Err(_) => lease.release().await,
         }
-        self.state
-            .blobs
-            .write_temp_at(&upload.temp_key, r.offset as u64, &r.data)
-            .await
-            .map_err(|e| match e {
-                crate::blob::BlobError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
-                    AppError::not_found("UPLOAD_NOT_FOUND", "the upload was completed or discarded")
-                }
-                other => blob_error(other),
-            })?;
-        if !files::advance_upload(&self.state.db, &upload.id, received, end).await? {
-            return Err(AppError::FailedPrecondition {
-                reason: "UPLOAD_OFFSET_MISMATCH",
-                message: "another chunk arrived first; ask again with the returned offset".into(),
-            }
-            .into());
-        }
-        Ok(Response::new(upload_pb(&upload, end)))
+        Ok(Response::new(written?))
     }
 
     #[tracing::instrument(skip_all, fields(upload_id = %request.get_ref().upload_id))]
@@ -580,33 +651,11 @@ impl FileService for FileApi {
         let upload = self
             .own_upload(&caller, &request.get_ref().upload_id)
             .await?;
-        let _writing = self.claim_write(&upload.id)?;
-        // Only what was acknowledged counts, whatever a failed write left.
-        let mut received = ingest::hash_temp(
-            &self.state.blobs,
-            &upload.temp_key,
-            upload.received_bytes as u64,
-        )
-        .await
-        .map_err(blob_error)?;
-        // The bytes belong to the upload until its file is committed.
-        received.guard.disarm();
-        let declared = Declared {
-            meeting_id: upload.meeting_id.clone(),
-            filename: upload.filename.clone(),
-            size: upload.declared_size,
-            sha256: (!upload.declared_sha256.is_empty()).then(|| upload.declared_sha256.clone()),
-        };
-        // Membership and the meeting's state may have changed since it began.
-        let loaded =
-            access::member(&self.state.meeting_view, &declared.meeting_id, &caller).await?;
-        if loaded.access.status.is_over() {
-            return Err(read_only().into());
-        }
-        Ok(Response::new(
-            self.store_received(&caller, declared, received, Some(&upload))
-                .await?,
-        ))
+        let lease = WriteLease::take(&self.state.db, &upload.id).await?;
+        let done = self.complete(&caller, &upload.id).await;
+        // Gone with the row once the file is committed; given back if not.
+        lease.release().await;
+        Ok(Response::new(done?))
     }
 
     #[tracing::instrument(skip_all, fields(file_id = %request.get_ref().file_id))]

@@ -172,18 +172,57 @@ pub async fn find_upload(db: &Db, id: &str) -> Result<Option<UploadRecord>, Erro
     })
 }
 
-/// Moves `received_bytes` from `from` to `to`; false when another chunk
-/// got there first.
+/// Takes the right to write `id` until `until`, unless another writer
+/// holds it (on any node); false then.
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
-pub async fn advance_upload(db: &Db, id: &str, from: i64, to: i64) -> Result<bool, Error> {
+pub async fn lease_upload(db: &Db, id: &str, now: Micros, until: Micros) -> Result<bool, Error> {
     dispatch!(db, pool => {
-        sqlx::query("UPDATE uploads SET received_bytes = $3 WHERE id = $1 AND received_bytes = $2")
+        sqlx::query("UPDATE uploads SET writer_until = $3 WHERE id = $1 AND writer_until <= $2")
             .bind(id)
-            .bind(from)
-            .bind(to)
+            .bind(now)
+            .bind(until)
             .execute(pool)
             .await
             .map(|r| r.rows_affected() == 1).map_err(Error::from)
+    })
+}
+
+/// Gives back the lease taken until `until` (a newer lease is left alone).
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
+pub async fn release_upload(db: &Db, id: &str, until: Micros) -> Result<(), Error> {
+    dispatch!(db, pool => {
+        sqlx::query("UPDATE uploads SET writer_until = 0 WHERE id = $1 AND writer_until = $2")
+            .bind(id)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|_| ()).map_err(Error::from)
+    })
+}
+
+/// Moves `received_bytes` from `from` to `to` and gives back the lease
+/// taken until `lease`, in one statement; false when another chunk got
+/// there first.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
+pub async fn advance_upload(
+    db: &Db,
+    id: &str,
+    from: i64,
+    to: i64,
+    lease: Micros,
+) -> Result<bool, Error> {
+    dispatch!(db, pool => {
+        sqlx::query(
+            "UPDATE uploads SET received_bytes = $3, writer_until = 0 \
+             WHERE id = $1 AND received_bytes = $2 AND writer_until = $4",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(lease)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1).map_err(Error::from)
     })
 }
 

@@ -101,12 +101,15 @@ async fn two_nodes_with(redis: &Redis, extra: &[(&str, &str)]) -> (TestApp, Test
         .get("UNIO_DATABASE_URL")
         .cloned()
         .unwrap_or_else(|| format!("sqlite://{}", a.data_path().join("unio.db").display()));
+    // Nodes share the blob store (in production, a shared volume).
+    let data_dir = a.data_dir.path().display().to_string();
     // Both nodes send mail from the one queue: into A's sink.
     let smtp = format!("smtp://{}", a.mail.addr);
     let mut vars = vars.clone();
     vars.extend([
         ("UNIO_SMTP_URL", smtp.as_str()),
         ("UNIO_DATABASE_URL", database.as_str()),
+        ("UNIO_DATA_DIR", data_dir.as_str()),
         ("UNIO_JWT_SECRET", a.secret.as_str()),
     ]);
     let b = spawn_app_with(&vars).await;
@@ -263,4 +266,73 @@ async fn two_nodes_send_each_reminder_once_and_it_reaches_a_watch_on_either() {
             .into_inner();
         assert_eq!(listed.notifications.len(), 1, "{listed:?}");
     }
+}
+
+#[tokio::test]
+async fn a_resumable_upload_moves_between_nodes_and_one_chunk_writes_at_a_time() {
+    use crate::files::{MIB, client, download, meeting, metadata, sha};
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (_, host, _) = a.user("host@example.com").await;
+    let (_, bob, _) = a.user("bob@example.com").await;
+    let m = meeting(&a, &host, &["bob@example.com"]).await;
+    let bytes: Vec<u8> = (0..(2 * MIB + 10)).map(|i| b'a' + (i % 26) as u8).collect();
+    let upload = client(&a)
+        .create_upload(authed(
+            pb::CreateUploadRequest {
+                metadata: Some(metadata(
+                    &m,
+                    "both.txt",
+                    Some(bytes.len() as i64),
+                    &sha(&bytes),
+                )),
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let chunk = |node: &TestApp, offset: usize, len: usize| {
+        let mut c = client(node);
+        let request = authed(
+            pb::UploadChunkRequest {
+                upload_id: upload.upload_id.clone(),
+                offset: offset as i64,
+                data: bytes[offset..offset + len].to_vec(),
+            },
+            &host,
+        );
+        async move { c.upload_chunk(request).await }
+    };
+    chunk(&a, 0, MIB).await.unwrap();
+    // The same next chunk at both nodes at once: one writes it; the other
+    // is told to retry or that it is already there; never both.
+    let (on_a, on_b) = tokio::join!(chunk(&a, MIB, MIB), chunk(&b, MIB, MIB));
+    for outcome in [&on_a, &on_b] {
+        match outcome {
+            Ok(r) => assert_eq!(r.get_ref().received_bytes, 2 * MIB as i64),
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(
+                    ["UPLOAD_BUSY", "UPLOAD_OFFSET_MISMATCH"]
+                        .contains(&crate::helpers::reason(status).as_str()),
+                    "{status:?}"
+                );
+            }
+        }
+    }
+    assert!(on_a.is_ok() || on_b.is_ok(), "one of them wrote it");
+    chunk(&b, 2 * MIB, 10).await.unwrap();
+    let stored = client(&b)
+        .complete_upload(authed(
+            pb::CompleteUploadRequest {
+                upload_id: upload.upload_id.clone(),
+            },
+            &host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.sha256, sha(&bytes));
+    assert_eq!(download(&a, &bob, &stored.id).await.unwrap().1, bytes);
 }

@@ -12,15 +12,15 @@ use unio::proto::pb::{
 
 use crate::helpers::{TestApp, assert_status, authed, bad_fields, eventually, spawn_app};
 
-const MIB: usize = 1024 * 1024;
+pub(crate) const MIB: usize = 1024 * 1024;
 
-fn client(app: &TestApp) -> FileServiceClient<tonic::transport::Channel> {
+pub(crate) fn client(app: &TestApp) -> FileServiceClient<tonic::transport::Channel> {
     FileServiceClient::new(app.channel())
         .max_decoding_message_size(4 * MIB)
         .max_encoding_message_size(4 * MIB)
 }
 
-fn sha(bytes: &[u8]) -> String {
+pub(crate) fn sha(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -34,13 +34,18 @@ fn png() -> Vec<u8> {
     out.into_inner()
 }
 
-async fn meeting(app: &TestApp, host: &str, invitees: &[&str]) -> String {
+pub(crate) async fn meeting(app: &TestApp, host: &str, invitees: &[&str]) -> String {
     app.meeting(host, "Files", invitees, pb::JoinPolicy::InvitedOnly)
         .await
         .id
 }
 
-fn metadata(meeting_id: &str, filename: &str, size: Option<i64>, sha256: &str) -> pb::FileMetadata {
+pub(crate) fn metadata(
+    meeting_id: &str,
+    filename: &str,
+    size: Option<i64>,
+    sha256: &str,
+) -> pb::FileMetadata {
     pb::FileMetadata {
         meeting_id: meeting_id.into(),
         filename: filename.into(),
@@ -70,7 +75,7 @@ async fn upload(
         .map(|r| r.into_inner())
 }
 
-async fn download(
+pub(crate) async fn download(
     app: &TestApp,
     token: &str,
     file_id: &str,
