@@ -23,6 +23,8 @@
 //!   notifications by topic; in-process on one node.
 //! - [`redis_bus`]: the same bus over Redis pub/sub, across nodes
 //!   (DESIGN §9).
+//! - [`room_log`]: a room's sequence and replay in Redis, one order for
+//!   every node (DESIGN §9).
 //! - [`live`]: streams that end when their access does (a guard that
 //!   re-checks on each access change).
 //!
@@ -43,6 +45,7 @@ pub mod queue;
 pub mod rate;
 pub mod reaper;
 pub mod redis_bus;
+pub mod room_log;
 pub mod room;
 pub mod session;
 

@@ -336,3 +336,64 @@ async fn a_resumable_upload_moves_between_nodes_and_one_chunk_writes_at_a_time()
     assert_eq!(stored.sha256, sha(&bytes));
     assert_eq!(download(&a, &bob, &stored.id).await.unwrap().1, bytes);
 }
+
+#[tokio::test]
+async fn a_room_log_gives_every_node_one_order_and_a_replay() {
+    use unio::realtime::room_log::{self, Replay, RoomLog};
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    // Two nodes' handles, each on its own connection.
+    let a = RoomLog::new(client.get_multiplexed_async_connection().await.unwrap(), 1000);
+    let b = RoomLog::new(client.get_multiplexed_async_connection().await.unwrap(), 1000);
+    let (mut sink, mut heard) = client.get_async_pubsub().await.unwrap().split();
+    sink.subscribe(room_log::channel("r1")).await.unwrap();
+
+    let writers = [a.clone(), b.clone()].map(|log| {
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50u32 {
+                seqs.push(log.append("r1", &i.to_be_bytes()).await.unwrap());
+            }
+            seqs
+        })
+    });
+    let mut all = Vec::new();
+    for writer in writers {
+        let seqs = writer.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "each node's in order");
+        all.extend(seqs);
+    }
+    all.sort();
+    assert_eq!(all, (1..=100).collect::<Vec<u64>>(), "one counter for both");
+
+    // Subscribers hear them in sequence order.
+    let mut previous = 0;
+    for _ in 0..100 {
+        let message = tokio::time::timeout(Duration::from_secs(2), heard.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (seq, body) = room_log::parse_published(message.get_payload_bytes()).unwrap();
+        assert_eq!(seq, previous + 1);
+        assert_eq!(body.len(), 4);
+        previous = seq;
+    }
+
+    // Any node reads the replay.
+    let Replay::Events(events) = b.since("r1", 90).await.unwrap() else {
+        panic!("the replay is there");
+    };
+    assert_eq!(
+        events.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (91..=100).collect::<Vec<u64>>()
+    );
+    assert_eq!(a.since("r1", 100).await.unwrap(), Replay::Events(vec![]));
+    assert_eq!(a.last("r1").await.unwrap(), 100);
+
+    // A short log forgets: a resume from before it is refused.
+    let short = RoomLog::new(client.get_multiplexed_async_connection().await.unwrap(), 1);
+    for i in 0..500u32 {
+        short.append("r2", &i.to_be_bytes()).await.unwrap();
+    }
+    assert_eq!(short.since("r2", 1).await.unwrap(), Replay::Gone);
+}
