@@ -503,7 +503,14 @@ impl RoomService for RoomApi {
                 AppError::permission_denied("only the host may remove participants").into(),
             );
         }
-        let Some(user_id) = self.state.hub.user_of(&meeting_id, &participant_id) else {
+        // Here, or (in a cluster) online on another node.
+        let user_id = match self.state.hub.user_of(&meeting_id, &participant_id) {
+            Some(user_id) => Some(user_id),
+            None => participants::online_user(&self.state.db, &meeting_id, &participant_id)
+                .await
+                .map_err(AppError::from)?,
+        };
+        let Some(user_id) = user_id else {
             return Err(AppError::not_found(
                 "PARTICIPANT_NOT_FOUND",
                 "no such participant in the room",
@@ -528,10 +535,15 @@ impl RoomService for RoomApi {
         )
         .await?;
         self.state.hub.kick_user(&meeting_id, &user_id);
-        // The other streams in this meeting (uploads, downloads) re-check.
+        // The other streams in this meeting (uploads, downloads) re-check,
+        // and so do the user's own, which reach room streams this node's
+        // hub does not serve (in a cluster, on other nodes).
         self.state
             .accounts
             .access_changed(crate::realtime::bus::Topic::Meeting(meeting_id.clone()));
+        self.state
+            .accounts
+            .access_changed(crate::realtime::bus::Topic::User(user_id.clone()));
         tracing::info!(%meeting_id, %participant_id, "participant removed by the host");
         Ok(Response::new(pb::RemoveParticipantResponse {}))
     }

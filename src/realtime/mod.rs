@@ -45,8 +45,8 @@ pub mod queue;
 pub mod rate;
 pub mod reaper;
 pub mod redis_bus;
-pub mod room_log;
 pub mod room;
+pub mod room_log;
 pub mod session;
 
 pub use hub::{HubConfig, RoomHub};

@@ -149,7 +149,10 @@ mod tests {
 
     #[test]
     fn published_messages_read_back() {
-        assert_eq!(parse_published(b"42:\x00\x01:"), Some((42, &b"\x00\x01:"[..])));
+        assert_eq!(
+            parse_published(b"42:\x00\x01:"),
+            Some((42, &b"\x00\x01:"[..]))
+        );
         assert_eq!(parse_published(b"x:1"), None);
         assert_eq!(parse_published(b"17"), None);
     }

@@ -41,6 +41,23 @@ pub async fn record_join(
     })
 }
 
+/// The user of a participant online in `meeting_id` (its attendance is
+/// open), whichever node serves it.
+#[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
+pub async fn online_user(db: &Db, meeting_id: &str, id: &str) -> Result<Option<String>, Error> {
+    dispatch!(db, pool => {
+        sqlx::query_scalar(
+            "SELECT user_id FROM meeting_participants \
+             WHERE id = $1 AND meeting_id = $2 AND left_at IS NULL",
+        )
+        .bind(id)
+        .bind(meeting_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(Error::from)
+    })
+}
+
 /// Records a leave; false when the attendance was already closed.
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn record_leave(db: &Db, id: &str, at: Micros) -> Result<bool, Error> {

@@ -343,8 +343,14 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
     let redis = Redis::start();
     let client = redis::Client::open(redis.url()).unwrap();
     // Two nodes' handles, each on its own connection.
-    let a = RoomLog::new(client.get_multiplexed_async_connection().await.unwrap(), 1000);
-    let b = RoomLog::new(client.get_multiplexed_async_connection().await.unwrap(), 1000);
+    let a = RoomLog::new(
+        client.get_multiplexed_async_connection().await.unwrap(),
+        1000,
+    );
+    let b = RoomLog::new(
+        client.get_multiplexed_async_connection().await.unwrap(),
+        1000,
+    );
     let (mut sink, mut heard) = client.get_async_pubsub().await.unwrap().split();
     sink.subscribe(room_log::channel("r1")).await.unwrap();
 
@@ -396,4 +402,29 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
         short.append("r2", &i.to_be_bytes()).await.unwrap();
     }
     assert_eq!(short.since("r2", 1).await.unwrap(), Replay::Gone);
+}
+
+#[tokio::test]
+async fn the_host_removes_a_participant_served_by_another_node() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut streams = open_streams(&b, &bob, &meeting).await;
+    unio::proto::pb::room_service_client::RoomServiceClient::new(a.channel())
+        .remove_participant(authed(
+            pb::RemoveParticipantRequest {
+                meeting_id: meeting.clone(),
+                participant_id: streams.connect_participant.clone(),
+            },
+            &host,
+        ))
+        .await
+        .expect("A finds the participant B serves");
+    for status in [
+        crate::live::ending(&mut streams.connect).await,
+        crate::live::ending(&mut streams.subscribe).await,
+    ] {
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    assert!(stays_open(&mut streams.watch).await);
 }

@@ -17,9 +17,9 @@ use crate::helpers::{PASSWORD, TestApp, authed, reason, spawn_app};
 /// Bob's three kinds of long-lived stream in one meeting.
 pub(crate) struct Streams {
     _connect_tx: mpsc::Sender<pb::ClientEvent>,
-    connect: Streaming<pb::ServerEvent>,
-    connect_participant: String,
-    subscribe: Streaming<pb::ServerEvent>,
+    pub(crate) connect: Streaming<pb::ServerEvent>,
+    pub(crate) connect_participant: String,
+    pub(crate) subscribe: Streaming<pb::ServerEvent>,
     pub(crate) watch: Streaming<pb::Notification>,
 }
 
@@ -78,7 +78,7 @@ pub(crate) async fn open_streams(app: &TestApp, token: &str, meeting_id: &str) -
 }
 
 /// How `stream` ends, which must be within a second.
-async fn ending<T: std::fmt::Debug>(stream: &mut Streaming<T>) -> Status {
+pub(crate) async fn ending<T: std::fmt::Debug>(stream: &mut Streaming<T>) -> Status {
     tokio::time::timeout(Duration::from_secs(1), async {
         loop {
             match stream.next().await {
