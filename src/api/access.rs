@@ -149,17 +149,28 @@ pub fn check(
             topics.push(Topic::Meeting(meeting_id.to_owned()));
             (Some(meeting_id.to_owned()), live)
         }
-        Holds::Room { meeting_id } => (Some(meeting_id.to_owned()), None),
+        Holds::Room { meeting_id } => {
+            // In a cluster the meeting may end on another node, whose hub
+            // cannot close this node's room: the room's streams then
+            // watch the meeting too, and a check that finds it over has
+            // this node's hub close the room in its own words.
+            if state.config.redis_url.is_some() {
+                topics.push(Topic::Meeting(meeting_id.to_owned()));
+            }
+            (Some(meeting_id.to_owned()), None)
+        }
     };
+    let closes_room = matches!(holds, Holds::Room { .. }).then(|| state.hub.clone());
     let accounts = state.accounts.clone();
     let view = state.meeting_view.clone();
     let caller = caller.clone();
     let check: Check = Arc::new(move || {
-        let (accounts, view, caller, meeting_id) = (
+        let (accounts, view, caller, meeting_id, closes_room) = (
             accounts.clone(),
             view.clone(),
             caller.clone(),
             meeting_id.clone(),
+            closes_room.clone(),
         );
         Box::pin(async move {
             let caller = accounts.recheck(&caller).await?;
@@ -167,10 +178,16 @@ pub fn check(
                 let loaded = membership(
                     load_fresh(&view, &meeting_id, &caller.user_id, caller.is_admin()).await?,
                 )?;
+                let status = loaded.access.status;
                 if let Some(ended) = live
-                    && loaded.access.status.is_over()
+                    && status.is_over()
                 {
                     return Err(ended().into());
+                }
+                if let Some(hub) = closes_room
+                    && status.is_over()
+                {
+                    hub.close_room(&meeting_id, crate::wire::meeting_status(status));
                 }
             }
             Ok(())

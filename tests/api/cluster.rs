@@ -428,3 +428,46 @@ async fn the_host_removes_a_participant_served_by_another_node() {
     }
     assert!(stays_open(&mut streams.watch).await);
 }
+
+#[tokio::test]
+async fn ending_the_meeting_on_one_node_closes_its_room_on_another() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut streams = open_streams(&b, &bob, &meeting).await;
+    a.meetings()
+        .start_meeting(authed(
+            pb::StartMeetingRequest {
+                meeting_id: meeting.clone(),
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    a.meetings()
+        .end_meeting(authed(
+            pb::EndMeetingRequest {
+                meeting_id: meeting.clone(),
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    // B's room closes in its own words: the status change, then the end.
+    let seen = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut statuses = Vec::new();
+        while let Some(Ok(event)) = streams.connect.next().await {
+            if let Some(pb::server_event::Event::MeetingStatus(s)) = event.event {
+                statuses.push(s.status);
+            }
+        }
+        statuses
+    })
+    .await
+    .expect("the room on B closes within a second");
+    assert_eq!(
+        seen.last(),
+        Some(&(pb::MeetingStatus::Completed as i32)),
+        "{seen:?}"
+    );
+}
