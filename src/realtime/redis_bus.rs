@@ -46,6 +46,9 @@ const USER_PREFIX: &str = "unio:user:";
 /// Events waiting to be published; past this a node stops queueing and
 /// resyncs everyone once it can publish again.
 const OUTGOING: usize = 8192;
+/// How often the subscription proves it is alive, and how long it may
+/// take to answer: a node stops trusting its caches within twice this.
+const PING_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to reach Redis.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -367,8 +370,22 @@ async fn subscriber(
                     if let Some(local) = local.upgrade() {
                         shared.resync(&local);
                     }
+                    let mut liveness = tokio::time::interval(PING_EVERY);
+                    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tokio::select! {
+                            // A connection can die without a word (a
+                            // partition): unanswered pings end it.
+                            _ = liveness.tick() => {
+                                let pong = tokio::time::timeout(
+                                    PING_EVERY,
+                                    sink.ping::<redis::Value>(),
+                                )
+                                .await;
+                                if !matches!(pong, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
                             message = messages.next() => {
                                 let Some(message) = message else { break };
                                 let Some(local) = local.upgrade() else { return };

@@ -60,6 +60,17 @@ impl Redis {
         }
     }
 
+    /// Sends `signal` (STOP, CONT) to the server: a stopped Redis keeps its
+    /// connections open and answers nothing, like one behind a partition.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let done = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(done.success());
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -470,4 +481,17 @@ async fn ending_the_meeting_on_one_node_closes_its_room_on_another() {
         Some(&(pb::MeetingStatus::Completed as i32)),
         "{seen:?}"
     );
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_noticed() {
+    let redis = Redis::start();
+    let (a, _b) = two_nodes(&redis).await;
+    redis.signal("STOP");
+    eventually("the node notices the silence", || async {
+        !bus_serving(&a).await
+    })
+    .await;
+    redis.signal("CONT");
+    eventually("the node subscribes again", || bus_serving(&a)).await;
 }
