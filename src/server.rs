@@ -46,6 +46,15 @@ const ROOM_MESSAGE_BYTES: usize = 128 * 1024;
 /// Room for the protobuf framing around an avatar of the configured size.
 const AVATAR_ENVELOPE_BYTES: usize = 64 * 1024;
 
+/// Stops a task when dropped (whichever way `serve` returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The health service name that reports the bus (DESIGN §9).
 pub const BUS_HEALTH: &str = "unio.Bus";
 
@@ -77,7 +86,7 @@ pub async fn serve(
     // own participants.
     let bus_health = {
         let (health, bus) = (health.clone(), state.bus.clone());
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let mut last = None;
             loop {
                 let healthy = bus.healthy();
@@ -92,8 +101,9 @@ pub async fn serve(
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
-        })
+        }))
     };
+    let stop_bus_health = bus_health.0.abort_handle();
 
     // grpcurl 1.8 asks v1alpha, newer clients v1: serve both.
     let reflection = || {
@@ -211,7 +221,7 @@ pub async fn serve(
             .set_not_serving::<NotificationServiceServer<NotificationApi>>()
             .await;
         inbox.close_all();
-        bus_health.abort();
+        stop_bus_health.abort();
         health
             .set_service_status(BUS_HEALTH, tonic_health::ServingStatus::NotServing)
             .await;

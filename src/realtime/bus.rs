@@ -269,6 +269,17 @@ impl LocalBus {
         lock(&self.topics).len()
     }
 
+    /// Access changes may have been missed (none of the queued kind):
+    /// every guard re-checks; queues are left alone.
+    pub fn fire_signals(&self) {
+        let topics = lock(&self.topics);
+        for entry in topics.values().flatten() {
+            if let Sink::Signal(state) = &entry.sink {
+                state.fire();
+            }
+        }
+    }
+
     /// Events may have been lost (a cluster bus lost its subscription):
     /// every signal fires, so every guard re-checks, and every queue is
     /// told it lagged, so every watcher lists what it missed.

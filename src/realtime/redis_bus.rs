@@ -11,30 +11,43 @@
 //! - `unio:user:<id>`: one user's live notifications, subscribed only
 //!   while this node has a watch open for that user.
 //!
-//! Redis pub/sub delivers at most once: a node that loses its subscription
-//! (Redis restarted, the connection cut) cannot know what it missed. So
-//! while it is not subscribed it reports itself unhealthy (caches of
-//! access are bypassed: DESIGN §8 fails closed; `grpc.health.v1` says so),
-//! and once subscribed again it treats everything as changed: every guard
-//! re-checks, every watch is told it lagged, every cache starts over
-//! ([`Bus::generation`]). A node that could not publish (Redis down, its
-//! queue full) tells every node the same (`resync`) once it can.
+//! Redis pub/sub delivers at most once, so a node must notice when it may
+//! have missed something, and then fail closed:
+//! - every change a node publishes carries that node's next sequence
+//!   number, and every node publishes a heartbeat with its last number
+//!   four times a second: a receiver that sees a gap, or a peer it knows
+//!   fall silent for a second, suspects it missed changes;
+//! - the subscription is pinged four times a second; an unanswered ping
+//!   (a Redis that stops answering, a partition) or a closed connection
+//!   ends it.
+//!
+//! While the subscription is down or a peer is silent the node reports
+//! itself unhealthy (caches of access are bypassed: DESIGN §8 fails
+//! closed; `grpc.health.v1` says so) and its guards re-check every second.
+//! A gap, or health coming back, makes every guard re-check and every
+//! cache start over ([`Bus::generation`]); a new subscription also tells
+//! every watch it lagged (notifications may have been lost). A peer silent
+//! for 5 s is taken for dead (a restarted node comes back under a new
+//! name) and forgotten; should it come back, its numbers show what was
+//! missed. What a node cut off from Redis (but not from the database)
+//! revokes after that goes unheard until it is back: caches elsewhere
+//! hold it at most their TTL, and streams until their periodic re-check.
 //!
 //! The `redis` crate does the protocol and the connections; what is ours
 //! is the reconnect loop, since re-subscribing must also resync.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prost::Message;
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -43,17 +56,30 @@ use crate::proto::pb;
 
 const CHANGES: &str = "unio:changes";
 const USER_PREFIX: &str = "unio:user:";
-/// Events waiting to be published; past this a node stops queueing and
-/// resyncs everyone once it can publish again.
+/// Events waiting to be published; past this they are dropped, and the
+/// gap in this node's numbers tells the others.
 const OUTGOING: usize = 8192;
-/// How often the subscription proves it is alive, and how long it may
-/// take to answer: a node stops trusting its caches within twice this.
-const PING_EVERY: Duration = Duration::from_secs(1);
+/// Events published in one pipeline.
+const BATCH: usize = 128;
+/// How often a node says it is alive, pings its subscription, and looks
+/// at its peers.
+const TICK: Duration = Duration::from_millis(250);
+/// How long Redis may take to answer a ping or a (un)subscribe.
+const REPLY: Duration = Duration::from_millis(500);
+/// How long connecting may take.
+const CONNECT: Duration = Duration::from_secs(2);
+/// A subscription with no pong for this long is not trusted.
+const FRESH: Duration = Duration::from_secs(1);
+/// A peer silent this long makes this node suspect it misses changes...
+const PEER_SILENT: Duration = Duration::from_secs(1);
+/// ...and this long, is taken for dead.
+const PEER_GONE: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts to reach Redis.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What the publisher task sends: a channel and its payload.
-type Outgoing = (String, Vec<u8>);
+/// What the publisher task sends: a channel, its payload, and for a
+/// change its sequence number.
+type Outgoing = (String, Vec<u8>, Option<u64>);
 
 pub struct RedisBus {
     local: Arc<LocalBus>,
@@ -73,22 +99,32 @@ impl Drop for RedisBus {
 struct Shared {
     /// This node, as it signs what it publishes.
     node: String,
+    /// The zero of the `*_ms` fields.
+    started: Instant,
     /// Subscribed to everything this node listens to.
-    healthy: AtomicBool,
+    subscribed: AtomicBool,
+    /// When Redis last answered a ping.
+    pong_ms: AtomicU64,
+    /// Every known peer was heard from lately.
+    peers_heard: AtomicBool,
     generation: AtomicU64,
-    /// A publish was lost: every node must resync.
-    lost_out: AtomicBool,
+    /// The number of this node's last change.
+    change_seq: AtomicU64,
+    /// The highest number dropped before it reached the publisher.
+    dropped_seq: AtomicU64,
     /// Users with a watch on this node, and how many.
     watched: Mutex<HashMap<String, usize>>,
-    /// Tells the subscriber task to (un)subscribe a user's channel.
-    resubscribe: mpsc::UnboundedSender<String>,
+    /// Users whose channel may need (un)subscribing.
+    dirty: Mutex<HashSet<String>>,
+    /// Wakes the subscriber when `dirty` gains a user.
+    dirty_wake: tokio::sync::Notify,
 }
 
 impl fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBus")
             .field("node", &self.shared.node)
-            .field("healthy", &self.shared.healthy.load(Ordering::Relaxed))
+            .field("healthy", &self.healthy())
             .finish()
     }
 }
@@ -99,23 +135,22 @@ impl RedisBus {
     pub fn start(url: &str) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let local = LocalBus::new();
-        let (resubscribe, commands) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node: uuid::Uuid::new_v4().simple().to_string(),
-            healthy: AtomicBool::new(false),
+            started: Instant::now(),
+            subscribed: AtomicBool::new(false),
+            pong_ms: AtomicU64::new(0),
+            peers_heard: AtomicBool::new(true),
             generation: AtomicU64::new(0),
-            lost_out: AtomicBool::new(false),
+            change_seq: AtomicU64::new(0),
+            dropped_seq: AtomicU64::new(0),
             watched: Mutex::new(HashMap::new()),
-            resubscribe,
+            dirty: Mutex::new(HashSet::new()),
+            dirty_wake: tokio::sync::Notify::new(),
         });
         let (out, outgoing) = mpsc::channel(OUTGOING);
         tokio::spawn(publisher(client.clone(), shared.clone(), outgoing));
-        let subscriber = tokio::spawn(subscriber(
-            client,
-            shared.clone(),
-            Arc::downgrade(&local),
-            commands,
-        ));
+        let subscriber = tokio::spawn(subscriber(client, shared.clone(), Arc::downgrade(&local)));
         Ok(Arc::new(Self {
             local,
             shared,
@@ -124,35 +159,47 @@ impl RedisBus {
         }))
     }
 
-    fn send(&self, channel: String, payload: Vec<u8>) {
-        if self.out.try_send((channel, payload)).is_err() {
-            self.shared.lost_out.store(true, Ordering::Release);
-        }
-    }
-
     fn signed(&self, body: &[u8]) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(self.shared.node.len() + 1 + body.len());
-        payload.extend_from_slice(self.shared.node.as_bytes());
-        payload.push(b'\n');
-        payload.extend_from_slice(body);
-        payload
+        signed(&self.shared.node, body)
     }
+}
+
+fn signed(node: &str, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(node.len() + 1 + body.len());
+    payload.extend_from_slice(node.as_bytes());
+    payload.push(b'\n');
+    payload.extend_from_slice(body);
+    payload
 }
 
 impl Bus for RedisBus {
     fn publish(&self, topic: &Topic, event: BusEvent) {
-        let body = match (&event, topic) {
-            (BusEvent::AccessChanged, _) => Some((CHANGES.to_owned(), change("A", topic))),
-            (BusEvent::DataChanged, _) => Some((CHANGES.to_owned(), change("D", topic))),
-            (BusEvent::Notification(n), Topic::User(user)) => {
-                Some((format!("{USER_PREFIX}{user}"), n.encode_to_vec()))
+        let outgoing = match (&event, topic) {
+            (BusEvent::AccessChanged | BusEvent::DataChanged, _) => {
+                let seq = self.shared.change_seq.fetch_add(1, Ordering::AcqRel) + 1;
+                let kind = if matches!(event, BusEvent::AccessChanged) {
+                    "A"
+                } else {
+                    "D"
+                };
+                let body = format!("{seq} {}", change(kind, topic));
+                Some((CHANGES.to_owned(), self.signed(body.as_bytes()), Some(seq)))
             }
+            (BusEvent::Notification(n), Topic::User(user)) => Some((
+                format!("{USER_PREFIX}{user}"),
+                self.signed(&n.encode_to_vec()),
+                None,
+            )),
             (BusEvent::Notification(_), _) => None,
         };
         self.local.publish(topic, event);
-        if let Some((channel, body)) = body {
-            let payload = self.signed(&body);
-            self.send(channel, payload);
+        if let Some(outgoing) = outgoing {
+            let seq = outgoing.2;
+            if self.out.try_send(outgoing).is_err()
+                && let Some(seq) = seq
+            {
+                self.shared.dropped_seq.fetch_max(seq, Ordering::AcqRel);
+            }
         }
     }
 
@@ -161,7 +208,14 @@ impl Bus for RedisBus {
     }
 
     fn healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire)
+        let fresh = self
+            .shared
+            .now_ms()
+            .saturating_sub(self.shared.pong_ms.load(Ordering::Acquire))
+            < FRESH.as_millis() as u64;
+        self.shared.subscribed.load(Ordering::Acquire)
+            && fresh
+            && self.shared.peers_heard.load(Ordering::Acquire)
     }
 
     fn generation(&self) -> u64 {
@@ -193,15 +247,15 @@ impl Bus for RedisBus {
     }
 }
 
-/// A `unio:changes` body: what changed (`A`ccess or `D`ata) and where.
-fn change(kind: &str, topic: &Topic) -> Vec<u8> {
+/// A change's description: what changed (`A`ccess or `D`ata) and where.
+fn change(kind: &str, topic: &Topic) -> String {
     let (tag, id) = match topic {
         Topic::User(id) => ("u", id),
         Topic::Session(id) => ("s", id),
         Topic::Meeting(id) => ("m", id),
         Topic::Room(id) => ("r", id),
     };
-    format!("{kind} {tag}:{id}").into_bytes()
+    format!("{kind} {tag}:{id}")
 }
 
 fn parse_change(body: &str) -> Option<(BusEvent, Topic)> {
@@ -223,38 +277,61 @@ fn parse_change(body: &str) -> Option<(BusEvent, Topic)> {
 }
 
 impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     fn watch(&self, users: &[String]) {
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         for user in users {
             let count = watched.entry(user.clone()).or_default();
             *count += 1;
             if *count == 1 {
-                let _ = self.resubscribe.send(user.clone());
+                dirty.insert(user.clone());
+                self.dirty_wake.notify_one();
             }
         }
     }
 
     fn unwatch(&self, users: &[String]) {
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         for user in users {
             if let Some(count) = watched.get_mut(user) {
                 *count -= 1;
                 if *count == 0 {
                     watched.remove(user);
-                    let _ = self.resubscribe.send(user.clone());
+                    dirty.insert(user.clone());
                 }
             }
         }
     }
 
-    fn is_watched(&self, user: &str) -> bool {
-        self.watched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(user)
+    /// The channels to subscribe and to unsubscribe since the last call.
+    fn take_dirty(&self) -> (Vec<String>, Vec<String>) {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for user in dirty {
+            let channel = format!("{USER_PREFIX}{user}");
+            if watched.contains_key(&user) {
+                on.push(channel);
+            } else {
+                off.push(channel);
+            }
+        }
+        (on, off)
     }
 
-    /// Events may have been missed: everything here starts over.
+    /// Access changes may have been missed: guards re-check, caches start
+    /// over.
+    fn suspect(&self, local: &LocalBus) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        local.fire_signals();
+    }
+
+    /// Anything may have been missed, notifications too.
     fn resync(&self, local: &LocalBus) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         local.lost_all();
@@ -279,165 +356,248 @@ async fn backoff(attempt: &mut u32) {
     tokio::time::sleep(wait).await;
 }
 
-/// Publishes in order. A publish that fails is tried once more on a new
-/// connection (a connection Redis dropped fails only when used); one that
-/// fails twice is dropped, and every node is told to resync once Redis
-/// answers again.
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"))
+}
+
+/// Publishes in order, in pipelines, and says every [`TICK`] which change
+/// number this node is at. A batch that fails is tried once more on a new
+/// connection (a connection Redis dropped fails only when used), then
+/// dropped: the heartbeat's number shows the others the gap.
 async fn publisher(
     client: redis::Client,
     shared: Arc<Shared>,
     mut outgoing: mpsc::Receiver<Outgoing>,
 ) {
     let mut connection: Option<MultiplexedConnection> = None;
-    let mut attempt = 0;
-    while let Some((channel, payload)) = outgoing.recv().await {
-        let mut sent = false;
-        for _ in 0..2 {
-            match send_one(&client, &shared, &mut connection, &channel, &payload).await {
-                Ok(()) => {
-                    sent = true;
-                    break;
+    let mut heartbeat = tokio::time::interval(TICK);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(BATCH);
+    // The number of the last change sent or given up on.
+    let mut done_seq = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            received = outgoing.recv_many(&mut batch, BATCH) => {
+                if received == 0 {
+                    return;
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "bus: publish failed");
-                    connection = None;
+                if let Err(err) = send(&client, &mut connection, &batch).await {
+                    tracing::warn!(error = %err, dropped = batch.len(), "bus: publish failed");
                 }
+                if let Some(seq) = batch.iter().filter_map(|(_, _, seq)| *seq).max() {
+                    done_seq = done_seq.max(seq);
+                }
+                batch.clear();
+            }
+            _ = heartbeat.tick() => {
+                let seq = done_seq.max(shared.dropped_seq.load(Ordering::Acquire));
+                let beat = signed(&shared.node, format!("{seq} H").as_bytes());
+                let _ = send(&client, &mut connection, &[(CHANGES.to_owned(), beat, None)]).await;
             }
         }
-        if sent {
-            attempt = 0;
-        } else {
-            shared.lost_out.store(true, Ordering::Release);
-            backoff(&mut attempt).await;
-        }
     }
 }
 
-/// One publish, after the resync a lost publish owes.
-async fn send_one(
+async fn send(
     client: &redis::Client,
-    shared: &Shared,
     connection: &mut Option<MultiplexedConnection>,
-    channel: &str,
-    payload: &[u8],
+    batch: &[Outgoing],
 ) -> redis::RedisResult<()> {
-    let conn = match connection {
-        Some(conn) => conn,
-        None => connection.insert(client.get_multiplexed_async_connection().await?),
-    };
-    if shared.lost_out.swap(false, Ordering::AcqRel) {
-        let resync = format!("{}\nR", shared.node).into_bytes();
-        if let Err(err) = publish(conn, CHANGES, &resync).await {
-            shared.lost_out.store(true, Ordering::Release);
-            return Err(err);
-        }
+    let mut pipe = redis::pipe();
+    for (channel, payload, _) in batch {
+        pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
     }
-    publish(conn, channel, payload).await
+    let mut last = Ok(());
+    for _ in 0..2 {
+        let conn = match connection {
+            Some(conn) => conn,
+            None => {
+                let connecting = client.get_multiplexed_async_connection();
+                match tokio::time::timeout(CONNECT, connecting).await {
+                    Ok(Ok(conn)) => connection.insert(conn),
+                    Ok(Err(err)) => return Err(err),
+                    Err(_) => return Err(timed_out()),
+                }
+            }
+        };
+        last = pipe.query_async::<()>(conn).await;
+        if last.is_ok() {
+            return last;
+        }
+        *connection = None;
+    }
+    last
 }
 
-async fn publish(
-    conn: &mut MultiplexedConnection,
-    channel: &str,
-    payload: &[u8],
-) -> redis::RedisResult<()> {
-    redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(payload)
-        .query_async::<i64>(conn)
-        .await
-        .map(|_| ())
+/// What this node knows of the others: their last change number and when
+/// they were last heard.
+#[derive(Default)]
+struct Peers {
+    known: HashMap<Vec<u8>, (u64, Instant)>,
+}
+
+impl Peers {
+    /// Notes `seq` from `node` (a change, or with `beat` a heartbeat);
+    /// true when changes of it were missed.
+    fn heard(&mut self, node: &[u8], seq: u64, beat: bool, now: Instant) -> bool {
+        match self.known.get_mut(node) {
+            Some((last, heard)) => {
+                let missed = if beat { seq > *last } else { seq > *last + 1 };
+                *last = (*last).max(seq);
+                *heard = now;
+                missed
+            }
+            None => {
+                // A node first heard with history (back from a silence
+                // long enough to be forgotten) may have said what we missed.
+                let first = if beat { 0 } else { 1 };
+                self.known.insert(node.to_vec(), (seq, now));
+                seq > first
+            }
+        }
+    }
+
+    /// Forgets peers silent for [`PEER_GONE`]; whether all the others
+    /// were heard within [`PEER_SILENT`].
+    fn all_heard(&mut self, now: Instant) -> bool {
+        self.known
+            .retain(|_, (_, heard)| now.duration_since(*heard) < PEER_GONE);
+        self.known
+            .values()
+            .all(|(_, heard)| now.duration_since(*heard) < PEER_SILENT)
+    }
 }
 
 /// Keeps this node subscribed, and delivers what others publish.
-async fn subscriber(
-    client: redis::Client,
-    shared: Arc<Shared>,
-    local: std::sync::Weak<LocalBus>,
-    mut commands: mpsc::UnboundedReceiver<String>,
-) {
+async fn subscriber(client: redis::Client, shared: Arc<Shared>, local: Weak<LocalBus>) {
     let mut attempt = 0;
+    let mut peers = Peers::default();
     loop {
-        if local.strong_count() == 0 {
-            return;
-        }
-        match client.get_async_pubsub().await {
-            Ok(pubsub) => {
-                let (mut sink, mut messages) = pubsub.split();
-                if subscribe_all(&mut sink, &shared).await.is_ok() {
-                    attempt = 0;
-                    shared.healthy.store(true, Ordering::Release);
-                    tracing::info!("bus: subscribed to Redis");
-                    if let Some(local) = local.upgrade() {
-                        shared.resync(&local);
-                    }
-                    let mut liveness = tokio::time::interval(PING_EVERY);
-                    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            // A connection can die without a word (a
-                            // partition): unanswered pings end it.
-                            _ = liveness.tick() => {
-                                let pong = tokio::time::timeout(
-                                    PING_EVERY,
-                                    sink.ping::<redis::Value>(),
-                                )
-                                .await;
-                                if !matches!(pong, Ok(Ok(_))) {
-                                    break;
-                                }
-                            }
-                            message = messages.next() => {
-                                let Some(message) = message else { break };
-                                let Some(local) = local.upgrade() else { return };
-                                deliver(&shared, &local, &message);
-                            }
-                            user = commands.recv() => {
-                                let Some(user) = user else { return };
-                                let channel = format!("{USER_PREFIX}{user}");
-                                let done = if shared.is_watched(&user) {
-                                    sink.subscribe(&channel).await
-                                } else {
-                                    sink.unsubscribe(&channel).await
-                                };
-                                if done.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    tracing::warn!("bus: lost the Redis subscription; serving this node alone");
-                }
-                shared.healthy.store(false, Ordering::Release);
+        let Some(bus) = local.upgrade() else { return };
+        drop(bus);
+        match tokio::time::timeout(CONNECT, subscribe_all(&client, &shared)).await {
+            Ok(Ok((sink, messages))) => {
+                attempt = 0;
+                shared.pong_ms.store(shared.now_ms(), Ordering::Release);
+                shared.subscribed.store(true, Ordering::Release);
+                tracing::info!("bus: subscribed to Redis");
                 if let Some(local) = local.upgrade() {
                     shared.resync(&local);
                 }
+                listen(&shared, &local, &mut peers, sink, messages).await;
+                shared.subscribed.store(false, Ordering::Release);
+                tracing::warn!("bus: lost the Redis subscription; serving this node alone");
             }
-            Err(err) => {
-                shared.healthy.store(false, Ordering::Release);
-                tracing::warn!(error = %err, "bus: cannot reach Redis to subscribe");
-            }
+            Ok(Err(err)) => tracing::warn!(error = %err, "bus: cannot subscribe to Redis"),
+            Err(_) => tracing::warn!("bus: Redis did not answer in time"),
+        }
+        shared.subscribed.store(false, Ordering::Release);
+        // Unhealthy: guards re-check about every second until back.
+        if let Some(local) = local.upgrade() {
+            shared.suspect(&local);
         }
         backoff(&mut attempt).await;
     }
 }
 
-async fn subscribe_all(sink: &mut PubSubSink, shared: &Shared) -> redis::RedisResult<()> {
-    sink.subscribe(CHANGES).await?;
-    let users: Vec<String> = shared
+/// A subscription to `unio:changes` and every watched user's channel.
+async fn subscribe_all(
+    client: &redis::Client,
+    shared: &Shared,
+) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+    let (mut sink, messages) = client.get_async_pubsub().await?.split();
+    // Everything watched now is subscribed here; what changes later is
+    // picked up by the next tick.
+    shared
+        .dirty
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    let mut channels: Vec<String> = shared
         .watched
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .keys()
         .map(|user| format!("{USER_PREFIX}{user}"))
         .collect();
-    if !users.is_empty() {
-        sink.subscribe(&users).await?;
+    channels.push(CHANGES.to_owned());
+    sink.subscribe(&channels).await?;
+    Ok((sink, messages))
+}
+
+/// Delivers until the subscription ends; every [`TICK`] applies watch
+/// changes, pings Redis and looks at the peers, each bounded by [`REPLY`].
+async fn listen(
+    shared: &Shared,
+    local: &Weak<LocalBus>,
+    peers: &mut Peers,
+    mut sink: PubSubSink,
+    mut messages: PubSubStream,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pings = 0u64;
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { return };
+                let Some(local) = local.upgrade() else { return };
+                deliver(shared, &local, peers, &message);
+            }
+            // A new watch is subscribed at once (its notifications from
+            // other nodes start arriving one round trip later); closed ones
+            // wait for the tick.
+            _ = shared.dirty_wake.notified() => {
+                let (on, off) = shared.take_dirty();
+                if !on.is_empty() && !answered(sink.subscribe(&on)).await {
+                    return;
+                }
+                if !off.is_empty() && !answered(sink.unsubscribe(&off)).await {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                let Some(local) = local.upgrade() else { return };
+                let (on, off) = shared.take_dirty();
+                if !on.is_empty() && !answered(sink.subscribe(&on)).await {
+                    return;
+                }
+                if !off.is_empty() && !answered(sink.unsubscribe(&off)).await {
+                    return;
+                }
+                pings += 1;
+                let token = format!("unio-{pings}");
+                let pong = tokio::time::timeout(REPLY, sink.ping_message::<Vec<String>>(&token)).await;
+                if !matches!(&pong, Ok(Ok(reply)) if reply.last() == Some(&token)) {
+                    return;
+                }
+                shared.pong_ms.store(shared.now_ms(), Ordering::Release);
+                let heard = peers.all_heard(Instant::now());
+                shared.peers_heard.store(heard, Ordering::Release);
+                if !heard {
+                    // A silent peer may be revoking what we cannot hear.
+                    if pings % 4 == 0 || healthy {
+                        shared.suspect(&local);
+                    }
+                } else if !healthy {
+                    // Back: what was kept before may be stale.
+                    shared.suspect(&local);
+                }
+                healthy = heard;
+            }
+        }
     }
-    Ok(())
+}
+
+/// Whether a (un)subscribe was answered in time.
+async fn answered(request: impl Future<Output = redis::RedisResult<()>>) -> bool {
+    matches!(tokio::time::timeout(REPLY, request).await, Ok(Ok(())))
 }
 
 /// Hands another node's event to this node's subscribers.
-fn deliver(shared: &Shared, local: &LocalBus, message: &redis::Msg) {
+fn deliver(shared: &Shared, local: &LocalBus, peers: &mut Peers, message: &redis::Msg) {
     let payload = message.get_payload_bytes();
     let Some(split) = payload.iter().position(|b| *b == b'\n') else {
         return;
@@ -448,11 +608,23 @@ fn deliver(shared: &Shared, local: &LocalBus, message: &redis::Msg) {
     }
     let channel = message.get_channel_name();
     if channel == CHANGES {
-        if body == b"R" {
-            shared.resync(local);
+        let Some((seq, rest)) = std::str::from_utf8(body)
+            .ok()
+            .and_then(|body| body.split_once(' '))
+            .and_then(|(seq, rest)| Some((seq.parse::<u64>().ok()?, rest)))
+        else {
+            tracing::warn!("bus: unreadable change ignored");
+            return;
+        };
+        let beat = rest == "H";
+        if peers.heard(origin, seq, beat, Instant::now()) {
+            tracing::warn!("bus: missed changes from another node; re-checking everything");
+            shared.suspect(local);
+        }
+        if beat {
             return;
         }
-        match std::str::from_utf8(body).ok().and_then(parse_change) {
+        match parse_change(rest) {
             Some((event, topic)) => local.publish(&topic, event),
             None => tracing::warn!("bus: unreadable change ignored"),
         }
@@ -480,12 +652,38 @@ mod tests {
             Topic::Room("r1".into()),
         ] {
             let body = change("A", &topic);
-            let (event, back) = parse_change(std::str::from_utf8(&body).unwrap()).unwrap();
+            let (event, back) = parse_change(&body).unwrap();
             assert!(matches!(event, BusEvent::AccessChanged));
             assert_eq!(back, topic);
         }
         assert!(parse_change("X u:1").is_none());
         assert!(parse_change("A q:1").is_none());
         assert!(parse_change("garbage").is_none());
+    }
+
+    #[test]
+    fn gaps_and_silences_of_peers_are_noticed() {
+        let start = Instant::now();
+        let mut peers = Peers::default();
+        assert!(
+            !peers.heard(b"a", 0, true, start),
+            "a new node's first beat"
+        );
+        assert!(!peers.heard(b"a", 1, false, start));
+        assert!(!peers.heard(b"a", 2, false, start));
+        assert!(
+            !peers.heard(b"a", 2, true, start),
+            "a beat at the last change"
+        );
+        assert!(peers.heard(b"a", 4, false, start), "3 was missed");
+        assert!(peers.heard(b"a", 6, true, start), "5 and 6 were missed");
+        assert!(
+            peers.heard(b"b", 9, true, start),
+            "first heard with history"
+        );
+        assert!(peers.all_heard(start + Duration::from_millis(500)));
+        assert!(!peers.all_heard(start + PEER_SILENT), "silent for a second");
+        assert!(peers.all_heard(start + PEER_GONE), "forgotten");
+        assert!(peers.known.is_empty());
     }
 }

@@ -495,3 +495,34 @@ async fn a_redis_that_stops_answering_is_noticed() {
     redis.signal("CONT");
     eventually("the node subscribes again", || bus_serving(&a)).await;
 }
+
+#[tokio::test]
+async fn a_revocation_during_a_redis_outage_still_ends_streams_on_other_nodes() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, _host, bob, _) = setup(&a).await;
+    let mut streams = open_streams(&b, &bob, &meeting).await;
+    redis.stop();
+    eventually("B reports its bus down", || async {
+        !bus_serving(&b).await
+    })
+    .await;
+    // A cannot tell B; B, unable to vouch for its bus, re-checks its
+    // streams against the database every second.
+    a.auth()
+        .logout(authed(pb::LogoutRequest::default(), &bob))
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match streams.subscribe.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status,
+                None => panic!("ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("B's stream ends within seconds though no message could reach it");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
