@@ -278,10 +278,17 @@ impl NotificationService for NotificationApi {
         request: Request<pb::WatchNotificationsRequest>,
     ) -> Result<Response<NotificationStream>, Status> {
         let caller = caller(&request)?;
-        Ok(Response::new(Box::pin(self.state.inbox.watch(
+        let stream = self.state.inbox.watch(
             &caller.user_id,
             &caller.session_id,
             access::check(&self.state, &caller, access::Holds::Session).1,
-        ))))
+        );
+        // In a cluster, answered once notifications from every node reach
+        // the watch: a list made after this answer misses nothing.
+        self.state
+            .bus
+            .settled(&[crate::realtime::bus::Topic::User(caller.user_id.clone())])
+            .await;
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -15,6 +15,8 @@
 use std::{
     collections::HashMap,
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -88,6 +90,14 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// dropped.
     fn generation(&self) -> u64 {
         0
+    }
+
+    /// Resolves once a subscription to `topics` hears every node (a
+    /// cluster bus subscribes to Redis one round trip after
+    /// [`Bus::subscribe`] returns), or after at most a second. A caller
+    /// that lists what it missed after subscribing waits for this first.
+    fn settled(&self, _topics: &[Topic]) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(std::future::ready(()))
     }
 
     /// One queue of `capacity` events for all of `topics`; dropping the

@@ -39,6 +39,8 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -118,6 +120,10 @@ struct Shared {
     dirty: Mutex<HashSet<String>>,
     /// Wakes the subscriber when `dirty` gains a user.
     dirty_wake: tokio::sync::Notify,
+    /// Users whose channel Redis confirmed subscribed.
+    live_users: Mutex<HashSet<String>>,
+    /// Wakes [`Bus::settled`] waiters when `live_users` changes.
+    live_wake: tokio::sync::Notify,
 }
 
 impl fmt::Debug for RedisBus {
@@ -147,6 +153,8 @@ impl RedisBus {
             watched: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
             dirty_wake: tokio::sync::Notify::new(),
+            live_users: Mutex::new(HashSet::new()),
+            live_wake: tokio::sync::Notify::new(),
         });
         let (out, outgoing) = mpsc::channel(OUTGOING);
         tokio::spawn(publisher(client.clone(), shared.clone(), outgoing));
@@ -220,6 +228,33 @@ impl Bus for RedisBus {
 
     fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::Acquire)
+    }
+
+    fn settled(&self, topics: &[Topic]) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let users: Vec<String> = topics
+            .iter()
+            .filter_map(|t| match t {
+                Topic::User(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let confirmed = async {
+                loop {
+                    let notified = shared.live_wake.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    // Not subscribed at all: the next subscription resyncs
+                    // every watch anyway.
+                    if !shared.subscribed.load(Ordering::Acquire) || shared.all_live(&users) {
+                        return;
+                    }
+                    notified.await;
+                }
+            };
+            let _ = tokio::time::timeout(FRESH, confirmed).await;
+        })
     }
 
     fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription {
@@ -322,6 +357,28 @@ impl Shared {
             }
         }
         (on, off)
+    }
+
+    fn all_live(&self, users: &[String]) -> bool {
+        let live = self.live_users.lock().unwrap_or_else(|p| p.into_inner());
+        users.iter().all(|user| live.contains(user))
+    }
+
+    /// Records what Redis confirmed: `on` subscribed, `off` not.
+    fn confirmed(&self, on: &[String], off: &[String]) {
+        let mut live = self.live_users.lock().unwrap_or_else(|p| p.into_inner());
+        for channel in on {
+            if let Some(user) = channel.strip_prefix(USER_PREFIX) {
+                live.insert(user.to_owned());
+            }
+        }
+        for channel in off {
+            if let Some(user) = channel.strip_prefix(USER_PREFIX) {
+                live.remove(user);
+            }
+        }
+        drop(live);
+        self.live_wake.notify_waiters();
     }
 
     /// Access changes may have been missed: guards re-check, caches start
@@ -523,6 +580,12 @@ async fn subscribe_all(
         .collect();
     channels.push(CHANGES.to_owned());
     sink.subscribe(&channels).await?;
+    shared
+        .live_users
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    shared.confirmed(&channels, &[]);
     Ok((sink, messages))
 }
 
@@ -557,6 +620,7 @@ async fn listen(
                 if !off.is_empty() && !answered(sink.unsubscribe(&off)).await {
                     return;
                 }
+                shared.confirmed(&on, &off);
             }
             _ = tick.tick() => {
                 let Some(local) = local.upgrade() else { return };
@@ -567,6 +631,7 @@ async fn listen(
                 if !off.is_empty() && !answered(sink.unsubscribe(&off)).await {
                     return;
                 }
+                shared.confirmed(&on, &off);
                 pings += 1;
                 let token = format!("unio-{pings}");
                 let pong = tokio::time::timeout(REPLY, sink.ping_message::<Vec<String>>(&token)).await;

@@ -165,9 +165,7 @@ async fn a_notification_written_on_one_node_reaches_a_watch_on_another() {
         .await
         .unwrap()
         .into_inner();
-    // The watch is in place on A before B writes (A subscribes to bob's
-    // channel as the watch opens).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No pause: once the watch is answered, A hears bob's channel.
     let meeting = b
         .meeting(
             &host,
@@ -233,7 +231,6 @@ async fn two_nodes_send_each_reminder_once_and_it_reaches_a_watch_on_either() {
         .await
         .unwrap()
         .into_inner();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let meeting = b
         .meetings()
         .create_meeting(authed(
