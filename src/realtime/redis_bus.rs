@@ -68,6 +68,9 @@ const BATCH: usize = 128;
 const TICK: Duration = Duration::from_millis(250);
 /// How long Redis may take to answer a ping or a (un)subscribe.
 const REPLY: Duration = Duration::from_millis(500);
+/// Deliveries may wait this long on a request to Redis before the node
+/// stops vouching for its bus.
+const STALLED: Duration = Duration::from_millis(200);
 /// How long connecting may take.
 const CONNECT: Duration = Duration::from_secs(2);
 /// A subscription with no pong for this long is not trusted.
@@ -87,6 +90,8 @@ pub struct RedisBus {
     local: Arc<LocalBus>,
     shared: Arc<Shared>,
     out: mpsc::Sender<Outgoing>,
+    /// Held while a change is numbered and queued.
+    numbering: Mutex<()>,
     /// Stopped with the bus (the publisher stops when `out` is dropped).
     subscriber: tokio::task::JoinHandle<()>,
 }
@@ -124,6 +129,18 @@ struct Shared {
     live_users: Mutex<HashSet<String>>,
     /// Wakes [`Bus::settled`] waiters when `live_users` changes.
     live_wake: tokio::sync::Notify,
+    /// Since when (ms + 1; 0 = not) the subscriber waits on Redis and
+    /// delivers nothing.
+    awaiting_since: AtomicU64,
+}
+
+/// Marks the subscriber as waiting on Redis while alive.
+struct Awaiting<'a>(&'a Shared);
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        self.0.awaiting_since.store(0, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for RedisBus {
@@ -155,6 +172,7 @@ impl RedisBus {
             dirty_wake: tokio::sync::Notify::new(),
             live_users: Mutex::new(HashSet::new()),
             live_wake: tokio::sync::Notify::new(),
+            awaiting_since: AtomicU64::new(0),
         });
         let (out, outgoing) = mpsc::channel(OUTGOING);
         tokio::spawn(publisher(client.clone(), shared.clone(), outgoing));
@@ -163,6 +181,7 @@ impl RedisBus {
             local,
             shared,
             out,
+            numbering: Mutex::new(()),
             subscriber,
         }))
     }
@@ -182,32 +201,40 @@ fn signed(node: &str, body: &[u8]) -> Vec<u8> {
 
 impl Bus for RedisBus {
     fn publish(&self, topic: &Topic, event: BusEvent) {
-        let outgoing = match (&event, topic) {
-            (BusEvent::AccessChanged | BusEvent::DataChanged, _) => {
-                let seq = self.shared.change_seq.fetch_add(1, Ordering::AcqRel) + 1;
-                let kind = if matches!(event, BusEvent::AccessChanged) {
-                    "A"
-                } else {
-                    "D"
-                };
-                let body = format!("{seq} {}", change(kind, topic));
-                Some((CHANGES.to_owned(), self.signed(body.as_bytes()), Some(seq)))
+        let kind = match (&event, topic) {
+            (BusEvent::AccessChanged, _) => Some("A"),
+            (BusEvent::DataChanged, _) => Some("D"),
+            (BusEvent::Notification(_), Topic::User(_)) => None,
+            (BusEvent::Notification(_), _) => {
+                self.local.publish(topic, event);
+                return;
             }
+        };
+        let notification = match (&event, topic) {
             (BusEvent::Notification(n), Topic::User(user)) => Some((
                 format!("{USER_PREFIX}{user}"),
                 self.signed(&n.encode_to_vec()),
-                None,
             )),
-            (BusEvent::Notification(_), _) => None,
+            _ => None,
         };
         self.local.publish(topic, event);
-        if let Some(outgoing) = outgoing {
-            let seq = outgoing.2;
-            if self.out.try_send(outgoing).is_err()
-                && let Some(seq) = seq
-            {
-                self.shared.dropped_seq.fetch_max(seq, Ordering::AcqRel);
+        // Numbered and queued in one step, so the queue holds changes in
+        // number order (a receiver takes a jump for a loss).
+        let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
+        let outgoing = match (kind, notification) {
+            (Some(kind), _) => {
+                let seq = self.shared.change_seq.fetch_add(1, Ordering::AcqRel) + 1;
+                let body = format!("{seq} {}", change(kind, topic));
+                (CHANGES.to_owned(), self.signed(body.as_bytes()), Some(seq))
             }
+            (None, Some((channel, payload))) => (channel, payload, None),
+            (None, None) => return,
+        };
+        if self.out.try_send(outgoing).is_err() {
+            // Lost: a number of its own shows the others the gap (and, for
+            // a notification, that watches must list what they missed).
+            let seq = self.shared.change_seq.fetch_add(1, Ordering::AcqRel) + 1;
+            self.shared.dropped_seq.fetch_max(seq, Ordering::AcqRel);
         }
     }
 
@@ -221,8 +248,12 @@ impl Bus for RedisBus {
             .now_ms()
             .saturating_sub(self.shared.pong_ms.load(Ordering::Acquire))
             < FRESH.as_millis() as u64;
+        let since = self.shared.awaiting_since.load(Ordering::Acquire);
+        let delivering =
+            since == 0 || self.shared.now_ms() + 1 - since < STALLED.as_millis() as u64;
         self.shared.subscribed.load(Ordering::Acquire)
             && fresh
+            && delivering
             && self.shared.peers_heard.load(Ordering::Acquire)
     }
 
@@ -348,15 +379,25 @@ impl Shared {
         let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
         let (mut on, mut off) = (Vec::new(), Vec::new());
+        let mut live = self.live_users.lock().unwrap_or_else(|p| p.into_inner());
         for user in dirty {
             let channel = format!("{USER_PREFIX}{user}");
             if watched.contains_key(&user) {
                 on.push(channel);
             } else {
+                // No longer vouched for from this moment: a watch opened
+                // again meanwhile waits for its own subscribe.
+                live.remove(&user);
                 off.push(channel);
             }
         }
         (on, off)
+    }
+
+    fn awaiting_redis(&self) -> Awaiting<'_> {
+        self.awaiting_since
+            .store(self.now_ms() + 1, Ordering::Release);
+        Awaiting(self)
     }
 
     fn all_live(&self, users: &[String]) -> bool {
@@ -434,13 +475,18 @@ async fn publisher(
     let mut done_seq = 0u64;
     loop {
         tokio::select! {
-            biased;
             received = outgoing.recv_many(&mut batch, BATCH) => {
                 if received == 0 {
                     return;
                 }
                 if let Err(err) = send(&client, &mut connection, &batch).await {
                     tracing::warn!(error = %err, dropped = batch.len(), "bus: publish failed");
+                    if batch.iter().any(|(_, _, seq)| seq.is_none()) {
+                        // Notifications have no numbers: one for them
+                        // shows the loss.
+                        let seq = shared.change_seq.fetch_add(1, Ordering::AcqRel) + 1;
+                        shared.dropped_seq.fetch_max(seq, Ordering::AcqRel);
+                    }
                 }
                 if let Some(seq) = batch.iter().filter_map(|(_, _, seq)| *seq).max() {
                     done_seq = done_seq.max(seq);
@@ -533,7 +579,22 @@ async fn subscriber(client: redis::Client, shared: Arc<Shared>, local: Weak<Loca
     loop {
         let Some(bus) = local.upgrade() else { return };
         drop(bus);
-        match tokio::time::timeout(CONNECT, subscribe_all(&client, &shared)).await {
+        let connecting = tokio::time::timeout(CONNECT, subscribe_all(&client, &shared));
+        tokio::pin!(connecting);
+        let mut unhealthy = tokio::time::interval(Duration::from_secs(1));
+        unhealthy.tick().await;
+        let connected = loop {
+            tokio::select! {
+                connected = &mut connecting => break connected,
+                // Still cut off: guards keep re-checking every second.
+                _ = unhealthy.tick() => {
+                    if let Some(local) = local.upgrade() {
+                        shared.suspect(&local);
+                    }
+                }
+            }
+        };
+        match connected {
             Ok(Ok((sink, messages))) => {
                 attempt = 0;
                 shared.pong_ms.store(shared.now_ms(), Ordering::Release);
@@ -563,7 +624,7 @@ async fn subscribe_all(
     client: &redis::Client,
     shared: &Shared,
 ) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
-    let (mut sink, messages) = client.get_async_pubsub().await?.split();
+    let (sink, messages) = client.get_async_pubsub().await?.split();
     // Everything watched now is subscribed here; what changes later is
     // picked up by the next tick.
     shared
@@ -579,7 +640,9 @@ async fn subscribe_all(
         .map(|user| format!("{USER_PREFIX}{user}"))
         .collect();
     channels.push(CHANGES.to_owned());
-    sink.subscribe(&channels).await?;
+    if !each(&sink, &channels, true).await {
+        return Err(timed_out());
+    }
     shared
         .live_users
         .lock()
@@ -614,10 +677,8 @@ async fn listen(
             // wait for the tick.
             _ = shared.dirty_wake.notified() => {
                 let (on, off) = shared.take_dirty();
-                if !on.is_empty() && !answered(sink.subscribe(&on)).await {
-                    return;
-                }
-                if !off.is_empty() && !answered(sink.unsubscribe(&off)).await {
+                let _waiting = shared.awaiting_redis();
+                if !each(&sink, &on, true).await || !each(&sink, &off, false).await {
                     return;
                 }
                 shared.confirmed(&on, &off);
@@ -625,16 +686,17 @@ async fn listen(
             _ = tick.tick() => {
                 let Some(local) = local.upgrade() else { return };
                 let (on, off) = shared.take_dirty();
-                if !on.is_empty() && !answered(sink.subscribe(&on)).await {
-                    return;
-                }
-                if !off.is_empty() && !answered(sink.unsubscribe(&off)).await {
+                let _waiting = shared.awaiting_redis();
+                if !each(&sink, &on, true).await || !each(&sink, &off, false).await {
                     return;
                 }
                 shared.confirmed(&on, &off);
                 pings += 1;
                 let token = format!("unio-{pings}");
-                let pong = tokio::time::timeout(REPLY, sink.ping_message::<Vec<String>>(&token)).await;
+                let pong = {
+                    let _waiting = shared.awaiting_redis();
+                    tokio::time::timeout(REPLY, sink.ping_message::<Vec<String>>(&token)).await
+                };
                 if !matches!(&pong, Ok(Ok(reply)) if reply.last() == Some(&token)) {
                     return;
                 }
@@ -656,9 +718,30 @@ async fn listen(
     }
 }
 
-/// Whether a (un)subscribe was answered in time.
-async fn answered(request: impl Future<Output = redis::RedisResult<()>>) -> bool {
-    matches!(tokio::time::timeout(REPLY, request).await, Ok(Ok(())))
+/// (Un)subscribes `channels`, one command each, all within [`REPLY`].
+/// Redis answers a SUBSCRIBE of N channels N times, and redis-rs would
+/// take the extra answers for the replies to later requests (a ping).
+async fn each(sink: &PubSubSink, channels: &[String], on: bool) -> bool {
+    let mut requests = tokio::task::JoinSet::new();
+    for channel in channels {
+        let (mut sink, channel) = (sink.clone(), channel.clone());
+        requests.spawn(async move {
+            if on {
+                sink.subscribe(&channel).await
+            } else {
+                sink.unsubscribe(&channel).await
+            }
+        });
+    }
+    let all = async {
+        while let Some(done) = requests.join_next().await {
+            if !matches!(done, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(REPLY, all).await.unwrap_or(false)
 }
 
 /// Hands another node's event to this node's subscribers.
@@ -683,8 +766,8 @@ fn deliver(shared: &Shared, local: &LocalBus, peers: &mut Peers, message: &redis
         };
         let beat = rest == "H";
         if peers.heard(origin, seq, beat, Instant::now()) {
-            tracing::warn!("bus: missed changes from another node; re-checking everything");
-            shared.suspect(local);
+            tracing::warn!("bus: missed events from another node; re-checking everything");
+            shared.resync(local);
         }
         if beat {
             return;
