@@ -5,7 +5,6 @@
 
 use std::{pin::Pin, time::Duration};
 
-use tokio::sync::oneshot;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -300,15 +299,10 @@ async fn read_events(
     session_id: &str,
     inbound: &mut Streaming<pb::ClientEvent>,
     verdict: &Verdict,
-    stream_gone: &mut oneshot::Receiver<()>,
 ) -> ReaderEnd {
     let hub = &state.hub;
     loop {
-        let event = tokio::select! {
-            event = inbound.message() => event,
-            _ = &mut *stream_gone => return ReaderEnd::StreamGone,
-        };
-        let Ok(Some(event)) = event else {
+        let Ok(Some(event)) = inbound.message().await else {
             return ReaderEnd::InputClosed;
         };
         if verdict.settled().await.is_err() {
@@ -391,19 +385,20 @@ impl RoomService for RoomApi {
         // so that a slow event (a chat append) does not keep a revocation
         // waiting.
         tokio::spawn(async move {
-            let fail_closed = verdict.fail_closed();
+            // A reader that dies (a bug) ends its stream and its place.
+            let fail_closed = verdict.fail_closed().then({
+                let (hub, session_id) = (state.hub.clone(), session_id.clone());
+                move || hub.end_session(&session_id)
+            });
             let end = {
-                let reader = read_events(
-                    &state,
-                    &session_id,
-                    &mut inbound,
-                    &verdict,
-                    &mut stream_gone,
-                );
+                let reader = read_events(&state, &session_id, &mut inbound, &verdict);
                 tokio::pin!(reader);
+                // The stream's end is heard even while an event is being
+                // handled (a slow chat append, a long check).
                 tokio::select! {
                     biased;
                     _ = access.drive(&verdict) => ReaderEnd::Revoked,
+                    _ = &mut stream_gone => ReaderEnd::StreamGone,
                     end = &mut reader => end,
                 }
             };

@@ -212,6 +212,7 @@ impl Verdict {
     pub fn fail_closed(&self) -> FailClosed {
         FailClosed {
             verdict: Some(self.clone()),
+            then: None,
         }
     }
 
@@ -229,9 +230,17 @@ impl Verdict {
 /// See [`Verdict::fail_closed`].
 pub struct FailClosed {
     verdict: Option<Verdict>,
+    then: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl FailClosed {
+    /// Also runs `hook` if it fails closed (a room takes its participant
+    /// out).
+    pub fn then(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
+        self.then = Some(Box::new(hook));
+        self
+    }
+
     /// The driver stopped for a reason it handled.
     pub fn disarm(mut self) {
         self.verdict = None;
@@ -244,6 +253,9 @@ impl Drop for FailClosed {
             verdict.revoke(Status::unavailable(
                 "the stream's access could no longer be checked; connect again",
             ));
+            if let Some(hook) = self.then.take() {
+                hook();
+            }
         }
     }
 }
@@ -487,15 +499,19 @@ mod tests {
         // A driver that stops as planned leaves the stream alone.
         verdict.fail_closed().disarm();
         assert!(quiet(&mut stream).await);
-        // One that panics ends it.
+        // One that panics ends it, and runs its hook.
+        let hooked = Arc::new(AtomicBool::new(false));
         let driver = tokio::spawn({
-            let verdict = verdict.clone();
+            let (verdict, hooked) = (verdict.clone(), hooked.clone());
             async move {
-                let _fail_closed = verdict.fail_closed();
+                let _fail_closed = verdict
+                    .fail_closed()
+                    .then(move || hooked.store(true, Ordering::Relaxed));
                 panic!("a bug in the reader");
             }
         });
         assert!(driver.await.is_err());
+        assert!(hooked.load(Ordering::Relaxed), "the hook ran");
         let status = stream.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(stream.next().await.is_none());
