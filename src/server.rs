@@ -138,6 +138,7 @@ pub async fn serve(
         .max_encoding_message_size(FILE_MESSAGE_BYTES);
     let hub = state.hub.clone();
     let inbox = state.inbox.clone();
+    let bus = state.bus.clone();
 
     let mut builder = Server::builder()
         .accept_http1(true)
@@ -230,6 +231,8 @@ pub async fn serve(
             .await;
         // Live streams end with UNAVAILABLE so clients reconnect and resume.
         hub.shutdown();
+        // In a cluster, the others forget this node at once.
+        bus.close().await;
         let _ = stopping_tx.send(true);
     };
     let grace = config.shutdown_grace;

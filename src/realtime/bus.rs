@@ -92,6 +92,13 @@ pub trait Bus: Send + Sync + fmt::Debug {
         0
     }
 
+    /// This node is stopping: a cluster bus says goodbye, so that the
+    /// other nodes forget it at once instead of taking its silence for a
+    /// partition.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Resolves once a subscription to `topics` hears every node (a
     /// cluster bus subscribes to Redis one round trip after
     /// [`Bus::subscribe`] returns), or after at most a second. A caller

@@ -92,6 +92,7 @@ pub struct RedisBus {
     out: mpsc::Sender<Outgoing>,
     /// Held while a change is numbered and queued.
     numbering: Mutex<()>,
+    client: redis::Client,
     /// Stopped with the bus (the publisher stops when `out` is dropped).
     subscriber: tokio::task::JoinHandle<()>,
 }
@@ -132,6 +133,8 @@ struct Shared {
     /// Since when (ms + 1; 0 = not) the subscriber waits on Redis and
     /// delivers nothing.
     awaiting_since: AtomicU64,
+    /// The node said goodbye ([`Bus::close`]).
+    closed: AtomicBool,
 }
 
 /// Marks the subscriber as waiting on Redis while alive.
@@ -173,15 +176,21 @@ impl RedisBus {
             live_users: Mutex::new(HashSet::new()),
             live_wake: tokio::sync::Notify::new(),
             awaiting_since: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         });
         let (out, outgoing) = mpsc::channel(OUTGOING);
         tokio::spawn(publisher(client.clone(), shared.clone(), outgoing));
-        let subscriber = tokio::spawn(subscriber(client, shared.clone(), Arc::downgrade(&local)));
+        let subscriber = tokio::spawn(subscriber(
+            client.clone(),
+            shared.clone(),
+            Arc::downgrade(&local),
+        ));
         Ok(Arc::new(Self {
             local,
             shared,
             out,
             numbering: Mutex::new(()),
+            client,
             subscriber,
         }))
     }
@@ -259,6 +268,23 @@ impl Bus for RedisBus {
 
     fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::Acquire)
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        // No more heartbeats, and nothing more heard: this node is leaving.
+        self.shared.closed.store(true, Ordering::Release);
+        self.subscriber.abort();
+        let (client, node) = (self.client.clone(), self.shared.node.clone());
+        let seq = self.shared.change_seq.load(Ordering::Acquire);
+        Box::pin(async move {
+            let goodbye = [(
+                CHANGES.to_owned(),
+                signed(&node, format!("{seq} G").as_bytes()),
+                None,
+            )];
+            let mut connection = None;
+            let _ = tokio::time::timeout(REPLY, send(&client, &mut connection, &goodbye)).await;
+        })
     }
 
     fn settled(&self, topics: &[Topic]) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
@@ -494,6 +520,9 @@ async fn publisher(
                 batch.clear();
             }
             _ = heartbeat.tick() => {
+                if shared.closed.load(Ordering::Acquire) {
+                    continue;
+                }
                 let seq = done_seq.max(shared.dropped_seq.load(Ordering::Acquire));
                 let beat = signed(&shared.node, format!("{seq} H").as_bytes());
                 let _ = send(&client, &mut connection, &[(CHANGES.to_owned(), beat, None)]).await;
@@ -764,10 +793,14 @@ fn deliver(shared: &Shared, local: &LocalBus, peers: &mut Peers, message: &redis
             tracing::warn!("bus: unreadable change ignored");
             return;
         };
-        let beat = rest == "H";
+        let beat = rest == "H" || rest == "G";
         if peers.heard(origin, seq, beat, Instant::now()) {
             tracing::warn!("bus: missed events from another node; re-checking everything");
             shared.resync(local);
+        }
+        if rest == "G" {
+            // It stopped: its silence from now on is no partition.
+            peers.known.remove(origin);
         }
         if beat {
             return;

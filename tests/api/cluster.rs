@@ -523,3 +523,18 @@ async fn a_revocation_during_a_redis_outage_still_ends_streams_on_other_nodes() 
     .expect("B's stream ends within seconds though no message could reach it");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_node_that_stops_cleanly_leaves_the_others_healthy() {
+    let redis = Redis::start();
+    let (a, mut b) = two_nodes(&redis).await;
+    // A has heard B.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.stop().await;
+    // B said goodbye: its silence is no partition, so A keeps trusting its
+    // bus (a silent peer would make it unhealthy after a second).
+    for _ in 0..15 {
+        assert!(bus_serving(&a).await, "A stays healthy after B's goodbye");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
