@@ -241,22 +241,15 @@ impl MeetingView {
         )
     }
 
-    /// Whether memory may answer (and be filled): not while the bus
-    /// cannot vouch for its deliveries, nor with a zero TTL. Maps kept
-    /// under an older bus generation (events may have been missed) are
-    /// dropped.
+    /// Whether memory may answer (see [`super::view::trusted`]).
     fn trusted(&self) -> bool {
-        if !self.bus.healthy() || self.ttl.is_zero() {
-            return false;
-        }
-        let generation = self.bus.generation();
-        if self.generation.load(Ordering::Acquire) != generation {
-            let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            *maps = Maps::default();
-            self.generation.store(generation, Ordering::Release);
-        }
-        true
+        super::view::trusted(
+            self.bus.as_ref(),
+            self.ttl,
+            &self.generation,
+            &self.epoch,
+            &self.maps,
+        )
     }
 
     /// Keeps what a load read, unless a change came since `epoch` (taken

@@ -89,6 +89,31 @@ impl Maps {
     }
 }
 
+/// Whether a view kept current by `bus` may answer from memory (and be
+/// filled): not while the bus cannot vouch for its deliveries, nor with a
+/// zero TTL. Maps kept under an older bus generation (events may have been
+/// missed) start over, and the epoch moves so that no load that began
+/// before is kept. Shared by this view and the meeting view.
+pub(crate) fn trusted<M: Default>(
+    bus: &dyn Bus,
+    ttl: Duration,
+    generation: &AtomicU64,
+    epoch: &AtomicU64,
+    maps: &RwLock<M>,
+) -> bool {
+    if !bus.healthy() || ttl.is_zero() {
+        return false;
+    }
+    let now = bus.generation();
+    if generation.load(Ordering::Acquire) != now {
+        let mut maps = maps.write().unwrap_or_else(|p| p.into_inner());
+        epoch.fetch_add(1, Ordering::AcqRel);
+        *maps = M::default();
+        generation.store(now, Ordering::Release);
+    }
+    true
+}
+
 pub struct AccessView {
     db: Db,
     bus: Arc<dyn Bus>,
@@ -132,18 +157,13 @@ impl AccessView {
     /// Whether memory may answer (and be filled): not while the bus
     /// cannot vouch for its deliveries, nor with a zero TTL.
     fn trusted(&self) -> bool {
-        if !self.bus.healthy() || self.ttl.is_zero() {
-            return false;
-        }
-        // Events may have been missed since the maps were kept: start over.
-        let generation = self.bus.generation();
-        if self.generation.load(Ordering::Acquire) != generation {
-            let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            *maps = Maps::default();
-            self.generation.store(generation, Ordering::Release);
-        }
-        true
+        trusted(
+            self.bus.as_ref(),
+            self.ttl,
+            &self.generation,
+            &self.epoch,
+            &self.maps,
+        )
     }
 
     /// How many times the database was read.

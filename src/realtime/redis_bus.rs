@@ -288,13 +288,7 @@ impl Bus for RedisBus {
     }
 
     fn settled(&self, topics: &[Topic]) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let users: Vec<String> = topics
-            .iter()
-            .filter_map(|t| match t {
-                Topic::User(id) => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let users = users_of(topics);
         let shared = self.shared.clone();
         Box::pin(async move {
             let confirmed = async {
@@ -315,13 +309,7 @@ impl Bus for RedisBus {
     }
 
     fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription {
-        let users: Vec<String> = topics
-            .iter()
-            .filter_map(|t| match t {
-                Topic::User(id) => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let users = users_of(&topics);
         let subscription = self.local.subscribe(topics, capacity);
         if users.is_empty() {
             return subscription;
@@ -337,6 +325,17 @@ impl Bus for RedisBus {
         // Access changes reach every node on `unio:changes`.
         self.local.watch(topics)
     }
+}
+
+/// The users among `topics`: whose notification channels matter.
+fn users_of(topics: &[Topic]) -> Vec<String> {
+    topics
+        .iter()
+        .filter_map(|t| match t {
+            Topic::User(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A change's description: what changed (`A`ccess or `D`ata) and where.
@@ -705,21 +704,15 @@ async fn listen(
             // other nodes start arriving one round trip later); closed ones
             // wait for the tick.
             _ = shared.dirty_wake.notified() => {
-                let (on, off) = shared.take_dirty();
-                let _waiting = shared.awaiting_redis();
-                if !each(&sink, &on, true).await || !each(&sink, &off, false).await {
+                if !apply_watches(shared, &sink).await {
                     return;
                 }
-                shared.confirmed(&on, &off);
             }
             _ = tick.tick() => {
                 let Some(local) = local.upgrade() else { return };
-                let (on, off) = shared.take_dirty();
-                let _waiting = shared.awaiting_redis();
-                if !each(&sink, &on, true).await || !each(&sink, &off, false).await {
+                if !apply_watches(shared, &sink).await {
                     return;
                 }
-                shared.confirmed(&on, &off);
                 pings += 1;
                 let token = format!("unio-{pings}");
                 let pong = {
@@ -745,6 +738,18 @@ async fn listen(
             }
         }
     }
+}
+
+/// (Un)subscribes the channels of watches opened or closed since last
+/// time; false if Redis did not answer in time.
+async fn apply_watches(shared: &Shared, sink: &PubSubSink) -> bool {
+    let (on, off) = shared.take_dirty();
+    let _waiting = shared.awaiting_redis();
+    if !each(sink, &on, true).await || !each(sink, &off, false).await {
+        return false;
+    }
+    shared.confirmed(&on, &off);
+    true
 }
 
 /// (Un)subscribes `channels`, one command each, all within [`REPLY`].

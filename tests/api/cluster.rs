@@ -97,6 +97,32 @@ async fn bus_serving(app: &TestApp) -> bool {
     )
 }
 
+/// `token`'s notification watch on `node`.
+async fn watch(node: &TestApp, token: &str) -> tonic::Streaming<pb::Notification> {
+    node.notifications()
+        .watch_notifications(authed(pb::WatchNotificationsRequest {}, token))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The first notification on `watch` that `wanted` picks, within `limit`.
+async fn first_where(
+    watch: &mut tonic::Streaming<pb::Notification>,
+    limit: Duration,
+    wanted: impl Fn(&pb::Notification) -> bool,
+) -> Result<pb::Notification, tokio::time::error::Elapsed> {
+    tokio::time::timeout(limit, async {
+        loop {
+            let n = watch.next().await.unwrap().unwrap();
+            if wanted(&n) {
+                return n;
+            }
+        }
+    })
+    .await
+}
+
 /// Two nodes on one database (the first node's), both subscribed.
 async fn two_nodes(redis: &Redis) -> (TestApp, TestApp) {
     two_nodes_with(redis, &[]).await
@@ -159,12 +185,7 @@ async fn a_notification_written_on_one_node_reaches_a_watch_on_another() {
     let (a, b) = two_nodes(&redis).await;
     let (_, host, _) = a.user("host@example.com").await;
     let (_, bob, _) = a.user("bob@example.com").await;
-    let mut watch = a
-        .notifications()
-        .watch_notifications(authed(pb::WatchNotificationsRequest {}, &bob))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&a, &bob).await;
     // No pause: once the watch is answered, A hears bob's channel.
     let meeting = b
         .meeting(
@@ -174,13 +195,8 @@ async fn a_notification_written_on_one_node_reaches_a_watch_on_another() {
             pb::JoinPolicy::InvitedOnly,
         )
         .await;
-    let notification = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            let n = watch.next().await.unwrap().unwrap();
-            if n.meeting_id == meeting.id {
-                return n;
-            }
-        }
+    let notification = first_where(&mut watch, Duration::from_secs(2), |n| {
+        n.meeting_id == meeting.id
     })
     .await
     .expect("bob's watch on A hears of the invitation B wrote");
@@ -225,12 +241,7 @@ async fn two_nodes_send_each_reminder_once_and_it_reaches_a_watch_on_either() {
     let (a, b) = two_nodes_with(&redis, &[("UNIO_REMINDER_LEAD", "3s")]).await;
     let (_, host, _) = a.user("host@example.com").await;
     let (_, bob, _) = a.user("bob@example.com").await;
-    let mut watch = a
-        .notifications()
-        .watch_notifications(authed(pb::WatchNotificationsRequest {}, &bob))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&a, &bob).await;
     let meeting = b
         .meetings()
         .create_meeting(authed(
@@ -246,13 +257,8 @@ async fn two_nodes_send_each_reminder_once_and_it_reaches_a_watch_on_either() {
         .await
         .unwrap()
         .into_inner();
-    let reminder = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let n = watch.next().await.unwrap().unwrap();
-            if n.r#type == pb::NotificationType::MeetingReminder as i32 {
-                return n;
-            }
-        }
+    let reminder = first_where(&mut watch, Duration::from_secs(5), |n| {
+        n.r#type == pb::NotificationType::MeetingReminder as i32
     })
     .await
     .expect("the reminder reaches bob's watch on A, whichever node wrote it");
