@@ -424,7 +424,37 @@ async fn the_host_removes_a_participant_served_by_another_node() {
     let (a, b) = two_nodes(&redis).await;
     let (meeting, host, bob, _) = setup(&a).await;
     let mut streams = open_streams(&b, &bob, &meeting).await;
-    unio::proto::pb::room_service_client::RoomServiceClient::new(a.channel())
+    let mut rooms = unio::proto::pb::room_service_client::RoomServiceClient::new(a.channel());
+    let remove = |meeting_id: &str, token: &str| {
+        authed(
+            pb::RemoveParticipantRequest {
+                meeting_id: meeting_id.into(),
+                participant_id: streams.connect_participant.clone(),
+            },
+            token,
+        )
+    };
+    // Nobody else gets anywhere: not bob himself, and not a host naming
+    // the participant under another meeting of theirs.
+    let status = rooms
+        .remove_participant(remove(&meeting, &bob))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let other = a
+        .meeting(&host, "Other", &[], pb::JoinPolicy::InvitedOnly)
+        .await;
+    let status = rooms
+        .remove_participant(remove(&other.id, &host))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        crate::helpers::reason(&status),
+        "PARTICIPANT_NOT_FOUND",
+        "{status:?}"
+    );
+    assert!(stays_open(&mut streams.subscribe).await, "bob is still in");
+    rooms
         .remove_participant(authed(
             pb::RemoveParticipantRequest {
                 meeting_id: meeting.clone(),
