@@ -129,8 +129,12 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         config.access_token_ttl,
         config.refresh_token_ttl,
     ));
-    let bus: Arc<dyn realtime::bus::Bus> = match &config.redis_url {
-        Some(url) => realtime::redis_bus::RedisBus::start(url).map_err(RunError::Redis)?,
+    let redis = match &config.redis_url {
+        Some(url) => Some(realtime::redis_bus::RedisBus::start(url).map_err(RunError::Redis)?),
+        None => None,
+    };
+    let bus: Arc<dyn realtime::bus::Bus> = match &redis {
+        Some(redis) => redis.clone(),
         None => realtime::bus::LocalBus::new(),
     };
     let accounts = Accounts::new(
@@ -159,6 +163,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         },
         realtime::attendance::Attendance::start(db.clone()),
         metrics.clone(),
+        redis.map(|redis| realtime::cluster::Link::start(redis, config.rooms.replay_capacity)),
     );
     Ok(AppState {
         meeting_view: auth::meeting_view::MeetingView::new(

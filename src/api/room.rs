@@ -18,7 +18,7 @@ use crate::{
     realtime::{
         SessionStream,
         attendance::Attendance,
-        hub::{HubError, Joiner},
+        hub::{HubError, Joiner, Ready},
         inbound::{EventCode, EventError},
         live::{Guarded, Verdict},
     },
@@ -113,6 +113,10 @@ impl RoomChatError {
 }
 
 /// A refused event as the status Publish answers with.
+/// How long a join waits for this node to learn where a cluster's room
+/// stands.
+const ROOM_CATCH_UP: Duration = Duration::from_secs(3);
+
 fn event_status(err: EventError) -> Status {
     let EventError { code, message } = err;
     let reason = code.as_str();
@@ -221,6 +225,7 @@ impl RoomApi {
                     Err(HubError::ResumeFailed(why)) => Entered::ResumeFailed(why),
                     Err(HubError::NotJoinable) => Entered::ResumeFailed("the meeting is over"),
                     Err(HubError::Removed) => Entered::ResumeFailed("the host removed you"),
+                    Err(HubError::Syncing(_)) => Entered::ResumeFailed("the room is catching up"),
                 },
             );
         }
@@ -248,16 +253,29 @@ impl RoomApi {
                 crate::realtime::bus::BusEvent::DataChanged,
             );
         }
-        match hub.join(&meeting, joiner, participant_id.clone()) {
-            Ok(stream) => {
-                pending.joined = true;
-                Ok(Entered::Session(stream))
-            }
-            Err(HubError::Removed) => Err(access::removed_by_host()),
-            Err(_) => Err(AppError::FailedPrecondition {
-                reason: "MEETING_NOT_JOINABLE",
-                message: "the meeting ended while joining".into(),
-            }),
+        let deadline = tokio::time::Instant::now() + ROOM_CATCH_UP;
+        loop {
+            return match hub.join(&meeting, joiner.clone(), participant_id.clone()) {
+                Ok(stream) => {
+                    pending.joined = true;
+                    Ok(Entered::Session(stream))
+                }
+                // In a cluster: this node is reading where the room stands.
+                Err(HubError::Syncing(Ready(mut ready))) => {
+                    let caught_up = ready.wait_for(|ready| *ready);
+                    if tokio::time::timeout_at(deadline, caught_up).await.is_err() {
+                        return Err(AppError::Unavailable(
+                            "the room cannot be reached from this node now; retry".into(),
+                        ));
+                    }
+                    continue;
+                }
+                Err(HubError::Removed) => Err(access::removed_by_host()),
+                Err(_) => Err(AppError::FailedPrecondition {
+                    reason: "MEETING_NOT_JOINABLE",
+                    message: "the meeting ended while joining".into(),
+                }),
+            };
         }
     }
 }

@@ -17,20 +17,27 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use prost::Message;
 use rand::RngCore;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 
 use super::{
     attendance::Attendance,
+    cluster::{self, Link, Record},
     ice::IceConfig,
     inbound::{self, EventCode, EventError},
     queue,
     rate::TokenBucket,
     reaper::{Due, Reaper},
+    redis_bus::RoomSink,
     room::{
         Audience, CloseReason, Closed, DetachCause, Outbox, Overflowed, RoomState, SessionControl,
         SessionLimits, Slot,
     },
+    room_log::{self, Replay, RosterOp},
     session::{DetachSender, Detached, SessionStream, error_event},
 };
 use crate::{
@@ -56,6 +63,9 @@ pub struct Joiner {
 /// Why a join or resume could not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubError {
+    /// In a cluster: this node is catching up with the room's log; try
+    /// again once this says so.
+    Syncing(Ready),
     /// The meeting ended while joining.
     NotJoinable,
     /// The slot is gone (grace passed, kicked) or its events were evicted.
@@ -63,6 +73,18 @@ pub enum HubError {
     /// The host removed this user from the room.
     Removed,
 }
+
+/// Turns true when a room caught up with its log.
+#[derive(Debug, Clone)]
+pub struct Ready(pub watch::Receiver<bool>);
+
+impl PartialEq for Ready {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.same_channel(&other.0)
+    }
+}
+
+impl Eq for Ready {}
 
 type Room = Mutex<RoomState>;
 
@@ -91,7 +113,13 @@ pub struct RoomHub {
     detaches: DetachSender,
     /// Grace periods and closed-room placeholders.
     reaper: Reaper,
+    /// In a cluster: the rooms' logs in Redis, which order every event.
+    link: Option<Arc<Link>>,
+    this: std::sync::Weak<Self>,
 }
+
+#[path = "hub_shared.rs"]
+mod shared;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -118,9 +146,11 @@ impl RoomHub {
         ice: IceConfig,
         attendance: Attendance,
         metrics: Arc<Metrics>,
+        link: Option<Arc<Link>>,
     ) -> Arc<Self> {
         let (detaches, mut reports) = mpsc::unbounded_channel::<Detached>();
         let hub = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
+            let this = weak.clone();
             let weak = weak.clone();
             let reaper = Reaper::start(move |due| {
                 if let Some(hub) = weak.upgrade() {
@@ -137,8 +167,14 @@ impl RoomHub {
                 started: Instant::now(),
                 detaches,
                 reaper,
+                link,
+                this,
             }
         });
+        if let Some(link) = &hub.link {
+            let sink: std::sync::Weak<dyn RoomSink> = Arc::downgrade(&hub) as _;
+            link.bus().deliver_rooms_to(sink);
+        }
         // Holds the hub weakly: the task ends with it.
         let weak = Arc::downgrade(&hub);
         tokio::spawn(async move {
@@ -202,7 +238,18 @@ impl RoomHub {
                 session_id: session_id.to_owned(),
                 participant_id: slot.info.participant_id.clone(),
                 resume_token: slot.resume_token.clone(),
-                participants: state.participants(),
+                participants: {
+                    let mut all = state.participants();
+                    // In a cluster, a joiner is in the roster once its own
+                    // join comes back from the log.
+                    if !all
+                        .iter()
+                        .any(|p| p.participant_id == slot.info.participant_id)
+                    {
+                        all.push(slot.info.clone());
+                    }
+                    all
+                },
                 ice_servers: self.ice.servers(&slot.user_id, now_micros() / 1_000_000),
                 ping_interval: Some(duration(self.config.ping_interval)),
                 ping_timeout: Some(duration(self.config.ping_timeout)),
@@ -223,15 +270,18 @@ impl RoomHub {
         loop {
             let room = lock(&self.rooms)
                 .entry(meeting.id.clone())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(RoomState::new(self.config.replay_capacity)))
-                })
+                .or_insert_with(|| self.new_room(&meeting.id))
                 .clone();
             let mut state = lock(&room);
             match state.closed {
                 Some(Closed::Emptied) => continue,
                 Some(Closed::MeetingOver) => return Err(HubError::NotJoinable),
                 None => {}
+            }
+            if let Some(link) = &state.link
+                && !link.synced
+            {
+                return Err(HubError::Syncing(Ready(link.ready.subscribe())));
             }
             if state.removed_users.contains(&joiner.user_id) {
                 return Err(HubError::Removed);
@@ -253,23 +303,30 @@ impl RoomHub {
                 join_time: Some(to_timestamp(now_micros())),
                 media_state: Some(pb::MediaState::default()),
             };
-            let overflowed = state.publish(
+            let resume_token = random_token();
+            let overflowed = self.emit(
+                &meeting.id,
+                &mut state,
                 Audience::AllExcept(participant_id.clone()),
                 Event::ParticipantJoined(pb::ParticipantJoined {
                     participant: Some(info.clone()),
                 }),
+                || RosterOp::Join {
+                    participant_id: participant_id.clone(),
+                    participant: info.encode_to_vec(),
+                    node: self
+                        .link
+                        .as_ref()
+                        .map(|l| l.node().to_owned())
+                        .unwrap_or_default(),
+                    token: cluster::token_hash(&resume_token),
+                },
             );
             let outbox = Outbox {
                 tx,
                 control: control.clone(),
             };
-            let slot = Slot::new(
-                info,
-                random_token(),
-                outbox,
-                state.last_seq(),
-                self.limits(),
-            );
+            let slot = Slot::new(info, resume_token, outbox, state.last_seq(), self.limits());
             state.slots.insert(participant_id.clone(), slot);
             let slot = &state.slots[&participant_id];
             let joined = self.joined(&state, meeting, slot, &session_id, false, state.last_seq());
@@ -417,12 +474,15 @@ impl RoomHub {
                 if !slot.limits.typing.try_take(now) {
                     return Err(EventError::rate_limited("typing"));
                 }
-                state.publish(
+                self.emit(
+                    &session.meeting_id,
+                    &mut state,
                     Audience::AllExcept(me.clone()),
                     Event::Typing(pb::TypingChanged {
                         participant_id: me,
                         is_typing: typing.is_typing,
                     }),
+                    RosterOp::default,
                 )
             }
             client_event::Event::MediaState(media) => {
@@ -430,12 +490,19 @@ impl RoomHub {
                     return Err(EventError::rate_limited("media_state"));
                 }
                 slot.info.media_state = Some(media);
-                state.publish(
+                let info = self.link.is_some().then(|| slot.info.encode_to_vec());
+                self.emit(
+                    &session.meeting_id,
+                    &mut state,
                     Audience::AllExcept(me.clone()),
                     Event::MediaState(pb::MediaStateChanged {
-                        participant_id: me,
+                        participant_id: me.clone(),
                         media_state: Some(media),
                     }),
+                    || RosterOp::Set {
+                        participant_id: me,
+                        participant: info.unwrap_or_default(),
+                    },
                 )
             }
             client_event::Event::Signal(signal) => {
@@ -450,18 +517,21 @@ impl RoomHub {
                         "to_participant_id is yourself",
                     ));
                 }
-                if !state.slots.contains_key(&target) {
+                if !state.has(&target) {
                     return Err(EventError::new(
                         EventCode::UnknownParticipant,
                         format!("no participant {target:?} in this room"),
                     ));
                 }
-                state.publish(
+                self.emit(
+                    &session.meeting_id,
+                    &mut state,
                     Audience::Only(target),
                     Event::Signal(pb::IncomingSignal {
                         from_participant_id: me,
                         payload: Some(payload),
                     }),
+                    RosterOp::default,
                 )
             }
             client_event::Event::Leave(_) => {
@@ -555,7 +625,7 @@ impl RoomHub {
     /// Starts the grace of participants a publish detached. Called under
     /// the room's lock (it only queues), so that their leaves reach the
     /// attendance writer before any resume's reopen.
-    fn handle_overflow(self: &Arc<Self>, meeting_id: &str, overflowed: Vec<Overflowed>) {
+    fn handle_overflow(&self, meeting_id: &str, overflowed: Vec<Overflowed>) {
         for slow in overflowed {
             self.metrics.room_queue_dropped();
             tracing::info!(meeting_id, participant_id = %slow.participant_id, "participant fell behind; detached");
@@ -566,7 +636,7 @@ impl RoomHub {
     /// Marks the attendance offline now, and removes the participant after
     /// the grace period unless it resumed (which changes the epoch). Only
     /// queues; callers hold the room's lock.
-    fn start_grace(self: &Arc<Self>, meeting_id: String, participant_id: String, epoch: u64) {
+    fn start_grace(&self, meeting_id: String, participant_id: String, epoch: u64) {
         self.attendance.leave(&participant_id, now_micros());
         self.reaper.at(
             Instant::now() + self.config.resume_grace,
@@ -616,7 +686,7 @@ impl RoomHub {
 
     /// Removes a participant for good and tells the room why.
     fn remove(
-        self: &Arc<Self>,
+        &self,
         meeting_id: &str,
         participant_id: &str,
         close: CloseReason,
@@ -631,12 +701,17 @@ impl RoomHub {
                 return false;
             };
             slot.close(close);
-            let overflowed = state.publish(
+            let overflowed = self.emit(
+                meeting_id,
+                &mut state,
                 Audience::All,
                 Event::ParticipantLeft(pb::ParticipantLeft {
                     participant_id: participant_id.to_owned(),
                     reason: reason as i32,
                 }),
+                || RosterOp::Leave {
+                    participant_id: participant_id.to_owned(),
+                },
             );
             self.handle_overflow(meeting_id, overflowed);
             (slot.session_id, state.slots.is_empty())
@@ -692,6 +767,15 @@ impl RoomHub {
     /// devices); their streams end with PERMISSION_DENIED and their resume
     /// tokens stop working. Returns how many were removed.
     pub fn kick_user(self: &Arc<Self>, meeting_id: &str, user_id: &str) -> usize {
+        if let Some(link) = &self.link {
+            // Every node takes the user's participants out, and keeps them
+            // out, when this comes back from the log.
+            let record = Record {
+                removed_user: user_id.to_owned(),
+                ..Default::default()
+            };
+            link.append(meeting_id, &record, RosterOp::None);
+        }
         let Some(room) = self.room(meeting_id) else {
             return 0;
         };
@@ -720,6 +804,15 @@ impl RoomHub {
 
     /// Pushes a room-wide event (meeting status, calls) if the room is live.
     pub fn broadcast(self: &Arc<Self>, meeting_id: &str, event: Event) {
+        if let Some(link) = &self.link {
+            // Participants may be on any node, this one or not.
+            link.append(
+                meeting_id,
+                &Record::event(&Audience::All, event),
+                RosterOp::None,
+            );
+            return;
+        }
         let Some(room) = self.room(meeting_id) else {
             return;
         };
@@ -758,6 +851,15 @@ impl RoomHub {
                 }),
             );
             let slots = std::mem::take(&mut state.slots);
+            if let Some(link) = &self.link {
+                // Every node closes its own; the roster forgets this one's.
+                for participant_id in slots.keys() {
+                    let leave = RosterOp::Leave {
+                        participant_id: participant_id.clone(),
+                    };
+                    link.append(meeting_id, &Record::default(), leave);
+                }
+            }
             let now = now_micros();
             slots
                 .into_iter()

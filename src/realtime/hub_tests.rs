@@ -37,7 +37,13 @@ fn room(config: HubConfig) -> Room {
     let attendance = Attendance::default();
     let metrics = Arc::new(Metrics::new(Default::default()));
     Room {
-        hub: RoomHub::new(config, IceConfig::default(), attendance.clone(), metrics),
+        hub: RoomHub::new(
+            config,
+            IceConfig::default(),
+            attendance.clone(),
+            metrics,
+            None,
+        ),
         attendance,
         meeting: pb::Meeting {
             id: "meeting".into(),

@@ -1,6 +1,8 @@
 //! The live side of meetings: rooms, sessions, fan-out and resume.
 //!
 //! - [`chat`]: the chat writer: group commit, then delivery in order.
+//! - [`cluster`]: the hub's link to other nodes: room events ordered by
+//!   each room's log in Redis (DESIGN §9).
 //! - [`hub`]: [`RoomHub`], every room of this node: finds rooms and
 //!   sessions, routes joins, resumes, leaves, kicks and fan-out. All state
 //!   sits behind std mutexes held for short, synchronous sections, never
@@ -34,6 +36,7 @@
 pub mod attendance;
 pub mod bus;
 pub mod chat;
+pub mod cluster;
 pub mod hub;
 #[cfg(test)]
 mod hub_tests;

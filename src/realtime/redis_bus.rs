@@ -54,6 +54,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
 use super::bus::{Bus, BusEvent, ChangeHook, LocalBus, Signal, Subscription, Topic};
+use super::room_log;
 use crate::proto::pb;
 
 const CHANGES: &str = "unio:changes";
@@ -120,16 +121,19 @@ struct Shared {
     change_seq: AtomicU64,
     /// The highest number dropped before it reached the publisher.
     dropped_seq: AtomicU64,
-    /// Users with a watch on this node, and how many.
+    /// Channels (users' and rooms') with an interest on this node, and
+    /// how many.
     watched: Mutex<HashMap<String, usize>>,
-    /// Users whose channel may need (un)subscribing.
+    /// Channels that may need (un)subscribing.
     dirty: Mutex<HashSet<String>>,
-    /// Wakes the subscriber when `dirty` gains a user.
+    /// Wakes the subscriber when `dirty` gains a channel.
     dirty_wake: tokio::sync::Notify,
-    /// Users whose channel Redis confirmed subscribed.
-    live_users: Mutex<HashSet<String>>,
-    /// Wakes [`Bus::settled`] waiters when `live_users` changes.
+    /// Channels Redis confirmed subscribed.
+    live: Mutex<HashSet<String>>,
+    /// Wakes [`Bus::settled`] waiters when `live` changes.
     live_wake: tokio::sync::Notify,
+    /// Where room channels' messages go.
+    rooms: std::sync::OnceLock<Weak<dyn RoomSink>>,
     /// Since when (ms + 1; 0 = not) the subscriber waits on Redis and
     /// delivers nothing.
     awaiting_since: AtomicU64,
@@ -173,10 +177,11 @@ impl RedisBus {
             watched: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
             dirty_wake: tokio::sync::Notify::new(),
-            live_users: Mutex::new(HashSet::new()),
+            live: Mutex::new(HashSet::new()),
             live_wake: tokio::sync::Notify::new(),
             awaiting_since: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            rooms: std::sync::OnceLock::new(),
         });
         let (out, outgoing) = mpsc::channel(OUTGOING);
         tokio::spawn(publisher(client.clone(), shared.clone(), outgoing));
@@ -198,6 +203,60 @@ impl RedisBus {
     fn signed(&self, body: &[u8]) -> Vec<u8> {
         signed(&self.shared.node, body)
     }
+
+    /// This node's name on the bus (and in room rosters).
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Where the messages of room channels go (once, at startup).
+    pub fn deliver_rooms_to(&self, sink: Weak<dyn RoomSink>) {
+        let _ = self.shared.rooms.set(sink);
+    }
+
+    /// Subscribes this node to `room`'s channel for as long as the result
+    /// is kept.
+    pub fn hold_room(&self, room: &str) -> Box<dyn Send + Sync> {
+        let channels = vec![room_log::channel(room)];
+        self.shared.watch(&channels);
+        Box::new(Watching {
+            shared: self.shared.clone(),
+            channels,
+        })
+    }
+
+    /// Whether Redis confirmed the subscription to `room`'s channel,
+    /// waiting up to a second for it.
+    pub async fn room_live(&self, room: &str) -> bool {
+        let channels = [room_log::channel(room)];
+        let shared = self.shared.clone();
+        let confirmed = async {
+            loop {
+                let notified = shared.live_wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if shared.subscribed.load(Ordering::Acquire) && shared.all_live(&channels) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(FRESH, confirmed).await.is_ok()
+    }
+
+    /// A connection for commands (not the subscription's).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+}
+
+/// Receives the messages of room channels ([`RedisBus::hold_room`]), on
+/// the subscriber's task: implementations only queue or hand over.
+pub trait RoomSink: Send + Sync {
+    /// `payload` (a sequence number and a record) came on `room`'s channel.
+    fn published(&self, room: &str, payload: &[u8]);
+    /// The subscription was made again: rooms may have missed messages.
+    fn resubscribed(&self);
 }
 
 fn signed(node: &str, body: &[u8]) -> Vec<u8> {
@@ -288,7 +347,7 @@ impl Bus for RedisBus {
     }
 
     fn settled(&self, topics: &[Topic]) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let users = users_of(topics);
+        let channels = channels_of(topics);
         let shared = self.shared.clone();
         Box::pin(async move {
             let confirmed = async {
@@ -298,7 +357,7 @@ impl Bus for RedisBus {
                     notified.as_mut().enable();
                     // Not subscribed at all: the next subscription resyncs
                     // every watch anyway.
-                    if !shared.subscribed.load(Ordering::Acquire) || shared.all_live(&users) {
+                    if !shared.subscribed.load(Ordering::Acquire) || shared.all_live(&channels) {
                         return;
                     }
                     notified.await;
@@ -309,15 +368,15 @@ impl Bus for RedisBus {
     }
 
     fn subscribe(&self, topics: Vec<Topic>, capacity: usize) -> Subscription {
-        let users = users_of(&topics);
+        let channels = channels_of(&topics);
         let subscription = self.local.subscribe(topics, capacity);
-        if users.is_empty() {
+        if channels.is_empty() {
             return subscription;
         }
-        self.shared.watch(&users);
+        self.shared.watch(&channels);
         subscription.holding(Box::new(Watching {
             shared: self.shared.clone(),
-            users,
+            channels,
         }))
     }
 
@@ -327,12 +386,12 @@ impl Bus for RedisBus {
     }
 }
 
-/// The users among `topics`: whose notification channels matter.
-fn users_of(topics: &[Topic]) -> Vec<String> {
+/// The notification channels of the users among `topics`.
+fn channels_of(topics: &[Topic]) -> Vec<String> {
     topics
         .iter()
         .filter_map(|t| match t {
-            Topic::User(id) => Some(id.clone()),
+            Topic::User(id) => Some(format!("{USER_PREFIX}{id}")),
             _ => None,
         })
         .collect()
@@ -372,28 +431,28 @@ impl Shared {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn watch(&self, users: &[String]) {
+    fn watch(&self, channels: &[String]) {
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
-        for user in users {
-            let count = watched.entry(user.clone()).or_default();
+        for channel in channels {
+            let count = watched.entry(channel.clone()).or_default();
             *count += 1;
             if *count == 1 {
-                dirty.insert(user.clone());
+                dirty.insert(channel.clone());
                 self.dirty_wake.notify_one();
             }
         }
     }
 
-    fn unwatch(&self, users: &[String]) {
+    fn unwatch(&self, channels: &[String]) {
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
-        for user in users {
-            if let Some(count) = watched.get_mut(user) {
+        for channel in channels {
+            if let Some(count) = watched.get_mut(channel) {
                 *count -= 1;
                 if *count == 0 {
-                    watched.remove(user);
-                    dirty.insert(user.clone());
+                    watched.remove(channel);
+                    dirty.insert(channel.clone());
                 }
             }
         }
@@ -404,15 +463,14 @@ impl Shared {
         let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
         let (mut on, mut off) = (Vec::new(), Vec::new());
-        let mut live = self.live_users.lock().unwrap_or_else(|p| p.into_inner());
-        for user in dirty {
-            let channel = format!("{USER_PREFIX}{user}");
-            if watched.contains_key(&user) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for channel in dirty {
+            if watched.contains_key(&channel) {
                 on.push(channel);
             } else {
                 // No longer vouched for from this moment: a watch opened
                 // again meanwhile waits for its own subscribe.
-                live.remove(&user);
+                live.remove(&channel);
                 off.push(channel);
             }
         }
@@ -425,23 +483,21 @@ impl Shared {
         Awaiting(self)
     }
 
-    fn all_live(&self, users: &[String]) -> bool {
-        let live = self.live_users.lock().unwrap_or_else(|p| p.into_inner());
-        users.iter().all(|user| live.contains(user))
+    fn all_live(&self, channels: &[String]) -> bool {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        channels.iter().all(|channel| live.contains(channel))
     }
 
     /// Records what Redis confirmed: `on` subscribed, `off` not.
     fn confirmed(&self, on: &[String], off: &[String]) {
-        let mut live = self.live_users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         for channel in on {
-            if let Some(user) = channel.strip_prefix(USER_PREFIX) {
-                live.insert(user.to_owned());
+            if channel != CHANGES {
+                live.insert(channel.clone());
             }
         }
         for channel in off {
-            if let Some(user) = channel.strip_prefix(USER_PREFIX) {
-                live.remove(user);
-            }
+            live.remove(channel);
         }
         drop(live);
         self.live_wake.notify_waiters();
@@ -464,12 +520,12 @@ impl Shared {
 /// A watch's interest in its users' channels, dropped with it.
 struct Watching {
     shared: Arc<Shared>,
-    users: Vec<String>,
+    channels: Vec<String>,
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        self.shared.unwatch(&self.users);
+        self.shared.unwatch(&self.channels);
     }
 }
 
@@ -631,6 +687,9 @@ async fn subscriber(client: redis::Client, shared: Arc<Shared>, local: Weak<Loca
                 if let Some(local) = local.upgrade() {
                     shared.resync(&local);
                 }
+                if let Some(rooms) = shared.rooms.get().and_then(Weak::upgrade) {
+                    rooms.resubscribed();
+                }
                 listen(&shared, &local, &mut peers, sink, messages).await;
                 shared.subscribed.store(false, Ordering::Release);
                 tracing::warn!("bus: lost the Redis subscription; serving this node alone");
@@ -665,14 +724,14 @@ async fn subscribe_all(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .keys()
-        .map(|user| format!("{USER_PREFIX}{user}"))
+        .cloned()
         .collect();
     channels.push(CHANGES.to_owned());
     if !each(&sink, &channels, true).await {
         return Err(timed_out());
     }
     shared
-        .live_users
+        .live
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
@@ -781,6 +840,13 @@ async fn each(sink: &PubSubSink, channels: &[String], on: bool) -> bool {
 /// Hands another node's event to this node's subscribers.
 fn deliver(shared: &Shared, local: &LocalBus, peers: &mut Peers, message: &redis::Msg) {
     let payload = message.get_payload_bytes();
+    let channel = message.get_channel_name();
+    if let Some(room) = channel.strip_prefix(room_log::CHANNEL_PREFIX) {
+        if let Some(rooms) = shared.rooms.get().and_then(Weak::upgrade) {
+            rooms.published(room, payload);
+        }
+        return;
+    }
     let Some(split) = payload.iter().position(|b| *b == b'\n') else {
         return;
     };
@@ -788,7 +854,6 @@ fn deliver(shared: &Shared, local: &LocalBus, peers: &mut Peers, message: &redis
     if origin == shared.node.as_bytes() {
         return;
     }
-    let channel = message.get_channel_name();
     if channel == CHANGES {
         let Some((seq, rest)) = std::str::from_utf8(body)
             .ok()

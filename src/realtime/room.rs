@@ -15,7 +15,7 @@ use std::{
 
 use super::queue::{self, TrySendError};
 
-use super::rate::TokenBucket;
+use super::{cluster::RoomLink, rate::TokenBucket};
 use crate::proto::pb::{self, server_event::Event};
 
 /// Who receives an event.
@@ -248,6 +248,8 @@ pub struct RoomState {
     /// Users the host removed: they may not join this room again while it
     /// lives.
     pub removed_users: std::collections::HashSet<String>,
+    /// In a cluster: the room as every node shares it.
+    pub link: Option<RoomLink>,
 }
 
 impl RoomState {
@@ -260,6 +262,7 @@ impl RoomState {
             replay_bytes: 0,
             closed: None,
             removed_users: std::collections::HashSet::new(),
+            link: None,
         }
     }
 
@@ -273,8 +276,19 @@ impl RoomState {
     /// is detached on the spot (its stream ends after draining, telling it
     /// to resume) and returned so the hub can start its grace timer.
     pub fn publish(&mut self, to: Audience, event: Event) -> Vec<Overflowed> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        self.deliver(self.next_seq, to, event)
+    }
+
+    /// Moves the room on to `seq` without an event for anyone here.
+    pub fn skip(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// [`RoomState::publish`] under a number given elsewhere (a cluster's
+    /// room log): `seq` is after every event delivered so far.
+    pub fn deliver(&mut self, seq: u64, to: Audience, event: Event) -> Vec<Overflowed> {
+        debug_assert!(seq >= self.next_seq);
+        self.next_seq = seq + 1;
         let event = Arc::new(pb::ServerEvent {
             sequence: seq,
             event: Some(event),
@@ -321,6 +335,29 @@ impl RoomState {
             }
         }
         overflowed
+    }
+
+    /// This node missed more of the room than its log keeps: every
+    /// attached participant is detached as fallen behind (it resumes, and
+    /// finds what it missed gone), and the replay ring starts over.
+    pub fn fell_behind(&mut self) -> Vec<Overflowed> {
+        self.replay.clear();
+        self.replay_bytes = 0;
+        let mut detached = Vec::new();
+        for (id, slot) in self.slots.iter_mut() {
+            let Some(outbox) = &slot.outbox else { continue };
+            let delivered = outbox.control.sent_seq();
+            let epoch = slot.detach(
+                DetachCause::SlowConsumer,
+                delivered,
+                Some(CloseReason::SlowConsumer),
+            );
+            detached.push(Overflowed {
+                participant_id: id.clone(),
+                epoch,
+            });
+        }
+        detached
     }
 
     /// Events after `from` addressed to `participant_id`, or `None` when
@@ -404,9 +441,22 @@ impl RoomState {
         Some((old_session, control))
     }
 
-    /// Everyone present or within their grace, in join order.
+    /// Everyone present or within their grace, in join order (in a
+    /// cluster, on every node).
     pub fn participants(&self) -> Vec<pb::Participant> {
-        self.slots.values().map(|slot| slot.info.clone()).collect()
+        match &self.link {
+            Some(link) => link.members.values().cloned().collect(),
+            None => self.slots.values().map(|slot| slot.info.clone()).collect(),
+        }
+    }
+
+    /// Whether `participant_id` is in the room (on any node).
+    pub fn has(&self, participant_id: &str) -> bool {
+        self.slots.contains_key(participant_id)
+            || self
+                .link
+                .as_ref()
+                .is_some_and(|link| link.members.contains_key(participant_id))
     }
 }
 

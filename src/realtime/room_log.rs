@@ -16,9 +16,12 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
+/// What every room's channel name starts with.
+pub const CHANNEL_PREFIX: &str = "unio:room:";
+
 /// The room's channel.
 pub fn channel(room: &str) -> String {
-    format!("unio:room:{room}")
+    format!("{CHANNEL_PREFIX}{room}")
 }
 
 fn counter_key(room: &str) -> String {
@@ -29,17 +32,134 @@ fn stream_key(room: &str) -> String {
     format!("unio:room:{room}:log")
 }
 
+fn roster_key(room: &str) -> String {
+    format!("unio:room:{room}:roster")
+}
+
 /// Keys of a room idle this long go.
 const IDLE: Duration = Duration::from_secs(24 * 3600);
 
 const APPEND: &str = r"
+local pid = ARGV[5]
+local op = ARGV[4]
+if op == 'reap' and redis.call('HGET', KEYS[4], 'o:' .. pid) ~= ARGV[7] then
+  return 0
+end
+if op == 'join' then
+  redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6], 'o:' .. pid, ARGV[7], 't:' .. pid, ARGV[8])
+elseif op == 'set' then
+  if redis.call('HEXISTS', KEYS[4], 'o:' .. pid) == 1 then
+    redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6])
+  end
+elseif op == 'del' or op == 'reap' then
+  if redis.call('HDEL', KEYS[4], 'p:' .. pid, 'o:' .. pid, 't:' .. pid) == 0 then
+    return 0
+  end
+end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
 redis.call('PUBLISH', KEYS[3], seq .. ':' .. ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
 return seq
 ";
+
+const ADVANCE: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 0
+";
+
+/// The room's last sequence number and its roster, read together.
+const SNAPSHOT: &str = r"
+local roster = redis.call('HGETALL', KEYS[2])
+table.insert(roster, 1, redis.call('GET', KEYS[1]) or '0')
+return roster
+";
+
+/// What an append does to the room's roster (the participants every node
+/// sees), in the same step as it sequences the event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RosterOp {
+    /// Nothing.
+    #[default]
+    None,
+    /// A participant joined on `node`; `token` is its resume token's hash.
+    Join {
+        participant_id: String,
+        participant: Vec<u8>,
+        node: String,
+        token: Vec<u8>,
+    },
+    /// A participant's details changed (media state); ignored once it left.
+    Set {
+        participant_id: String,
+        participant: Vec<u8>,
+    },
+    /// A participant left; the event is dropped if it already had.
+    Leave { participant_id: String },
+    /// A participant of a dead `node` is taken out, by whichever node gets
+    /// there first: the event goes out once.
+    Reap {
+        participant_id: String,
+        node: String,
+    },
+}
+
+impl RosterOp {
+    /// The script's arguments for this operation: op, participant id,
+    /// participant, node, token.
+    fn args(&self) -> [&[u8]; 5] {
+        match self {
+            Self::None => [b"", b"", b"", b"", b""],
+            Self::Join {
+                participant_id,
+                participant,
+                node,
+                token,
+            } => [
+                b"join",
+                participant_id.as_bytes(),
+                participant,
+                node.as_bytes(),
+                token,
+            ],
+            Self::Set {
+                participant_id,
+                participant,
+            } => [b"set", participant_id.as_bytes(), participant, b"", b""],
+            Self::Leave { participant_id } => [b"del", participant_id.as_bytes(), b"", b"", b""],
+            Self::Reap {
+                participant_id,
+                node,
+            } => [
+                b"reap",
+                participant_id.as_bytes(),
+                b"",
+                node.as_bytes(),
+                b"",
+            ],
+        }
+    }
+}
+
+/// One roster entry: the participant as last announced, the node that
+/// serves it, and its resume token's hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    pub participant: Vec<u8>,
+    pub node: String,
+    pub token: Vec<u8>,
+}
+
+/// A room as of one sequence number.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: u64,
+    /// By participant id.
+    pub roster: std::collections::BTreeMap<String, Member>,
+}
 
 /// What a resume can get back.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,7 +173,6 @@ pub enum Replay {
 #[derive(Clone)]
 pub struct RoomLog {
     conn: MultiplexedConnection,
-    script: std::sync::Arc<redis::Script>,
     /// Events kept per room for replay (approximately: Redis trims whole
     /// nodes of its stream).
     keep: usize,
@@ -63,7 +182,6 @@ impl RoomLog {
     pub fn new(conn: MultiplexedConnection, keep: usize) -> Self {
         Self {
             conn,
-            script: std::sync::Arc::new(redis::Script::new(APPEND)),
             keep: keep.max(1),
         }
     }
@@ -71,15 +189,58 @@ impl RoomLog {
     /// Sequences `event` in `room` and publishes it; returns its number.
     pub async fn append(&self, room: &str, event: &[u8]) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
-        self.script
-            .key(counter_key(room))
-            .key(stream_key(room))
-            .key(channel(room))
+        let mut pipe = redis::pipe();
+        self.add_append(&mut pipe, room, event, &RosterOp::None);
+        let (seq,): (u64,) = pipe.query_async(&mut conn).await?;
+        Ok(seq)
+    }
+
+    /// Adds one append (with its roster operation) to `pipe`; it answers
+    /// the event's number, or 0 when the operation refused it.
+    pub fn add_append(&self, pipe: &mut redis::Pipeline, room: &str, event: &[u8], op: &RosterOp) {
+        let [op, participant_id, participant, node, token] = op.args();
+        pipe.cmd("EVAL")
+            .arg(APPEND)
+            .arg(4)
+            .arg(counter_key(room))
+            .arg(stream_key(room))
+            .arg(channel(room))
+            .arg(roster_key(room))
             .arg(event)
             .arg(self.keep)
             .arg(IDLE.as_millis() as u64)
-            .invoke_async(&mut conn)
+            .arg(op)
+            .arg(participant_id)
+            .arg(participant)
+            .arg(node)
+            .arg(token);
+    }
+
+    /// Moves the room's counter on to at least `to`: after Redis lost the
+    /// room, numbers continue from what its nodes delivered.
+    pub async fn advance(&self, room: &str, to: u64) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("EVAL")
+            .arg(ADVANCE)
+            .arg(1)
+            .arg(counter_key(room))
+            .arg(to)
+            .arg(IDLE.as_millis() as u64)
+            .query_async(&mut conn)
             .await
+    }
+
+    /// The room's sequence and roster at one instant.
+    pub async fn snapshot(&self, room: &str) -> redis::RedisResult<Snapshot> {
+        let mut conn = self.conn.clone();
+        let flat: Vec<Vec<u8>> = redis::cmd("EVAL")
+            .arg(SNAPSHOT)
+            .arg(2)
+            .arg(counter_key(room))
+            .arg(roster_key(room))
+            .query_async(&mut conn)
+            .await?;
+        parse_snapshot(flat).ok_or_else(|| unreadable("a room snapshot"))
     }
 
     /// The room's last sequence number (0 before its first event).
@@ -136,6 +297,24 @@ fn unreadable(what: &str) -> redis::RedisError {
     ))
 }
 
+fn parse_snapshot(flat: Vec<Vec<u8>>) -> Option<Snapshot> {
+    let mut fields = flat.into_iter();
+    let seq = std::str::from_utf8(&fields.next()?).ok()?.parse().ok()?;
+    let mut roster = std::collections::BTreeMap::<String, Member>::new();
+    while let (Some(field), Some(value)) = (fields.next(), fields.next()) {
+        let field = String::from_utf8(field).ok()?;
+        let (kind, id) = field.split_once(':')?;
+        let member = roster.entry(id.to_owned()).or_default();
+        match kind {
+            "p" => member.participant = value,
+            "o" => member.node = String::from_utf8(value).ok()?,
+            "t" => member.token = value,
+            _ => return None,
+        }
+    }
+    Some(Snapshot { seq, roster })
+}
+
 /// A message from a room's channel: its sequence number and event bytes.
 pub fn parse_published(payload: &[u8]) -> Option<(u64, &[u8])> {
     let colon = payload.iter().position(|b| *b == b':')?;
@@ -155,5 +334,21 @@ mod tests {
         );
         assert_eq!(parse_published(b"x:1"), None);
         assert_eq!(parse_published(b"17"), None);
+    }
+
+    #[test]
+    fn snapshots_read_back() {
+        let flat = [
+            "7", "p:a", "pa", "o:a", "n1", "t:a", "ta", "p:b", "pb", "o:b", "n2", "t:b", "tb",
+        ]
+        .map(|s| s.as_bytes().to_vec())
+        .to_vec();
+        let snapshot = parse_snapshot(flat).unwrap();
+        assert_eq!(snapshot.seq, 7);
+        assert_eq!(snapshot.roster.len(), 2);
+        assert_eq!(snapshot.roster["b"].node, "n2");
+        assert_eq!(snapshot.roster["a"].participant, b"pa");
+        assert!(parse_snapshot(vec![b"x".to_vec()]).is_none());
+        assert!(parse_snapshot(vec![b"1".to_vec(), b"q:a".to_vec(), b"v".to_vec()]).is_none());
     }
 }

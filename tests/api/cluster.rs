@@ -15,14 +15,14 @@ use crate::helpers::{TestApp, authed, eventually, free_addr, spawn_app_with};
 use crate::live::{all_end_with, open_streams, setup, stays_open};
 
 /// A throwaway Redis server.
-struct Redis {
+pub(crate) struct Redis {
     port: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Redis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let addr = free_addr();
         let port = addr.rsplit_once(':').unwrap().1.to_owned();
         let mut redis = Self {
@@ -38,7 +38,7 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port, "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -71,7 +71,7 @@ impl Redis {
         assert!(done.success());
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -124,11 +124,18 @@ async fn first_where(
 }
 
 /// Two nodes on one database (the first node's), both subscribed.
-async fn two_nodes(redis: &Redis) -> (TestApp, TestApp) {
+pub(crate) async fn two_nodes(redis: &Redis) -> (TestApp, TestApp) {
     two_nodes_with(redis, &[]).await
 }
 
 async fn two_nodes_with(redis: &Redis, extra: &[(&str, &str)]) -> (TestApp, TestApp) {
+    let mut nodes = nodes_with(redis, 2, extra).await;
+    let b = nodes.pop().unwrap();
+    (nodes.pop().unwrap(), b)
+}
+
+/// `n` nodes on one database (the first node's), all subscribed.
+pub(crate) async fn nodes_with(redis: &Redis, n: usize, extra: &[(&str, &str)]) -> Vec<TestApp> {
     let url = redis.url();
     let mut vars = vec![("UNIO_REDIS_URL", url.as_str())];
     vars.extend_from_slice(extra);
@@ -140,20 +147,26 @@ async fn two_nodes_with(redis: &Redis, extra: &[(&str, &str)]) -> (TestApp, Test
         .unwrap_or_else(|| format!("sqlite://{}", a.data_path().join("unio.db").display()));
     // Nodes share the blob store (in production, a shared volume).
     let data_dir = a.data_dir.path().display().to_string();
-    // Both nodes send mail from the one queue: into A's sink.
+    // Every node sends mail from the one queue: into A's sink.
     let smtp = format!("smtp://{}", a.mail.addr);
-    let mut vars = vars.clone();
+    let mut vars: Vec<(&str, &str)> = vars.clone();
     vars.extend([
         ("UNIO_SMTP_URL", smtp.as_str()),
         ("UNIO_DATABASE_URL", database.as_str()),
         ("UNIO_DATA_DIR", data_dir.as_str()),
         ("UNIO_JWT_SECRET", a.secret.as_str()),
     ]);
-    let b = spawn_app_with(&vars).await;
-    for node in [&a, &b] {
+    let mut others = Vec::new();
+    for _ in 1..n {
+        others.push(spawn_app_with(&vars).await);
+    }
+    drop(vars);
+    let mut nodes = vec![a];
+    nodes.extend(others);
+    for node in &nodes {
         eventually("the node subscribes to Redis", || bus_serving(node)).await;
     }
-    (a, b)
+    nodes
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod calendar;
 mod calls;
 mod chat;
 mod cluster;
+mod cluster_rooms;
 mod corpus;
 mod email;
 mod fake_idp;

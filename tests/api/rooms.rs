@@ -16,25 +16,25 @@ use unio::proto::pb::{
 use crate::helpers::{TestApp, assert_status, authed, spawn_app, spawn_app_with};
 
 /// A native participant: the sending half and the event stream.
-struct Native {
-    tx: mpsc::Sender<pb::ClientEvent>,
-    events: Streaming<pb::ServerEvent>,
-    joined: pb::Joined,
-    joined_seq: u64,
+pub(crate) struct Native {
+    pub(crate) tx: mpsc::Sender<pb::ClientEvent>,
+    pub(crate) events: Streaming<pb::ServerEvent>,
+    pub(crate) joined: pb::Joined,
+    pub(crate) joined_seq: u64,
 }
 
-fn rooms(app: &TestApp) -> RoomServiceClient<Channel> {
+pub(crate) fn rooms(app: &TestApp) -> RoomServiceClient<Channel> {
     RoomServiceClient::new(app.channel())
 }
 
-fn event(request_id: &str, event: client_event::Event) -> pb::ClientEvent {
+pub(crate) fn event(request_id: &str, event: client_event::Event) -> pb::ClientEvent {
     pb::ClientEvent {
         request_id: request_id.into(),
         event: Some(event),
     }
 }
 
-fn join(meeting_id: &str) -> client_event::Event {
+pub(crate) fn join(meeting_id: &str) -> client_event::Event {
     client_event::Event::Join(pb::JoinRoom {
         meeting_id: meeting_id.into(),
         ..Default::default()
@@ -42,7 +42,7 @@ fn join(meeting_id: &str) -> client_event::Event {
 }
 
 /// Opens Connect and sends `first` as its first event.
-async fn open(
+pub(crate) async fn open(
     app: &TestApp,
     token: &str,
     first: client_event::Event,
@@ -55,7 +55,7 @@ async fn open(
     Ok((tx, response.into_inner()))
 }
 
-async fn connect(app: &TestApp, token: &str, meeting_id: &str) -> Native {
+pub(crate) async fn connect(app: &TestApp, token: &str, meeting_id: &str) -> Native {
     let (tx, mut events) = open(app, token, join(meeting_id)).await.expect("connect");
     let first = next(&mut events).await;
     let Some(Event::Joined(joined)) = first.event else {
@@ -70,7 +70,7 @@ async fn connect(app: &TestApp, token: &str, meeting_id: &str) -> Native {
 }
 
 /// The next event that is not a heartbeat.
-async fn next(events: &mut Streaming<pb::ServerEvent>) -> pb::ServerEvent {
+pub(crate) async fn next(events: &mut Streaming<pb::ServerEvent>) -> pb::ServerEvent {
     loop {
         let item = tokio::time::timeout(Duration::from_secs(5), events.next())
             .await
@@ -87,7 +87,7 @@ async fn next(events: &mut Streaming<pb::ServerEvent>) -> pb::ServerEvent {
 /// ping's pong comes back after them, since one session's events are
 /// handled in order. Events other than the pong that arrive meanwhile are
 /// dropped (callers use it where none are expected).
-async fn settle(native: &mut Native) {
+pub(crate) async fn settle(native: &mut Native) {
     native
         .tx
         .send(event("settle", client_event::Event::Ping(pb::Ping {})))
@@ -101,7 +101,7 @@ async fn settle(native: &mut Native) {
 }
 
 /// Whether nothing but heartbeats arrives within `wait`.
-async fn quiet(events: &mut Streaming<pb::ServerEvent>, wait: Duration) -> bool {
+pub(crate) async fn quiet(events: &mut Streaming<pb::ServerEvent>, wait: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, events.next()).await {
@@ -119,7 +119,7 @@ async fn quiet(events: &mut Streaming<pb::ServerEvent>, wait: Duration) -> bool 
 }
 
 /// The stream's end: Ok(()) for a clean end, or its error status.
-async fn end_of(
+pub(crate) async fn end_of(
     events: &mut Streaming<pb::ServerEvent>,
 ) -> Result<Vec<pb::ServerEvent>, tonic::Status> {
     let mut rest = Vec::new();
@@ -136,7 +136,7 @@ async fn end_of(
     }
 }
 
-fn offer(to: &str, sdp: &str) -> client_event::Event {
+pub(crate) fn offer(to: &str, sdp: &str) -> client_event::Event {
     client_event::Event::Signal(pb::OutgoingSignal {
         to_participant_id: to.into(),
         payload: Some(outgoing_signal::Payload::Offer(pb::SessionDescription {
@@ -145,7 +145,7 @@ fn offer(to: &str, sdp: &str) -> client_event::Event {
     })
 }
 
-fn answer(to: &str, sdp: &str) -> client_event::Event {
+pub(crate) fn answer(to: &str, sdp: &str) -> client_event::Event {
     client_event::Event::Signal(pb::OutgoingSignal {
         to_participant_id: to.into(),
         payload: Some(outgoing_signal::Payload::Answer(pb::SessionDescription {
@@ -154,7 +154,7 @@ fn answer(to: &str, sdp: &str) -> client_event::Event {
     })
 }
 
-fn ice(to: &str) -> client_event::Event {
+pub(crate) fn ice(to: &str) -> client_event::Event {
     client_event::Event::Signal(pb::OutgoingSignal {
         to_participant_id: to.into(),
         payload: Some(outgoing_signal::Payload::IceCandidate(pb::IceCandidate {
@@ -166,7 +166,10 @@ fn ice(to: &str) -> client_event::Event {
 }
 
 /// A meeting hosted by host@ with bob@ and carol@ invited; returns tokens.
-async fn setup(app: &TestApp, policy: pb::JoinPolicy) -> (String, String, String, String) {
+pub(crate) async fn setup(
+    app: &TestApp,
+    policy: pb::JoinPolicy,
+) -> (String, String, String, String) {
     let (_, host, _) = app.user("host@example.com").await;
     let (_, bob, _) = app.user("bob@example.com").await;
     let (_, carol, _) = app.user("carol@example.com").await;
