@@ -264,13 +264,17 @@ impl RoomApi {
                 Err(HubError::Syncing(Ready(mut ready))) => {
                     let caught_up = ready.wait_for(|ready| *ready);
                     if tokio::time::timeout_at(deadline, caught_up).await.is_err() {
+                        hub.drop_if_empty(&meeting.id);
                         return Err(AppError::Unavailable(
                             "the room cannot be reached from this node now; retry".into(),
                         ));
                     }
                     continue;
                 }
-                Err(HubError::Removed) => Err(access::removed_by_host()),
+                Err(HubError::Removed) => {
+                    hub.drop_if_empty(&meeting.id);
+                    Err(access::removed_by_host())
+                }
                 Err(_) => Err(AppError::FailedPrecondition {
                     reason: "MEETING_NOT_JOINABLE",
                     message: "the meeting ended while joining".into(),

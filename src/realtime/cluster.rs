@@ -28,23 +28,32 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use super::{
+    bus::Bus,
     redis_bus::RedisBus,
     room::Audience,
     room_log::{Replay, RoomLog, RosterOp, Snapshot},
 };
 use crate::proto::pb::{self, server_event::Event};
 
-/// Appends waiting for Redis; past this, events are dropped (and logged).
+/// Appends waiting for Redis; past this many, or [`QUEUE_BYTES`], events
+/// are dropped (and logged).
 const QUEUE: usize = 16_384;
+const QUEUE_BYTES: usize = 64 << 20;
 /// Appends sent in one pipeline.
 const BATCH: usize = 256;
 /// How long connecting may take.
 const CONNECT: Duration = Duration::from_secs(2);
 /// How long one pipeline or read may take.
 const REPLY: Duration = Duration::from_secs(2);
-/// Records a room holds back while it catches up; past this it re-reads
-/// them from the log.
-pub const PENDING_MAX: usize = 4096;
+/// How long one attempt at a pipeline of appends may take.
+const APPEND_REPLY: Duration = Duration::from_millis(500);
+/// After a failed pipeline, appends are delivered here alone this long
+/// before Redis is tried again.
+const DOWN: Duration = Duration::from_secs(1);
+/// Records (and bytes) a room holds back while it catches up; past this
+/// it re-reads them from the log.
+pub const PENDING_MAX: usize = 1024;
+pub const PENDING_BYTES: usize = 8 << 20;
 
 /// One entry of a room's log.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -61,6 +70,13 @@ pub struct Record {
     /// out and keeps them out.
     #[prost(string, tag = "4")]
     pub removed_user: String,
+    /// The node that appended it, and its number there: an append tried
+    /// again (after a timeout that hid its success) or delivered here
+    /// while Redis was away is applied once.
+    #[prost(string, tag = "5")]
+    pub origin: String,
+    #[prost(uint64, tag = "6")]
+    pub rid: u64,
 }
 
 impl Record {
@@ -77,7 +93,7 @@ impl Record {
             }),
             audience,
             participant_id,
-            removed_user: String::new(),
+            ..Default::default()
         }
     }
 
@@ -132,6 +148,10 @@ fn timed_out() -> redis::RedisError {
 pub struct Link {
     bus: Arc<RedisBus>,
     out: mpsc::Sender<Append>,
+    /// Bytes of records queued.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// This node's last record number.
+    rid: std::sync::atomic::AtomicU64,
     reads: Arc<Connector>,
     keep: usize,
 }
@@ -150,7 +170,8 @@ impl Link {
             client: bus.client().clone(),
             conn: Mutex::new(None),
         });
-        tokio::spawn(appender(writes, keep, rx));
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(appender(writes, bus.clone(), keep, rx, queued.clone()));
         let reads = Arc::new(Connector {
             client: bus.client().clone(),
             conn: Mutex::new(None),
@@ -158,6 +179,8 @@ impl Link {
         Arc::new(Self {
             bus,
             out,
+            queued,
+            rid: std::sync::atomic::AtomicU64::new(0),
             reads,
             keep,
         })
@@ -173,10 +196,20 @@ impl Link {
 
     /// Queues `record` for `room`'s log (with what it does to the roster).
     /// False when the queue is full and the record was dropped.
-    pub fn append(&self, room: &str, record: &Record, op: RosterOp) -> bool {
+    pub fn append(&self, room: &str, mut record: Record, op: RosterOp) -> bool {
+        use std::sync::atomic::Ordering;
+        record.origin = self.node().to_owned();
+        record.rid = self.rid.fetch_add(1, Ordering::Relaxed) + 1;
+        let record = record.encode_to_vec();
+        let bytes = record.len() + room.len();
+        if self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes > QUEUE_BYTES {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            tracing::warn!(room, "room log: append queue full; event dropped");
+            return false;
+        }
         let append = Append {
             room: room.to_owned(),
-            record: record.encode_to_vec(),
+            record,
             op,
         };
         match self.out.try_send(append) {
@@ -190,8 +223,14 @@ impl Link {
         }
     }
 
-    async fn log(&self) -> redis::RedisResult<RoomLog> {
+    /// The logs, on this link's connection for reads.
+    pub async fn log(&self) -> redis::RedisResult<RoomLog> {
         Ok(RoomLog::new(self.reads.get().await?, self.keep))
+    }
+
+    /// Drops the connection for reads (after a failure on it).
+    pub fn reset(&self) {
+        self.reads.reset();
     }
 
     /// The room's number and roster now.
@@ -240,32 +279,61 @@ impl Link {
             known: false,
             syncing: false,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
+            again: false,
+            repair: false,
+            seen: std::collections::HashMap::new(),
             ready,
             _interest: self.bus.hold_room(room),
         }
     }
 }
 
-/// Appends in the order queued, a pipeline at a time; a pipeline that
-/// fails is tried once more on a new connection, then dropped.
-async fn appender(conn: Arc<Connector>, keep: usize, mut rx: mpsc::Receiver<Append>) {
+/// Appends in the order queued, a pipeline at a time. A pipeline that
+/// fails is tried once more on a new connection (records carry their
+/// origin's number, so one that did go through is applied once); then its
+/// records are handed to the hub to deliver here alone, and for [`DOWN`]
+/// so are the next ones. Once Redis answers again, the counters of rooms
+/// served alone are first moved past the numbers given out here.
+async fn appender(
+    conn: Arc<Connector>,
+    bus: Arc<RedisBus>,
+    keep: usize,
+    mut rx: mpsc::Receiver<Append>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut down_until: Option<tokio::time::Instant> = None;
+    // Rooms whose events were numbered here while Redis was away.
+    let mut alone: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
         }
+        let bytes: usize = batch.iter().map(|a| a.record.len() + a.room.len()).sum();
+        let sink = bus.room_sink();
+        // Redis is not tried again for a second after a failure, unless
+        // the bus says it is back.
+        let down =
+            down_until.is_some_and(|until| tokio::time::Instant::now() < until) && !bus.healthy();
         let mut sent = false;
-        for _ in 0..2 {
+        for _ in 0..if down { 0 } else { 2 } {
             let attempt = async {
                 let log = RoomLog::new(conn.get().await?, keep);
                 let mut pipe = redis::pipe();
+                for room in &alone {
+                    if let Some(last) = sink.as_ref().and_then(|s| s.last_seq(room)) {
+                        log.add_advance(&mut pipe, room, last);
+                        pipe.ignore();
+                    }
+                }
                 for append in &batch {
                     log.add_append(&mut pipe, &append.room, &append.record, &append.op);
                     pipe.ignore();
                 }
                 pipe.query_async::<()>(&mut conn.get().await?).await
             };
-            match tokio::time::timeout(REPLY, attempt).await {
+            match tokio::time::timeout(APPEND_REPLY, attempt).await {
                 Ok(Ok(())) => {
                     sent = true;
                     break;
@@ -275,9 +343,22 @@ async fn appender(conn: Arc<Connector>, keep: usize, mut rx: mpsc::Receiver<Appe
             }
             conn.reset();
         }
-        if !sent {
-            tracing::warn!(dropped = batch.len(), "room log: events dropped");
+        if sent {
+            alone.clear();
+            down_until = None;
+        } else {
+            if !down {
+                down_until = Some(tokio::time::Instant::now() + DOWN);
+            }
+            // Served here alone until Redis is back.
+            for append in &batch {
+                if let Some(sink) = &sink {
+                    sink.unsent(&append.room, &append.record);
+                }
+                alone.insert(append.room.clone());
+            }
         }
+        queued.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
         batch.clear();
     }
 }
@@ -292,8 +373,17 @@ pub struct RoomLink {
     pub known: bool,
     /// A task is catching the room up.
     pub syncing: bool,
-    /// Records that came while catching up, by number.
+    /// Records that came while catching up, by number, and their bytes.
     pub pending: BTreeMap<u64, Vec<u8>>,
+    pub pending_bytes: usize,
+    /// Records were dropped from `pending`, or the room may have missed
+    /// some since the running catch-up read the log: read again.
+    pub again: bool,
+    /// Once caught up, say again who this node serves (Redis may have
+    /// lost the roster, or another node taken them for dead).
+    pub repair: bool,
+    /// By origin node, the last record number applied.
+    pub seen: std::collections::HashMap<String, u64>,
     /// Says joiners may go ahead.
     pub ready: watch::Sender<bool>,
     _interest: Box<dyn Send + Sync>,
@@ -339,6 +429,40 @@ impl RoomLink {
                 (p.participant_id == *id).then(|| (id.clone(), p))
             })
             .collect();
+    }
+
+    /// Holds back record `seq` until caught up; false if it had to be
+    /// dropped (it is read from the log again).
+    pub fn hold(&mut self, seq: u64, bytes: &[u8]) -> bool {
+        if self.pending.len() >= PENDING_MAX || self.pending_bytes + bytes.len() > PENDING_BYTES {
+            self.again = true;
+            return false;
+        }
+        self.pending_bytes += bytes.len();
+        if let Some(old) = self.pending.insert(seq, bytes.to_vec()) {
+            self.pending_bytes -= old.len();
+        }
+        true
+    }
+
+    /// The first held record, taken out.
+    pub fn take_first(&mut self) -> Option<(u64, Vec<u8>)> {
+        let (seq, bytes) = self.pending.pop_first()?;
+        self.pending_bytes -= bytes.len();
+        Some((seq, bytes))
+    }
+
+    /// Whether record `rid` of `origin` is new here (and notes it).
+    pub fn first_time(&mut self, origin: &str, rid: u64) -> bool {
+        if rid == 0 {
+            return true;
+        }
+        let seen = self.seen.entry(origin.to_owned()).or_default();
+        if rid <= *seen {
+            return false;
+        }
+        *seen = rid;
+        true
     }
 
     pub fn set_ready(&mut self, ready: bool) {

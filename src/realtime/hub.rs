@@ -174,6 +174,7 @@ impl RoomHub {
         if let Some(link) = &hub.link {
             let sink: std::sync::Weak<dyn RoomSink> = Arc::downgrade(&hub) as _;
             link.bus().deliver_rooms_to(sink);
+            shared::start_liveness(&hub);
         }
         // Holds the hub weakly: the task ends with it.
         let weak = Arc::downgrade(&hub);
@@ -663,6 +664,7 @@ impl RoomHub {
                     .is_some_and(|room| lock(room).closed == Some(Closed::MeetingOver))
                 {
                     rooms.remove(&meeting_id);
+                    self.untrack(&meeting_id);
                 }
             }
         }
@@ -724,7 +726,9 @@ impl RoomHub {
         true
     }
 
-    fn drop_if_empty(&self, meeting_id: &str) {
+    /// Drops the room if nobody is in it here (also after a join that
+    /// made the room, then failed).
+    pub fn drop_if_empty(&self, meeting_id: &str) {
         let mut rooms = lock(&self.rooms);
         let Some(room) = rooms.get(meeting_id).cloned() else {
             return;
@@ -733,6 +737,7 @@ impl RoomHub {
         if state.slots.is_empty() && state.closed.is_none() {
             state.closed = Some(Closed::Emptied);
             rooms.remove(meeting_id);
+            self.untrack(meeting_id);
         }
     }
 
@@ -774,7 +779,7 @@ impl RoomHub {
                 removed_user: user_id.to_owned(),
                 ..Default::default()
             };
-            link.append(meeting_id, &record, RosterOp::None);
+            link.append(meeting_id, record, RosterOp::None);
         }
         let Some(room) = self.room(meeting_id) else {
             return 0;
@@ -808,7 +813,7 @@ impl RoomHub {
             // Participants may be on any node, this one or not.
             link.append(
                 meeting_id,
-                &Record::event(&Audience::All, event),
+                Record::event(&Audience::All, event),
                 RosterOp::None,
             );
             return;
@@ -857,7 +862,7 @@ impl RoomHub {
                     let leave = RosterOp::Leave {
                         participant_id: participant_id.clone(),
                     };
-                    link.append(meeting_id, &Record::default(), leave);
+                    link.append(meeting_id, Record::default(), leave);
                 }
             }
             let now = now_micros();

@@ -17,7 +17,34 @@ use super::{
     Audience, Event, Link, Record, Replay, Room, RoomHub, RoomSink, RoomState, RosterOp, lock,
     room_log,
 };
-use crate::proto::pb;
+use crate::{domain::time::now_micros, proto::pb};
+
+/// How often a node says it is alive, and looks for nodes that are not.
+const BEAT: Duration = Duration::from_secs(1);
+/// A node silent this long is dead: its participants leave, timed out.
+const NODE_DEAD: Duration = Duration::from_secs(8);
+/// The longest one round of heartbeat and reaping may take.
+const ROUND: Duration = Duration::from_secs(5);
+
+/// Says every [`BEAT`] that this node is alive, and takes the participants
+/// of dead nodes out of their rooms.
+pub(super) fn start_liveness(hub: &Arc<RoomHub>) {
+    let hub = Arc::downgrade(hub);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(hub) = hub.upgrade() else { return };
+            let Some(link) = hub.link.clone() else { return };
+            let round = tokio::time::timeout(ROUND, hub.beat_and_reap(&link)).await;
+            if !matches!(round, Ok(Ok(()))) {
+                link.reset();
+                tracing::debug!("room log: heartbeat round failed; next second");
+            }
+        }
+    });
+}
 
 /// What catching up read from the log.
 enum Fetched {
@@ -28,6 +55,53 @@ enum Fetched {
 }
 
 impl RoomHub {
+    /// One heartbeat, then every dead node's participants out of their
+    /// rooms: `participant_left{TIMED_OUT}` once per participant (the
+    /// script lets one node win), whose winner also closes its attendance.
+    async fn beat_and_reap(&self, link: &Link) -> redis::RedisResult<()> {
+        let log = link.log().await?;
+        log.beat(link.node()).await?;
+        for node in log.dead_nodes(NODE_DEAD).await? {
+            if node == link.node() {
+                continue;
+            }
+            for room in log.rooms_of(&node).await? {
+                let snapshot = log.snapshot(&room).await?;
+                for (participant_id, _) in snapshot.roster.iter().filter(|(_, m)| m.node == node) {
+                    let left = Record::event(
+                        &Audience::All,
+                        Event::ParticipantLeft(pb::ParticipantLeft {
+                            participant_id: participant_id.clone(),
+                            reason: pb::ParticipantLeftReason::TimedOut as i32,
+                        }),
+                    );
+                    let reap = RosterOp::Reap {
+                        participant_id: participant_id.clone(),
+                        node: node.clone(),
+                    };
+                    if log
+                        .append_with(&room, &left.encode_to_vec(), &reap)
+                        .await?
+                        .is_some()
+                    {
+                        tracing::info!(%room, %participant_id, %node, "participant of a dead node timed out");
+                        self.attendance.leave(participant_id, now_micros());
+                    }
+                }
+            }
+            log.forget(&node).await?;
+        }
+        Ok(())
+    }
+
+    /// In a cluster: this node serves nobody in the room any more.
+    pub(super) fn untrack(&self, meeting_id: &str) {
+        if let Some(link) = &self.link {
+            let node = link.node().to_owned();
+            link.append(meeting_id, Record::default(), RosterOp::Untrack { node });
+        }
+    }
+
     /// A new room of this node (in a cluster, subscribed to its channel
     /// and catching up with its log).
     pub(super) fn new_room(&self, meeting_id: &str) -> Arc<Room> {
@@ -58,7 +132,7 @@ impl RoomHub {
         match &self.link {
             None => state.publish(to, event),
             Some(link) => {
-                link.append(meeting_id, &Record::event(&to, event), op());
+                link.append(meeting_id, Record::event(&to, event), op());
                 Vec::new()
             }
         }
@@ -75,12 +149,16 @@ impl RoomHub {
 
     /// Holds `room`'s deliveries back and reads what it missed, unless
     /// that is already under way.
-    fn resync(&self, meeting_id: &str, room: &Arc<Room>, state: &mut RoomState) {
+    fn resync(&self, meeting_id: &str, room: &Arc<Room>, state: &mut RoomState, repair: bool) {
         let Some(link) = state.link.as_mut() else {
             return;
         };
         link.set_ready(false);
-        if !link.syncing {
+        link.repair |= repair;
+        if link.syncing {
+            // What the running catch-up read may be older than the miss.
+            link.again = true;
+        } else {
             link.syncing = true;
             self.spawn_sync(meeting_id, room);
         }
@@ -100,6 +178,13 @@ impl RoomHub {
             state.skip(seq);
             return Vec::new();
         };
+        let Some(link) = state.link.as_mut() else {
+            return Vec::new();
+        };
+        if !link.first_time(&record.origin, record.rid) {
+            state.skip(seq);
+            return Vec::new();
+        }
         let mut removed = Vec::new();
         if !record.removed_user.is_empty() {
             removed = state
@@ -111,17 +196,53 @@ impl RoomHub {
             state.removed_users.insert(record.removed_user.clone());
         }
         let to = record.audience();
-        match record.event.and_then(|e| e.event) {
-            Some(event) => {
-                if let Some(link) = state.link.as_mut() {
-                    link.note(&event);
-                }
-                let overflowed = state.deliver(seq, to, event);
-                self.handle_overflow(meeting_id, overflowed);
+        let Some(event) = record.event.and_then(|e| e.event) else {
+            state.skip(seq);
+            return removed;
+        };
+        // Presence said again (a repair after Redis came back) is news
+        // only to whom it is news.
+        let link = state.link.as_mut().expect("checked above");
+        let news = match &event {
+            Event::ParticipantJoined(joined) => joined
+                .participant
+                .as_ref()
+                .is_some_and(|p| link.members.get(&p.participant_id) != Some(p)),
+            Event::ParticipantLeft(left) => {
+                link.members.contains_key(&left.participant_id)
+                    || state.slots.contains_key(&left.participant_id)
             }
-            None => state.skip(seq),
+            _ => true,
+        };
+        let link = state.link.as_mut().expect("checked above");
+        link.note(&event);
+        if news {
+            let overflowed = state.deliver(seq, to, event);
+            self.handle_overflow(meeting_id, overflowed);
+        } else {
+            state.skip(seq);
         }
         removed
+    }
+
+    /// Says again who this node serves in the room: whoever the roster
+    /// lost (Redis restarted empty, or another node took this one for
+    /// dead) is announced again.
+    fn repair(&self, meeting_id: &str, state: &RoomState) {
+        let Some(link) = &self.link else { return };
+        for (participant_id, slot) in &state.slots {
+            let joined = Event::ParticipantJoined(pb::ParticipantJoined {
+                participant: Some(slot.info.clone()),
+            });
+            let op = RosterOp::Rejoin {
+                participant_id: participant_id.clone(),
+                participant: slot.info.encode_to_vec(),
+                node: link.node().to_owned(),
+                token: super::cluster::token_hash(&slot.resume_token),
+            };
+            let to = Audience::AllExcept(participant_id.clone());
+            link.append(meeting_id, Record::event(&to, joined), op);
+        }
     }
 
     fn kick_local(&self, meeting_id: &str, participants: Vec<String>) {
@@ -158,9 +279,11 @@ impl RoomHub {
                     }
                     state.skip(snapshot.seq);
                 }
+                // Complete from where the room stands (the log checked it,
+                // across the jumps it marked).
                 Fetched::Records(records) => {
                     for (seq, bytes) in records {
-                        if seq == state.last_seq() + 1 {
+                        if seq > state.last_seq() {
                             removed.extend(self.apply(meeting_id, &mut state, seq, &bytes));
                         }
                     }
@@ -169,23 +292,25 @@ impl RoomHub {
             loop {
                 let last = state.last_seq();
                 let link = state.link.as_mut().expect("checked above");
-                let Some(entry) = link.pending.first_entry() else {
+                let Some((&seq, _)) = link.pending.first_key_value() else {
                     break;
                 };
-                if *entry.key() <= last {
-                    entry.remove();
-                } else if *entry.key() == last + 1 {
-                    let bytes = entry.remove();
-                    removed.extend(self.apply(meeting_id, &mut state, last + 1, &bytes));
-                } else {
+                if seq > last + 1 {
                     break;
+                }
+                let (seq, bytes) = link.take_first().expect("peeked");
+                if seq == last + 1 {
+                    removed.extend(self.apply(meeting_id, &mut state, seq, &bytes));
                 }
             }
             let link = state.link.as_mut().expect("checked above");
-            let done = link.pending.is_empty();
+            let done = link.pending.is_empty() && !std::mem::take(&mut link.again);
             if done {
                 link.syncing = false;
                 link.set_ready(true);
+                if std::mem::take(&mut link.repair) {
+                    self.repair(meeting_id, &state);
+                }
             }
             done
         };
@@ -238,18 +363,22 @@ async fn fetch(link: &Link, room: &str, known: bool, last: u64) -> redis::RedisR
         )));
     }
     if known {
-        if let Replay::Events(records) = link.since(room, last).await? {
-            if !records.is_empty() || link.snapshot(room).await?.seq >= last {
+        match link.since(room, last).await? {
+            Replay::Events(records) if !records.is_empty() => {
                 return Ok(Fetched::Records(records));
             }
+            Replay::Events(_) => {
+                // Nothing after `last`. If the log is behind it, Redis lost
+                // the room (restarted empty): numbers go on from here.
+                if link.snapshot(room).await?.seq < last {
+                    link.advance(room, last).await?;
+                }
+                return Ok(Fetched::Records(Vec::new()));
+            }
+            Replay::Gone => {}
         }
     }
     let snapshot = link.snapshot(room).await?;
-    if known && snapshot.seq < last {
-        // Redis lost the room (restarted empty): numbers go on from here.
-        link.advance(room, last).await?;
-        return Ok(Fetched::Records(Vec::new()));
-    }
     Ok(Fetched::Snapshot(snapshot))
 }
 
@@ -273,12 +402,10 @@ impl RoomSink for RoomHub {
             if link.synced && seq == last + 1 {
                 self.apply(meeting_id, &mut state, seq, bytes)
             } else {
-                if link.pending.len() < super::cluster::PENDING_MAX {
-                    link.pending.insert(seq, bytes.to_vec());
-                }
+                link.hold(seq, bytes);
                 // A gap: what is missing is read from the log.
                 if link.synced {
-                    self.resync(meeting_id, &room, &mut state);
+                    self.resync(meeting_id, &room, &mut state, false);
                 }
                 return;
             }
@@ -294,8 +421,27 @@ impl RoomSink for RoomHub {
         for (meeting_id, room) in rooms {
             let mut state = lock(&room);
             if state.closed.is_none() {
-                self.resync(&meeting_id, &room, &mut state);
+                self.resync(&meeting_id, &room, &mut state, true);
             }
         }
+    }
+
+    fn unsent(&self, meeting_id: &str, record: &[u8]) {
+        let Some(room) = self.room(meeting_id) else {
+            return;
+        };
+        let removed = {
+            let mut state = lock(&room);
+            if state.closed.is_some() || state.link.is_none() {
+                return;
+            }
+            let seq = state.last_seq() + 1;
+            self.apply(meeting_id, &mut state, seq, record)
+        };
+        self.kick_local(meeting_id, removed);
+    }
+
+    fn last_seq(&self, meeting_id: &str) -> Option<u64> {
+        self.room(meeting_id).map(|room| lock(&room).last_seq())
     }
 }

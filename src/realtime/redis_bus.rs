@@ -244,6 +244,11 @@ impl RedisBus {
         tokio::time::timeout(FRESH, confirmed).await.is_ok()
     }
 
+    /// Where room channels' messages go, if set.
+    pub fn room_sink(&self) -> Option<Arc<dyn RoomSink>> {
+        self.shared.rooms.get().and_then(Weak::upgrade)
+    }
+
     /// A connection for commands (not the subscription's).
     pub fn client(&self) -> &redis::Client {
         &self.client
@@ -257,6 +262,11 @@ pub trait RoomSink: Send + Sync {
     fn published(&self, room: &str, payload: &[u8]);
     /// The subscription was made again: rooms may have missed messages.
     fn resubscribed(&self);
+    /// `record` could not reach `room`'s log (Redis is away): deliver it
+    /// to this node's participants alone.
+    fn unsent(&self, room: &str, record: &[u8]);
+    /// The last number delivered in `room` here, if it is live here.
+    fn last_seq(&self, room: &str) -> Option<u64>;
 }
 
 fn signed(node: &str, body: &[u8]) -> Vec<u8> {

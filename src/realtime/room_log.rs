@@ -11,6 +11,22 @@
 //!
 //! Message on `unio:room:<id>`: the sequence number in decimal, `:`, then
 //! the event's bytes ([`parse_published`]).
+//!
+//! Numbers never go back, even when Redis loses a room (restarted empty,
+//! evicted, idle for a day): a counter starts at Redis's clock in
+//! microseconds, above any number it gave before, and the log marks the
+//! jump (`j`, the number jumped from) so that a replay across it is still
+//! complete. The same marker lets [`RoomLog::advance`] move a counter past
+//! numbers a node gave out alone while Redis was away. Numbers are
+//! therefore large; clients only compare them.
+//!
+//! The roster (a hash per room) says who is in the room, which node serves
+//! them and their resume token's hash; the same script changes it with the
+//! event that announces the change ([`RosterOp`]), so that a join or leave
+//! and its roster entry cannot disagree, and a leave or a reap goes out
+//! once. Each node also says every second that it is alive (`unio:nodes`,
+//! in Redis's clock) and which rooms it serves, so that the others can take
+//! a dead node's participants out.
 
 use std::time::Duration;
 
@@ -40,13 +56,21 @@ fn roster_key(room: &str) -> String {
 const IDLE: Duration = Duration::from_secs(24 * 3600);
 
 const APPEND: &str = r"
-local pid = ARGV[5]
-local op = ARGV[4]
-if op == 'reap' and redis.call('HGET', KEYS[4], 'o:' .. pid) ~= ARGV[7] then
+local op, pid, node = ARGV[4], ARGV[5], ARGV[7]
+local tracked = 'unio:node:' .. node .. ':rooms'
+if op == 'untrack' then
+  redis.call('SREM', tracked, ARGV[9])
   return 0
 end
-if op == 'join' then
-  redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6], 'o:' .. pid, ARGV[7], 't:' .. pid, ARGV[8])
+if op == 'reap' and redis.call('HGET', KEYS[4], 'o:' .. pid) ~= node then
+  return 0
+end
+if op == 'rejoin' and redis.call('HEXISTS', KEYS[4], 'o:' .. pid) == 1 then
+  return 0
+end
+if op == 'join' or op == 'rejoin' then
+  redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6], 'o:' .. pid, node, 't:' .. pid, ARGV[8])
+  redis.call('SADD', tracked, ARGV[9])
 elseif op == 'set' then
   if redis.call('HEXISTS', KEYS[4], 'o:' .. pid) == 1 then
     redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6])
@@ -56,7 +80,14 @@ elseif op == 'del' or op == 'reap' then
     return 0
   end
 end
-local seq = redis.call('INCR', KEYS[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local t = redis.call('TIME')
+  local start = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', KEYS[1], start)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], start .. '-0', 'e', '', 'j', '0')
+  redis.call('PUBLISH', KEYS[3], start .. ':')
+end
+local seq = string.format('%d', redis.call('INCR', KEYS[1]))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
 redis.call('PUBLISH', KEYS[3], seq .. ':' .. ARGV[1])
 for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
@@ -64,9 +95,42 @@ if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[3
 return seq
 ";
 
+/// Every node's last heartbeat, in Redis's clock (ms).
+const NODES: &str = "unio:nodes";
+
+fn tracked_key(node: &str) -> String {
+    format!("unio:node:{node}:rooms")
+}
+
+const BEAT: &str = r"
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], t[1] * 1000 + math.floor(t[2] / 1000))
+return 0
+";
+
+const DEAD: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local beats = redis.call('HGETALL', KEYS[1])
+local dead = {}
+for i = 1, #beats, 2 do
+  if now - tonumber(beats[i + 1]) > tonumber(ARGV[1]) then
+    table.insert(dead, beats[i])
+  end
+end
+return dead
+";
+
+/// Moves the counter on, leaving a marker in the log that numbers up to
+/// it were skipped (`j`: the number jumped from), so a replay across the
+/// jump is still complete.
 const ADVANCE: &str = r"
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+local old = redis.call('GET', KEYS[1]) or '0'
+if tonumber(old) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], ARGV[1] .. '-0', 'e', '', 'j', old)
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('PUBLISH', KEYS[3], ARGV[1] .. ':')
 end
 return 0
 ";
@@ -105,6 +169,16 @@ pub enum RosterOp {
         participant_id: String,
         node: String,
     },
+    /// [`RosterOp::Join`] again after Redis may have lost it: the event
+    /// goes out only if the roster had lost the participant.
+    Rejoin {
+        participant_id: String,
+        participant: Vec<u8>,
+        node: String,
+        token: Vec<u8>,
+    },
+    /// `node` no longer serves anyone in the room (nothing is published).
+    Untrack { node: String },
 }
 
 impl RosterOp {
@@ -140,6 +214,19 @@ impl RosterOp {
                 node.as_bytes(),
                 b"",
             ],
+            Self::Rejoin {
+                participant_id,
+                participant,
+                node,
+                token,
+            } => [
+                b"rejoin",
+                participant_id.as_bytes(),
+                participant,
+                node.as_bytes(),
+                token,
+            ],
+            Self::Untrack { node } => [b"untrack", b"", b"", node.as_bytes(), b""],
         }
     }
 }
@@ -213,7 +300,83 @@ impl RoomLog {
             .arg(participant_id)
             .arg(participant)
             .arg(node)
-            .arg(token);
+            .arg(token)
+            .arg(room);
+    }
+
+    /// Appends `event` unless `op` refuses it; its number, or `None`.
+    pub async fn append_with(
+        &self,
+        room: &str,
+        event: &[u8],
+        op: &RosterOp,
+    ) -> redis::RedisResult<Option<u64>> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        self.add_append(&mut pipe, room, event, op);
+        let (seq,): (u64,) = pipe.query_async(&mut conn).await?;
+        Ok((seq > 0).then_some(seq))
+    }
+
+    /// Says `node` is alive, in Redis's clock.
+    pub async fn beat(&self, node: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("EVAL")
+            .arg(BEAT)
+            .arg(1)
+            .arg(NODES)
+            .arg(node)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Nodes whose last heartbeat is older than `silent`.
+    pub async fn dead_nodes(&self, silent: Duration) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("EVAL")
+            .arg(DEAD)
+            .arg(1)
+            .arg(NODES)
+            .arg(silent.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// The rooms where `node` served someone.
+    pub async fn rooms_of(&self, node: &str) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SMEMBERS")
+            .arg(tracked_key(node))
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Forgets a dead node once nobody of it is left in any room.
+    pub async fn forget(&self, node: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .cmd("DEL")
+            .arg(tracked_key(node))
+            .ignore()
+            .cmd("HDEL")
+            .arg(NODES)
+            .arg(node)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Adds an [`RoomLog::advance`] to `pipe`.
+    pub fn add_advance(&self, pipe: &mut redis::Pipeline, room: &str, to: u64) {
+        pipe.cmd("EVAL")
+            .arg(ADVANCE)
+            .arg(3)
+            .arg(counter_key(room))
+            .arg(stream_key(room))
+            .arg(channel(room))
+            .arg(to)
+            .arg(IDLE.as_millis() as u64)
+            .arg(self.keep);
     }
 
     /// Moves the room's counter on to at least `to`: after Redis lost the
@@ -222,10 +385,13 @@ impl RoomLog {
         let mut conn = self.conn.clone();
         redis::cmd("EVAL")
             .arg(ADVANCE)
-            .arg(1)
+            .arg(3)
             .arg(counter_key(room))
+            .arg(stream_key(room))
+            .arg(channel(room))
             .arg(to)
             .arg(IDLE.as_millis() as u64)
+            .arg(self.keep)
             .query_async(&mut conn)
             .await
     }
@@ -267,22 +433,30 @@ impl RoomLog {
             .query_async(&mut conn)
             .await?;
         let mut events = Vec::with_capacity(entries.len());
+        // Complete only if it starts right after `after` and has no holes
+        // (but the jumps an advance marked).
+        let mut expected = after + 1;
         for (id, mut fields) in entries {
             let seq = id
                 .split_once('-')
                 .and_then(|(seq, _)| seq.parse::<u64>().ok())
                 .ok_or_else(|| unreadable("a stream entry id"))?;
-            if fields.len() != 2 {
-                return Err(unreadable("a stream entry"));
+            let jumped_from = match fields.len() {
+                2 => None,
+                4 => std::str::from_utf8(&fields[3])
+                    .ok()
+                    .and_then(|from| from.parse::<u64>().ok()),
+                _ => return Err(unreadable("a stream entry")),
+            };
+            let bridged = jumped_from.is_some_and(|from| from < expected && expected <= seq);
+            if seq != expected && !bridged {
+                return Ok(Replay::Gone);
             }
+            expected = seq + 1;
+            fields.truncate(2);
             events.push((seq, fields.swap_remove(1)));
         }
-        // Complete only if it starts right after `after` and has no holes.
-        let complete = events
-            .iter()
-            .enumerate()
-            .all(|(i, (seq, _))| *seq == after + 1 + i as u64);
-        if !complete || events.last().map(|(seq, _)| *seq) < Some(last) {
+        if expected <= last {
             return Ok(Replay::Gone);
         }
         Ok(Replay::Events(events))

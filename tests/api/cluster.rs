@@ -34,7 +34,7 @@ impl Redis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -86,7 +86,7 @@ impl Drop for Redis {
 }
 
 /// Whether `app` reports its bus as serving.
-async fn bus_serving(app: &TestApp) -> bool {
+pub(crate) async fn bus_serving(app: &TestApp) -> bool {
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel());
     let request = tonic_health::pb::HealthCheckRequest {
         service: unio::server::BUS_HEALTH.into(),
@@ -397,10 +397,23 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
         all.extend(seqs);
     }
     all.sort();
-    assert_eq!(all, (1..=100).collect::<Vec<u64>>(), "one counter for both");
+    // A room's counter starts at Redis's clock (numbers never go back,
+    // even if Redis loses the room).
+    let start = all[0] - 1;
+    assert!(start > 1_700_000_000_000_000, "{start}");
+    assert_eq!(
+        all,
+        (start + 1..=start + 100).collect::<Vec<u64>>(),
+        "one counter for both"
+    );
 
-    // Subscribers hear them in sequence order.
-    let mut previous = 0;
+    // Subscribers hear them in sequence order, after the start's marker.
+    let message = heard.next().await.unwrap();
+    assert_eq!(
+        room_log::parse_published(message.get_payload_bytes()),
+        Some((start, &b""[..]))
+    );
+    let mut previous = start;
     for _ in 0..100 {
         let message = tokio::time::timeout(Duration::from_secs(2), heard.next())
             .await
@@ -413,22 +426,49 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
     }
 
     // Any node reads the replay.
-    let Replay::Events(events) = b.since("r1", 90).await.unwrap() else {
+    let Replay::Events(events) = b.since("r1", start + 90).await.unwrap() else {
         panic!("the replay is there");
     };
     assert_eq!(
         events.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-        (91..=100).collect::<Vec<u64>>()
+        (start + 91..=start + 100).collect::<Vec<u64>>()
     );
-    assert_eq!(a.since("r1", 100).await.unwrap(), Replay::Events(vec![]));
-    assert_eq!(a.last("r1").await.unwrap(), 100);
+    assert_eq!(
+        a.since("r1", start + 100).await.unwrap(),
+        Replay::Events(vec![])
+    );
+    assert_eq!(a.last("r1").await.unwrap(), start + 100);
+    // A replay from before the room existed crosses the start's marker.
+    let Replay::Events(events) = b.since("r1", 7).await.unwrap() else {
+        panic!("the whole log is there");
+    };
+    assert_eq!(events.len(), 101);
+    assert_eq!(events[0], (start, Vec::new()));
+
+    // Numbers a node gave out alone are skipped, and the replay bridges
+    // them.
+    a.advance("r1", start + 150).await.unwrap();
+    let next = a.append("r1", b"after").await.unwrap();
+    assert_eq!(next, start + 151);
+    let Replay::Events(events) = b.since("r1", start + 100).await.unwrap() else {
+        panic!("the jump is marked");
+    };
+    assert_eq!(
+        events.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [start + 150, start + 151]
+    );
 
     // A short log forgets: a resume from before it is refused.
     let short = RoomLog::new(client.get_multiplexed_async_connection().await.unwrap(), 1);
     for i in 0..500u32 {
         short.append("r2", &i.to_be_bytes()).await.unwrap();
     }
-    assert_eq!(short.since("r2", 1).await.unwrap(), Replay::Gone);
+    let first = short.append("r2", b"x").await.unwrap();
+    assert_eq!(
+        short.since("r2", first).await.unwrap(),
+        Replay::Events(vec![])
+    );
+    assert_eq!(short.since("r2", first - 400).await.unwrap(), Replay::Gone);
 }
 
 #[tokio::test]

@@ -230,3 +230,205 @@ async fn three_nodes_see_one_order_of_chat_and_presence() {
         assert_eq!(chats(events, 1).await[0].1, "from the API");
     }
 }
+
+/// A node in a process of its own (the release's binary, built for the
+/// tests), so that it can die by SIGKILL.
+struct Process {
+    child: std::process::Child,
+    channel: tonic::transport::Channel,
+}
+
+impl Process {
+    /// Starts `unio` on the database, data dir, secret and Redis of `a`.
+    async fn start(a: &TestApp, redis: &Redis) -> Self {
+        let addr = crate::helpers::free_addr();
+        let database = a
+            .vars
+            .get("UNIO_DATABASE_URL")
+            .cloned()
+            .unwrap_or_else(|| format!("sqlite://{}", a.data_path().join("unio.db").display()));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_unio"))
+            .env_clear()
+            .envs([
+                ("UNIO_ADDR", addr.as_str()),
+                ("UNIO_ADMIN_ADDR", ""),
+                ("UNIO_DATABASE_URL", &database),
+                ("UNIO_DATA_DIR", &a.data_path().display().to_string()),
+                ("UNIO_JWT_SECRET", &a.secret),
+                ("UNIO_REDIS_URL", &redis.url()),
+                ("UNIO_SMTP_URL", &format!("smtp://{}", a.mail.addr)),
+                ("UNIO_MAIL_FROM", "unio@example.com"),
+                ("UNIO_LOG", "warn"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the unio binary");
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        crate::helpers::eventually("the process serves", || {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: unio::server::BUS_HEALTH.into(),
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == 1)
+            }
+        })
+        .await;
+        Self { child, channel }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_participants_time_out_everywhere_within_15_s() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut process = Process::start(&a, &redis).await;
+    let mut host_room = connect(&a, &host, &meeting).await;
+
+    // Bob joins on the process's node.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(event("join", crate::rooms::join(&meeting)))
+        .await
+        .unwrap();
+    let mut bob_room = pb::room_service_client::RoomServiceClient::new(process.channel.clone())
+        .connect(authed(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            &bob,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Event::Joined(bob_joined)) = next(&mut bob_room).await.event else {
+        panic!("bob joins on the process")
+    };
+    let seen = next(&mut host_room.events).await;
+    assert!(
+        matches!(seen.event, Some(Event::ParticipantJoined(_))),
+        "{seen:?}"
+    );
+
+    process.kill();
+    let killed = std::time::Instant::now();
+    let left = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(event) = host_room.events.message().await.unwrap() {
+            if let Some(Event::ParticipantLeft(left)) = event.event {
+                return left;
+            }
+        }
+        panic!("the host's stream ended")
+    })
+    .await
+    .expect("the room hears of bob within 15 s");
+    assert_eq!(left.participant_id, bob_joined.participant_id);
+    assert_eq!(left.reason, pb::ParticipantLeftReason::TimedOut as i32);
+    eprintln!("reported after {:?}", killed.elapsed());
+    drop(tx);
+
+    // A node joining the room later does not list him.
+    let view = subscribe(&b, &host, &meeting).await;
+    assert!(
+        !view
+            .joined
+            .participants
+            .iter()
+            .any(|p| p.participant_id == bob_joined.participant_id)
+    );
+}
+
+/// The next signal on `events`, skipping what else comes (presence said
+/// again after a Redis restart, heartbeats).
+async fn next_signal(events: &mut Streaming<pb::ServerEvent>) -> pb::IncomingSignal {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.message().await.unwrap().expect("open");
+            if let Some(Event::Signal(signal)) = e.event {
+                return signal;
+            }
+        }
+    })
+    .await
+    .expect("a signal within 10 s")
+}
+
+#[tokio::test]
+async fn a_room_lives_through_a_redis_restart() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, carol) = crate::rooms::setup(&a, pb::JoinPolicy::InvitedOnly).await;
+    let mut host_room = connect(&a, &host, &meeting).await;
+    let mut carol_room = connect(&a, &carol, &meeting).await;
+    let mut bob_room = subscribe(&b, &bob, &meeting).await;
+    let (host_id, carol_id) = (
+        host_room.joined.participant_id.clone(),
+        carol_room.joined.participant_id.clone(),
+    );
+    let bob_id = bob_room.joined.participant_id.clone();
+
+    redis.stop();
+    for node in [&a, &b] {
+        crate::helpers::eventually("the node reports its bus down", || async {
+            !crate::cluster::bus_serving(node).await
+        })
+        .await;
+    }
+    // Participants on one node keep talking to each other.
+    host_room
+        .tx
+        .send(event("o", offer(&carol_id, "while Redis is away")))
+        .await
+        .unwrap();
+    let got = next_signal(&mut carol_room.events).await;
+    assert_eq!(got.from_participant_id, host_id);
+
+    // Redis comes back empty; the room goes on across nodes.
+    redis.spawn();
+    for node in [&a, &b] {
+        crate::helpers::eventually("the node subscribes again", || {
+            crate::cluster::bus_serving(node)
+        })
+        .await;
+    }
+    let restarted = std::time::Instant::now();
+    host_room
+        .tx
+        .send(event("o", offer(&bob_id, "after the restart")))
+        .await
+        .unwrap();
+    let got = next_signal(&mut bob_room.events).await;
+    assert_eq!(got.from_participant_id, host_id);
+    publish(&b, &bob_room, answer(&host_id, "back")).await;
+    let got = next_signal(&mut host_room.events).await;
+    assert_eq!(got.from_participant_id, bob_id);
+    eprintln!("delivery back {:?} after the bus", restarted.elapsed());
+
+    // Presence was said again: a newcomer sees everyone.
+    let newcomer = subscribe(&b, &carol, &meeting).await;
+    let mut listed: Vec<String> = newcomer
+        .joined
+        .participants
+        .iter()
+        .map(|p| p.participant_id.clone())
+        .collect();
+    listed.retain(|id| *id != newcomer.joined.participant_id);
+    listed.sort();
+    let mut expected = vec![host_id, carol_id, bob_id];
+    expected.sort();
+    assert_eq!(listed, expected);
+}
