@@ -219,15 +219,21 @@ impl RoomApi {
         let (meeting, joiner, first_join) = self.admit(caller, meeting_id).await?;
         let hub = &self.state.hub;
         if !resume_token.is_empty() {
-            return Ok(
-                match hub.resume(&meeting, &caller.user_id, resume_token, last_sequence) {
-                    Ok(stream) => Entered::Session(stream),
-                    Err(HubError::ResumeFailed(why)) => Entered::ResumeFailed(why),
-                    Err(HubError::NotJoinable) => Entered::ResumeFailed("the meeting is over"),
-                    Err(HubError::Removed) => Entered::ResumeFailed("the host removed you"),
-                    Err(HubError::Syncing(_)) => Entered::ResumeFailed("the room is catching up"),
-                },
-            );
+            let resumed = match hub.resume(&meeting, &caller.user_id, resume_token, last_sequence) {
+                // In a cluster, the participant may be another node's.
+                Err(HubError::ResumeFailed(_)) if hub.is_clustered() => {
+                    hub.resume_elsewhere(&meeting, &caller.user_id, resume_token, last_sequence)
+                        .await
+                }
+                other => other,
+            };
+            return Ok(match resumed {
+                Ok(stream) => Entered::Session(stream),
+                Err(HubError::ResumeFailed(why)) => Entered::ResumeFailed(why),
+                Err(HubError::NotJoinable) => Entered::ResumeFailed("the meeting is over"),
+                Err(HubError::Removed) => Entered::ResumeFailed("the host removed you"),
+                Err(HubError::Syncing(_)) => Entered::ResumeFailed("the room is catching up"),
+            });
         }
         let participant_id = new_id();
         // The row exists before the stream is handed out. Until the hub has

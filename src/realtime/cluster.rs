@@ -77,6 +77,10 @@ pub struct Record {
     pub origin: String,
     #[prost(uint64, tag = "6")]
     pub rid: u64,
+    /// This participant resumed on the record's origin: its slot elsewhere
+    /// goes quietly.
+    #[prost(string, tag = "7")]
+    pub moved: String,
 }
 
 impl Record {

@@ -187,6 +187,11 @@ impl RoomHub {
         hub
     }
 
+    /// Whether rooms are shared with other nodes.
+    pub fn is_clustered(&self) -> bool {
+        self.link.is_some()
+    }
+
     pub fn config(&self) -> &HubConfig {
         &self.config
     }

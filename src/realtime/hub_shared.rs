@@ -14,8 +14,8 @@ use std::{sync::Arc, time::Duration};
 use prost::Message;
 
 use super::{
-    Audience, Event, Link, Record, Replay, Room, RoomHub, RoomSink, RoomState, RosterOp, lock,
-    room_log,
+    Audience, Event, HubError, Link, Record, Replay, Room, RoomHub, RoomSink, RoomState, RosterOp,
+    lock, room_log,
 };
 use crate::{domain::time::now_micros, proto::pb};
 
@@ -44,6 +44,22 @@ pub(super) fn start_liveness(hub: &Arc<RoomHub>) {
             }
         }
     });
+}
+
+/// What applying records leaves to do once the room's lock is released.
+#[derive(Default)]
+struct Followups {
+    /// Local participants a removal takes out.
+    kicks: Vec<String>,
+    /// Sessions whose participant moved to another node.
+    gone_sessions: Vec<String>,
+}
+
+impl Followups {
+    fn extend(&mut self, other: Followups) {
+        self.kicks.extend(other.kicks);
+        self.gone_sessions.extend(other.gone_sessions);
+    }
 }
 
 /// What catching up read from the log.
@@ -92,6 +108,204 @@ impl RoomHub {
             log.forget(&node).await?;
         }
         Ok(())
+    }
+
+    /// In a cluster: resumes a participant another node served (one that
+    /// died, or that the client left behind): the roster names it by its
+    /// resume token's hash, the log replays what it missed after
+    /// `last_sequence`, and a claim (atomic with the token's check) makes
+    /// this node its server; the old node, if alive, drops its slot
+    /// quietly when the claim's record reaches it.
+    pub async fn resume_elsewhere(
+        self: &Arc<Self>,
+        meeting: &pb::Meeting,
+        user_id: &str,
+        resume_token: &str,
+        last_sequence: u64,
+    ) -> Result<super::SessionStream, HubError> {
+        let gone = HubError::ResumeFailed("the participant's grace period is over");
+        let unreachable = HubError::ResumeFailed("the room cannot be reached from this node now");
+        let Some(link) = self.link.clone() else {
+            return Err(gone);
+        };
+        if last_sequence == 0 {
+            return Err(HubError::ResumeFailed(
+                "resuming on another node needs last_sequence",
+            ));
+        }
+        let room = self.caught_up_room(&meeting.id).await?;
+        let token = super::cluster::token_hash(resume_token);
+        let snapshot = link
+            .snapshot(&meeting.id)
+            .await
+            .map_err(|_| unreachable.clone())?;
+        let Some((participant_id, member)) = snapshot.roster.iter().find(|(_, m)| m.token == token)
+        else {
+            return Err(gone);
+        };
+        let info =
+            pb::Participant::decode(member.participant.as_slice()).map_err(|_| gone.clone())?;
+        if info.user_id != user_id || member.node == link.node() {
+            return Err(gone);
+        }
+        let replay = match link.since(&meeting.id, last_sequence).await {
+            Ok(Replay::Events(records)) => records,
+            Ok(Replay::Gone) => {
+                return Err(HubError::ResumeFailed(
+                    "the events missed are no longer buffered",
+                ));
+            }
+            Err(_) => return Err(unreachable),
+        };
+        let claim = Record {
+            moved: participant_id.clone(),
+            origin: link.node().to_owned(),
+            ..Default::default()
+        };
+        let op = RosterOp::Claim {
+            participant_id: participant_id.clone(),
+            node: link.node().to_owned(),
+            token,
+        };
+        let claimed = async {
+            link.log()
+                .await?
+                .append_with(&meeting.id, &claim.encode_to_vec(), &op)
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), claimed).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return Err(gone),
+            _ => return Err(unreachable),
+        }
+        self.attach_moved(meeting, &room, info, resume_token, last_sequence, replay)
+    }
+
+    /// This node's room for `meeting_id`, caught up with its log (waiting
+    /// a few seconds at most).
+    async fn caught_up_room(&self, meeting_id: &str) -> Result<Arc<Room>, HubError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let room = lock(&self.rooms)
+                .entry(meeting_id.to_owned())
+                .or_insert_with(|| self.new_room(meeting_id))
+                .clone();
+            let ready = {
+                let state = lock(&room);
+                match state.closed {
+                    Some(super::Closed::Emptied) => continue,
+                    Some(super::Closed::MeetingOver) => return Err(HubError::NotJoinable),
+                    None => {}
+                }
+                match &state.link {
+                    Some(link) if !link.synced => Some(link.ready.subscribe()),
+                    _ => None,
+                }
+            };
+            let Some(mut ready) = ready else {
+                return Ok(room);
+            };
+            if tokio::time::timeout_at(deadline, ready.wait_for(|r| *r))
+                .await
+                .is_err()
+            {
+                self.drop_if_empty(meeting_id);
+                return Err(HubError::ResumeFailed(
+                    "the room cannot be reached from this node now",
+                ));
+            }
+        }
+    }
+
+    /// Attaches a participant claimed from another node, with what it
+    /// missed: the log's records after `from` up to what this node has
+    /// delivered (later ones reach it live), then what this node delivered
+    /// after the log's replay ended.
+    fn attach_moved(
+        self: &Arc<Self>,
+        meeting: &pb::Meeting,
+        room: &Arc<Room>,
+        info: pb::Participant,
+        resume_token: &str,
+        from: u64,
+        replay: Vec<(u64, Vec<u8>)>,
+    ) -> Result<super::SessionStream, HubError> {
+        let participant_id = info.participant_id.clone();
+        let user_id = info.user_id.clone();
+        let mut state = lock(room);
+        if state.closed.is_some() {
+            return Err(HubError::NotJoinable);
+        }
+        if state.removed_users.contains(&user_id) {
+            return Err(HubError::Removed);
+        }
+        if state.slots.contains_key(&participant_id) {
+            return Err(HubError::ResumeFailed("the participant is already here"));
+        }
+        let last = state.last_seq();
+        let mut missed: Vec<Arc<pb::ServerEvent>> = Vec::new();
+        let mut replayed_to = from;
+        for (seq, bytes) in replay {
+            if seq > last {
+                break;
+            }
+            replayed_to = seq;
+            let Ok(record) = Record::decode(bytes.as_slice()) else {
+                continue;
+            };
+            if !record.audience().includes(&participant_id) {
+                continue;
+            }
+            if let Some(event) = record.event.and_then(|e| e.event) {
+                missed.push(Arc::new(pb::ServerEvent {
+                    sequence: seq,
+                    event: Some(event),
+                }));
+            }
+        }
+        if replayed_to < last {
+            let Some(rest) = state.replay_since(&participant_id, replayed_to) else {
+                return Err(HubError::ResumeFailed(
+                    "the events missed are no longer buffered",
+                ));
+            };
+            missed.extend(rest);
+        }
+        let session_id = crate::domain::new_id();
+        let (tx, rx) = super::queue::channel(self.config.queue_capacity + missed.len() + 1);
+        let control = Arc::new(super::SessionControl::new(
+            session_id.clone(),
+            meeting.id.clone(),
+            participant_id.clone(),
+            user_id.clone(),
+            0,
+            self.now_ms(),
+        ));
+        let outbox = super::Outbox {
+            tx: tx.clone(),
+            control: control.clone(),
+        };
+        let slot = super::Slot::new(info, resume_token.to_owned(), outbox, last, self.limits());
+        state.slots.insert(participant_id.clone(), slot);
+        let slot = &state.slots[&participant_id];
+        let joined = self.joined(&state, meeting, slot, &session_id, true, from);
+        control.mark_sent(from);
+        let _ = tx.try_send(Arc::new(joined));
+        for event in missed {
+            let _ = tx.try_send(event);
+        }
+        self.attendance.reopen(&participant_id);
+        drop(state);
+        lock(&self.sessions).insert(
+            session_id,
+            super::SessionRef {
+                meeting_id: meeting.id.clone(),
+                participant_id,
+                user_id,
+            },
+        );
+        self.metrics.room_resumed();
+        Ok(self.stream(rx, control))
     }
 
     /// In a cluster: this node serves nobody in the room any more.
@@ -164,30 +378,24 @@ impl RoomHub {
         }
     }
 
-    /// Applies record `seq` (the next one) to the room; returns the local
-    /// participants a removal takes out (after the lock is released).
-    fn apply(
-        &self,
-        meeting_id: &str,
-        state: &mut RoomState,
-        seq: u64,
-        bytes: &[u8],
-    ) -> Vec<String> {
+    /// Applies record `seq` (the next one) to the room; returns what must
+    /// follow once the lock is released.
+    fn apply(&self, meeting_id: &str, state: &mut RoomState, seq: u64, bytes: &[u8]) -> Followups {
+        let mut followups = Followups::default();
         let Ok(record) = Record::decode(bytes) else {
             tracing::warn!(meeting_id, seq, "room log: unreadable record skipped");
             state.skip(seq);
-            return Vec::new();
+            return followups;
         };
         let Some(link) = state.link.as_mut() else {
-            return Vec::new();
+            return followups;
         };
         if !link.first_time(&record.origin, record.rid) {
             state.skip(seq);
-            return Vec::new();
+            return followups;
         }
-        let mut removed = Vec::new();
         if !record.removed_user.is_empty() {
-            removed = state
+            followups.kicks = state
                 .slots
                 .iter()
                 .filter(|(_, slot)| slot.user_id == record.removed_user)
@@ -195,10 +403,19 @@ impl RoomHub {
                 .collect();
             state.removed_users.insert(record.removed_user.clone());
         }
+        // A participant resumed on another node: its slot here goes
+        // quietly (no one left the room).
+        if !record.moved.is_empty()
+            && record.origin != self.link.as_ref().map_or("", |l| l.node())
+            && let Some(mut slot) = state.slots.remove(&record.moved)
+        {
+            slot.close(super::CloseReason::Replaced);
+            followups.gone_sessions.push(slot.session_id);
+        }
         let to = record.audience();
         let Some(event) = record.event.and_then(|e| e.event) else {
             state.skip(seq);
-            return removed;
+            return followups;
         };
         // Presence said again (a repair after Redis came back) is news
         // only to whom it is news.
@@ -222,7 +439,7 @@ impl RoomHub {
         } else {
             state.skip(seq);
         }
-        removed
+        followups
     }
 
     /// Says again who this node serves in the room: whoever the roster
@@ -245,8 +462,14 @@ impl RoomHub {
         }
     }
 
-    fn kick_local(&self, meeting_id: &str, participants: Vec<String>) {
-        for participant_id in participants {
+    fn follow_up(&self, meeting_id: &str, followups: Followups) {
+        if !followups.gone_sessions.is_empty() {
+            let mut sessions = super::lock(&self.sessions);
+            for session in &followups.gone_sessions {
+                sessions.remove(session);
+            }
+        }
+        for participant_id in followups.kicks {
             self.remove(
                 meeting_id,
                 &participant_id,
@@ -259,7 +482,7 @@ impl RoomHub {
     /// Applies what catching up read, then what waited meanwhile; true
     /// when the room is caught up (or gone), false when more must be read.
     fn caught_up(&self, meeting_id: &str, room: &Arc<Room>, fetched: Fetched) -> bool {
-        let mut removed = Vec::new();
+        let mut followups = Followups::default();
         let done = {
             let mut state = lock(room);
             if state.closed.is_some() || state.link.is_none() {
@@ -284,7 +507,7 @@ impl RoomHub {
                 Fetched::Records(records) => {
                     for (seq, bytes) in records {
                         if seq > state.last_seq() {
-                            removed.extend(self.apply(meeting_id, &mut state, seq, &bytes));
+                            followups.extend(self.apply(meeting_id, &mut state, seq, &bytes));
                         }
                     }
                 }
@@ -300,7 +523,7 @@ impl RoomHub {
                 }
                 let (seq, bytes) = link.take_first().expect("peeked");
                 if seq == last + 1 {
-                    removed.extend(self.apply(meeting_id, &mut state, seq, &bytes));
+                    followups.extend(self.apply(meeting_id, &mut state, seq, &bytes));
                 }
             }
             let link = state.link.as_mut().expect("checked above");
@@ -314,7 +537,7 @@ impl RoomHub {
             }
             done
         };
-        self.kick_local(meeting_id, removed);
+        self.follow_up(meeting_id, followups);
         done
     }
 }
@@ -390,7 +613,7 @@ impl RoomSink for RoomHub {
         let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let removed = {
+        let followups = {
             let mut state = lock(&room);
             let last = state.last_seq();
             if state.closed.is_some() || seq <= last {
@@ -410,7 +633,7 @@ impl RoomSink for RoomHub {
                 return;
             }
         };
-        self.kick_local(meeting_id, removed);
+        self.follow_up(meeting_id, followups);
     }
 
     fn resubscribed(&self) {
@@ -430,7 +653,7 @@ impl RoomSink for RoomHub {
         let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let removed = {
+        let followups = {
             let mut state = lock(&room);
             if state.closed.is_some() || state.link.is_none() {
                 return;
@@ -438,7 +661,7 @@ impl RoomSink for RoomHub {
             let seq = state.last_seq() + 1;
             self.apply(meeting_id, &mut state, seq, record)
         };
-        self.kick_local(meeting_id, removed);
+        self.follow_up(meeting_id, followups);
     }
 
     fn last_seq(&self, meeting_id: &str) -> Option<u64> {

@@ -68,6 +68,13 @@ end
 if op == 'rejoin' and redis.call('HEXISTS', KEYS[4], 'o:' .. pid) == 1 then
   return 0
 end
+if op == 'claim' then
+  if redis.call('HGET', KEYS[4], 't:' .. pid) ~= ARGV[8] then
+    return 0
+  end
+  redis.call('HSET', KEYS[4], 'o:' .. pid, node)
+  redis.call('SADD', tracked, ARGV[9])
+end
 if op == 'join' or op == 'rejoin' then
   redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6], 'o:' .. pid, node, 't:' .. pid, ARGV[8])
   redis.call('SADD', tracked, ARGV[9])
@@ -179,6 +186,13 @@ pub enum RosterOp {
     },
     /// `node` no longer serves anyone in the room (nothing is published).
     Untrack { node: String },
+    /// `node` serves the participant from now on, if `token` (its resume
+    /// token's hash) is the one the roster has.
+    Claim {
+        participant_id: String,
+        node: String,
+        token: Vec<u8>,
+    },
 }
 
 impl RosterOp {
@@ -227,6 +241,17 @@ impl RosterOp {
                 token,
             ],
             Self::Untrack { node } => [b"untrack", b"", b"", node.as_bytes(), b""],
+            Self::Claim {
+                participant_id,
+                node,
+                token,
+            } => [
+                b"claim",
+                participant_id.as_bytes(),
+                b"",
+                node.as_bytes(),
+                token,
+            ],
         }
     }
 }

@@ -432,3 +432,56 @@ async fn a_room_lives_through_a_redis_restart() {
     expected.sort();
     assert_eq!(listed, expected);
 }
+
+#[tokio::test]
+async fn a_participant_resumes_on_another_node_with_what_it_missed() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut host_room = connect(&a, &host, &meeting).await;
+    let bob_room = connect(&b, &bob, &meeting).await;
+    let host_id = host_room.joined.participant_id.clone();
+    let bob_id = bob_room.joined.participant_id.clone();
+    let seen = next(&mut host_room.events).await;
+    assert!(matches!(seen.event, Some(Event::ParticipantJoined(_))));
+    let (token, last) = (bob_room.joined.resume_token.clone(), bob_room.joined_seq);
+
+    // Bob's node loses him; the host signals him meanwhile.
+    drop(bob_room);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    host_room
+        .tx
+        .send(event("o", offer(&bob_id, "while you were away")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // He comes back through the other node.
+    let resume = client_event::Event::Join(pb::JoinRoom {
+        meeting_id: meeting.clone(),
+        resume_token: token,
+        last_sequence: last,
+    });
+    let (tx, mut events) = crate::rooms::open(&a, &bob, resume).await.unwrap();
+    let first = next(&mut events).await;
+    let Some(Event::Joined(joined)) = first.event else {
+        panic!("{first:?}")
+    };
+    assert!(joined.resumed);
+    assert_eq!(joined.participant_id, bob_id);
+    assert_eq!(first.sequence, last);
+    let missed = next(&mut events).await;
+    let Some(Event::Signal(signal)) = missed.event else {
+        panic!("{missed:?}")
+    };
+    assert_eq!(signal.from_participant_id, host_id);
+    assert!(missed.sequence > last);
+
+    // The room did not see him leave, and he talks from his new node.
+    tx.send(event("a", answer(&host_id, "back"))).await.unwrap();
+    let got = next(&mut host_room.events).await;
+    assert!(
+        matches!(&got.event, Some(Event::Signal(s)) if s.from_participant_id == bob_id),
+        "{got:?}"
+    );
+}
