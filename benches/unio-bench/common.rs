@@ -70,12 +70,25 @@ impl Server {
                 break line[at + "listening on ".len()..].trim().to_owned();
             }
         };
-        std::thread::spawn(move || for _ in lines {});
+        // UNIO_BENCH_LOG=1 shows the servers' warnings.
+        let show = std::env::var("UNIO_BENCH_LOG").is_ok();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show && (line.contains("WARN") || line.contains("ERROR")) {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
         Self { child, addr, dir }
     }
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// CPU time the server used so far (user + system), in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.child.id())
     }
 
     pub fn rss_kib(&self) -> u64 {
@@ -93,6 +106,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user + system) of process `pid`, in seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command may hold spaces: fields count from after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime: fields 14 and 15, i.e. 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 pub fn authed<T>(message: T, token: &str) -> Request<T> {

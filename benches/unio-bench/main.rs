@@ -4,8 +4,8 @@
 //! ```sh
 //! cargo bench --bench unio-bench                 # the whole table (~6 min)
 //! cargo bench --bench unio-bench -- --quick      # shorter cells (~2 min)
-//! cargo bench --bench unio-bench -- --only rooms # one section: unary, rooms, chat
-//!                                                # (or fanout, idle: half of rooms)
+//! cargo bench --bench unio-bench -- --only rooms # one section: unary, rooms, chat,
+//!                                                # cluster (or fanout, idle: half of rooms)
 //! UNIO_BENCH_WRAPPER="heaptrack -o /tmp/unio" cargo bench --bench unio-bench -- --only idle
 //! cargo bench --bench unio-bench -- --addr 127.0.0.1:50051 --token T --meeting M
 //! ```
@@ -24,9 +24,12 @@
 //! - rooms: fan-out latency in rooms up to 3,000 and server memory per
 //!   idle stream in rooms of 10 and 100;
 //! - chat and files: the chat writer's throughput, SendMessage end to end,
-//!   upload and download MiB/s.
+//!   upload and download MiB/s;
+//! - cluster: fan-out across two nodes next to one node, and signals per
+//!   second per node (needs `redis-server`).
 
 mod chat_files;
+mod cluster;
 mod common;
 mod rooms;
 mod unary;
@@ -122,6 +125,9 @@ fn main() {
                 }
                 if run("chat") {
                     chat_files::run(&mut report, quick).await;
+                }
+                if run("cluster") {
+                    cluster::run(&mut report, quick).await;
                 }
             }
         }

@@ -28,12 +28,13 @@ use unio::proto::pb::{
 /// Streams per HTTP/2 connection (the server allows 256 in flight each).
 const STREAMS_PER_CONNECTION: usize = 100;
 
-struct Participant {
-    tx: mpsc::Sender<pb::ClientEvent>,
-    events: Streaming<pb::ServerEvent>,
+pub struct Participant {
+    pub tx: mpsc::Sender<pb::ClientEvent>,
+    pub events: Streaming<pb::ServerEvent>,
+    pub id: String,
 }
 
-async fn join(channel: &Channel, token: &str, meeting: &str) -> Participant {
+pub async fn join(channel: &Channel, token: &str, meeting: &str) -> Participant {
     let (tx, rx) = mpsc::channel(16);
     tx.send(pb::ClientEvent {
         request_id: String::new(),
@@ -50,10 +51,14 @@ async fn join(channel: &Channel, token: &str, meeting: &str) -> Participant {
         .unwrap()
         .into_inner();
     let first = events.next().await.unwrap().unwrap();
-    let Some(Event::Joined(_)) = first.event else {
+    let Some(Event::Joined(joined)) = first.event else {
         panic!("not joined: {first:?}")
     };
-    Participant { tx, events }
+    Participant {
+        tx,
+        events,
+        id: joined.participant_id,
+    }
 }
 
 /// Opens `count` participants in `meeting`, spread over connections and
@@ -87,27 +92,14 @@ async fn join_many(
     out
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-async fn fan_out(
-    report: &mut Report,
-    addr: &str,
-    tokens: &[String],
-    host: &str,
-    size: usize,
+/// Sorted times from `publisher`'s media_state change to the last of
+/// `people` receiving it, one per sample.
+pub async fn fan_out_latencies(
+    publisher: Participant,
+    people: Vec<Participant>,
     samples: usize,
-) {
-    let connections = size.div_ceil(STREAMS_PER_CONNECTION);
-    let mut channels = Vec::new();
-    for _ in 0..connections {
-        channels.push(channel(addr).await);
-    }
-    let meeting = open_meeting(&channels[0], host).await;
-    let mut people = join_many(&channels, tokens, &meeting, size, 0).await;
-    let publisher = people.remove(0);
+) -> Vec<Duration> {
+    let size = people.len() + 1;
     // Every receiver reports when it sees a media_state change.
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Instant>();
     let mut readers = Vec::new();
@@ -152,6 +144,35 @@ async fn fan_out(
         tokio::time::sleep(Duration::from_millis(110)).await;
     }
     latencies.sort();
+    for r in readers {
+        r.abort();
+    }
+    drop(publisher);
+    latencies
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+async fn fan_out(
+    report: &mut Report,
+    addr: &str,
+    tokens: &[String],
+    host: &str,
+    size: usize,
+    samples: usize,
+) {
+    let connections = size.div_ceil(STREAMS_PER_CONNECTION);
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(channel(addr).await);
+    }
+    let meeting = open_meeting(&channels[0], host).await;
+    let mut people = join_many(&channels, tokens, &meeting, size, 0).await;
+    let publisher = people.remove(0);
+    let latencies = fan_out_latencies(publisher, people, samples).await;
     report.row(
         format!("room fan-out to {size} ({samples} samples, publish -> last receiver)"),
         format!(
@@ -161,10 +182,6 @@ async fn fan_out(
         ),
         if size == 3_000 { "p99 < 50 ms" } else { "" },
     );
-    for r in readers {
-        r.abort();
-    }
-    drop(publisher);
 }
 
 /// Streams held before the measurement starts: every path (allocator

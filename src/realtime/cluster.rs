@@ -47,9 +47,6 @@ const CONNECT: Duration = Duration::from_secs(2);
 const REPLY: Duration = Duration::from_secs(2);
 /// How long one attempt at a pipeline of appends may take.
 const APPEND_REPLY: Duration = Duration::from_millis(500);
-/// After a failed pipeline, appends are delivered here alone this long
-/// before Redis is tried again.
-const DOWN: Duration = Duration::from_secs(1);
 /// Records (and bytes) a room holds back while it catches up; past this
 /// it re-reads them from the log.
 pub const PENDING_MAX: usize = 1024;
@@ -154,8 +151,9 @@ pub struct Link {
     out: mpsc::Sender<Append>,
     /// Bytes of records queued.
     queued: Arc<std::sync::atomic::AtomicUsize>,
-    /// This node's last record number.
-    rid: std::sync::atomic::AtomicU64,
+    /// This node's last record number, taken and queued under one lock so
+    /// that the queue (and so the log) holds them in order.
+    rid: Mutex<u64>,
     reads: Arc<Connector>,
     keep: usize,
 }
@@ -184,7 +182,7 @@ impl Link {
             bus,
             out,
             queued,
-            rid: std::sync::atomic::AtomicU64::new(0),
+            rid: Mutex::new(0),
             reads,
             keep,
         })
@@ -199,16 +197,19 @@ impl Link {
     }
 
     /// Queues `record` for `room`'s log (with what it does to the roster).
-    /// False when the queue is full and the record was dropped.
+    /// False when the queue is full: the record was refused (a client's
+    /// event is answered "busy, slow down"; see the hub's `emit`).
     pub fn append(&self, room: &str, mut record: Record, op: RosterOp) -> bool {
         use std::sync::atomic::Ordering;
         record.origin = self.node().to_owned();
-        record.rid = self.rid.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut rid = self.rid.lock().unwrap_or_else(|p| p.into_inner());
+        *rid += 1;
+        record.rid = *rid;
         let record = record.encode_to_vec();
         let bytes = record.len() + room.len();
         if self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes > QUEUE_BYTES {
             self.queued.fetch_sub(bytes, Ordering::AcqRel);
-            tracing::warn!(room, "room log: append queue full; event dropped");
+            tracing::debug!(room, "room log: append queue full; event refused");
             return false;
         }
         let append = Append {
@@ -216,10 +217,14 @@ impl Link {
             record,
             op,
         };
-        match self.out.try_send(append) {
+        let sent = self.out.try_send(append);
+        if sent.is_err() {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        match sent {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(room, "room log: append queue full; event dropped");
+                tracing::debug!(room, "room log: append queue full; event refused");
                 false
             }
             // Stopping.
@@ -294,11 +299,13 @@ impl Link {
 }
 
 /// Appends in the order queued, a pipeline at a time. A pipeline that
-/// fails is tried once more on a new connection (records carry their
-/// origin's number, so one that did go through is applied once); then its
-/// records are handed to the hub to deliver here alone, and for [`DOWN`]
-/// so are the next ones. Once Redis answers again, the counters of rooms
-/// served alone are first moved past the numbers given out here.
+/// fails is tried again (records carry their origin's number, so one that
+/// did go through is applied once) for as long as the bus is subscribed:
+/// meanwhile the queue fills and clients hear "busy". While the bus is
+/// cut off from Redis, each batch is tried once, then handed to the hub
+/// to deliver to this node's participants alone, outside the room's
+/// order (what they send each other keeps flowing; the others hear it
+/// not).
 async fn appender(
     conn: Arc<Connector>,
     bus: Arc<RedisBus>,
@@ -307,60 +314,40 @@ async fn appender(
     queued: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut down_until: Option<tokio::time::Instant> = None;
-    // Rooms whose events were numbered here while Redis was away.
-    let mut alone: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
         }
         let bytes: usize = batch.iter().map(|a| a.record.len() + a.room.len()).sum();
-        let sink = bus.room_sink();
-        // Redis is not tried again for a second after a failure, unless
-        // the bus says it is back.
-        let down =
-            down_until.is_some_and(|until| tokio::time::Instant::now() < until) && !bus.healthy();
-        let mut sent = false;
-        for _ in 0..if down { 0 } else { 2 } {
-            let attempt = async {
+        let mut attempt = 0u32;
+        loop {
+            let sent = async {
                 let log = RoomLog::new(conn.get().await?, keep);
                 let mut pipe = redis::pipe();
-                for room in &alone {
-                    if let Some(last) = sink.as_ref().and_then(|s| s.last_seq(room)) {
-                        log.add_advance(&mut pipe, room, last);
-                        pipe.ignore();
-                    }
-                }
+                RoomLog::load(&mut pipe);
                 for append in &batch {
                     log.add_append(&mut pipe, &append.room, &append.record, &append.op);
                     pipe.ignore();
                 }
                 pipe.query_async::<()>(&mut conn.get().await?).await
             };
-            match tokio::time::timeout(APPEND_REPLY, attempt).await {
-                Ok(Ok(())) => {
-                    sent = true;
-                    break;
-                }
+            match tokio::time::timeout(APPEND_REPLY, sent).await {
+                Ok(Ok(())) => break,
                 Ok(Err(err)) => tracing::warn!(error = %err, "room log: append failed"),
                 Err(_) => tracing::warn!("room log: Redis did not answer in time"),
             }
             conn.reset();
-        }
-        if sent {
-            alone.clear();
-            down_until = None;
-        } else {
-            if !down {
-                down_until = Some(tokio::time::Instant::now() + DOWN);
-            }
-            // Served here alone until Redis is back.
-            for append in &batch {
-                if let Some(sink) = &sink {
-                    sink.unsent(&append.room, &append.record);
+            attempt += 1;
+            if !bus.healthy() {
+                // Served here alone until Redis is back.
+                if let Some(sink) = bus.room_sink() {
+                    for append in &batch {
+                        sink.unsent(&append.room, &append.record);
+                    }
                 }
-                alone.insert(append.room.clone());
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
         }
         queued.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
         batch.clear();

@@ -480,7 +480,7 @@ impl RoomHub {
                 if !slot.limits.typing.try_take(now) {
                     return Err(EventError::rate_limited("typing"));
                 }
-                self.emit(
+                self.emit_client(
                     &session.meeting_id,
                     &mut state,
                     Audience::AllExcept(me.clone()),
@@ -489,7 +489,7 @@ impl RoomHub {
                         is_typing: typing.is_typing,
                     }),
                     RosterOp::default,
-                )
+                )?
             }
             client_event::Event::MediaState(media) => {
                 if !slot.limits.media.try_take(now) {
@@ -497,7 +497,7 @@ impl RoomHub {
                 }
                 slot.info.media_state = Some(media);
                 let info = self.link.is_some().then(|| slot.info.encode_to_vec());
-                self.emit(
+                self.emit_client(
                     &session.meeting_id,
                     &mut state,
                     Audience::AllExcept(me.clone()),
@@ -509,7 +509,7 @@ impl RoomHub {
                         participant_id: me,
                         participant: info.unwrap_or_default(),
                     },
-                )
+                )?
             }
             client_event::Event::Signal(signal) => {
                 if !slot.limits.signals.try_take(now) {
@@ -529,7 +529,7 @@ impl RoomHub {
                         format!("no participant {target:?} in this room"),
                     ));
                 }
-                self.emit(
+                self.emit_client(
                     &session.meeting_id,
                     &mut state,
                     Audience::Only(target),
@@ -538,7 +538,7 @@ impl RoomHub {
                         payload: Some(payload),
                     }),
                     RosterOp::default,
-                )
+                )?
             }
             client_event::Event::Leave(_) => {
                 drop(state);
@@ -718,6 +718,11 @@ impl RoomHub {
                 }),
                 || RosterOp::Leave {
                     participant_id: participant_id.to_owned(),
+                    node: self
+                        .link
+                        .as_ref()
+                        .map(|l| l.node().to_owned())
+                        .unwrap_or_default(),
                 },
             );
             self.handle_overflow(meeting_id, overflowed);
@@ -866,6 +871,7 @@ impl RoomHub {
                 for participant_id in slots.keys() {
                     let leave = RosterOp::Leave {
                         participant_id: participant_id.clone(),
+                        node: link.node().to_owned(),
                     };
                     link.append(meeting_id, Record::default(), leave);
                 }

@@ -46,6 +46,10 @@ pub(super) fn start_liveness(hub: &Arc<RoomHub>) {
     });
 }
 
+fn link_node(link: &Option<Arc<Link>>) -> &str {
+    link.as_ref().map_or("", |l| l.node())
+}
+
 /// What applying records leaves to do once the room's lock is released.
 #[derive(Default)]
 struct Followups {
@@ -53,12 +57,15 @@ struct Followups {
     kicks: Vec<String>,
     /// Sessions whose participant moved to another node.
     gone_sessions: Vec<String>,
+    /// Presence of this node's participants must be said again.
+    repair: bool,
 }
 
 impl Followups {
     fn extend(&mut self, other: Followups) {
         self.kicks.extend(other.kicks);
         self.gone_sessions.extend(other.gone_sessions);
+        self.repair |= other.repair;
     }
 }
 
@@ -81,8 +88,13 @@ impl RoomHub {
             if node == link.node() {
                 continue;
             }
+            let mut complete = true;
             for room in log.rooms_of(&node).await? {
-                let snapshot = log.snapshot(&room).await?;
+                // One room's failure does not hold up the others.
+                let Ok(snapshot) = log.snapshot(&room).await else {
+                    complete = false;
+                    continue;
+                };
                 for (participant_id, _) in snapshot.roster.iter().filter(|(_, m)| m.node == node) {
                     let left = Record::event(
                         &Audience::All,
@@ -95,17 +107,20 @@ impl RoomHub {
                         participant_id: participant_id.clone(),
                         node: node.clone(),
                     };
-                    if log
-                        .append_with(&room, &left.encode_to_vec(), &reap)
-                        .await?
-                        .is_some()
-                    {
+                    let Ok(reaped) = log.append_with(&room, &left.encode_to_vec(), &reap).await
+                    else {
+                        complete = false;
+                        continue;
+                    };
+                    if reaped.is_some() {
                         tracing::info!(%room, %participant_id, %node, "participant of a dead node timed out");
                         self.attendance.leave(participant_id, now_micros());
                     }
                 }
             }
-            log.forget(&node).await?;
+            if complete {
+                log.forget(&node).await?;
+            }
         }
         Ok(())
     }
@@ -124,7 +139,6 @@ impl RoomHub {
         last_sequence: u64,
     ) -> Result<super::SessionStream, HubError> {
         let gone = HubError::ResumeFailed("the participant's grace period is over");
-        let unreachable = HubError::ResumeFailed("the room cannot be reached from this node now");
         let Some(link) = self.link.clone() else {
             return Err(gone);
         };
@@ -134,6 +148,26 @@ impl RoomHub {
             ));
         }
         let room = self.caught_up_room(&meeting.id).await?;
+        let resumed = self
+            .claim_and_attach(&link, meeting, &room, user_id, resume_token, last_sequence)
+            .await;
+        if resumed.is_err() {
+            self.drop_if_empty(&meeting.id);
+        }
+        resumed
+    }
+
+    async fn claim_and_attach(
+        self: &Arc<Self>,
+        link: &Link,
+        meeting: &pb::Meeting,
+        room: &Arc<Room>,
+        user_id: &str,
+        resume_token: &str,
+        last_sequence: u64,
+    ) -> Result<super::SessionStream, HubError> {
+        let gone = HubError::ResumeFailed("the participant's grace period is over");
+        let unreachable = HubError::ResumeFailed("the room cannot be reached from this node now");
         let token = super::cluster::token_hash(resume_token);
         let snapshot = link
             .snapshot(&meeting.id)
@@ -147,6 +181,20 @@ impl RoomHub {
             pb::Participant::decode(member.participant.as_slice()).map_err(|_| gone.clone())?;
         if info.user_id != user_id || member.node == link.node() {
             return Err(gone);
+        }
+        // What would refuse the attach is checked before the claim (and
+        // again after it, under the lock).
+        {
+            let state = lock(room);
+            if state.closed.is_some() {
+                return Err(HubError::NotJoinable);
+            }
+            if state.removed_users.contains(user_id) {
+                return Err(HubError::Removed);
+            }
+            if state.slots.contains_key(participant_id) {
+                return Err(HubError::ResumeFailed("the participant is already here"));
+            }
         }
         let replay = match link.since(&meeting.id, last_sequence).await {
             Ok(Replay::Events(records)) => records,
@@ -178,7 +226,7 @@ impl RoomHub {
             Ok(Ok(None)) => return Err(gone),
             _ => return Err(unreachable),
         }
-        self.attach_moved(meeting, &room, info, resume_token, last_sequence, replay)
+        self.attach_moved(meeting, room, info, resume_token, last_sequence, replay)
     }
 
     /// This node's room for `meeting_id`, caught up with its log (waiting
@@ -243,8 +291,11 @@ impl RoomHub {
             return Err(HubError::ResumeFailed("the participant is already here"));
         }
         let last = state.last_seq();
+        let from = from.min(last);
         let mut missed: Vec<Arc<pb::ServerEvent>> = Vec::new();
         let mut replayed_to = from;
+        // A record appended twice (a retried pipeline) is replayed once.
+        let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         for (seq, bytes) in replay {
             if seq > last {
                 break;
@@ -253,6 +304,13 @@ impl RoomHub {
             let Ok(record) = Record::decode(bytes.as_slice()) else {
                 continue;
             };
+            if record.rid != 0 {
+                let last_rid = seen.entry(record.origin.clone()).or_default();
+                if record.rid <= *last_rid {
+                    continue;
+                }
+                *last_rid = record.rid;
+            }
             if !record.audience().includes(&participant_id) {
                 continue;
             }
@@ -352,6 +410,28 @@ impl RoomHub {
         }
     }
 
+    /// [`RoomHub::emit`] for what a client sent: refused (to be sent again
+    /// later) when this node's queue to the room logs is full.
+    pub(super) fn emit_client(
+        &self,
+        meeting_id: &str,
+        state: &mut RoomState,
+        to: Audience,
+        event: Event,
+        op: impl FnOnce() -> RosterOp,
+    ) -> Result<Vec<super::Overflowed>, super::EventError> {
+        match &self.link {
+            None => Ok(state.publish(to, event)),
+            Some(link) => {
+                if link.append(meeting_id, Record::event(&to, event), op()) {
+                    Ok(Vec::new())
+                } else {
+                    Err(super::EventError::busy())
+                }
+            }
+        }
+    }
+
     fn spawn_sync(&self, meeting_id: &str, room: &Arc<Room>) {
         let (hub, room, meeting_id) = (
             self.this.clone(),
@@ -406,7 +486,7 @@ impl RoomHub {
         // A participant resumed on another node: its slot here goes
         // quietly (no one left the room).
         if !record.moved.is_empty()
-            && record.origin != self.link.as_ref().map_or("", |l| l.node())
+            && record.origin != link_node(&self.link)
             && let Some(mut slot) = state.slots.remove(&record.moved)
         {
             slot.close(super::CloseReason::Replaced);
@@ -426,6 +506,12 @@ impl RoomHub {
                 .as_ref()
                 .is_some_and(|p| link.members.get(&p.participant_id) != Some(p)),
             Event::ParticipantLeft(left) => {
+                if state.slots.contains_key(&left.participant_id)
+                    && record.origin != link_node(&self.link)
+                {
+                    // Reaped while still here: this node is alive after all.
+                    followups.repair = true;
+                }
                 link.members.contains_key(&left.participant_id)
                     || state.slots.contains_key(&left.participant_id)
             }
@@ -464,10 +550,21 @@ impl RoomHub {
 
     fn follow_up(&self, meeting_id: &str, followups: Followups) {
         if !followups.gone_sessions.is_empty() {
-            let mut sessions = super::lock(&self.sessions);
-            for session in &followups.gone_sessions {
-                sessions.remove(session);
+            {
+                let mut sessions = super::lock(&self.sessions);
+                for session in &followups.gone_sessions {
+                    sessions.remove(session);
+                }
             }
+            self.drop_if_empty(meeting_id);
+        }
+        if followups.repair
+            && let Some(room) = self.room(meeting_id)
+        {
+            // Another node took one of ours for gone (this node's
+            // heartbeats stalled): say again who is here.
+            let state = lock(&room);
+            self.repair(meeting_id, &state);
         }
         for participant_id in followups.kicks {
             self.remove(
@@ -649,22 +746,29 @@ impl RoomSink for RoomHub {
         }
     }
 
-    fn unsent(&self, meeting_id: &str, record: &[u8]) {
+    fn unsent(&self, meeting_id: &str, bytes: &[u8]) {
         let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let followups = {
-            let mut state = lock(&room);
-            if state.closed.is_some() || state.link.is_none() {
-                return;
-            }
-            let seq = state.last_seq() + 1;
-            self.apply(meeting_id, &mut state, seq, record)
+        let Ok(record) = Record::decode(bytes) else {
+            return;
         };
-        self.follow_up(meeting_id, followups);
-    }
-
-    fn last_seq(&self, meeting_id: &str) -> Option<u64> {
-        self.room(meeting_id).map(|room| lock(&room).last_seq())
+        let mut state = lock(&room);
+        if state.closed.is_some() {
+            return;
+        }
+        let Some(link) = state.link.as_mut() else {
+            return;
+        };
+        if !link.first_time(&record.origin, record.rid) {
+            return;
+        }
+        // Out of the room's order (its numbers are Redis's), and not kept
+        // for replay; presence and removals wait for the repair.
+        let to = record.audience();
+        if let Some(event) = record.event.and_then(|e| e.event) {
+            let overflowed = state.deliver_unsequenced(to, event);
+            self.handle_overflow(meeting_id, overflowed);
+        }
     }
 }

@@ -64,6 +64,14 @@ impl EventError {
         )
     }
 
+    /// In a cluster: this node's queue to the room logs is full.
+    pub fn busy() -> Self {
+        Self::new(
+            EventCode::RateLimited,
+            "the room is busy; send that again in a moment",
+        )
+    }
+
     /// The slot's bucket for `what` is empty.
     pub fn rate_limited(what: &str) -> Self {
         Self::new(

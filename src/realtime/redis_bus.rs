@@ -263,10 +263,8 @@ pub trait RoomSink: Send + Sync {
     /// The subscription was made again: rooms may have missed messages.
     fn resubscribed(&self);
     /// `record` could not reach `room`'s log (Redis is away): deliver it
-    /// to this node's participants alone.
+    /// to this node's participants alone, outside the room's order.
     fn unsent(&self, room: &str, record: &[u8]);
-    /// The last number delivered in `room` here, if it is live here.
-    fn last_seq(&self, room: &str) -> Option<u64>;
 }
 
 fn signed(node: &str, body: &[u8]) -> Vec<u8> {

@@ -308,7 +308,22 @@ impl RoomState {
             event: event.clone(),
             bytes,
         });
+        self.fan(&to, event)
+    }
 
+    /// Delivers `event` outside the room's order (sequence 0, not kept
+    /// for replay): in a cluster, what this node's participants send each
+    /// other while Redis, which orders the room, is away.
+    pub fn deliver_unsequenced(&mut self, to: Audience, event: Event) -> Vec<Overflowed> {
+        let event = Arc::new(pb::ServerEvent {
+            sequence: 0,
+            event: Some(event),
+        });
+        self.fan(&to, event)
+    }
+
+    /// Pushes `event` to every attached participant in `to`.
+    fn fan(&mut self, to: &Audience, event: Arc<pb::ServerEvent>) -> Vec<Overflowed> {
         let mut overflowed = Vec::new();
         for (id, slot) in self.slots.iter_mut() {
             if !to.includes(id) {

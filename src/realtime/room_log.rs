@@ -62,7 +62,7 @@ if op == 'untrack' then
   redis.call('SREM', tracked, ARGV[9])
   return 0
 end
-if op == 'reap' and redis.call('HGET', KEYS[4], 'o:' .. pid) ~= node then
+if (op == 'reap' or op == 'del') and redis.call('HGET', KEYS[4], 'o:' .. pid) ~= node then
   return 0
 end
 if op == 'rejoin' and redis.call('HEXISTS', KEYS[4], 'o:' .. pid) == 1 then
@@ -77,11 +77,13 @@ if op == 'claim' then
 end
 if op == 'join' or op == 'rejoin' then
   redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6], 'o:' .. pid, node, 't:' .. pid, ARGV[8])
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
   redis.call('SADD', tracked, ARGV[9])
 elseif op == 'set' then
-  if redis.call('HEXISTS', KEYS[4], 'o:' .. pid) == 1 then
-    redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6])
+  if redis.call('HEXISTS', KEYS[4], 'o:' .. pid) == 0 then
+    return 0
   end
+  redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6])
 elseif op == 'del' or op == 'reap' then
   if redis.call('HDEL', KEYS[4], 'p:' .. pid, 'o:' .. pid, 't:' .. pid) == 0 then
     return 0
@@ -90,17 +92,27 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local t = redis.call('TIME')
   local start = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('SET', KEYS[1], start)
+  redis.call('SET', KEYS[1], start, 'PX', ARGV[3])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], start .. '-0', 'e', '', 'j', '0')
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
   redis.call('PUBLISH', KEYS[3], start .. ':')
 end
-local seq = string.format('%d', redis.call('INCR', KEYS[1]))
+local n = redis.call('INCR', KEYS[1])
+local seq = string.format('%d', n)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
 redis.call('PUBLISH', KEYS[3], seq .. ':' .. ARGV[1])
-for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
+-- The idle timer restarts every 64 events (not on each: it costs).
+if n % 64 == 0 then
+  for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
+end
 return seq
 ";
+
+fn append_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(APPEND))
+}
 
 /// Every node's last heartbeat, in Redis's clock (ms).
 const NODES: &str = "unio:nodes";
@@ -168,8 +180,12 @@ pub enum RosterOp {
         participant_id: String,
         participant: Vec<u8>,
     },
-    /// A participant left; the event is dropped if it already had.
-    Leave { participant_id: String },
+    /// A participant `node` served left; the event is dropped if it
+    /// already had, or another node serves it now (it resumed there).
+    Leave {
+        participant_id: String,
+        node: String,
+    },
     /// A participant of a dead `node` is taken out, by whichever node gets
     /// there first: the event goes out once.
     Reap {
@@ -217,7 +233,10 @@ impl RosterOp {
                 participant_id,
                 participant,
             } => [b"set", participant_id.as_bytes(), participant, b"", b""],
-            Self::Leave { participant_id } => [b"del", participant_id.as_bytes(), b"", b"", b""],
+            Self::Leave {
+                participant_id,
+                node,
+            } => [b"del", participant_id.as_bytes(), b"", node.as_bytes(), b""],
             Self::Reap {
                 participant_id,
                 node,
@@ -302,6 +321,7 @@ impl RoomLog {
     pub async fn append(&self, room: &str, event: &[u8]) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
+        Self::load(&mut pipe);
         self.add_append(&mut pipe, room, event, &RosterOp::None);
         let (seq,): (u64,) = pipe.query_async(&mut conn).await?;
         Ok(seq)
@@ -309,10 +329,12 @@ impl RoomLog {
 
     /// Adds one append (with its roster operation) to `pipe`; it answers
     /// the event's number, or 0 when the operation refused it.
+    /// `pipe` must have loaded the script first ([`RoomLog::load`]): a
+    /// script is sent by its hash, not its text.
     pub fn add_append(&self, pipe: &mut redis::Pipeline, room: &str, event: &[u8], op: &RosterOp) {
         let [op, participant_id, participant, node, token] = op.args();
-        pipe.cmd("EVAL")
-            .arg(APPEND)
+        pipe.cmd("EVALSHA")
+            .arg(append_script().get_hash())
             .arg(4)
             .arg(counter_key(room))
             .arg(stream_key(room))
@@ -329,6 +351,12 @@ impl RoomLog {
             .arg(room);
     }
 
+    /// Loads the append script into Redis (once per pipeline: a Redis
+    /// restarted meanwhile has forgotten it).
+    pub fn load(pipe: &mut redis::Pipeline) {
+        pipe.load_script(append_script()).ignore();
+    }
+
     /// Appends `event` unless `op` refuses it; its number, or `None`.
     pub async fn append_with(
         &self,
@@ -338,6 +366,7 @@ impl RoomLog {
     ) -> redis::RedisResult<Option<u64>> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
+        Self::load(&mut pipe);
         self.add_append(&mut pipe, room, event, op);
         let (seq,): (u64,) = pipe.query_async(&mut conn).await?;
         Ok((seq > 0).then_some(seq))

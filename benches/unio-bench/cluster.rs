@@ -1,0 +1,318 @@
+//! Cluster benchmark (DESIGN §9): two `unio` nodes on one SQLite file and
+//! one `redis-server` (Debian's; the test command installs it), next to a
+//! single node measured in the same run.
+//!
+//! - Fan-out across nodes: rooms of 100 and 1,000 with half the
+//!   participants on each node and the publisher on the first; the time
+//!   from a `media_state` change to the last receiver (every event goes
+//!   through the room's log in Redis, the publisher's own node included).
+//! - Throughput per node: 100 rooms of two, one participant on each node,
+//!   each sending signals to the other with eight in flight (a closed
+//!   loop: what the nodes sustain, not how a flood collapses); signals
+//!   delivered per second, per node, against the same load on one node. On a machine whose cores the nodes, Redis and the load share,
+//!   the raw ratio mostly measures that sharing; the ratio per CPU-second
+//!   of the nodes is printed next to it.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use unio::proto::pb::{self, client_event, server_event::Event};
+
+use super::{
+    Report,
+    common::{Server, channel, cpu_secs, open_meeting, user},
+    rooms::{Participant, fan_out_latencies, join, percentile},
+};
+
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = tempfile::tempdir().ok()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const NODE_ENV: [(&str, &str); 2] = [
+    ("UNIO_ROOM_QUEUE", "4096"),
+    ("UNIO_ROOM_SIGNAL_RATE", "100000"),
+];
+
+/// Two nodes on `redis`, the second on the first's database and data.
+fn two_nodes(redis: &Redis) -> (Server, Server) {
+    let url = redis.url();
+    let mut env = NODE_ENV.to_vec();
+    env.push(("UNIO_REDIS_URL", &url));
+    let a = Server::start(&env);
+    let database = format!("sqlite://{}/unio.db", a.data_dir().display());
+    let data = a.data_dir().display().to_string();
+    env.extend([
+        ("UNIO_DATABASE_URL", database.as_str()),
+        ("UNIO_DATA_DIR", &data),
+    ]);
+    let b = Server::start(&env);
+    (a, b)
+}
+
+/// Participants of a new meeting, `per_node[i]` of them on `addrs[i]`.
+async fn room(addrs: &[&str], host: &str, tokens: &[String], size: usize) -> Vec<Participant> {
+    let mut channels = Vec::new();
+    for i in 0..size.div_ceil(100).max(addrs.len()) {
+        channels.push(channel(addrs[i % addrs.len()]).await);
+    }
+    let meeting = open_meeting(&channels[0], host).await;
+    let mut people = Vec::with_capacity(size);
+    for chunk in (0..size).collect::<Vec<_>>().chunks(32) {
+        let joins: Vec<_> = chunk
+            .iter()
+            .map(|&n| {
+                // Alternate nodes participant by participant.
+                let channel = channels[n % channels.len()].clone();
+                let token = tokens[n % tokens.len()].clone();
+                let meeting = meeting.clone();
+                tokio::spawn(async move { join(&channel, &token, &meeting).await })
+            })
+            .collect();
+        for j in joins {
+            people.push(j.await.unwrap());
+        }
+    }
+    people
+}
+
+async fn fan_out(
+    addrs: &[&str],
+    host: &str,
+    tokens: &[String],
+    size: usize,
+    samples: usize,
+) -> (f64, f64) {
+    let mut people = room(addrs, host, tokens, size).await;
+    let publisher = people.remove(0);
+    let latencies = fan_out_latencies(publisher, people, samples).await;
+    (
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    )
+}
+
+/// Signals each sender keeps in flight: a closed loop, so that the rate
+/// is what the nodes sustain rather than how a flood collapses.
+const WINDOW: usize = 8;
+
+/// Signals delivered per second in `rooms` rooms of two (the pair split
+/// over `addrs`), over `secs`, each sender keeping [`WINDOW`] in flight.
+async fn signal_rate(
+    addrs: &[&str],
+    host: &str,
+    tokens: &[String],
+    rooms: usize,
+    secs: f64,
+) -> f64 {
+    let mut pairs = Vec::new();
+    for _ in 0..rooms {
+        let mut two = room(addrs, host, tokens, 2).await;
+        let b = two.pop().unwrap();
+        let a = two.pop().unwrap();
+        pairs.push((a, b));
+    }
+    // Let every node hear of every join.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (count_tx, mut counts) = mpsc::unbounded_channel::<u64>();
+    let measuring = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs + 0.5);
+    let mut tasks = Vec::new();
+    for (sender, mut receiver) in pairs {
+        let to = receiver.id.clone();
+        let (permit_tx, mut permits) = mpsc::unbounded_channel::<()>();
+        for _ in 0..WINDOW {
+            permit_tx.send(()).unwrap();
+        }
+        tasks.push(tokio::spawn(async move {
+            let signal = pb::ClientEvent {
+                request_id: String::new(),
+                event: Some(client_event::Event::Signal(pb::OutgoingSignal {
+                    to_participant_id: to,
+                    payload: Some(pb::outgoing_signal::Payload::IceCandidate(
+                        pb::IceCandidate {
+                            candidate: "candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host"
+                                .into(),
+                            sdp_mid: "0".into(),
+                            sdp_mline_index: 0,
+                        },
+                    )),
+                })),
+            };
+            while let Ok(Some(())) = tokio::time::timeout_at(deadline.into(), permits.recv()).await
+            {
+                if sender.tx.send(signal.clone()).await.is_err() {
+                    break;
+                }
+            }
+            drop(sender);
+        }));
+        let (count_tx, measuring) = (count_tx.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Ok(Some(Ok(event))) =
+                tokio::time::timeout_at(deadline.into(), receiver.events.next()).await
+            {
+                if matches!(event.event, Some(Event::Signal(_))) {
+                    let _ = permit_tx.send(());
+                    if measuring.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                    }
+                }
+            }
+            let _ = count_tx.send(n);
+        }));
+    }
+    drop(count_tx);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    let mut total = 0;
+    while let Some(n) = counts.recv().await {
+        total += n;
+    }
+    let elapsed = started.elapsed().as_secs_f64().min(secs).max(0.001);
+    for t in tasks {
+        let _ = t.await;
+    }
+    total as f64 / elapsed
+}
+
+async fn tokens(addr: &str) -> Vec<String> {
+    let setup = channel(addr).await;
+    let mut tokens = Vec::new();
+    for n in 0..8 {
+        tokens.push(user(&setup, n).await);
+    }
+    tokens
+}
+
+pub async fn run(report: &mut Report, quick: bool) {
+    let Some(redis) = Redis::start() else {
+        report.row(
+            "cluster".into(),
+            "skipped: redis-server is not installed (scripts/test installs it)".into(),
+            "",
+        );
+        return;
+    };
+    let samples = if quick { 20 } else { 100 };
+    let secs = if quick { 1.0 } else { 3.0 };
+    let sizes: &[usize] = if quick { &[100] } else { &[100, 1_000] };
+
+    let single = Server::start(&NODE_ENV);
+    let single_tokens = tokens(&single.addr).await;
+    let (a, b) = two_nodes(&redis);
+    let cluster_tokens = tokens(&a.addr).await;
+    let both = [a.addr.as_str(), b.addr.as_str()];
+
+    for &size in sizes {
+        let (p50, p99) = fan_out(
+            &[&single.addr],
+            &single_tokens[0],
+            &single_tokens,
+            size,
+            samples,
+        )
+        .await;
+        report.row(
+            format!("fan-out to {size}, one node ({samples} samples)"),
+            format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+            "",
+        );
+        let (c50, c99) = fan_out(&both, &cluster_tokens[0], &cluster_tokens, size, samples).await;
+        report.row(
+            format!("fan-out to {size}, two nodes (half on each, via Redis)"),
+            format!(
+                "p50 {c50:.2} ms, p99 {c99:.2} ms ({:.2}x one node's p99)",
+                c99 / p99
+            ),
+            "p99 <= 2x one node's",
+        );
+    }
+
+    let rooms = 100;
+    let cpu = single.cpu_secs();
+    let one = signal_rate(
+        &[&single.addr],
+        &single_tokens[0],
+        &single_tokens,
+        rooms,
+        secs,
+    )
+    .await;
+    let one_cpu = single.cpu_secs() - cpu;
+    drop(single);
+    let (cpu_a, cpu_b, cpu_redis) = (a.cpu_secs(), b.cpu_secs(), cpu_secs(redis.child.id()));
+    let two = signal_rate(&both, &cluster_tokens[0], &cluster_tokens, rooms, secs).await;
+    let two_cpu = a.cpu_secs() - cpu_a + b.cpu_secs() - cpu_b;
+    let redis_cpu = cpu_secs(redis.child.id()) - cpu_redis;
+    report.row(
+        format!("signals/s, {rooms} rooms of 2, one node"),
+        format!(
+            "{one:.0}/s ({:.0} per node CPU-second)",
+            one / one_cpu.max(1e-3) * secs
+        ),
+        "",
+    );
+    let per_node = two / 2.0;
+    let per_cpu_one = one * secs / one_cpu.max(1e-3);
+    let per_cpu_two = two * secs / two_cpu.max(1e-3);
+    report.row(
+        format!("signals/s, {rooms} rooms of 2 across two nodes"),
+        format!(
+            "{two:.0}/s, {per_node:.0} per node ({:.2}x one node; per node CPU-second {per_cpu_two:.0}, {:.2}x; Redis {:.2} CPU-s)",
+            per_node / one,
+            per_cpu_two / per_cpu_one,
+            redis_cpu
+        ),
+        "per node >= 0.8x one node",
+    );
+}
