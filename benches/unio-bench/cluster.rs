@@ -97,7 +97,7 @@ fn two_nodes(redis: &Redis) -> (Server, Server) {
     (a, b)
 }
 
-/// Participants of a new meeting, `per_node[i]` of them on `addrs[i]`.
+/// `size` participants of a new meeting, spread over `addrs`.
 async fn room(addrs: &[&str], host: &str, tokens: &[String], size: usize) -> Vec<Participant> {
     let mut channels = Vec::new();
     for i in 0..size.div_ceil(100).max(addrs.len()) {
@@ -109,8 +109,13 @@ async fn room(addrs: &[&str], host: &str, tokens: &[String], size: usize) -> Vec
         let joins: Vec<_> = chunk
             .iter()
             .map(|&n| {
-                // Alternate nodes participant by participant.
-                let channel = channels[n % channels.len()].clone();
+                // Alternate nodes participant by participant in a small
+                // room, a hundred at a time in a large one: a connection
+                // being joined on must not be one whose earlier streams
+                // already hold unread presence events up to its HTTP/2
+                // window.
+                let per = if size <= 100 { 1 } else { 100 };
+                let channel = channels[(n / per) % channels.len()].clone();
                 let token = tokens[n % tokens.len()].clone();
                 let meeting = meeting.clone();
                 tokio::spawn(async move { join(&channel, &token, &meeting).await })
@@ -118,6 +123,9 @@ async fn room(addrs: &[&str], host: &str, tokens: &[String], size: usize) -> Vec
             .collect();
         for j in joins {
             people.push(j.await.unwrap());
+        }
+        if std::env::var("UNIO_BENCH_DEBUG").is_ok() {
+            eprintln!("joined {}", people.len());
         }
     }
     people
@@ -245,7 +253,11 @@ pub async fn run(report: &mut Report, quick: bool) {
     };
     let samples = if quick { 20 } else { 100 };
     let secs = if quick { 1.0 } else { 3.0 };
-    let sizes: &[usize] = if quick { &[100] } else { &[100, 1_000] };
+    let sizes: &[usize] = match std::env::var("UNIO_BENCH_SIZES") {
+        Ok(v) => &*Vec::leak(v.split(',').filter_map(|s| s.parse().ok()).collect()),
+        Err(_) if quick => &[100],
+        Err(_) => &[100, 1_000],
+    };
 
     let single = Server::start(&NODE_ENV);
     let single_tokens = tokens(&single.addr).await;
