@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::access;
 use crate::{
-    auth::caller,
+    auth::{Caller, caller},
     domain::{
         PageSize,
         chat::{ChatText, parse_client_message_id},
@@ -37,6 +37,36 @@ fn read_only() -> AppError {
 
 /// Validates, stores (or finds, for a retry) and delivers one message from
 /// `sender_id` as `sender_name`. The caller has checked membership.
+/// SendMessage's path: a member of the meeting sends under their name.
+pub async fn send_as_member(
+    state: &AppState,
+    caller: &Caller,
+    meeting_id: &str,
+    text: &str,
+    client_message_id: &str,
+) -> Result<pb::ChatMessage, AppError> {
+    access::member(&state.meeting_view, meeting_id, caller).await?;
+    // A finished meeting's chat is read-only, but a retry of a message
+    // already stored still gets it back: the chat log decides.
+    // The sender's name from the in-memory view (a rename drops it).
+    let name = state
+        .accounts
+        .view()
+        .user(&caller.user_id)
+        .await?
+        .map(|u| u.display_name.clone())
+        .unwrap_or_default();
+    send(
+        state,
+        &caller.user_id,
+        &name,
+        meeting_id,
+        text,
+        client_message_id,
+    )
+    .await
+}
+
 pub async fn send(
     state: &AppState,
     sender_id: &str,
@@ -91,22 +121,9 @@ impl ChatService for ChatApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
-        access::member(&self.state.meeting_view, &meeting_id, &caller).await?;
-        // A finished meeting's chat is read-only, but a retry of a message
-        // already stored still gets it back: the chat log decides.
-        // The sender's name from the in-memory view (a rename drops it).
-        let name = self
-            .state
-            .accounts
-            .view()
-            .user(&caller.user_id)
-            .await?
-            .map(|u| u.display_name.clone())
-            .unwrap_or_default();
-        let message = send(
+        let message = send_as_member(
             &self.state,
-            &caller.user_id,
-            &name,
+            &caller,
             &meeting_id,
             &r.text,
             &r.client_message_id,

@@ -112,11 +112,11 @@ impl RoomChatError {
     }
 }
 
-/// A refused event as the status Publish answers with.
 /// How long a join waits for this node to learn where a cluster's room
 /// stands.
 const ROOM_CATCH_UP: Duration = Duration::from_secs(3);
 
+/// A refused event as the status Publish answers with.
 fn event_status(err: EventError) -> Status {
     let EventError { code, message } = err;
     let reason = code.as_str();
@@ -142,6 +142,68 @@ fn event_status(err: EventError) -> Status {
 impl RoomApi {
     pub fn new(state: AppState) -> Self {
         Self { state }
+    }
+
+    /// Publish for a session this node does not serve: in a cluster it may
+    /// live on another node (a load balancer need not keep a browser's
+    /// calls on one node). Chat takes SendMessage's path here; any other
+    /// event goes to the session's node through the room's log, and a
+    /// refusal there reaches the session's stream as an `error` event.
+    async fn publish_elsewhere(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        event: Option<pb::ClientEvent>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let not_found = || {
+            AppError::not_found(
+                "SESSION_NOT_FOUND",
+                "no open session with this id; Subscribe again",
+            )
+        };
+        if !self.state.hub.is_clustered() {
+            return Err(not_found().into());
+        }
+        let home = match self.state.hub.session_home(session_id).await {
+            Ok(Some(home)) => home,
+            Ok(None) => return Err(not_found().into()),
+            Err(()) => {
+                return Err(AppError::Unavailable(
+                    "the session's node cannot be reached now; retry".into(),
+                )
+                .into());
+            }
+        };
+        if home.user_id != caller.user_id {
+            return Err(AppError::permission_denied("this session belongs to someone else").into());
+        }
+        let Some(event) = event.filter(|e| e.event.is_some()) else {
+            return Err(AppError::invalid("event", "is required").into());
+        };
+        match &event.event {
+            Some(client_event::Event::Join(_)) => Err(AppError::invalid(
+                "event",
+                "join with Subscribe; Publish sends the other events",
+            )
+            .into()),
+            Some(client_event::Event::Chat(chat)) => {
+                super::chat::send_as_member(
+                    &self.state,
+                    caller,
+                    &home.meeting_id,
+                    &chat.text,
+                    &chat.client_message_id,
+                )
+                .await?;
+                Ok(Response::new(pb::PublishResponse {}))
+            }
+            _ => {
+                if !self.state.hub.forward(&home, session_id, &event) {
+                    return Err(event_status(EventError::busy()));
+                }
+                Ok(Response::new(pb::PublishResponse {}))
+            }
+        }
     }
 
     /// Checks that the caller may join the meeting now.
@@ -473,12 +535,9 @@ impl RoomService for RoomApi {
         let caller = caller(&request)?;
         let pb::PublishRequest { session_id, event } = request.into_inner();
         let session_id = super::id_field("session_id", &session_id)?;
-        let session = self.state.hub.session(&session_id).ok_or_else(|| {
-            AppError::not_found(
-                "SESSION_NOT_FOUND",
-                "no open session with this id; Subscribe again",
-            )
-        })?;
+        let Some(session) = self.state.hub.session(&session_id) else {
+            return self.publish_elsewhere(&caller, &session_id, event).await;
+        };
         if session.user_id != caller.user_id {
             return Err(AppError::permission_denied("this session belongs to someone else").into());
         }

@@ -78,6 +78,16 @@ pub struct Record {
     /// goes quietly.
     #[prost(string, tag = "7")]
     pub moved: String,
+    /// A client event Published on another node for session
+    /// `forward_session` (of `forward_user`), which `forward_node` serves.
+    #[prost(bytes = "vec", tag = "8")]
+    pub forward: Vec<u8>,
+    #[prost(string, tag = "9")]
+    pub forward_session: String,
+    #[prost(string, tag = "10")]
+    pub forward_user: String,
+    #[prost(string, tag = "11")]
+    pub forward_node: String,
 }
 
 impl Record {
@@ -257,6 +267,21 @@ impl Link {
     /// Moves the room's counter on to at least `to` (a log Redis lost).
     pub async fn advance(&self, room: &str, to: u64) -> redis::RedisResult<()> {
         let read = async { self.log().await?.advance(room, to).await };
+        let result = tokio::time::timeout(REPLY, read)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        if result.is_err() {
+            self.reads.reset();
+        }
+        result
+    }
+
+    /// Where session `session_id` lives, if a node registered it.
+    pub async fn session_home(
+        &self,
+        session_id: &str,
+    ) -> redis::RedisResult<Option<super::room_log::SessionHome>> {
+        let read = async { self.log().await?.session_home(session_id).await };
         let result = tokio::time::timeout(REPLY, read)
             .await
             .unwrap_or_else(|_| Err(timed_out()));

@@ -342,6 +342,7 @@ impl RoomHub {
             }
             self.handle_overflow(&meeting.id, overflowed);
             drop(state);
+            self.register_session(&meeting.id, &session_id, &participant_id, &joiner.user_id);
             lock(&self.sessions).insert(
                 session_id,
                 SessionRef {
@@ -410,6 +411,7 @@ impl RoomHub {
         // two reach the writer in the order they happened.
         self.attendance.reopen(&participant_id);
         drop(state);
+        self.register_session(&meeting.id, &session_id, &participant_id, user_id);
         {
             let mut sessions = lock(&self.sessions);
             sessions.remove(&old_session);

@@ -59,6 +59,9 @@ struct Followups {
     gone_sessions: Vec<String>,
     /// Presence of this node's participants must be said again.
     repair: bool,
+    /// Events Published on other nodes for sessions of this one: session,
+    /// user, event.
+    forwarded: Vec<(String, String, Vec<u8>)>,
 }
 
 impl Followups {
@@ -66,6 +69,7 @@ impl Followups {
         self.kicks.extend(other.kicks);
         self.gone_sessions.extend(other.gone_sessions);
         self.repair |= other.repair;
+        self.forwarded.extend(other.forwarded);
     }
 }
 
@@ -354,6 +358,7 @@ impl RoomHub {
         }
         self.attendance.reopen(&participant_id);
         drop(state);
+        self.register_session(&meeting.id, &session_id, &participant_id, &user_id);
         lock(&self.sessions).insert(
             session_id,
             super::SessionRef {
@@ -364,6 +369,59 @@ impl RoomHub {
         );
         self.metrics.room_resumed();
         Ok(self.stream(rx, control))
+    }
+
+    /// In a cluster: says where session `session_id` lives, so that a
+    /// Publish reaching another node finds it.
+    pub(super) fn register_session(
+        &self,
+        meeting_id: &str,
+        session_id: &str,
+        participant_id: &str,
+        user_id: &str,
+    ) {
+        if let Some(link) = &self.link {
+            let op = RosterOp::Session {
+                session_id: session_id.to_owned(),
+                node: link.node().to_owned(),
+                participant_and_user: format!("{participant_id} {user_id}").into_bytes(),
+            };
+            link.append(meeting_id, Record::default(), op);
+        }
+    }
+
+    /// In a cluster: where a session this node does not serve lives;
+    /// `Err` when Redis cannot say now.
+    pub async fn session_home(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<room_log::SessionHome>, ()> {
+        let Some(link) = &self.link else {
+            return Ok(None);
+        };
+        link.session_home(session_id).await.map_err(|_| ())
+    }
+
+    /// In a cluster: hands `event`, Published here for a session `home`
+    /// serves, to that node through the room's log; false when this
+    /// node's queue is full.
+    pub fn forward(
+        &self,
+        home: &room_log::SessionHome,
+        session_id: &str,
+        event: &pb::ClientEvent,
+    ) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        let record = Record {
+            forward: event.encode_to_vec(),
+            forward_session: session_id.to_owned(),
+            forward_user: home.user_id.clone(),
+            forward_node: home.node.clone(),
+            ..Default::default()
+        };
+        link.append(&home.meeting_id, record, RosterOp::None)
     }
 
     /// In a cluster: this node serves nobody in the room any more.
@@ -492,6 +550,18 @@ impl RoomHub {
             slot.close(super::CloseReason::Replaced);
             followups.gone_sessions.push(slot.session_id);
         }
+        // A Publish another node took for a session of this one.
+        if !record.forward_node.is_empty() {
+            if record.forward_node == link_node(&self.link) {
+                followups.forwarded.push((
+                    record.forward_session.clone(),
+                    record.forward_user.clone(),
+                    record.forward.clone(),
+                ));
+            }
+            state.skip(seq);
+            return followups;
+        }
         let to = record.audience();
         let Some(event) = record.event.and_then(|e| e.event) else {
             state.skip(seq);
@@ -526,6 +596,28 @@ impl RoomHub {
             state.skip(seq);
         }
         followups
+    }
+
+    /// Applies an event Published on another node for `session_id`, if it
+    /// is still here and `user_id`'s; a refusal is an `error` event on the
+    /// session's stream (the Publish already answered).
+    fn handle_forwarded(&self, session_id: &str, user_id: &str, bytes: &[u8]) {
+        let Some(hub) = self.this.upgrade() else {
+            return;
+        };
+        let Ok(event) = pb::ClientEvent::decode(bytes) else {
+            return;
+        };
+        if self
+            .session(session_id)
+            .is_none_or(|s| s.user_id != user_id)
+        {
+            return;
+        }
+        let Some(kind) = event.event else { return };
+        if let Err(err) = hub.handle(session_id, kind) {
+            self.send_error(session_id, &err, &event.request_id);
+        }
     }
 
     /// Says again who this node serves in the room: whoever the roster
@@ -565,6 +657,9 @@ impl RoomHub {
             // heartbeats stalled): say again who is here.
             let state = lock(&room);
             self.repair(meeting_id, &state);
+        }
+        for (session_id, user_id, bytes) in followups.forwarded {
+            self.handle_forwarded(&session_id, &user_id, &bytes);
         }
         for participant_id in followups.kicks {
             self.remove(

@@ -62,6 +62,10 @@ if op == 'untrack' then
   redis.call('SREM', tracked, ARGV[9])
   return 0
 end
+if op == 'session' then
+  redis.call('SET', 'unio:session:' .. pid, node .. ' ' .. ARGV[9] .. ' ' .. ARGV[6], 'PX', ARGV[3])
+  return 0
+end
 if (op == 'reap' or op == 'del') and redis.call('HGET', KEYS[4], 'o:' .. pid) ~= node then
   return 0
 end
@@ -202,6 +206,13 @@ pub enum RosterOp {
     },
     /// `node` no longer serves anyone in the room (nothing is published).
     Untrack { node: String },
+    /// Session `session_id` of `participant` (and `user`) lives on `node`
+    /// (nothing is published): where a Publish on another node goes.
+    Session {
+        session_id: String,
+        node: String,
+        participant_and_user: Vec<u8>,
+    },
     /// `node` serves the participant from now on, if `token` (its resume
     /// token's hash) is the one the roster has.
     Claim {
@@ -260,6 +271,17 @@ impl RosterOp {
                 token,
             ],
             Self::Untrack { node } => [b"untrack", b"", b"", node.as_bytes(), b""],
+            Self::Session {
+                session_id,
+                node,
+                participant_and_user,
+            } => [
+                b"session",
+                session_id.as_bytes(),
+                participant_and_user,
+                node.as_bytes(),
+                b"",
+            ],
             Self::Claim {
                 participant_id,
                 node,
@@ -282,6 +304,15 @@ pub struct Member {
     pub participant: Vec<u8>,
     pub node: String,
     pub token: Vec<u8>,
+}
+
+/// Where a session lives ([`RoomLog::session_home`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionHome {
+    pub node: String,
+    pub meeting_id: String,
+    pub participant_id: String,
+    pub user_id: String,
 }
 
 /// A room as of one sequence number.
@@ -370,6 +401,24 @@ impl RoomLog {
         self.add_append(&mut pipe, room, event, op);
         let (seq,): (u64,) = pipe.query_async(&mut conn).await?;
         Ok((seq > 0).then_some(seq))
+    }
+
+    /// Where session `session_id` lives: node, meeting, participant, user.
+    pub async fn session_home(&self, session_id: &str) -> redis::RedisResult<Option<SessionHome>> {
+        let mut conn = self.conn.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("unio:session:{session_id}"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(value.and_then(|v| {
+            let mut parts = v.split(' ').map(str::to_owned);
+            Some(SessionHome {
+                node: parts.next()?,
+                meeting_id: parts.next()?,
+                participant_id: parts.next()?,
+                user_id: parts.next()?,
+            })
+        }))
     }
 
     /// Says `node` is alive, in Redis's clock.

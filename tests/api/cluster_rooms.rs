@@ -485,3 +485,73 @@ async fn a_participant_resumes_on_another_node_with_what_it_missed() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_publish_reaches_its_session_on_another_node() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut native = connect(&a, &host, &meeting).await;
+    // Bob's browser subscribes on B; its Publish calls land on A.
+    let mut browser = subscribe(&b, &bob, &meeting).await;
+    let native_id = native.joined.participant_id.clone();
+    let seen = next(&mut native.events).await;
+    assert!(matches!(seen.event, Some(Event::ParticipantJoined(_))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    publish(&a, &browser, offer(&native_id, "via A")).await;
+    let got = next(&mut native.events).await;
+    let Some(Event::Signal(signal)) = got.event else {
+        panic!("{got:?}")
+    };
+    assert_eq!(signal.from_participant_id, browser.joined.participant_id);
+
+    // Chat Published on A is stored and reaches the room on both nodes.
+    publish(&a, &browser, chat("hello via A")).await;
+    for events in [&mut native.events, &mut browser.events] {
+        assert_eq!(chats(events, 1).await[0].1, "hello via A");
+    }
+
+    // A refusal on B comes back as an error event on the session.
+    publish(
+        &a,
+        &browser,
+        offer("0192f0c1-7b3a-7c4e-9d2f-1a2b3c4d5e6f", "x"),
+    )
+    .await;
+    let refused = next(&mut browser.events).await;
+    let Some(Event::Error(error)) = refused.event else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(error.code, "UNKNOWN_PARTICIPANT");
+
+    // Only its owner may publish into it, on any node.
+    let status = rooms(&a)
+        .publish(authed(
+            pb::PublishRequest {
+                session_id: browser.joined.session_id.clone(),
+                event: Some(pb::ClientEvent {
+                    request_id: "r".into(),
+                    event: Some(offer(&native_id, "forged")),
+                }),
+            },
+            &host,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let status = rooms(&a)
+        .publish(authed(
+            pb::PublishRequest {
+                session_id: "0192f0c1-7b3a-7c4e-9d2f-1a2b3c4d5e6f".into(),
+                event: Some(pb::ClientEvent {
+                    request_id: "r".into(),
+                    event: Some(offer(&native_id, "x")),
+                }),
+            },
+            &bob,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+}
