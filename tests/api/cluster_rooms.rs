@@ -555,3 +555,52 @@ async fn a_publish_reaches_its_session_on_another_node() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_rolling_restart_drops_no_room() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut host_room = connect(&b, &host, &meeting).await;
+    let mut bob_room = connect(&a, &bob, &meeting).await;
+    let seen = next(&mut host_room.events).await;
+    assert!(matches!(seen.event, Some(Event::ParticipantJoined(_))));
+    let bob_id = bob_room.joined.participant_id.clone();
+    let host_id = host_room.joined.participant_id.clone();
+    let (token, last) = (bob_room.joined.resume_token.clone(), bob_room.joined_seq);
+
+    // A stops (a deploy): bob's stream ends, and he resumes on B.
+    let mut a = a.restart().await;
+    let ended = crate::live::ending(&mut bob_room.events).await;
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    let resume = client_event::Event::Join(pb::JoinRoom {
+        meeting_id: meeting.clone(),
+        resume_token: token,
+        last_sequence: last,
+    });
+    let (tx, mut events) = crate::rooms::open(&b, &bob, resume).await.unwrap();
+    let first = next(&mut events).await;
+    assert!(
+        matches!(&first.event, Some(Event::Joined(j)) if j.resumed && j.participant_id == bob_id),
+        "{first:?}"
+    );
+    tx.send(event("o", offer(&host_id, "after the deploy")))
+        .await
+        .unwrap();
+    let got = next(&mut host_room.events).await;
+    assert!(
+        matches!(&got.event, Some(Event::Signal(s)) if s.from_participant_id == bob_id),
+        "{got:?}"
+    );
+    // The restarted A serves the room again.
+    crate::helpers::eventually("A subscribes again", || crate::cluster::bus_serving(&a)).await;
+    let again = subscribe(&a, &host, &meeting).await;
+    assert!(
+        again
+            .joined
+            .participants
+            .iter()
+            .any(|p| p.participant_id == bob_id)
+    );
+    a.stop().await;
+}
