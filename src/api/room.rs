@@ -164,19 +164,35 @@ impl RoomApi {
         if !self.state.hub.is_clustered() {
             return Err(not_found().into());
         }
-        let home = match self.state.hub.session_home(session_id).await {
-            Ok(Some(home)) => home,
-            Ok(None) => return Err(not_found().into()),
-            Err(()) => {
-                return Err(AppError::Unavailable(
-                    "the session's node cannot be reached now; retry".into(),
-                )
-                .into());
+        // A session registers a moment after its `joined` went out: a
+        // Publish right behind it looks twice more.
+        let mut lookups = 0;
+        let home = loop {
+            match self.state.hub.session_home(session_id).await {
+                Ok(Some(home)) => break home,
+                Ok(None) if lookups < 2 => {
+                    lookups += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(None) => return Err(not_found().into()),
+                Err(()) => {
+                    return Err(AppError::Unavailable(
+                        "the session's node cannot be reached now; retry".into(),
+                    )
+                    .into());
+                }
             }
         };
         if home.user_id != caller.user_id {
             return Err(AppError::permission_denied("this session belongs to someone else").into());
         }
+        // Registered here, but gone here: it ended.
+        if self.state.hub.is_home(&home) {
+            return Err(not_found().into());
+        }
+        // The caller must still be in the meeting (a session's registration
+        // outlives a removal).
+        access::member(&self.state.meeting_view, &home.meeting_id, caller).await?;
         let Some(event) = event.filter(|e| e.event.is_some()) else {
             return Err(AppError::invalid("event", "is required").into());
         };
@@ -198,9 +214,10 @@ impl RoomApi {
                 Ok(Response::new(pb::PublishResponse {}))
             }
             _ => {
-                if !self.state.hub.forward(&home, session_id, &event) {
-                    return Err(event_status(EventError::busy()));
-                }
+                self.state
+                    .hub
+                    .forward(&home, session_id, &event)
+                    .map_err(event_status)?;
                 Ok(Response::new(pb::PublishResponse {}))
             }
         }

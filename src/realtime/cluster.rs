@@ -349,15 +349,27 @@ async fn appender(
             let sent = async {
                 let log = RoomLog::new(conn.get().await?, keep);
                 let mut pipe = redis::pipe();
+                // One script that fails (a record Redis refuses) must not
+                // fail, and so repeat, the others.
+                pipe.ignore_errors();
                 RoomLog::load(&mut pipe);
                 for append in &batch {
                     log.add_append(&mut pipe, &append.room, &append.record, &append.op);
-                    pipe.ignore();
                 }
-                pipe.query_async::<()>(&mut conn.get().await?).await
+                pipe.query_async::<Vec<redis::Value>>(&mut conn.get().await?)
+                    .await
             };
             match tokio::time::timeout(APPEND_REPLY, sent).await {
-                Ok(Ok(())) => break,
+                Ok(Ok(replies)) => {
+                    let refused: Vec<&redis::Value> = replies
+                        .iter()
+                        .filter(|v| matches!(v, redis::Value::ServerError(_)))
+                        .collect();
+                    if let Some(first) = refused.first() {
+                        tracing::warn!(count = refused.len(), error = ?first, "room log: appends refused by Redis");
+                    }
+                    break;
+                }
                 Ok(Err(err)) => tracing::warn!(error = %err, "room log: append failed"),
                 Err(_) => tracing::warn!("room log: Redis did not answer in time"),
             }

@@ -115,6 +115,8 @@ pub struct RoomHub {
     reaper: Reaper,
     /// In a cluster: the rooms' logs in Redis, which order every event.
     link: Option<Arc<Link>>,
+    /// The rate of what this node forwards to other nodes' sessions.
+    forward_buckets: super::rate::KeyedBuckets,
     this: std::sync::Weak<Self>,
 }
 
@@ -168,6 +170,7 @@ impl RoomHub {
                 detaches,
                 reaper,
                 link,
+                forward_buckets: Default::default(),
                 this,
             }
         });
@@ -445,6 +448,9 @@ impl RoomHub {
         let now = std::time::Instant::now();
         let now_ms = self.now_ms();
         let me = session.participant_id.clone();
+        if state.removed_users.contains(&session.user_id) {
+            return Err(closed());
+        }
         let slot = state
             .slots
             .get_mut(&me)

@@ -402,6 +402,11 @@ impl RoomHub {
         link.session_home(session_id).await.map_err(|_| ())
     }
 
+    /// Whether `home` names this node.
+    pub fn is_home(&self, home: &room_log::SessionHome) -> bool {
+        self.link.as_ref().is_some_and(|l| l.node() == home.node)
+    }
+
     /// In a cluster: hands `event`, Published here for a session `home`
     /// serves, to that node through the room's log; false when this
     /// node's queue is full.
@@ -410,10 +415,21 @@ impl RoomHub {
         home: &room_log::SessionHome,
         session_id: &str,
         event: &pb::ClientEvent,
-    ) -> bool {
+    ) -> Result<(), super::EventError> {
         let Some(link) = &self.link else {
-            return false;
+            return Err(super::EventError::session_closed());
         };
+        // Checked here as well as on the session's node: what is refused
+        // must not take room in the log.
+        if let Some(pb::client_event::Event::Signal(signal)) = &event.event {
+            super::inbound::signal_payload(signal, self.config.max_sdp_bytes)?;
+        }
+        if !self
+            .forward_buckets
+            .take(session_id, self.config.signals_per_second)
+        {
+            return Err(super::EventError::rate_limited("forwarded"));
+        }
         let record = Record {
             forward: event.encode_to_vec(),
             forward_session: session_id.to_owned(),
@@ -421,7 +437,11 @@ impl RoomHub {
             forward_node: home.node.clone(),
             ..Default::default()
         };
-        link.append(&home.meeting_id, record, RosterOp::None)
+        if link.append(&home.meeting_id, record, RosterOp::None) {
+            Ok(())
+        } else {
+            Err(super::EventError::busy())
+        }
     }
 
     /// In a cluster: this node serves nobody in the room any more.
@@ -601,7 +621,7 @@ impl RoomHub {
     /// Applies an event Published on another node for `session_id`, if it
     /// is still here and `user_id`'s; a refusal is an `error` event on the
     /// session's stream (the Publish already answered).
-    fn handle_forwarded(&self, session_id: &str, user_id: &str, bytes: &[u8]) {
+    fn handle_forwarded(&self, meeting_id: &str, session_id: &str, user_id: &str, bytes: &[u8]) {
         let Some(hub) = self.this.upgrade() else {
             return;
         };
@@ -610,7 +630,7 @@ impl RoomHub {
         };
         if self
             .session(session_id)
-            .is_none_or(|s| s.user_id != user_id)
+            .is_none_or(|s| s.user_id != user_id || s.meeting_id != meeting_id)
         {
             return;
         }
@@ -637,6 +657,10 @@ impl RoomHub {
             };
             let to = Audience::AllExcept(participant_id.clone());
             link.append(meeting_id, Record::event(&to, joined), op);
+            if slot.outbox.is_some() {
+                // Redis may have lost the session's registration too.
+                self.register_session(meeting_id, &slot.session_id, participant_id, &slot.user_id);
+            }
         }
     }
 
@@ -658,9 +682,7 @@ impl RoomHub {
             let state = lock(&room);
             self.repair(meeting_id, &state);
         }
-        for (session_id, user_id, bytes) in followups.forwarded {
-            self.handle_forwarded(&session_id, &user_id, &bytes);
-        }
+        // Removals first: what a removed user forwarded is refused.
         for participant_id in followups.kicks {
             self.remove(
                 meeting_id,
@@ -668,6 +690,9 @@ impl RoomHub {
                 super::CloseReason::Kicked,
                 pb::ParticipantLeftReason::Kicked,
             );
+        }
+        for (session_id, user_id, bytes) in followups.forwarded {
+            self.handle_forwarded(meeting_id, &session_id, &user_id, &bytes);
         }
     }
 

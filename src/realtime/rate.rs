@@ -52,3 +52,27 @@ mod tests {
         assert!(!bucket.try_take(start + Duration::from_millis(200)));
     }
 }
+
+/// Token buckets by key (a session another node's client Publishes to),
+/// at most [`KeyedBuckets::MAX`] of them: when full, the map starts over
+/// (a key then gets a fresh burst, never more than that).
+#[derive(Debug, Default)]
+pub struct KeyedBuckets {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, TokenBucket>>,
+}
+
+impl KeyedBuckets {
+    const MAX: usize = 10_000;
+
+    /// Takes a token from `key`'s bucket of `per_second`; false if empty.
+    pub fn take(&self, key: &str, per_second: u32) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= Self::MAX && !buckets.contains_key(key) {
+            buckets.clear();
+        }
+        buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| TokenBucket::new(per_second))
+            .try_take(std::time::Instant::now())
+    }
+}

@@ -497,8 +497,9 @@ async fn a_publish_reaches_its_session_on_another_node() {
     let native_id = native.joined.participant_id.clone();
     let seen = next(&mut native.events).await;
     assert!(matches!(seen.event, Some(Event::ParticipantJoined(_))));
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
+    // Right behind `joined`: the session's registration may still be on
+    // its way, and A looks again.
     publish(&a, &browser, offer(&native_id, "via A")).await;
     let got = next(&mut native.events).await;
     let Some(Event::Signal(signal)) = got.event else {
@@ -554,6 +555,22 @@ async fn a_publish_reaches_its_session_on_another_node() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+
+    // An oversized signal is refused on A, before it takes room in the log.
+    let status = rooms(&a)
+        .publish(authed(
+            pb::PublishRequest {
+                session_id: browser.joined.session_id.clone(),
+                event: Some(pb::ClientEvent {
+                    request_id: "r".into(),
+                    event: Some(offer(&native_id, &"v".repeat(100_000))),
+                }),
+            },
+            &bob,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
 
 #[tokio::test]
