@@ -415,9 +415,9 @@ impl RoomHub {
         self.attendance.reopen(&participant_id);
         drop(state);
         self.register_session(&meeting.id, &session_id, &participant_id, user_id);
+        self.forget_sessions(&meeting.id, std::slice::from_ref(&old_session));
         {
             let mut sessions = lock(&self.sessions);
-            sessions.remove(&old_session);
             sessions.insert(
                 session_id,
                 SessionRef {
@@ -736,7 +736,7 @@ impl RoomHub {
             self.handle_overflow(meeting_id, overflowed);
             (slot.session_id, state.slots.is_empty())
         };
-        lock(&self.sessions).remove(&session_id);
+        self.forget_sessions(meeting_id, std::slice::from_ref(&session_id));
         if empty {
             self.drop_if_empty(meeting_id);
         }
@@ -894,12 +894,7 @@ impl RoomHub {
                 })
                 .collect()
         };
-        {
-            let mut map = lock(&self.sessions);
-            for session in sessions {
-                map.remove(&session);
-            }
-        }
+        self.forget_sessions(meeting_id, &sessions);
         // The placeholder answers late joiners for a minute, then goes.
         self.reaper.at(
             Instant::now() + Duration::from_secs(60),

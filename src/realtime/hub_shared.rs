@@ -390,6 +390,27 @@ impl RoomHub {
         }
     }
 
+    /// Sessions that ended here: out of the map, and (in a cluster) their
+    /// registrations out of Redis, so that a Publish elsewhere finds them
+    /// gone.
+    pub(super) fn forget_sessions(&self, meeting_id: &str, sessions: &[String]) {
+        {
+            let mut map = lock(&self.sessions);
+            for session in sessions {
+                map.remove(session);
+            }
+        }
+        if let Some(link) = &self.link {
+            for session in sessions {
+                let op = RosterOp::Unsession {
+                    session_id: session.clone(),
+                    node: link.node().to_owned(),
+                };
+                link.append(meeting_id, Record::default(), op);
+            }
+        }
+    }
+
     /// In a cluster: where a session this node does not serve lives;
     /// `Err` when Redis cannot say now.
     pub async fn session_home(
@@ -666,12 +687,7 @@ impl RoomHub {
 
     fn follow_up(&self, meeting_id: &str, followups: Followups) {
         if !followups.gone_sessions.is_empty() {
-            {
-                let mut sessions = super::lock(&self.sessions);
-                for session in &followups.gone_sessions {
-                    sessions.remove(session);
-                }
-            }
+            self.forget_sessions(meeting_id, &followups.gone_sessions);
             self.drop_if_empty(meeting_id);
         }
         if followups.repair

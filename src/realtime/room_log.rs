@@ -62,6 +62,13 @@ if op == 'untrack' then
   redis.call('SREM', tracked, ARGV[9])
   return 0
 end
+if op == 'unsession' then
+  local home = redis.call('GET', 'unio:session:' .. pid)
+  if home and string.sub(home, 1, #node + 1) == node .. ' ' then
+    redis.call('DEL', 'unio:session:' .. pid)
+  end
+  return 0
+end
 if op == 'session' then
   redis.call('SET', 'unio:session:' .. pid, node .. ' ' .. ARGV[9] .. ' ' .. ARGV[6], 'PX', ARGV[3])
   return 0
@@ -213,6 +220,9 @@ pub enum RosterOp {
         node: String,
         participant_and_user: Vec<u8>,
     },
+    /// Session `session_id` ended on `node` (its registration goes, unless
+    /// another node's replaced it).
+    Unsession { session_id: String, node: String },
     /// `node` serves the participant from now on, if `token` (its resume
     /// token's hash) is the one the roster has.
     Claim {
@@ -271,6 +281,13 @@ impl RosterOp {
                 token,
             ],
             Self::Untrack { node } => [b"untrack", b"", b"", node.as_bytes(), b""],
+            Self::Unsession { session_id, node } => [
+                b"unsession",
+                session_id.as_bytes(),
+                b"",
+                node.as_bytes(),
+                b"",
+            ],
             Self::Session {
                 session_id,
                 node,

@@ -556,6 +556,44 @@ async fn a_publish_reaches_its_session_on_another_node() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
 
+    // A session that ended on B is not found from A.
+    let ended = subscribe(&b, &bob, &meeting).await;
+    let ended_id = ended.joined.session_id.clone();
+    rooms(&b)
+        .publish(authed(
+            pb::PublishRequest {
+                session_id: ended_id.clone(),
+                event: Some(pb::ClientEvent {
+                    request_id: "l".into(),
+                    event: Some(client_event::Event::Leave(pb::LeaveRoom {})),
+                }),
+            },
+            &bob,
+        ))
+        .await
+        .unwrap();
+    drop(ended);
+    crate::helpers::eventually("the ended session is unregistered", || {
+        let mut client = rooms(&a);
+        let request = authed(
+            pb::PublishRequest {
+                session_id: ended_id.clone(),
+                event: Some(pb::ClientEvent {
+                    request_id: "r".into(),
+                    event: Some(client_event::Event::Ping(pb::Ping {})),
+                }),
+            },
+            &bob,
+        );
+        async move {
+            client
+                .publish(request)
+                .await
+                .is_err_and(|s| s.code() == tonic::Code::NotFound)
+        }
+    })
+    .await;
+
     // An oversized signal is refused on A, before it takes room in the log.
     let status = rooms(&a)
         .publish(authed(
