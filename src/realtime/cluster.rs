@@ -247,6 +247,20 @@ impl Link {
         Ok(RoomLog::new(self.reads.get().await?, self.keep))
     }
 
+    /// `read` within [`REPLY`]; a failure drops the connection for reads.
+    async fn bounded<T>(
+        &self,
+        read: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        let result = tokio::time::timeout(REPLY, read)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        if result.is_err() {
+            self.reads.reset();
+        }
+        result
+    }
+
     /// Drops the connection for reads (after a failure on it).
     pub fn reset(&self) {
         self.reads.reset();
@@ -254,26 +268,14 @@ impl Link {
 
     /// The room's number and roster now.
     pub async fn snapshot(&self, room: &str) -> redis::RedisResult<Snapshot> {
-        let read = async { self.log().await?.snapshot(room).await };
-        let result = tokio::time::timeout(REPLY, read)
+        self.bounded(async { self.log().await?.snapshot(room).await })
             .await
-            .unwrap_or_else(|_| Err(timed_out()));
-        if result.is_err() {
-            self.reads.reset();
-        }
-        result
     }
 
     /// Moves the room's counter on to at least `to` (a log Redis lost).
     pub async fn advance(&self, room: &str, to: u64) -> redis::RedisResult<()> {
-        let read = async { self.log().await?.advance(room, to).await };
-        let result = tokio::time::timeout(REPLY, read)
+        self.bounded(async { self.log().await?.advance(room, to).await })
             .await
-            .unwrap_or_else(|_| Err(timed_out()));
-        if result.is_err() {
-            self.reads.reset();
-        }
-        result
     }
 
     /// Where session `session_id` lives, if a node registered it.
@@ -281,26 +283,14 @@ impl Link {
         &self,
         session_id: &str,
     ) -> redis::RedisResult<Option<super::room_log::SessionHome>> {
-        let read = async { self.log().await?.session_home(session_id).await };
-        let result = tokio::time::timeout(REPLY, read)
+        self.bounded(async { self.log().await?.session_home(session_id).await })
             .await
-            .unwrap_or_else(|_| Err(timed_out()));
-        if result.is_err() {
-            self.reads.reset();
-        }
-        result
     }
 
     /// The room's records after `after`.
     pub async fn since(&self, room: &str, after: u64) -> redis::RedisResult<Replay> {
-        let read = async { self.log().await?.since(room, after).await };
-        let result = tokio::time::timeout(REPLY, read)
+        self.bounded(async { self.log().await?.since(room, after).await })
             .await
-            .unwrap_or_else(|_| Err(timed_out()));
-        if result.is_err() {
-            self.reads.reset();
-        }
-        result
     }
 
     /// A room's shared state on this node, subscribed to its channel for
