@@ -337,7 +337,8 @@ async fn appender(
         let mut attempt = 0u32;
         loop {
             let sent = async {
-                let log = RoomLog::new(conn.get().await?, keep);
+                let mut connection = conn.get().await?;
+                let log = RoomLog::new(connection.clone(), keep);
                 let mut pipe = redis::pipe();
                 // One script that fails (a record Redis refuses) must not
                 // fail, and so repeat, the others.
@@ -346,8 +347,7 @@ async fn appender(
                 for append in &batch {
                     log.add_append(&mut pipe, &append.room, &append.record, &append.op);
                 }
-                pipe.query_async::<Vec<redis::Value>>(&mut conn.get().await?)
-                    .await
+                pipe.query_async::<Vec<redis::Value>>(&mut connection).await
             };
             match tokio::time::timeout(APPEND_REPLY, sent).await {
                 Ok(Ok(replies)) => {

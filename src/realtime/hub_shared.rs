@@ -500,13 +500,10 @@ impl RoomHub {
         event: Event,
         op: impl FnOnce() -> RosterOp,
     ) -> Vec<super::Overflowed> {
-        match &self.link {
-            None => state.publish(to, event),
-            Some(link) => {
-                link.append(meeting_id, Record::event(&to, event), op());
-                Vec::new()
-            }
-        }
+        // A full queue drops what the server itself emits;
+        // what clients send hears "busy" ([`RoomHub::emit_client`]).
+        self.emit_client(meeting_id, state, to, event, op)
+            .unwrap_or_default()
     }
 
     /// [`RoomHub::emit`] for what a client sent: refused (to be sent again

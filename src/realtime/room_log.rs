@@ -367,12 +367,10 @@ impl RoomLog {
 
     /// Sequences `event` in `room` and publishes it; returns its number.
     pub async fn append(&self, room: &str, event: &[u8]) -> redis::RedisResult<u64> {
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        Self::load(&mut pipe);
-        self.add_append(&mut pipe, room, event, &RosterOp::None);
-        let (seq,): (u64,) = pipe.query_async(&mut conn).await?;
-        Ok(seq)
+        Ok(self
+            .append_with(room, event, &RosterOp::None)
+            .await?
+            .unwrap_or(0))
     }
 
     /// Adds one append (with its roster operation) to `pipe`; it answers
@@ -484,19 +482,6 @@ impl RoomLog {
             .ignore()
             .query_async(&mut conn)
             .await
-    }
-
-    /// Adds an [`RoomLog::advance`] to `pipe`.
-    pub fn add_advance(&self, pipe: &mut redis::Pipeline, room: &str, to: u64) {
-        pipe.cmd("EVAL")
-            .arg(ADVANCE)
-            .arg(3)
-            .arg(counter_key(room))
-            .arg(stream_key(room))
-            .arg(channel(room))
-            .arg(to)
-            .arg(IDLE.as_millis() as u64)
-            .arg(self.keep);
     }
 
     /// Moves the room's counter on to at least `to`: after Redis lost the
