@@ -98,6 +98,9 @@ pub fn meeting(record: &MeetingRecord, public_url: &str) -> pb::Meeting {
         create_time: Some(to_timestamp(record.created_at)),
         update_time: Some(to_timestamp(record.updated_at)),
         revision: record.revision,
+        waiting_room: record.waiting_room,
+        locked: record.locked,
+        co_host_ids: record.co_hosts().map(str::to_owned).collect(),
     }
 }
 
@@ -177,6 +180,7 @@ pub fn notification_type(kind: NotificationKind) -> pb::NotificationType {
         NotificationKind::MeetingCancelled => pb::NotificationType::MeetingCancelled,
         NotificationKind::InviteResponse => pb::NotificationType::InviteResponse,
         NotificationKind::IncomingCall => pb::NotificationType::IncomingCall,
+        NotificationKind::LobbyWaiting => pb::NotificationType::LobbyWaiting,
         NotificationKind::General => pb::NotificationType::General,
     }
 }

@@ -66,6 +66,7 @@ fn loaded(found: &Found, user_id: &str, is_admin: bool) -> Loaded {
     let access = Access {
         relation: Relation {
             is_host: found.meeting.host_id == user_id,
+            is_co_host: found.meeting.is_co_host(user_id),
             is_admin,
             invite: found.invite,
             attended: found.attended,
@@ -101,6 +102,16 @@ fn membership(loaded: Loaded) -> Result<Loaded, AppError> {
         ));
     }
     Ok(loaded)
+}
+
+/// What a place in a room needs: membership, or an open link.
+fn in_room(loaded: Loaded) -> Result<Loaded, AppError> {
+    if loaded.access.policy == crate::domain::meeting::JoinPolicy::AnyoneWithLink
+        && !loaded.access.is_removed()
+    {
+        return Ok(loaded);
+    }
+    membership(loaded)
 }
 
 /// What a long-lived stream holds, and must go on holding (DESIGN §8).
@@ -175,9 +186,24 @@ pub fn check(
         Box::pin(async move {
             let caller = accounts.recheck(&caller).await?;
             if let Some(meeting_id) = meeting_id {
-                let loaded = membership(
-                    load_fresh(&view, &meeting_id, &caller.user_id, caller.is_admin()).await?,
-                )?;
+                let loaded =
+                    load_fresh(&view, &meeting_id, &caller.user_id, caller.is_admin()).await?;
+                let loaded = if closes_room.is_some() {
+                    // A room holds who may join it: also a link holder
+                    // waiting in the lobby, not yet a member. A removal
+                    // ends a room stream as the hub's kick does (KICKED),
+                    // whichever of the two reaches it first.
+                    if loaded.access.is_removed() {
+                        return Err(AppError::denied(
+                            "KICKED",
+                            "the host removed you from this meeting",
+                        )
+                        .into());
+                    }
+                    in_room(loaded)?
+                } else {
+                    membership(loaded)?
+                };
                 let status = loaded.access.status;
                 if let Some(ended) = live
                     && status.is_over()

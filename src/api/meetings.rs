@@ -17,7 +17,8 @@ use crate::{
         Email, PageSize,
         calendar::{self, Attendee, CalendarEvent},
         meeting::{
-            self, Description, IllegalTransition, InviteStatus, JoinPolicy, MeetingStatus, Title,
+            self, Access, Description, IllegalTransition, InviteStatus, JoinPolicy, MeetingStatus,
+            Title,
         },
         new_id,
         notification::Draft,
@@ -40,6 +41,15 @@ use crate::{
 pub struct MeetingApi {
     state: AppState,
 }
+
+/// What UpdateMeeting's mask may name.
+const UPDATABLE: &str = "title, description, start_time, duration_minutes, join_policy, waiting_room, locked, co_host_ids";
+
+/// Starting and ending: the host and co-hosts (DESIGN §10).
+const RUNS: (fn(&Access) -> bool, &str) = (
+    Access::can_run,
+    "only the host or a co-host may start or end the meeting",
+);
 
 fn not_invited() -> AppError {
     AppError::permission_denied("you are not a member of this meeting")
@@ -138,16 +148,84 @@ impl MeetingApi {
         raw_id: &str,
         field: &str,
     ) -> Result<Loaded, AppError> {
+        self.permitted(
+            caller,
+            raw_id,
+            field,
+            Access::can_manage,
+            "only the host may do this",
+        )
+        .await
+    }
+
+    /// Loads a meeting on which `allowed` lets the caller act; `denied`
+    /// says who may, to a caller who may read the meeting.
+    async fn permitted(
+        &self,
+        caller: &Caller,
+        raw_id: &str,
+        field: &str,
+        allowed: fn(&Access) -> bool,
+        denied: &str,
+    ) -> Result<Loaded, AppError> {
         let id = id_field(field, raw_id)?;
         let loaded = self.load(caller, &id).await?;
-        if !loaded.access.can_manage() {
-            return Err(if loaded.access.can_view() {
-                AppError::permission_denied("only the host may do this")
+        if !allowed(&loaded.access) {
+            return Err(if loaded.access.is_removed() {
+                access::removed_by_host()
+            } else if loaded.access.can_view() {
+                AppError::permission_denied(denied)
             } else {
                 not_invited()
             });
         }
         Ok(loaded)
+    }
+
+    /// Parses `raw` as the new co-hosts: ids of members of the meeting,
+    /// not its host, at most [`meeting::MAX_CO_HOSTS`]; duplicates collapse.
+    async fn co_hosts(
+        &self,
+        record: &MeetingRecord,
+        raw: &[String],
+        v: &mut Violations,
+    ) -> Result<Option<String>, AppError> {
+        const FIELD: &str = "meeting.co_host_ids";
+        if raw.len() > meeting::MAX_CO_HOSTS {
+            v.add(FIELD, format!("at most {} co-hosts", meeting::MAX_CO_HOSTS));
+            return Ok(None);
+        }
+        let mut ids: Vec<String> = Vec::new();
+        for (i, raw_id) in raw.iter().enumerate() {
+            let Ok(id) = parse_id(raw_id) else {
+                v.add(&format!("{FIELD}[{i}]"), "must be a user id (UUID)");
+                continue;
+            };
+            if id == record.host_id {
+                v.add(&format!("{FIELD}[{i}]"), "is the host already");
+                continue;
+            }
+            if ids.contains(&id) {
+                continue;
+            }
+            // Read fresh: a caller must not fill the view with entries for
+            // whomever they name.
+            let member =
+                match access::load_fresh(&self.state.meeting_view, &record.id, &id, false).await {
+                    Ok(loaded) => loaded.access.is_member(),
+                    Err(AppError::NotFound { .. }) => false,
+                    Err(other) => return Err(other),
+                };
+            if !member || users::find_by_id(&self.state.db, &id).await?.is_none() {
+                v.add(
+                    &format!("{FIELD}[{i}]"),
+                    "must be a member of the meeting (the host, an invitee who did not decline, or a past participant)",
+                );
+                continue;
+            }
+            ids.push(id);
+        }
+        Ok(Some(ids.join(" ")))
     }
 
     fn to_pb(&self, record: &MeetingRecord) -> pb::Meeting {
@@ -268,8 +346,11 @@ impl MeetingApi {
         caller: &Caller,
         raw_id: &str,
         step: fn(MeetingStatus) -> Result<MeetingStatus, IllegalTransition>,
+        (allowed, denied): (fn(&Access) -> bool, &str),
     ) -> Result<pb::Meeting, AppError> {
-        let loaded = self.managed(caller, raw_id, "meeting_id").await?;
+        let loaded = self
+            .permitted(caller, raw_id, "meeting_id", allowed, denied)
+            .await?;
         let from = loaded.record.status();
         let to = step(from).map_err(illegal)?;
         match self
@@ -466,11 +547,38 @@ impl MeetingService for MeetingApi {
         if paths.is_empty() {
             return Err(AppError::invalid(
                 "update_mask",
-                "must name at least one of title, description, start_time, duration_minutes, join_policy",
+                format!("must name at least one of {UPDATABLE}"),
             )
             .into());
         }
-        let loaded = self.managed(&caller, &meeting.id, "meeting.id").await?;
+        let id = id_field("meeting.id", &meeting.id)?;
+        let loaded = self.load(&caller, &id).await?;
+        let access = loaded.access;
+        if access.is_removed() {
+            return Err(access::removed_by_host().into());
+        }
+        if !access.can_view() {
+            return Err(not_invited().into());
+        }
+        // Each path asks its own permission (DESIGN §10).
+        for path in &paths {
+            let allowed = match path.as_str() {
+                "waiting_room" | "locked" => access.can_run() || access.can_schedule(),
+                "co_host_ids" => access.can_schedule(),
+                _ => access.can_schedule(),
+            };
+            if !allowed {
+                return Err(AppError::permission_denied(match path.as_str() {
+                    "waiting_room" | "locked" => {
+                        "only the host or a co-host may switch the waiting room or the lock"
+                    }
+                    "co_host_ids" => "only the host may name co-hosts",
+                    _ if access.can_run() => "co-hosts may change waiting_room and locked only",
+                    _ => "only the host may do this",
+                })
+                .into());
+            }
+        }
         let status = loaded.record.status();
         if status.is_over() {
             return Err(read_only(status).into());
@@ -478,27 +586,48 @@ impl MeetingService for MeetingApi {
 
         let now = now_micros();
         let mut v = Violations::new();
-        let (mut title, mut description) = (None, None);
+        let (mut title, mut description, mut co_hosts) = (None, None, None);
         let mut changes = MeetingChanges::default();
         for path in &paths {
             match path.as_str() {
                 "title" => title = v.check("meeting.title", Title::parse(&meeting.title)),
-                "description" => description = v.check("meeting.description", Description::parse(&meeting.description)),
+                "description" => {
+                    description = v.check(
+                        "meeting.description",
+                        Description::parse(&meeting.description),
+                    )
+                }
                 "start_time" => {
-                    changes.start_at = v.check("meeting.start_time", meeting::parse_start_time(meeting.start_time.as_ref(), now));
+                    changes.start_at = v.check(
+                        "meeting.start_time",
+                        meeting::parse_start_time(meeting.start_time.as_ref(), now),
+                    );
                 }
                 "duration_minutes" => {
-                    changes.duration_minutes =
-                        v.check("meeting.duration_minutes", meeting::parse_duration_minutes(meeting.duration_minutes));
+                    changes.duration_minutes = v.check(
+                        "meeting.duration_minutes",
+                        meeting::parse_duration_minutes(meeting.duration_minutes),
+                    );
                 }
-                "join_policy" => changes.join_policy = join_policy(meeting.join_policy, "meeting.join_policy", &mut v),
+                "join_policy" => {
+                    changes.join_policy =
+                        join_policy(meeting.join_policy, "meeting.join_policy", &mut v)
+                }
+                "waiting_room" => changes.waiting_room = Some(meeting.waiting_room),
+                "locked" => changes.locked = Some(meeting.locked),
+                "co_host_ids" => {
+                    co_hosts = self
+                        .co_hosts(&loaded.record, &meeting.co_host_ids, &mut v)
+                        .await?;
+                }
                 other => v.add(
                     "update_mask.paths",
-                    format!("{other:?} cannot be updated; use title, description, start_time, duration_minutes or join_policy"),
+                    format!("{other:?} cannot be updated; use {UPDATABLE}"),
                 ),
             }
         }
         v.finish()?;
+        changes.co_host_ids = co_hosts.as_deref();
         if changes.start_at.is_some() && status != MeetingStatus::Scheduled {
             return Err(AppError::FailedPrecondition {
                 reason: "MEETING_ALREADY_STARTED",
@@ -511,16 +640,25 @@ impl MeetingService for MeetingApi {
         let updated = meetings::update(&self.state.db, &loaded.record.id, &changes, now).await?;
         match updated {
             Some(record) => {
-                // A stricter join policy can shut out link holders.
+                // A stricter join policy can shut out link holders, and a
+                // co-host named or dropped gains or loses powers.
                 self.changed(
                     &record.id,
-                    if changes.join_policy.is_some() {
+                    if changes.join_policy.is_some() || changes.co_host_ids.is_some() {
                         BusEvent::AccessChanged
                     } else {
                         BusEvent::DataChanged
                     },
                 );
-                Ok(Response::new(self.to_pb(&record)))
+                let meeting = self.to_pb(&record);
+                if changes.waiting_room.is_some()
+                    || changes.locked.is_some()
+                    || changes.co_host_ids.is_some()
+                {
+                    // The room hears of its new settings (and roles).
+                    self.state.hub.settings_changed(&meeting);
+                }
+                Ok(Response::new(meeting))
             }
             None => {
                 let now = meetings::find(&self.state.db, &loaded.record.id)
@@ -561,8 +699,13 @@ impl MeetingService for MeetingApi {
     ) -> Result<Response<pb::Meeting>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(
-            self.change_status(&caller, &request.get_ref().meeting_id, MeetingStatus::start)
-                .await?,
+            self.change_status(
+                &caller,
+                &request.get_ref().meeting_id,
+                MeetingStatus::start,
+                RUNS,
+            )
+            .await?,
         ))
     }
 
@@ -573,8 +716,13 @@ impl MeetingService for MeetingApi {
     ) -> Result<Response<pb::Meeting>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(
-            self.change_status(&caller, &request.get_ref().meeting_id, MeetingStatus::end)
-                .await?,
+            self.change_status(
+                &caller,
+                &request.get_ref().meeting_id,
+                MeetingStatus::end,
+                RUNS,
+            )
+            .await?,
         ))
     }
 
@@ -589,6 +737,7 @@ impl MeetingService for MeetingApi {
                 &caller,
                 &request.get_ref().meeting_id,
                 MeetingStatus::cancel,
+                (Access::can_schedule, "only the host may cancel the meeting"),
             )
             .await?,
         ))

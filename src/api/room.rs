@@ -12,18 +12,23 @@ use super::access;
 use crate::wire;
 use crate::{
     auth::{Caller, caller},
-    domain::{new_id, parse_id, time::now_micros},
+    domain::{
+        new_id,
+        notification::{Draft, lobby_key},
+        parse_id,
+        time::now_micros,
+    },
     error::AppError,
     proto::pb::{self, client_event, room_service_server::RoomService},
     realtime::{
         SessionStream,
         attendance::Attendance,
-        hub::{HubError, Joiner, Ready},
+        hub::{HubError, Joiner, LobbyError, Ready, Waiter},
         inbound::{EventCode, EventError},
         live::{Guarded, Verdict},
     },
     state::AppState,
-    store::{meetings, participants, users},
+    store::{meetings, notifications, participants, users},
 };
 
 pub struct RoomApi {
@@ -128,7 +133,11 @@ fn event_status(err: EventError) -> Status {
             retry_after: Some(Duration::from_secs(1)),
         },
         EventCode::SessionClosed => AppError::FailedPrecondition { reason, message },
-        EventCode::MeetingReadOnly => AppError::FailedPrecondition { reason, message },
+        EventCode::MeetingReadOnly | EventCode::InLobby => {
+            AppError::FailedPrecondition { reason, message }
+        }
+        EventCode::NotAllowed => AppError::permission_denied(message),
+        EventCode::InvalidReaction => AppError::invalid("event.reaction.emoji", message),
         EventCode::AlreadyJoined
         | EventCode::InvalidEvent
         | EventCode::InvalidSignal
@@ -223,12 +232,15 @@ impl RoomApi {
         }
     }
 
-    /// Checks that the caller may join the meeting now.
+    /// Checks that the caller may join the meeting now (a new join of a
+    /// locked meeting only as host or co-host); says whether it was never
+    /// in the meeting before, and whether it waits in the lobby.
     async fn admit(
         &self,
         caller: &Caller,
         raw_meeting_id: &str,
-    ) -> Result<(pb::Meeting, Joiner, bool), AppError> {
+        resuming: bool,
+    ) -> Result<(pb::Meeting, Joiner, bool, bool), AppError> {
         let meeting_id =
             parse_id(raw_meeting_id).map_err(|e| AppError::invalid("meeting_id", e.to_string()))?;
         let access::Loaded { record, access } = access::load(
@@ -255,6 +267,13 @@ impl RoomApi {
                 "you are not a member of this meeting",
             ));
         }
+        if record.locked && !resuming && !access.skips_lobby() {
+            return Err(AppError::FailedPrecondition {
+                reason: "MEETING_LOCKED",
+                message: "the meeting is locked: no one new may join now".into(),
+            });
+        }
+        let waits = record.waiting_room && !resuming && !access.skips_lobby();
         let user = users::find_by_id(&self.state.db, &caller.user_id)
             .await?
             .ok_or_else(|| {
@@ -268,6 +287,7 @@ impl RoomApi {
                 display_name: user.display_name,
             },
             !access.relation.attended,
+            waits,
         ))
     }
 
@@ -295,8 +315,13 @@ impl RoomApi {
         resume_token: &str,
         last_sequence: u64,
     ) -> Result<Entered, AppError> {
-        let (meeting, joiner, first_join) = self.admit(caller, meeting_id).await?;
+        let (meeting, joiner, first_join, waits) = self
+            .admit(caller, meeting_id, !resume_token.is_empty())
+            .await?;
         let hub = &self.state.hub;
+        if waits {
+            return self.wait(meeting, joiner, first_join).await;
+        }
         if !resume_token.is_empty() {
             let resumed = match hub.resume(&meeting, &caller.user_id, resume_token, last_sequence) {
                 // In a cluster, the participant may be another node's.
@@ -365,6 +390,161 @@ impl RoomApi {
                     message: "the meeting ended while joining".into(),
                 }),
             };
+        }
+    }
+}
+
+impl RoomApi {
+    /// A join that waits in the lobby: the stream says `waiting`; once a
+    /// host or co-host admits it, a task records the attendance and lets
+    /// it in (`joined`).
+    async fn wait(
+        &self,
+        meeting: pb::Meeting,
+        joiner: Joiner,
+        first_join: bool,
+    ) -> Result<Entered, AppError> {
+        let hub = &self.state.hub;
+        let participant_id = new_id();
+        let deadline = tokio::time::Instant::now() + ROOM_CATCH_UP;
+        let waiter = loop {
+            match hub.wait(&meeting, joiner.clone(), participant_id.clone()) {
+                Ok(waiter) => break waiter,
+                Err(HubError::Syncing(Ready(mut ready))) => {
+                    let caught_up = ready.wait_for(|ready| *ready);
+                    if tokio::time::timeout_at(deadline, caught_up).await.is_err() {
+                        hub.drop_if_empty(&meeting.id);
+                        return Err(AppError::Unavailable(
+                            "the room cannot be reached from this node now; retry".into(),
+                        ));
+                    }
+                }
+                Err(HubError::Removed) => {
+                    hub.drop_if_empty(&meeting.id);
+                    return Err(access::removed_by_host());
+                }
+                Err(_) => {
+                    return Err(AppError::FailedPrecondition {
+                        reason: "MEETING_NOT_JOINABLE",
+                        message: "the meeting ended while joining".into(),
+                    });
+                }
+            }
+        };
+        let Waiter {
+            stream,
+            admission,
+            runners_present,
+            ..
+        } = waiter;
+        self.tell_absent_runners(&meeting, &joiner, &runners_present);
+        let state = self.state.clone();
+        let session_id = stream.session_id().to_owned();
+        let (meeting_id, user_id) = (meeting.id.clone(), joiner.user_id.clone());
+        tokio::spawn(async move {
+            // Dropped (an error) when the waiter is gone first.
+            if admission.await.is_err() {
+                return;
+            }
+            let hub = &state.hub;
+            let now = now_micros();
+            if let Err(err) =
+                participants::record_join(&state.db, &participant_id, &meeting_id, &user_id, now)
+                    .await
+            {
+                tracing::warn!(%meeting_id, error = %err, "could not record an admitted waiter's attendance; it must join again");
+                hub.end_session(&session_id);
+                return;
+            }
+            if first_join {
+                state.bus.publish(
+                    &crate::realtime::bus::Topic::Meeting(meeting_id.clone()),
+                    crate::realtime::bus::BusEvent::DataChanged,
+                );
+            }
+            if !hub.let_in(&meeting_id, &participant_id) {
+                // It left as it was let in.
+                hub.attendance().leave(&participant_id, now_micros());
+            }
+        });
+        Ok(Entered::Session(stream))
+    }
+
+    /// The host and co-hosts who are not in the room hear that someone
+    /// waits (DESIGN §10), at most once per ten minutes per waiter.
+    fn tell_absent_runners(&self, meeting: &pb::Meeting, joiner: &Joiner, present: &[String]) {
+        let recipients: Vec<String> = std::iter::once(&meeting.host_id)
+            .chain(&meeting.co_host_ids)
+            .filter(|id| !present.contains(id) && **id != joiner.user_id)
+            .cloned()
+            .collect();
+        if recipients.is_empty() {
+            return;
+        }
+        let state = self.state.clone();
+        let draft = Draft::lobby_waiting(&meeting.id, &meeting.title, &joiner.display_name);
+        let (meeting_id, waiter) = (meeting.id.clone(), joiner.user_id.clone());
+        tokio::spawn(async move {
+            let now = now_micros();
+            let key = |recipient: &str| lobby_key(&meeting_id, &waiter, recipient, now);
+            match notifications::send_once_each(&state.db, &recipients, &draft, key, now).await {
+                Ok(sent) => super::deliver(&state, &sent),
+                Err(err) => {
+                    tracing::warn!(%meeting_id, error = %err, "could not tell hosts someone waits")
+                }
+            }
+        });
+    }
+
+    /// Loads the meeting for a host or co-host acting on its room.
+    async fn running(&self, caller: &Caller, meeting_id: &str) -> Result<access::Loaded, AppError> {
+        let loaded = access::load(
+            &self.state.meeting_view,
+            meeting_id,
+            &caller.user_id,
+            caller.is_admin(),
+        )
+        .await?;
+        if loaded.access.is_removed() {
+            return Err(access::removed_by_host());
+        }
+        if !loaded.access.can_run() {
+            return Err(AppError::permission_denied(
+                "only the host or a co-host may do this",
+            ));
+        }
+        Ok(loaded)
+    }
+
+    /// AdmitParticipant and DenyParticipant.
+    async fn decide(
+        &self,
+        caller: &Caller,
+        raw_meeting_id: &str,
+        raw_participant_id: &str,
+        admit: bool,
+    ) -> Result<(), AppError> {
+        let meeting_id = super::id_field("meeting_id", raw_meeting_id)?;
+        let participant_id = super::id_field("participant_id", raw_participant_id)?;
+        self.running(caller, &meeting_id).await?;
+        let hub = &self.state.hub;
+        let decided = if admit {
+            hub.admit(&meeting_id, &participant_id).await
+        } else {
+            hub.deny(&meeting_id, &participant_id).await
+        };
+        match decided {
+            Ok(()) => {
+                tracing::info!(%meeting_id, %participant_id, admit, by = %caller.user_id, "lobby decision");
+                Ok(())
+            }
+            Err(LobbyError::NotWaiting) => Err(AppError::not_found(
+                "PARTICIPANT_NOT_WAITING",
+                "no one with this participant id waits in the lobby",
+            )),
+            Err(LobbyError::Unavailable) => Err(AppError::Unavailable(
+                "the room cannot be reached from this node now; retry".into(),
+            )),
         }
     }
 }
@@ -590,18 +770,7 @@ impl RoomService for RoomApi {
         let r = request.into_inner();
         let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
         let participant_id = super::id_field("participant_id", &r.participant_id)?;
-        let loaded = access::load(
-            &self.state.meeting_view,
-            &meeting_id,
-            &caller.user_id,
-            caller.is_admin(),
-        )
-        .await?;
-        if !loaded.access.can_manage() {
-            return Err(
-                AppError::permission_denied("only the host may remove participants").into(),
-            );
-        }
+        let loaded = self.running(&caller, &meeting_id).await?;
         // Here, or (in a cluster) online on another node.
         let user_id = match self.state.hub.user_of(&meeting_id, &participant_id) {
             Some(user_id) => Some(user_id),
@@ -623,6 +792,10 @@ impl RoomService for RoomApi {
             }
             .into());
         }
+        let co_host = loaded.record.is_co_host(&user_id);
+        if co_host && !loaded.access.relation.is_host {
+            return Err(AppError::permission_denied("only the host may remove a co-host").into());
+        }
         // Recorded first: once this answers OK the removal holds, in every
         // room and after any restart.
         meetings::record_removal(
@@ -634,6 +807,14 @@ impl RoomService for RoomApi {
         )
         .await?;
         self.state.hub.kick_user(&meeting_id, &user_id);
+        if co_host {
+            // A co-host no more: the room hears of it.
+            if let Some(record) = meetings::find(&self.state.db, &meeting_id).await? {
+                self.state
+                    .hub
+                    .settings_changed(&wire::meeting(&record, &self.state.config.public_url));
+            }
+        }
         // The other streams in this meeting (uploads, downloads) re-check,
         // and so do the user's own, which reach room streams this node's
         // hub does not serve (in a cluster, on other nodes).
@@ -643,7 +824,31 @@ impl RoomService for RoomApi {
         self.state
             .accounts
             .access_changed(crate::realtime::bus::Topic::User(user_id.clone()));
-        tracing::info!(%meeting_id, %participant_id, "participant removed by the host");
+        tracing::info!(%meeting_id, %participant_id, by = %caller.user_id, "participant removed");
         Ok(Response::new(pb::RemoveParticipantResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn admit_participant(
+        &self,
+        request: Request<pb::AdmitParticipantRequest>,
+    ) -> Result<Response<pb::AdmitParticipantResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        self.decide(&caller, &r.meeting_id, &r.participant_id, true)
+            .await?;
+        Ok(Response::new(pb::AdmitParticipantResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn deny_participant(
+        &self,
+        request: Request<pb::DenyParticipantRequest>,
+    ) -> Result<Response<pb::DenyParticipantResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        self.decide(&caller, &r.meeting_id, &r.participant_id, false)
+            .await?;
+        Ok(Response::new(pb::DenyParticipantResponse {}))
     }
 }

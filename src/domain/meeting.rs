@@ -7,6 +7,7 @@ pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
 pub const MAX_DURATION_MINUTES: i32 = 1_440;
 pub const MAX_INVITES_PER_CALL: usize = 200;
+pub const MAX_CO_HOSTS: usize = 50;
 /// A new meeting may start a little in the past (clock skew, slow forms).
 pub const START_TOLERANCE_MICROS: Micros = 5 * 60 * 1_000_000;
 
@@ -224,6 +225,8 @@ impl InviteStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relation {
     pub is_host: bool,
+    /// The host named the user a co-host (DESIGN §10).
+    pub is_co_host: bool,
     pub is_admin: bool,
     /// The user's invite to this meeting, if any.
     pub invite: Option<InviteStatus>,
@@ -260,22 +263,46 @@ impl Access {
     }
 
     /// Members in the DESIGN sense: host, invitees who did not decline,
-    /// and anyone who joined (plus admins).
+    /// and anyone who joined (plus admins and co-hosts).
     pub fn is_member(&self) -> bool {
         let r = self.relation;
         r.is_host
             || r.is_admin
             || (!r.removed
                 && (r.attended
+                    || r.is_co_host
                     || matches!(
                         r.invite,
                         Some(InviteStatus::Pending | InviteStatus::Accepted)
                     )))
     }
 
-    /// Only the host edits, invites, starts, ends and cancels.
+    /// Only the host invites and sees every invite.
     pub fn can_manage(&self) -> bool {
         self.relation.is_host
+    }
+
+    /// The host or an admin edits the schedule, cancels and names
+    /// co-hosts (DESIGN §10).
+    pub fn can_schedule(&self) -> bool {
+        self.relation.is_host || self.relation.is_admin
+    }
+
+    /// A co-host who was not removed since being named.
+    pub fn is_co_host(&self) -> bool {
+        self.relation.is_co_host && !self.relation.removed && !self.relation.is_host
+    }
+
+    /// The host and co-hosts run the meeting: start and end it, admit
+    /// and deny, remove participants, lower hands, lock and unlock, and
+    /// switch the waiting room.
+    pub fn can_run(&self) -> bool {
+        self.relation.is_host || self.is_co_host()
+    }
+
+    /// The host and co-hosts pass a lock and skip the waiting room.
+    pub fn skips_lobby(&self) -> bool {
+        self.can_run()
     }
 
     pub fn can_delete(&self) -> bool {
@@ -297,6 +324,7 @@ mod tests {
 
     const NOBODY: Relation = Relation {
         is_host: false,
+        is_co_host: false,
         is_admin: false,
         invite: None,
         attended: false,
@@ -404,6 +432,35 @@ mod tests {
         assert!(a.can_manage() && a.can_delete());
         let a = access(admin, JoinPolicy::InvitedOnly, MeetingStatus::Scheduled);
         assert!(!a.can_manage() && a.can_delete() && a.can_view());
+    }
+
+    #[test]
+    fn co_hosts_run_the_meeting_but_do_not_own_it() {
+        let co_host = Relation {
+            is_co_host: true,
+            ..NOBODY
+        };
+        let a = access(co_host, JoinPolicy::InvitedOnly, MeetingStatus::Ongoing);
+        assert!(a.can_run() && a.skips_lobby() && a.is_member() && a.can_join());
+        assert!(!a.can_manage() && !a.can_schedule() && !a.can_delete());
+        let removed = Relation {
+            removed: true,
+            ..co_host
+        };
+        let a = access(removed, JoinPolicy::InvitedOnly, MeetingStatus::Ongoing);
+        assert!(!a.can_run() && !a.is_co_host() && !a.can_join());
+        let admin = Relation {
+            is_admin: true,
+            ..NOBODY
+        };
+        let a = access(admin, JoinPolicy::InvitedOnly, MeetingStatus::Ongoing);
+        assert!(a.can_schedule() && !a.can_run() && !a.skips_lobby());
+        let attendee = Relation {
+            invite: Some(InviteStatus::Accepted),
+            ..NOBODY
+        };
+        let a = access(attendee, JoinPolicy::InvitedOnly, MeetingStatus::Ongoing);
+        assert!(!a.can_run() && !a.can_schedule() && !a.skips_lobby());
     }
 
     #[test]

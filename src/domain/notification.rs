@@ -11,10 +11,11 @@ pub enum NotificationKind {
     InviteResponse,
     IncomingCall,
     General,
+    LobbyWaiting,
 }
 
 impl NotificationKind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::MeetingInvite,
         Self::MeetingReminder,
         Self::MeetingStarted,
@@ -22,6 +23,7 @@ impl NotificationKind {
         Self::InviteResponse,
         Self::IncomingCall,
         Self::General,
+        Self::LobbyWaiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +35,7 @@ impl NotificationKind {
             Self::InviteResponse => "invite_response",
             Self::IncomingCall => "incoming_call",
             Self::General => "general",
+            Self::LobbyWaiting => "lobby_waiting",
         }
     }
 
@@ -121,6 +124,18 @@ impl Draft {
         }
     }
 
+    pub fn lobby_waiting(meeting_id: &str, meeting_title: &str, waiter_name: &str) -> Self {
+        Self {
+            kind: NotificationKind::LobbyWaiting,
+            title: format!("{waiter_name} is waiting to join"),
+            body: format!(
+                "{waiter_name} is waiting in the lobby of \"{meeting_title}\"; join the meeting to let them in."
+            ),
+            meeting_id: Some(meeting_id.to_owned()),
+            mail: false,
+        }
+    }
+
     pub fn reminder(meeting_id: &str, meeting_title: &str, minutes_left: i64) -> Self {
         Self {
             kind: NotificationKind::MeetingReminder,
@@ -130,6 +145,14 @@ impl Draft {
             mail: false,
         }
     }
+}
+
+/// The key that tells `recipient` once per ten minutes that `waiter`
+/// waits in a meeting's lobby: a waiter who rejoins again and again does
+/// not flood the host's inbox.
+pub fn lobby_key(meeting_id: &str, waiter: &str, recipient: &str, now: Micros) -> String {
+    let window = now / (10 * 60 * 1_000_000);
+    format!("lobby:{meeting_id}:{waiter}:{recipient}:{window}")
 }
 
 /// The key that makes a reminder happen once per meeting, user and start

@@ -88,6 +88,20 @@ pub struct Record {
     pub forward_user: String,
     #[prost(string, tag = "11")]
     pub forward_node: String,
+    /// This participant (of the record's origin) waits in the lobby.
+    #[prost(message, optional, tag = "12")]
+    pub waiting: Option<pb::Participant>,
+    /// This participant left the lobby without being let in.
+    #[prost(string, tag = "13")]
+    pub unwaiting: String,
+    /// A host or co-host admitted this waiting participant: its node lets
+    /// it in.
+    #[prost(string, tag = "14")]
+    pub admit: String,
+    /// A host or co-host denied this waiting participant: its node turns
+    /// it away.
+    #[prost(string, tag = "15")]
+    pub deny: String,
 }
 
 impl Record {
@@ -299,6 +313,7 @@ impl Link {
         let (ready, _) = watch::channel(false);
         RoomLink {
             members: BTreeMap::new(),
+            lobby: BTreeMap::new(),
             synced: false,
             known: false,
             syncing: false,
@@ -385,6 +400,8 @@ async fn appender(
 pub struct RoomLink {
     /// Everyone in the room, on any node, as of the last record applied.
     pub members: BTreeMap<String, pb::Participant>,
+    /// Everyone waiting in the lobby, on any node.
+    pub lobby: BTreeMap<String, pb::Participant>,
     /// Caught up with the log: records are applied as they come.
     pub synced: bool,
     /// Whether this node ever caught up (else it starts from a snapshot).
@@ -439,14 +456,18 @@ impl RoomLink {
 
     /// Takes the roster of `snapshot` as who is in the room.
     pub fn adopt(&mut self, snapshot: &Snapshot) {
-        self.members = snapshot
-            .roster
-            .iter()
-            .filter_map(|(id, member)| {
-                let p = pb::Participant::decode(member.participant.as_slice()).ok()?;
-                (p.participant_id == *id).then(|| (id.clone(), p))
-            })
-            .collect();
+        let entries = |waiting: bool| {
+            snapshot
+                .roster
+                .iter()
+                .filter(move |(_, member)| member.waiting == waiting)
+                .filter_map(|(id, member)| {
+                    let p = pb::Participant::decode(member.participant.as_slice()).ok()?;
+                    (p.participant_id == *id).then(|| (id.clone(), p))
+                })
+        };
+        self.members = entries(false).collect();
+        self.lobby = entries(true).collect();
     }
 
     /// Holds back record `seq` until caught up; false if it had to be

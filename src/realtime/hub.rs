@@ -88,6 +88,9 @@ impl Eq for Ready {}
 
 type Room = Mutex<RoomState>;
 
+/// Reactions (and hand changes) a session may send per second.
+const REACTIONS_PER_SECOND: u32 = 5;
+
 /// Where a session lives, for Publish.
 #[derive(Debug, Clone)]
 pub struct SessionRef {
@@ -122,6 +125,10 @@ pub struct RoomHub {
 
 #[path = "hub_shared.rs"]
 mod shared;
+
+#[path = "hub_lobby.rs"]
+mod lobby;
+pub use lobby::{LobbyError, Waiter};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -213,6 +220,7 @@ impl RoomHub {
             signals: TokenBucket::new(self.config.signals_per_second),
             typing: TokenBucket::new(self.config.typing_per_second),
             media: TokenBucket::new(self.config.media_per_second),
+            reactions: TokenBucket::new(REACTIONS_PER_SECOND),
         }
     }
 
@@ -295,6 +303,7 @@ impl RoomHub {
             if state.removed_users.contains(&joiner.user_id) {
                 return Err(HubError::Removed);
             }
+            state.adopt_settings(meeting);
             let session_id = new_id();
             let (tx, rx) = queue::channel(self.config.queue_capacity);
             let control = Arc::new(SessionControl::new(
@@ -311,6 +320,8 @@ impl RoomHub {
                 display_name: joiner.display_name,
                 join_time: Some(to_timestamp(now_micros())),
                 media_state: Some(pb::MediaState::default()),
+                role: state.settings.role(&joiner.user_id) as i32,
+                hand_raise_time: None,
             };
             let resume_token = random_token();
             let overflowed = self.emit(
@@ -343,6 +354,8 @@ impl RoomHub {
             if let Some(outbox) = &slot.outbox {
                 let _ = outbox.tx.try_send(Arc::new(joined));
             }
+            self.send_lobby_to(&state, &participant_id);
+            state.tell_waiters();
             self.handle_overflow(&meeting.id, overflowed);
             drop(state);
             self.register_session(&meeting.id, &session_id, &participant_id, &joiner.user_id);
@@ -374,7 +387,11 @@ impl RoomHub {
         let participant_id = state
             .slots
             .iter()
-            .find(|(_, slot)| slot.resume_token == resume_token && slot.user_id == user_id)
+            .find(|(_, slot)| {
+                slot.waiting.is_none()
+                    && slot.resume_token == resume_token
+                    && slot.user_id == user_id
+            })
             .map(|(id, _)| id.clone())
             .ok_or(HubError::ResumeFailed(
                 "the participant's grace period is over",
@@ -410,6 +427,7 @@ impl RoomHub {
         for event in missed {
             let _ = tx.try_send(event);
         }
+        self.send_lobby_to(&state, &participant_id);
         // Queued under the room's lock, like the leave of a detach: the
         // two reach the writer in the order they happened.
         self.attendance.reopen(&participant_id);
@@ -458,6 +476,17 @@ impl RoomHub {
             .ok_or_else(closed)?;
         if let Some(outbox) = &slot.outbox {
             outbox.control.touch(now_ms);
+        }
+        if slot.waiting.is_some()
+            && !matches!(
+                event,
+                client_event::Event::Ping(_) | client_event::Event::Leave(_)
+            )
+        {
+            return Err(EventError::new(
+                EventCode::InLobby,
+                "you are in the waiting room: wait for a host to let you in",
+            ));
         }
         let overflowed = match event {
             // Chat is stored before it is delivered: it goes through the
@@ -548,6 +577,87 @@ impl RoomHub {
                     RosterOp::default,
                 )?
             }
+            client_event::Event::RaiseHand(raise) => {
+                if !slot.limits.reactions.try_take(now) {
+                    return Err(EventError::rate_limited("hand"));
+                }
+                if raise.raised == slot.info.hand_raise_time.is_some() {
+                    // Already so: a raised hand keeps its place in line.
+                    return Ok(());
+                }
+                let time = raise.raised.then(|| to_timestamp(now_micros()));
+                slot.info.hand_raise_time = time;
+                let info = self.link.is_some().then(|| slot.info.encode_to_vec());
+                self.emit_client(
+                    &session.meeting_id,
+                    &mut state,
+                    Audience::All,
+                    Event::Hand(pb::HandChanged {
+                        participant_id: me.clone(),
+                        raised: raise.raised,
+                        raise_time: time,
+                    }),
+                    || RosterOp::Set {
+                        participant_id: me,
+                        participant: info.unwrap_or_default(),
+                    },
+                )?
+            }
+            client_event::Event::LowerHand(lower) => {
+                if !super::settings::runs(&slot.info) {
+                    return Err(EventError::new(
+                        EventCode::NotAllowed,
+                        "only the host or a co-host lowers someone else's hand",
+                    ));
+                }
+                if !slot.limits.reactions.try_take(now) {
+                    return Err(EventError::rate_limited("hand"));
+                }
+                let target = lower.participant_id;
+                let Some(mut info) = state.participant(&target) else {
+                    return Err(EventError::new(
+                        EventCode::UnknownParticipant,
+                        format!("no participant {target:?} in this room"),
+                    ));
+                };
+                if info.hand_raise_time.is_none() {
+                    return Ok(());
+                }
+                info.hand_raise_time = None;
+                if let Some(slot) = state.slots.get_mut(&target) {
+                    slot.info.hand_raise_time = None;
+                }
+                self.emit_client(
+                    &session.meeting_id,
+                    &mut state,
+                    Audience::All,
+                    Event::Hand(pb::HandChanged {
+                        participant_id: target.clone(),
+                        raised: false,
+                        raise_time: None,
+                    }),
+                    || RosterOp::Set {
+                        participant_id: target,
+                        participant: info.encode_to_vec(),
+                    },
+                )?
+            }
+            client_event::Event::Reaction(reaction) => {
+                let emoji = inbound::reaction(&reaction.emoji)?.to_owned();
+                if !slot.limits.reactions.try_take(now) {
+                    return Err(EventError::rate_limited("reaction"));
+                }
+                self.emit_client(
+                    &session.meeting_id,
+                    &mut state,
+                    Audience::All,
+                    Event::Reaction(pb::Reaction {
+                        participant_id: me,
+                        emoji,
+                    }),
+                    RosterOp::default,
+                )?
+            }
             client_event::Event::Leave(_) => {
                 drop(state);
                 self.remove(
@@ -576,6 +686,12 @@ impl RoomHub {
             .ok_or_else(closed)?;
         if let Some(outbox) = &slot.outbox {
             outbox.control.touch(self.now_ms());
+        }
+        if slot.waiting.is_some() {
+            return Err(EventError::new(
+                EventCode::InLobby,
+                "you are in the waiting room: wait for a host to let you in",
+            ));
         }
         if !slot.limits.chats.try_take(std::time::Instant::now()) {
             return Err(EventError::rate_limited("chat"));
@@ -619,6 +735,20 @@ impl RoomHub {
             return;
         };
         let mut state = lock(&room);
+        if state
+            .slots
+            .get(&control.participant_id)
+            .is_some_and(|slot| slot.waiting.is_some() && slot.epoch() == control.epoch)
+        {
+            // A waiter cannot resume: it leaves the lobby at once.
+            drop(state);
+            self.leave_lobby(
+                &control.meeting_id,
+                &control.participant_id,
+                CloseReason::Left,
+            );
+            return;
+        }
         // Resume from what reached the transport, not what was queued.
         let detached = state.detach(
             &control.participant_id,
@@ -710,6 +840,14 @@ impl RoomHub {
         let Some(room) = self.room(meeting_id) else {
             return false;
         };
+        let waiting = lock(&room)
+            .slots
+            .get(participant_id)
+            .is_some_and(|slot| slot.waiting.is_some());
+        if waiting {
+            self.leave_lobby(meeting_id, participant_id, close);
+            return true;
+        }
         let (session_id, empty) = {
             let mut state = lock(&room);
             let Some(mut slot) = state.slots.remove(participant_id) else {
@@ -825,6 +963,20 @@ impl RoomHub {
             .count()
     }
 
+    /// UpdateMeeting changed the room's settings: every participant hears
+    /// `meeting_updated`, and roles follow the co-hosts.
+    pub fn settings_changed(self: &Arc<Self>, meeting: &pb::Meeting) {
+        if let Some(room) = self.room(&meeting.id) {
+            // This node's participants get their roles before the event
+            // comes back (in a cluster), so a new co-host acts at once.
+            let mut state = lock(&room);
+            if state.adopt_settings(meeting) && !state.lobby().is_empty() {
+                state.tell_runners();
+            }
+        }
+        self.broadcast(&meeting.id, Event::MeetingUpdated(meeting.clone()));
+    }
+
     /// Pushes a room-wide event (meeting status, calls) if the room is live.
     pub fn broadcast(self: &Arc<Self>, meeting_id: &str, event: Event) {
         if let Some(link) = &self.link {
@@ -857,7 +1009,12 @@ impl RoomHub {
         let sessions: Vec<String> = {
             let mut state = lock(&room);
             state.closed = Some(Closed::MeetingOver);
-            let ids: Vec<String> = state.slots.keys().cloned().collect();
+            let ids: Vec<String> = state
+                .slots
+                .iter()
+                .filter(|(_, slot)| slot.waiting.is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
             for id in ids {
                 state.publish(
                     Audience::AllExcept(id.clone()),

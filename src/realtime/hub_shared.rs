@@ -62,10 +62,13 @@ struct Followups {
     /// Events Published on other nodes for sessions of this one: session,
     /// user, event.
     forwarded: Vec<(String, String, Vec<u8>)>,
+    /// Waiters here a host or co-host denied.
+    denied: Vec<String>,
 }
 
 impl Followups {
     fn extend(&mut self, other: Followups) {
+        self.denied.extend(other.denied);
         self.kicks.extend(other.kicks);
         self.gone_sessions.extend(other.gone_sessions);
         self.repair |= other.repair;
@@ -570,6 +573,9 @@ impl RoomHub {
             state.skip(seq);
             return followups;
         }
+        if let Some(denied) = self.apply_lobby(state, &record) {
+            followups.denied.push(denied);
+        }
         if !record.removed_user.is_empty() {
             followups.kicks = state
                 .slots
@@ -664,6 +670,20 @@ impl RoomHub {
     fn repair(&self, meeting_id: &str, state: &RoomState) {
         let Some(link) = &self.link else { return };
         for (participant_id, slot) in &state.slots {
+            if slot.waiting.is_some() {
+                let record = Record {
+                    waiting: Some(slot.info.clone()),
+                    ..Default::default()
+                };
+                let op = RosterOp::Wait {
+                    participant_id: participant_id.clone(),
+                    participant: slot.info.encode_to_vec(),
+                    node: link.node().to_owned(),
+                };
+                link.append(meeting_id, record, op);
+                self.register_session(meeting_id, &slot.session_id, participant_id, &slot.user_id);
+                continue;
+            }
             let joined = Event::ParticipantJoined(pb::ParticipantJoined {
                 participant: Some(slot.info.clone()),
             });
@@ -694,6 +714,9 @@ impl RoomHub {
             // heartbeats stalled): say again who is here.
             let state = lock(&room);
             self.repair(meeting_id, &state);
+        }
+        for participant_id in followups.denied {
+            self.leave_lobby(meeting_id, &participant_id, super::CloseReason::Denied);
         }
         // Removals first: what a removed user forwarded is refused.
         for participant_id in followups.kicks {

@@ -29,6 +29,12 @@ pub enum EventCode {
     MeetingReadOnly,
     /// Room chat failed for another reason.
     ChatFailed,
+    /// An emoji not on the allow-list.
+    InvalidReaction,
+    /// Only the host or a co-host may do this.
+    NotAllowed,
+    /// Waiting in the lobby: only `ping` and `leave` until admitted.
+    InLobby,
 }
 
 impl EventCode {
@@ -44,6 +50,9 @@ impl EventCode {
             Self::InvalidChat => "INVALID_CHAT",
             Self::MeetingReadOnly => "MEETING_READ_ONLY",
             Self::ChatFailed => "CHAT_FAILED",
+            Self::InvalidReaction => "INVALID_REACTION",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::InLobby => "IN_LOBBY",
         }
     }
 }
@@ -79,6 +88,26 @@ impl EventError {
             format!("too many {what} events; slow down"),
         )
     }
+}
+
+/// The reactions a room passes on (DESIGN §10: an allow-list, so a
+/// reaction is a picture, not a message).
+pub const REACTIONS: [&str; 10] = ["👍", "👎", "👏", "🎉", "❤️", "😂", "😮", "🙌", "🤔", "✋"];
+
+/// `emoji` if it is on the allow-list.
+pub fn reaction(emoji: &str) -> Result<&str, EventError> {
+    // The heart is also accepted without its variation selector.
+    let emoji = if emoji == "❤" { "❤️" } else { emoji };
+    REACTIONS
+        .iter()
+        .copied()
+        .find(|allowed| *allowed == emoji)
+        .ok_or_else(|| {
+            EventError::new(
+                EventCode::InvalidReaction,
+                format!("reaction.emoji must be one of {}", REACTIONS.join(" ")),
+            )
+        })
 }
 
 /// Largest ICE candidate (candidate and sdp_mid together) accepted.
@@ -157,6 +186,15 @@ mod tests {
         };
         let big = signal_payload(&signal(Some(Out::IceCandidate(candidate))), 10).unwrap_err();
         assert_eq!(big.code, EventCode::SignalTooLarge);
+    }
+
+    #[test]
+    fn only_allowed_emoji_react() {
+        assert_eq!(reaction("👍").unwrap(), "👍");
+        assert_eq!(reaction("❤").unwrap(), "❤️");
+        for bad in ["", "x", "👍👍", "<b>", "🍆"] {
+            assert_eq!(reaction(bad).unwrap_err().code, EventCode::InvalidReaction);
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub mod redis_bus;
 pub mod room;
 pub mod room_log;
 pub mod session;
+pub mod settings;
 
 pub use hub::{HubConfig, RoomHub};
 pub use session::SessionStream;

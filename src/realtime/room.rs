@@ -15,7 +15,7 @@ use std::{
 
 use super::queue::{self, TrySendError};
 
-use super::{cluster::RoomLink, rate::TokenBucket};
+use super::{cluster::RoomLink, rate::TokenBucket, settings::Settings};
 use crate::proto::pb::{self, server_event::Event};
 
 /// Who receives an event.
@@ -46,6 +46,8 @@ pub enum CloseReason {
     Replaced,
     TimedOut,
     Shutdown,
+    /// A host or co-host turned the waiter away.
+    Denied,
 }
 
 /// Why a participant lost its stream while keeping its slot.
@@ -136,6 +138,8 @@ pub struct SessionLimits {
     pub signals: TokenBucket,
     pub typing: TokenBucket,
     pub media: TokenBucket,
+    /// Reactions, and hands raised and lowered.
+    pub reactions: TokenBucket,
 }
 
 /// A participant: present (with an outbox) or detached within its grace.
@@ -157,6 +161,11 @@ pub struct Slot {
     delivered: u64,
     detached: Option<DetachCause>,
     pub limits: SessionLimits,
+    /// In the lobby: what it was told (`waiting`), sent again with
+    /// `host_present` changed. It hears nothing of the room.
+    pub waiting: Option<pb::Waiting>,
+    /// In the lobby: fired when a host or co-host admits it.
+    pub admission: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Slot {
@@ -179,6 +188,8 @@ impl Slot {
             delivered,
             detached: None,
             limits,
+            waiting: None,
+            admission: None,
         }
     }
 
@@ -250,6 +261,8 @@ pub struct RoomState {
     pub removed_users: std::collections::HashSet<String>,
     /// In a cluster: the room as every node shares it.
     pub link: Option<RoomLink>,
+    /// Host, co-hosts, waiting room, lock.
+    pub settings: Settings,
 }
 
 impl RoomState {
@@ -263,6 +276,65 @@ impl RoomState {
             closed: None,
             removed_users: std::collections::HashSet::new(),
             link: None,
+            settings: Settings::default(),
+        }
+    }
+
+    /// Takes `meeting`'s settings (unless newer ones are kept) and gives
+    /// every participant, here and elsewhere, the role they now have.
+    pub fn adopt_settings(&mut self, meeting: &pb::Meeting) -> bool {
+        if !self.settings.adopt(meeting) {
+            return false;
+        }
+        let settings = &self.settings;
+        for slot in self.slots.values_mut() {
+            slot.info.role = settings.role(&slot.user_id) as i32;
+        }
+        if let Some(link) = &mut self.link {
+            for member in link.members.values_mut() {
+                member.role = settings.role(&member.user_id) as i32;
+            }
+        }
+        true
+    }
+
+    /// What an event changes in the room's state besides who is in it:
+    /// hands and settings, on whichever node serves whom.
+    fn note(&mut self, event: &Event) {
+        match event {
+            Event::Hand(hand) => {
+                let time = hand.raised.then_some(hand.raise_time).flatten();
+                if let Some(slot) = self.slots.get_mut(&hand.participant_id) {
+                    slot.info.hand_raise_time = time;
+                }
+                if let Some(member) = self
+                    .link
+                    .as_mut()
+                    .and_then(|link| link.members.get_mut(&hand.participant_id))
+                {
+                    member.hand_raise_time = time;
+                }
+            }
+            Event::MeetingUpdated(meeting) => {
+                // A new co-host sees who waits.
+                if self.adopt_settings(meeting) && !self.lobby().is_empty() {
+                    self.tell_runners();
+                }
+                self.tell_waiters();
+            }
+            Event::ParticipantJoined(joined) => {
+                let left_lobby = joined.participant.as_ref().is_some_and(|p| {
+                    self.link
+                        .as_mut()
+                        .is_some_and(|link| link.lobby.remove(&p.participant_id).is_some())
+                });
+                if left_lobby {
+                    self.tell_runners();
+                }
+                self.tell_waiters();
+            }
+            Event::ParticipantLeft(_) => self.tell_waiters(),
+            _ => {}
         }
     }
 
@@ -289,6 +361,7 @@ impl RoomState {
     pub fn deliver(&mut self, seq: u64, to: Audience, event: Event) -> Vec<Overflowed> {
         debug_assert!(seq >= self.next_seq);
         self.next_seq = seq + 1;
+        self.note(&event);
         let event = Arc::new(pb::ServerEvent {
             sequence: seq,
             event: Some(event),
@@ -315,6 +388,7 @@ impl RoomState {
     /// for replay): in a cluster, what this node's participants send each
     /// other while Redis, which orders the room, is away.
     pub fn deliver_unsequenced(&mut self, to: Audience, event: Event) -> Vec<Overflowed> {
+        self.note(&event);
         let event = Arc::new(pb::ServerEvent {
             sequence: 0,
             event: Some(event),
@@ -326,7 +400,7 @@ impl RoomState {
     fn fan(&mut self, to: &Audience, event: Arc<pb::ServerEvent>) -> Vec<Overflowed> {
         let mut overflowed = Vec::new();
         for (id, slot) in self.slots.iter_mut() {
-            if !to.includes(id) {
+            if !to.includes(id) || slot.waiting.is_some() {
                 continue;
             }
             let Some(outbox) = &slot.outbox else { continue };
@@ -461,13 +535,99 @@ impl RoomState {
     pub fn participants(&self) -> Vec<pb::Participant> {
         match &self.link {
             Some(link) => link.members.values().cloned().collect(),
-            None => self.slots.values().map(|slot| slot.info.clone()).collect(),
+            None => self
+                .slots
+                .values()
+                .filter(|slot| slot.waiting.is_none())
+                .map(|slot| slot.info.clone())
+                .collect(),
+        }
+    }
+
+    /// `participant_id` as the room knows it (on any node).
+    pub fn participant(&self, participant_id: &str) -> Option<pb::Participant> {
+        match &self.link {
+            Some(link) => link.members.get(participant_id).cloned(),
+            None => self
+                .slots
+                .get(participant_id)
+                .filter(|slot| slot.waiting.is_none())
+                .map(|slot| slot.info.clone()),
+        }
+    }
+
+    /// Who waits in the lobby (on any node), in arrival order.
+    pub fn lobby(&self) -> Vec<pb::Participant> {
+        match &self.link {
+            Some(link) => link.lobby.values().cloned().collect(),
+            None => self
+                .slots
+                .values()
+                .filter(|slot| slot.waiting.is_some())
+                .map(|slot| slot.info.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether `participant_id` waits in the lobby (on any node).
+    pub fn is_waiting(&self, participant_id: &str) -> bool {
+        match &self.link {
+            Some(link) => link.lobby.contains_key(participant_id),
+            None => self
+                .slots
+                .get(participant_id)
+                .is_some_and(|slot| slot.waiting.is_some()),
+        }
+    }
+
+    /// Whether a host or co-host is in the room (on any node) to admit.
+    pub fn host_present(&self) -> bool {
+        self.participants().iter().any(super::settings::runs)
+    }
+
+    /// Tells every waiter here whether someone can admit it, when that
+    /// changed since it was last told.
+    pub fn tell_waiters(&mut self) {
+        let present = self.host_present();
+        for slot in self.slots.values_mut() {
+            let (Some(waiting), Some(outbox)) = (&mut slot.waiting, &slot.outbox) else {
+                continue;
+            };
+            if waiting.host_present != present {
+                waiting.host_present = present;
+                let event = pb::ServerEvent {
+                    sequence: 0,
+                    event: Some(Event::Waiting(waiting.clone())),
+                };
+                let _ = outbox.tx.try_send(Arc::new(event));
+            }
+        }
+    }
+
+    /// Sends the waiting list to every host and co-host here (outside the
+    /// room's order: it is the whole list each time).
+    pub fn tell_runners(&self) {
+        let lobby = Arc::new(pb::ServerEvent {
+            sequence: 0,
+            event: Some(Event::Lobby(pb::Lobby {
+                participants: self.lobby(),
+            })),
+        });
+        for slot in self.slots.values() {
+            if slot.waiting.is_some() || !super::settings::runs(&slot.info) {
+                continue;
+            }
+            if let Some(outbox) = &slot.outbox {
+                let _ = outbox.tx.try_send(lobby.clone());
+            }
         }
     }
 
     /// Whether `participant_id` is in the room (on any node).
     pub fn has(&self, participant_id: &str) -> bool {
-        self.slots.contains_key(participant_id)
+        self.slots
+            .get(participant_id)
+            .is_some_and(|slot| slot.waiting.is_none())
             || self
                 .link
                 .as_ref()
@@ -485,6 +645,7 @@ mod tests {
             signals: TokenBucket::new(20),
             typing: TokenBucket::new(5),
             media: TokenBucket::new(10),
+            reactions: TokenBucket::new(5),
         }
     }
 

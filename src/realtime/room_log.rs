@@ -87,7 +87,12 @@ if op == 'claim' then
   redis.call('SADD', tracked, ARGV[9])
 end
 if op == 'join' or op == 'rejoin' then
+  redis.call('HDEL', KEYS[4], 'w:' .. pid)
   redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6], 'o:' .. pid, node, 't:' .. pid, ARGV[8])
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  redis.call('SADD', tracked, ARGV[9])
+elseif op == 'wait' then
+  redis.call('HSET', KEYS[4], 'w:' .. pid, ARGV[6], 'o:' .. pid, node)
   redis.call('PEXPIRE', KEYS[4], ARGV[3])
   redis.call('SADD', tracked, ARGV[9])
 elseif op == 'set' then
@@ -96,7 +101,7 @@ elseif op == 'set' then
   end
   redis.call('HSET', KEYS[4], 'p:' .. pid, ARGV[6])
 elseif op == 'del' or op == 'reap' then
-  if redis.call('HDEL', KEYS[4], 'p:' .. pid, 'o:' .. pid, 't:' .. pid) == 0 then
+  if redis.call('HDEL', KEYS[4], 'p:' .. pid, 'o:' .. pid, 't:' .. pid, 'w:' .. pid) == 0 then
     return 0
   end
 end
@@ -223,6 +228,13 @@ pub enum RosterOp {
     /// Session `session_id` ended on `node` (its registration goes, unless
     /// another node's replaced it).
     Unsession { session_id: String, node: String },
+    /// A participant waits in the lobby on `node` (no resume token: a
+    /// waiter cannot resume). Its `Join`, once admitted, replaces it.
+    Wait {
+        participant_id: String,
+        participant: Vec<u8>,
+        node: String,
+    },
     /// `node` serves the participant from now on, if `token` (its resume
     /// token's hash) is the one the roster has.
     Claim {
@@ -281,6 +293,17 @@ impl RosterOp {
                 token,
             ],
             Self::Untrack { node } => [b"untrack", b"", b"", node.as_bytes(), b""],
+            Self::Wait {
+                participant_id,
+                participant,
+                node,
+            } => [
+                b"wait",
+                participant_id.as_bytes(),
+                participant,
+                node.as_bytes(),
+                b"",
+            ],
             Self::Unsession { session_id, node } => [
                 b"unsession",
                 session_id.as_bytes(),
@@ -321,6 +344,8 @@ pub struct Member {
     pub participant: Vec<u8>,
     pub node: String,
     pub token: Vec<u8>,
+    /// In the lobby, not the room.
+    pub waiting: bool,
 }
 
 /// Where a session lives ([`RoomLog::session_home`]).
@@ -586,6 +611,10 @@ fn parse_snapshot(flat: Vec<Vec<u8>>) -> Option<Snapshot> {
         let member = roster.entry(id.to_owned()).or_default();
         match kind {
             "p" => member.participant = value,
+            "w" => {
+                member.participant = value;
+                member.waiting = true;
+            }
             "o" => member.node = String::from_utf8(value).ok()?,
             "t" => member.token = value,
             _ => return None,

@@ -145,6 +145,11 @@ impl SessionStream {
             Some(CloseReason::Shutdown) => self.ending.push_back(unavailable(
                 "the server is shutting down; reconnect and resume",
             )),
+            Some(CloseReason::Denied) => self.ending.push_back(Ok(error_event(
+                "LOBBY_DENIED",
+                "the host did not let you in",
+                "",
+            ))),
             Some(CloseReason::Left | CloseReason::MeetingEnded) | None => {}
         }
     }

@@ -29,9 +29,24 @@ pub struct MeetingRecord {
     pub revision: i32,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Joins wait for a host or co-host to admit them.
+    pub waiting_room: bool,
+    /// New joins other than hosts' and co-hosts' are refused.
+    pub locked: bool,
+    /// Space-separated user ids ([`MeetingRecord::co_hosts`]).
+    pub co_host_ids: String,
 }
 
 impl MeetingRecord {
+    /// The co-hosts' user ids.
+    pub fn co_hosts(&self) -> impl Iterator<Item = &str> {
+        self.co_host_ids.split_ascii_whitespace()
+    }
+
+    pub fn is_co_host(&self, user_id: &str) -> bool {
+        self.co_hosts().any(|id| id == user_id)
+    }
+
     pub fn status(&self) -> MeetingStatus {
         MeetingStatus::from_db(&self.status).unwrap_or(MeetingStatus::Scheduled)
     }
@@ -42,11 +57,13 @@ impl MeetingRecord {
 }
 
 const COLUMNS: &str = "m.id, m.host_id, m.title, m.description, m.start_at, m.duration_minutes, m.status, \
-     m.join_policy, m.actual_start_at, m.actual_end_at, m.revision, m.created_at, m.updated_at";
+     m.join_policy, m.actual_start_at, m.actual_end_at, m.revision, m.created_at, m.updated_at, \
+     m.waiting_room, m.locked, m.co_host_ids";
 
 /// The same columns unqualified, for RETURNING clauses.
 const RETURNING: &str = "id, host_id, title, description, start_at, duration_minutes, status, \
-     join_policy, actual_start_at, actual_end_at, revision, created_at, updated_at";
+     join_policy, actual_start_at, actual_end_at, revision, created_at, updated_at, waiting_room, locked, \
+     co_host_ids";
 
 /// A meeting with one user's relation to it.
 #[derive(Debug, Clone, FromRow)]
@@ -142,7 +159,8 @@ pub async fn with_relation(
     })
 }
 
-/// Records that `by` removed `user_id` from the meeting (idempotent).
+/// Records that `by` removed `user_id` from the meeting (idempotent); a
+/// removed co-host is a co-host no more, in the same transaction.
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id, user_id = %user_id))]
 pub async fn record_removal(
     db: &Db,
@@ -151,7 +169,8 @@ pub async fn record_removal(
     by: &str,
     now: Micros,
 ) -> Result<(), Error> {
-    dispatch!(db, pool => {
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         sqlx::query(
             "INSERT INTO meeting_removals (meeting_id, user_id, removed_by, removed_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (meeting_id, user_id) DO NOTHING",
@@ -160,10 +179,21 @@ pub async fn record_removal(
         .bind(user_id)
         .bind(by)
         .bind(now)
-        .execute(pool)
-        .await
-        .map(|_| ()).map_err(Error::from)
-    })
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE meetings SET co_host_ids = TRIM(REPLACE(' ' || co_host_ids || ' ', ' ' || $2 || ' ', ' ')), \
+               updated_at = $3 \
+             WHERE id = $1 AND ' ' || co_host_ids || ' ' LIKE '% ' || $2 || ' %'",
+        )
+        .bind(meeting_id)
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    });
+    tx.commit().await?;
+    Ok(())
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
@@ -184,6 +214,22 @@ pub struct MeetingChanges<'a> {
     pub start_at: Option<Micros>,
     pub duration_minutes: Option<i32>,
     pub join_policy: Option<JoinPolicy>,
+    pub waiting_room: Option<bool>,
+    pub locked: Option<bool>,
+    /// Space-separated user ids.
+    pub co_host_ids: Option<&'a str>,
+}
+
+impl MeetingChanges<'_> {
+    /// Whether the schedule changes (what calendars see: the revision
+    /// grows); the room's settings do not make a new revision.
+    pub fn touches_schedule(&self) -> bool {
+        self.title.is_some()
+            || self.description.is_some()
+            || self.start_at.is_some()
+            || self.duration_minutes.is_some()
+            || self.join_policy.is_some()
+    }
 }
 
 /// Applies `changes` while the meeting is not over (`None` otherwise, or if
@@ -198,7 +244,9 @@ pub async fn update(
     let sql = format!(
         "UPDATE meetings SET title = COALESCE($2, title), description = COALESCE($3, description), \
            start_at = COALESCE($4, start_at), duration_minutes = COALESCE($5, duration_minutes), \
-           join_policy = COALESCE($6, join_policy), revision = revision + 1, updated_at = $7 \
+           join_policy = COALESCE($6, join_policy), waiting_room = COALESCE($8, waiting_room), \
+           locked = COALESCE($9, locked), co_host_ids = COALESCE($10, co_host_ids), \
+           revision = revision + $11, updated_at = $7 \
          WHERE id = $1 AND (status = 'scheduled' OR (status = 'ongoing' AND $4 IS NULL)) RETURNING {RETURNING}"
     );
     dispatch!(db, pool => {
@@ -210,6 +258,10 @@ pub async fn update(
             .bind(changes.duration_minutes)
             .bind(changes.join_policy.map(JoinPolicy::as_str))
             .bind(now)
+            .bind(changes.waiting_room)
+            .bind(changes.locked)
+            .bind(changes.co_host_ids)
+            .bind(i32::from(changes.touches_schedule()))
             .fetch_optional(pool)
             .await.map_err(Error::from)
     })

@@ -95,6 +95,27 @@ pub async fn send(
     Ok(out)
 }
 
+/// Sends `draft` to each of `user_ids` in one transaction, once per key
+/// `key` gives each.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn send_once_each(
+    db: &Db,
+    user_ids: &[String],
+    draft: &Draft,
+    key: impl Fn(&str) -> String,
+    now: Micros,
+) -> Result<Vec<NotificationRecord>, Error> {
+    let mut tx = db.begin().await?;
+    let mut out = Vec::with_capacity(user_ids.len());
+    for user_id in user_ids {
+        if let Some(record) = insert(&mut tx, user_id, draft, now, Some(&key(user_id))).await? {
+            out.push(record);
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
 /// Inserts a reminder once per dedupe key (with its email, when the draft
 /// is mailed); `None` if it was already sent.
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = %user_id))]

@@ -26,6 +26,7 @@ use crate::helpers::{TestApp, authed, spawn_app};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Host,
+    CoHost,
     Invitee,
     Decliner,
     Removed,
@@ -33,8 +34,9 @@ enum Role {
     Admin,
 }
 
-const ROLES: [Role; 6] = [
+const ROLES: [Role; 7] = [
     Role::Host,
+    Role::CoHost,
     Role::Invitee,
     Role::Decliner,
     Role::Removed,
@@ -47,6 +49,7 @@ impl Role {
     fn relation(self) -> Relation {
         let nobody = Relation {
             is_host: false,
+            is_co_host: false,
             is_admin: false,
             invite: None,
             attended: false,
@@ -56,6 +59,11 @@ impl Role {
             Role::Host => Relation {
                 is_host: true,
                 attended: true,
+                ..nobody
+            },
+            Role::CoHost => Relation {
+                is_co_host: true,
+                invite: Some(InviteStatus::Accepted),
                 ..nobody
             },
             Role::Invitee => Relation {
@@ -160,7 +168,7 @@ fn table(w: &World) -> Vec<Row<'_>> {
         ),
         (
             "UpdateMeeting",
-            Rule::Meeting(Access::can_manage),
+            Rule::Meeting(Access::can_schedule),
             Box::new(move |t: String| {
                 let mut c = meetings();
                 let r = authed(
@@ -181,7 +189,7 @@ fn table(w: &World) -> Vec<Row<'_>> {
         ),
         (
             "StartMeeting",
-            Rule::Meeting(Access::can_manage),
+            Rule::Meeting(Access::can_run),
             Box::new(move |t: String| {
                 let mut c = meetings();
                 let r = authed(pb::StartMeetingRequest { meeting_id: id() }, &t);
@@ -431,7 +439,7 @@ fn table(w: &World) -> Vec<Row<'_>> {
         ),
         (
             "RemoveParticipant",
-            Rule::Meeting(Access::can_manage),
+            Rule::Meeting(Access::can_run),
             Box::new(move |t: String| {
                 let mut c = rooms();
                 let r = authed(
@@ -449,6 +457,57 @@ fn table(w: &World) -> Vec<Row<'_>> {
                         other => ok(other),
                     }
                 }) as Call
+            }),
+        ),
+        (
+            "AdmitParticipant",
+            Rule::Meeting(Access::can_run),
+            Box::new(move |t: String| {
+                let mut c = rooms();
+                let r = authed(
+                    pb::AdmitParticipantRequest {
+                        meeting_id: id(),
+                        participant_id: uuid::Uuid::new_v4().to_string(),
+                    },
+                    &t,
+                );
+                // Nobody waits: past auth, NOT_FOUND for the participant.
+                Box::pin(async move { not_waiting(c.admit_participant(r).await) }) as Call
+            }),
+        ),
+        (
+            "DenyParticipant",
+            Rule::Meeting(Access::can_run),
+            Box::new(move |t: String| {
+                let mut c = rooms();
+                let r = authed(
+                    pb::DenyParticipantRequest {
+                        meeting_id: id(),
+                        participant_id: uuid::Uuid::new_v4().to_string(),
+                    },
+                    &t,
+                );
+                Box::pin(async move { not_waiting(c.deny_participant(r).await) }) as Call
+            }),
+        ),
+        (
+            "UpdateMeeting(locked)",
+            Rule::Meeting(|a| a.can_run() || a.can_schedule()),
+            Box::new(move |t: String| {
+                let mut c = meetings();
+                let r = authed(
+                    pb::UpdateMeetingRequest {
+                        meeting: Some(pb::Meeting {
+                            id: id(),
+                            ..Default::default()
+                        }),
+                        update_mask: Some(FieldMask {
+                            paths: vec!["locked".into()],
+                        }),
+                    },
+                    &t,
+                );
+                Box::pin(async move { ok(c.update_meeting(r).await) }) as Call
             }),
         ),
         (
@@ -470,6 +529,14 @@ fn table(w: &World) -> Vec<Row<'_>> {
     ]
 }
 
+/// NOT_FOUND because nobody waits in the lobby: past authorization.
+fn not_waiting<T>(result: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
+    match result {
+        Err(s) if crate::helpers::reason(&s) == "PARTICIPANT_NOT_WAITING" => Ok(()),
+        other => ok(other),
+    }
+}
+
 /// RPCs whose allowed calls change what later rows need: only their
 /// refusals are tried.
 const REFUSALS_ONLY: [&str; 1] = ["DeleteFile"];
@@ -479,6 +546,7 @@ async fn setup(app: &TestApp) -> (World, Vec<(Role, String)>) {
     let (invitee_user, invitee, _) = app.user("invitee@example.com").await;
     let (_, decliner, _) = app.user("decliner@example.com").await;
     let (_, removed, _) = app.user("removed@example.com").await;
+    let (co_host_user, co_host, _) = app.user("cohost@example.com").await;
     let (_, stranger, _) = app.user("stranger@example.com").await;
     let (_, admin) = app.admin("admin@example.com").await;
     let meeting = app
@@ -492,6 +560,7 @@ async fn setup(app: &TestApp) -> (World, Vec<(Role, String)>) {
                     "invitee@example.com".into(),
                     "decliner@example.com".into(),
                     "removed@example.com".into(),
+                    "cohost@example.com".into(),
                 ],
                 ..Default::default()
             },
@@ -508,6 +577,7 @@ async fn setup(app: &TestApp) -> (World, Vec<(Role, String)>) {
     };
     let invite = mine(&invitee).await[0].id.clone();
     for (token, response) in [
+        (&co_host, pb::InviteStatus::Accepted),
         (&invitee, pb::InviteStatus::Accepted),
         (&decliner, pb::InviteStatus::Declined),
         (&removed, pb::InviteStatus::Accepted),
@@ -524,6 +594,7 @@ async fn setup(app: &TestApp) -> (World, Vec<(Role, String)>) {
             .await
             .unwrap();
     }
+    crate::room_features::co_hosts(app, &host, &meeting, &[&co_host_user.id]).await;
     app.meetings()
         .start_meeting(authed(
             pb::StartMeetingRequest {
@@ -618,6 +689,7 @@ async fn setup(app: &TestApp) -> (World, Vec<(Role, String)>) {
     };
     let tokens = vec![
         (Role::Host, host),
+        (Role::CoHost, co_host),
         (Role::Invitee, invitee),
         (Role::Decliner, decliner),
         (Role::Removed, removed),

@@ -1,0 +1,396 @@
+//! The waiting room (DESIGN §10), as the hub runs it.
+//!
+//! A waiter is a slot of the room marked `waiting`: it has a stream (it
+//! was told `waiting`, and hears again when `host_present` changes), it
+//! pings and may leave, and it hears nothing of the room. Hosts and
+//! co-hosts get the whole waiting list (`lobby`) whenever it changes.
+//!
+//! Admission is two steps because the attendance row is the API's to
+//! write: [`RoomHub::admit`] fires the waiter's admission (on whichever
+//! node serves it, through the room's log in a cluster); the API, which
+//! waits on it, records the attendance and then calls
+//! [`RoomHub::let_in`], which makes the waiter a participant and sends it
+//! `joined`. A denial closes the waiter's stream with `LOBBY_DENIED`.
+//!
+//! In a cluster the lobby is part of the room's roster in Redis (`w:`
+//! entries), so a node that joins the room late sees who waits; records
+//! say who started and stopped waiting, and carry admissions and denials
+//! to the waiter's node.
+
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::sync::oneshot;
+
+use super::{
+    Audience, CloseReason, Closed, HubError, Joiner, Outbox, RoomHub, RoomState, SessionRef,
+    SessionStream, Slot,
+    cluster::{self, Record},
+    duration, lock, queue, random_token,
+    room_log::RosterOp,
+};
+use crate::{
+    domain::{
+        new_id,
+        time::{now_micros, to_timestamp},
+    },
+    proto::pb::{self, server_event::Event},
+};
+
+/// Why an admission or denial was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LobbyError {
+    /// Nobody with that id waits in this meeting's lobby.
+    NotWaiting,
+    /// In a cluster: Redis cannot be asked now.
+    Unavailable,
+}
+
+/// A waiter's stream and the admission it waits for.
+pub struct Waiter {
+    pub stream: SessionStream,
+    /// Fires when a host or co-host admits it; dropped when it is gone.
+    pub admission: oneshot::Receiver<()>,
+    /// Whether a host or co-host was in the room when it arrived.
+    pub host_present: bool,
+    /// Hosts and co-hosts (users) in the room when it arrived.
+    pub runners_present: Vec<String>,
+}
+
+impl RoomHub {
+    /// Puts a joiner (whose participant id is `participant_id`, with no
+    /// attendance row yet) in the lobby of `meeting`.
+    pub fn wait(
+        self: &Arc<Self>,
+        meeting: &pb::Meeting,
+        joiner: Joiner,
+        participant_id: String,
+    ) -> Result<Waiter, HubError> {
+        loop {
+            let room = lock(&self.rooms)
+                .entry(meeting.id.clone())
+                .or_insert_with(|| self.new_room(&meeting.id))
+                .clone();
+            let mut state = lock(&room);
+            match state.closed {
+                Some(Closed::Emptied) => continue,
+                Some(Closed::MeetingOver) => return Err(HubError::NotJoinable),
+                None => {}
+            }
+            if let Some(link) = &state.link
+                && !link.synced
+            {
+                return Err(HubError::Syncing(super::Ready(link.ready.subscribe())));
+            }
+            if state.removed_users.contains(&joiner.user_id) {
+                return Err(HubError::Removed);
+            }
+            state.adopt_settings(meeting);
+            let session_id = new_id();
+            let (tx, rx) = queue::channel(self.config.queue_capacity);
+            let control = Arc::new(super::SessionControl::new(
+                session_id.clone(),
+                meeting.id.clone(),
+                participant_id.clone(),
+                joiner.user_id.clone(),
+                0,
+                self.now_ms(),
+            ));
+            let info = pb::Participant {
+                participant_id: participant_id.clone(),
+                user_id: joiner.user_id.clone(),
+                display_name: joiner.display_name,
+                join_time: Some(to_timestamp(now_micros())),
+                media_state: Some(pb::MediaState::default()),
+                role: state.settings.role(&joiner.user_id) as i32,
+                hand_raise_time: None,
+            };
+            let host_present = state.host_present();
+            let runners_present = state
+                .participants()
+                .into_iter()
+                .filter(super::super::settings::runs)
+                .map(|p| p.user_id)
+                .collect();
+            let waiting = pb::Waiting {
+                session_id: session_id.clone(),
+                participant_id: participant_id.clone(),
+                ping_interval: Some(duration(self.config.ping_interval)),
+                ping_timeout: Some(duration(self.config.ping_timeout)),
+                meeting: Some(meeting.clone()),
+                host_present,
+            };
+            let _ = tx.try_send(Arc::new(pb::ServerEvent {
+                sequence: 0,
+                event: Some(Event::Waiting(waiting.clone())),
+            }));
+            let (admit, admission) = oneshot::channel();
+            let outbox = Outbox {
+                tx,
+                control: control.clone(),
+            };
+            // No resume token: a waiter that loses its stream waits again.
+            let mut slot = Slot::new(info.clone(), String::new(), outbox, 0, self.limits());
+            slot.waiting = Some(waiting);
+            slot.admission = Some(admit);
+            state.slots.insert(participant_id.clone(), slot);
+            match &self.link {
+                None => state.tell_runners(),
+                Some(link) => {
+                    let record = Record {
+                        waiting: Some(info.clone()),
+                        ..Default::default()
+                    };
+                    let op = RosterOp::Wait {
+                        participant_id: participant_id.clone(),
+                        participant: info.encode_to_vec(),
+                        node: link.node().to_owned(),
+                    };
+                    link.append(&meeting.id, record, op);
+                }
+            }
+            drop(state);
+            // Publish reaches a waiter too (pings, leave).
+            self.register_session(&meeting.id, &session_id, &participant_id, &joiner.user_id);
+            lock(&self.sessions).insert(
+                session_id,
+                SessionRef {
+                    meeting_id: meeting.id.clone(),
+                    participant_id,
+                    user_id: joiner.user_id,
+                },
+            );
+            return Ok(Waiter {
+                stream: self.stream(rx, control),
+                admission,
+                host_present,
+                runners_present,
+            });
+        }
+    }
+
+    /// Host or co-host: lets `participant_id` in, wherever it waits.
+    pub async fn admit(&self, meeting_id: &str, participant_id: &str) -> Result<(), LobbyError> {
+        self.decide(meeting_id, participant_id, true).await
+    }
+
+    /// Host or co-host: turns `participant_id` away, wherever it waits.
+    pub async fn deny(&self, meeting_id: &str, participant_id: &str) -> Result<(), LobbyError> {
+        self.decide(meeting_id, participant_id, false).await
+    }
+
+    async fn decide(
+        &self,
+        meeting_id: &str,
+        participant_id: &str,
+        admit: bool,
+    ) -> Result<(), LobbyError> {
+        let Some(link) = &self.link else {
+            let room = self.room(meeting_id).ok_or(LobbyError::NotWaiting)?;
+            let mut state = lock(&room);
+            let slot = state
+                .slots
+                .get_mut(participant_id)
+                .filter(|slot| slot.waiting.is_some())
+                .ok_or(LobbyError::NotWaiting)?;
+            if admit {
+                // A second admission while the first is under way is
+                // the same admission.
+                if let Some(admission) = slot.admission.take() {
+                    let _ = admission.send(());
+                }
+                return Ok(());
+            }
+            drop(state);
+            self.leave_lobby(meeting_id, participant_id, CloseReason::Denied);
+            return Ok(());
+        };
+        // Whoever waits is in the roster, which this node may not hold.
+        let waiting = match self.room(meeting_id).and_then(|room| {
+            let state = lock(&room);
+            let synced = state.link.as_ref().is_some_and(|l| l.synced);
+            synced.then(|| state.is_waiting(participant_id))
+        }) {
+            Some(waiting) => waiting,
+            None => link
+                .snapshot(meeting_id)
+                .await
+                .map_err(|_| LobbyError::Unavailable)?
+                .roster
+                .get(participant_id)
+                .is_some_and(|member| member.waiting),
+        };
+        if !waiting {
+            return Err(LobbyError::NotWaiting);
+        }
+        let record = if admit {
+            Record {
+                admit: participant_id.to_owned(),
+                ..Default::default()
+            }
+        } else {
+            Record {
+                deny: participant_id.to_owned(),
+                ..Default::default()
+            }
+        };
+        if link.append(meeting_id, record, RosterOp::None) {
+            Ok(())
+        } else {
+            Err(LobbyError::Unavailable)
+        }
+    }
+
+    /// The API recorded the admitted waiter's attendance: it becomes a
+    /// participant and gets `joined`. False if it is gone meanwhile (the
+    /// caller closes the attendance again).
+    pub fn let_in(self: &Arc<Self>, meeting_id: &str, participant_id: &str) -> bool {
+        let Some(room) = self.room(meeting_id) else {
+            return false;
+        };
+        let mut state = lock(&room);
+        let Some(slot) = state
+            .slots
+            .get_mut(participant_id)
+            .filter(|slot| slot.waiting.is_some() && slot.outbox.is_some())
+        else {
+            return false;
+        };
+        let Some(waiting) = slot.waiting.take() else {
+            return false;
+        };
+        slot.resume_token = random_token();
+        slot.info.join_time = Some(to_timestamp(now_micros()));
+        let info = slot.info.clone();
+        let token = cluster::token_hash(&slot.resume_token);
+        let overflowed = self.emit(
+            meeting_id,
+            &mut state,
+            Audience::AllExcept(participant_id.to_owned()),
+            Event::ParticipantJoined(pb::ParticipantJoined {
+                participant: Some(info.clone()),
+            }),
+            || RosterOp::Join {
+                participant_id: participant_id.to_owned(),
+                participant: info.encode_to_vec(),
+                node: self
+                    .link
+                    .as_ref()
+                    .map(|l| l.node().to_owned())
+                    .unwrap_or_default(),
+                token,
+            },
+        );
+        if self.link.is_none() {
+            // One node: the lobby shrank now (in a cluster, when the join
+            // comes back from the log).
+            state.tell_runners();
+        }
+        let meeting = waiting.meeting.unwrap_or_default();
+        let last = state.last_seq();
+        let slot = &state.slots[participant_id];
+        let joined = self.joined(&state, &meeting, slot, &waiting.session_id, false, last);
+        if let Some(outbox) = &slot.outbox {
+            outbox.control.mark_sent(last);
+            let _ = outbox.tx.try_send(Arc::new(joined));
+        }
+        self.send_lobby_to(&state, participant_id);
+        self.handle_overflow(meeting_id, overflowed);
+        true
+    }
+
+    /// Sends the waiting list to `participant_id` alone, if it runs the
+    /// room and someone waits (after its `joined`).
+    pub(super) fn send_lobby_to(&self, state: &RoomState, participant_id: &str) {
+        let lobby = state.lobby();
+        let Some(slot) = state.slots.get(participant_id) else {
+            return;
+        };
+        if lobby.is_empty() || !super::super::settings::runs(&slot.info) {
+            return;
+        }
+        if let Some(outbox) = &slot.outbox {
+            let event = pb::ServerEvent {
+                sequence: 0,
+                event: Some(Event::Lobby(pb::Lobby {
+                    participants: lobby,
+                })),
+            };
+            let _ = outbox.tx.try_send(Arc::new(event));
+        }
+    }
+
+    /// A waiter leaves the lobby without being let in (it left, lost its
+    /// stream, was denied or removed, or the room closed): its stream ends
+    /// for `close`, and hosts see the list without it.
+    pub(super) fn leave_lobby(&self, meeting_id: &str, participant_id: &str, close: CloseReason) {
+        let Some(room) = self.room(meeting_id) else {
+            return;
+        };
+        let (session_id, empty) = {
+            let mut state = lock(&room);
+            if state
+                .slots
+                .get(participant_id)
+                .is_none_or(|slot| slot.waiting.is_none())
+            {
+                return;
+            }
+            let Some(mut slot) = state.slots.remove(participant_id) else {
+                return;
+            };
+            slot.close(close);
+            match &self.link {
+                None => state.tell_runners(),
+                Some(link) => {
+                    let record = Record {
+                        unwaiting: participant_id.to_owned(),
+                        ..Default::default()
+                    };
+                    let op = RosterOp::Leave {
+                        participant_id: participant_id.to_owned(),
+                        node: link.node().to_owned(),
+                    };
+                    link.append(meeting_id, record, op);
+                }
+            }
+            (slot.session_id, state.slots.is_empty())
+        };
+        self.forget_sessions(meeting_id, std::slice::from_ref(&session_id));
+        if empty {
+            self.drop_if_empty(meeting_id);
+        }
+    }
+
+    /// Applies a record's lobby parts on this node (in a cluster): who
+    /// waits, and the admissions and denials of this node's waiters.
+    /// Returns a waiter to turn away once the lock is released.
+    pub(super) fn apply_lobby(&self, state: &mut RoomState, record: &Record) -> Option<String> {
+        let link = state.link.as_mut()?;
+        let mut changed = false;
+        if let Some(waiter) = &record.waiting {
+            link.lobby
+                .insert(waiter.participant_id.clone(), waiter.clone());
+            changed = true;
+        }
+        if !record.unwaiting.is_empty() {
+            changed |= link.lobby.remove(&record.unwaiting).is_some();
+        }
+        if changed {
+            state.tell_runners();
+        }
+        if !record.admit.is_empty()
+            && let Some(slot) = state.slots.get_mut(&record.admit)
+            && slot.waiting.is_some()
+            && let Some(admission) = slot.admission.take()
+        {
+            let _ = admission.send(());
+        }
+        (!record.deny.is_empty()
+            && state
+                .slots
+                .get(&record.deny)
+                .is_some_and(|slot| slot.waiting.is_some()))
+        .then(|| record.deny.clone())
+    }
+}
