@@ -137,7 +137,10 @@ fn event_status(err: EventError) -> Status {
             AppError::FailedPrecondition { reason, message }
         }
         EventCode::NotAllowed => AppError::permission_denied(message),
-        EventCode::InvalidReaction => AppError::invalid("event.reaction.emoji", message),
+        EventCode::InvalidReaction => AppError::invalid(
+            "event.reaction.emoji",
+            message.trim_start_matches("reaction.emoji "),
+        ),
         EventCode::AlreadyJoined
         | EventCode::InvalidEvent
         | EventCode::InvalidSignal

@@ -102,14 +102,24 @@ impl RoomHub {
                     complete = false;
                     continue;
                 };
-                for (participant_id, _) in snapshot.roster.iter().filter(|(_, m)| m.node == node) {
-                    let left = Record::event(
-                        &Audience::All,
-                        Event::ParticipantLeft(pb::ParticipantLeft {
-                            participant_id: participant_id.clone(),
-                            reason: pb::ParticipantLeftReason::TimedOut as i32,
-                        }),
-                    );
+                for (participant_id, member) in
+                    snapshot.roster.iter().filter(|(_, m)| m.node == node)
+                {
+                    // A waiter was never in the room: it leaves the lobby.
+                    let left = if member.waiting {
+                        Record {
+                            unwaiting: participant_id.clone(),
+                            ..Default::default()
+                        }
+                    } else {
+                        Record::event(
+                            &Audience::All,
+                            Event::ParticipantLeft(pb::ParticipantLeft {
+                                participant_id: participant_id.clone(),
+                                reason: pb::ParticipantLeftReason::TimedOut as i32,
+                            }),
+                        )
+                    };
                     let reap = RosterOp::Reap {
                         participant_id: participant_id.clone(),
                         node: node.clone(),

@@ -299,8 +299,10 @@ impl RoomState {
     }
 
     /// What an event changes in the room's state besides who is in it:
-    /// hands and settings, on whichever node serves whom.
-    fn note(&mut self, event: &Event) {
+    /// hands and settings, on whichever node serves whom. Returns whether
+    /// hosts must hear the lobby again, once the event went out (so that a
+    /// join is seen before the shorter waiting list).
+    fn note(&mut self, event: &Event) -> bool {
         match event {
             Event::Hand(hand) => {
                 let time = hand.raised.then_some(hand.raise_time).flatten();
@@ -314,27 +316,34 @@ impl RoomState {
                 {
                     member.hand_raise_time = time;
                 }
+                false
             }
+            // A new co-host sees who waits.
             Event::MeetingUpdated(meeting) => {
-                // A new co-host sees who waits.
-                if self.adopt_settings(meeting) && !self.lobby().is_empty() {
-                    self.tell_runners();
-                }
-                self.tell_waiters();
+                self.adopt_settings(meeting) && !self.lobby().is_empty()
             }
-            Event::ParticipantJoined(joined) => {
-                let left_lobby = joined.participant.as_ref().is_some_and(|p| {
-                    self.link
-                        .as_mut()
-                        .is_some_and(|link| link.lobby.remove(&p.participant_id).is_some())
-                });
-                if left_lobby {
-                    self.tell_runners();
-                }
-                self.tell_waiters();
-            }
-            Event::ParticipantLeft(_) => self.tell_waiters(),
-            _ => {}
+            Event::ParticipantJoined(joined) => joined.participant.as_ref().is_some_and(|p| {
+                self.link
+                    .as_mut()
+                    .is_some_and(|link| link.lobby.remove(&p.participant_id).is_some())
+            }),
+            _ => false,
+        }
+    }
+
+    /// After an event went out: hosts hear the lobby if it changed, and
+    /// waiters whether someone can admit them.
+    fn after(&mut self, lobby_changed: bool, event: &pb::ServerEvent) {
+        if lobby_changed {
+            self.tell_runners();
+        }
+        if matches!(
+            event.event,
+            Some(
+                Event::ParticipantJoined(_) | Event::ParticipantLeft(_) | Event::MeetingUpdated(_)
+            )
+        ) {
+            self.tell_waiters();
         }
     }
 
@@ -361,7 +370,7 @@ impl RoomState {
     pub fn deliver(&mut self, seq: u64, to: Audience, event: Event) -> Vec<Overflowed> {
         debug_assert!(seq >= self.next_seq);
         self.next_seq = seq + 1;
-        self.note(&event);
+        let lobby_changed = self.note(&event);
         let event = Arc::new(pb::ServerEvent {
             sequence: seq,
             event: Some(event),
@@ -381,19 +390,23 @@ impl RoomState {
             event: event.clone(),
             bytes,
         });
-        self.fan(&to, event)
+        let overflowed = self.fan(&to, event.clone());
+        self.after(lobby_changed, &event);
+        overflowed
     }
 
     /// Delivers `event` outside the room's order (sequence 0, not kept
     /// for replay): in a cluster, what this node's participants send each
     /// other while Redis, which orders the room, is away.
     pub fn deliver_unsequenced(&mut self, to: Audience, event: Event) -> Vec<Overflowed> {
-        self.note(&event);
+        let lobby_changed = self.note(&event);
         let event = Arc::new(pb::ServerEvent {
             sequence: 0,
             event: Some(event),
         });
-        self.fan(&to, event)
+        let overflowed = self.fan(&to, event.clone());
+        self.after(lobby_changed, &event);
+        overflowed
     }
 
     /// Pushes `event` to every attached participant in `to`.

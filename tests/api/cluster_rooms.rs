@@ -659,3 +659,144 @@ async fn a_rolling_restart_drops_no_room() {
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn the_lobby_hands_and_settings_span_nodes() {
+    use crate::room_features::{admit, next_of, wait_native, waiting_room};
+    let redis = Redis::start();
+    let nodes = nodes_with(&redis, 3, &[]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (meeting, host, bob, _) = setup(a).await;
+    let (_, carol, _) = a.user("carol@example.com").await;
+    a.meetings()
+        .invite_participants(authed(
+            pb::InviteParticipantsRequest {
+                meeting_id: meeting.clone(),
+                emails: vec!["carol@example.com".into()],
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    waiting_room(a, &host, &meeting, true).await;
+
+    // The host on A; bob waits on B; the host sees him in the lobby.
+    let mut host_room = connect(a, &host, &meeting).await;
+    let (bob_tx, mut bob_events, waiting) = wait_native(b, &bob, &meeting).await;
+    assert!(waiting.host_present, "B knows the host is on A");
+    let lobby = next_of(&mut host_room.events, |e| matches!(e, Event::Lobby(_))).await;
+    let Some(Event::Lobby(l)) = lobby.event else {
+        unreachable!()
+    };
+    assert_eq!(l.participants[0].participant_id, waiting.participant_id);
+
+    // A node with no one in the room admits through C.
+    admit(c, &host, &meeting, &waiting.participant_id)
+        .await
+        .expect("admitted through a third node");
+    let joined = next_of(&mut bob_events, |e| matches!(e, Event::Joined(_))).await;
+    let Some(Event::Joined(bob_joined)) = joined.event else {
+        unreachable!()
+    };
+    assert_eq!(bob_joined.participants.len(), 2);
+    let seen = next_of(&mut host_room.events, |e| {
+        matches!(e, Event::ParticipantJoined(_))
+    })
+    .await;
+    let Some(Event::ParticipantJoined(j)) = seen.event else {
+        unreachable!()
+    };
+    assert_eq!(
+        j.participant.unwrap().participant_id,
+        waiting.participant_id
+    );
+    let lobby = next_of(&mut host_room.events, |e| matches!(e, Event::Lobby(_))).await;
+    let Some(Event::Lobby(l)) = lobby.event else {
+        unreachable!()
+    };
+    assert!(l.participants.is_empty());
+
+    // A hand raised on B reaches A with its time; the host lowers it on A.
+    bob_tx
+        .send(event(
+            "h",
+            client_event::Event::RaiseHand(pb::RaiseHand { raised: true }),
+        ))
+        .await
+        .unwrap();
+    let got = next_of(&mut host_room.events, |e| matches!(e, Event::Hand(_))).await;
+    let Some(Event::Hand(hand)) = got.event else {
+        unreachable!()
+    };
+    assert!(hand.raised && hand.raise_time.is_some());
+    // A late joiner on C sees the hand (the roster carries it).
+    let late = connect(c, &host, &meeting).await;
+    let listed = late
+        .joined
+        .participants
+        .iter()
+        .find(|p| p.participant_id == bob_joined.participant_id)
+        .unwrap();
+    assert_eq!(listed.hand_raise_time, hand.raise_time);
+    host_room
+        .tx
+        .send(event(
+            "l",
+            client_event::Event::LowerHand(pb::LowerHand {
+                participant_id: bob_joined.participant_id.clone(),
+            }),
+        ))
+        .await
+        .unwrap();
+    // Bob sees his own raise, then the host's lowering.
+    let got = next_of(&mut bob_events, |e| matches!(e, Event::Hand(_))).await;
+    assert!(matches!(got.event, Some(Event::Hand(h)) if h.raised));
+    let got = next_of(&mut bob_events, |e| matches!(e, Event::Hand(_))).await;
+    let Some(Event::Hand(hand)) = got.event else {
+        unreachable!()
+    };
+    assert!(!hand.raised && hand.raise_time.is_none());
+
+    // Carol waits on C, is denied from A, and is cut on C.
+    let (_carol_tx, mut carol_events, carol_waiting) = wait_native(c, &carol, &meeting).await;
+    next_of(
+        &mut host_room.events,
+        |e| matches!(e, Event::Lobby(l) if l.participants.len() == 1),
+    )
+    .await;
+    rooms(a)
+        .deny_participant(authed(
+            pb::DenyParticipantRequest {
+                meeting_id: meeting.clone(),
+                participant_id: carol_waiting.participant_id.clone(),
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    let rest = crate::rooms::end_of(&mut carol_events)
+        .await
+        .expect("a clean end");
+    assert!(
+        rest.iter()
+            .any(|e| matches!(&e.event, Some(Event::Error(err)) if err.code == "LOBBY_DENIED")),
+        "{rest:?}"
+    );
+
+    // A lock set through B reaches the room on A, and refuses joins on C.
+    let locked = pb::Meeting {
+        locked: true,
+        ..Default::default()
+    };
+    crate::room_features::update(b, &host, &meeting, locked, &["locked"])
+        .await
+        .unwrap();
+    next_of(
+        &mut host_room.events,
+        |e| matches!(e, Event::MeetingUpdated(m) if m.locked),
+    )
+    .await;
+    let refused = crate::rooms::open(c, &carol, crate::rooms::join(&meeting)).await;
+    crate::helpers::assert_status(refused, tonic::Code::FailedPrecondition, "MEETING_LOCKED");
+    drop(late);
+}
