@@ -529,3 +529,124 @@ async fn departures_are_recorded_after_everything_queued() {
     done.send(()).unwrap();
     departures.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_hears_nothing_of_the_room_and_a_silent_one_leaves_the_lobby() {
+    let config = HubConfig {
+        ping_interval: Duration::from_secs(2),
+        ping_timeout: Duration::from_secs(5),
+        ..HubConfig::default()
+    };
+    let mut room = room(config);
+    room.meeting.host_id = "uh".into();
+    room.meeting.waiting_room = true;
+    let mut host = room.join("uh", "ph").await;
+    let a = room.join("ua", "pa").await;
+    drain(&mut host.stream).await;
+    let waiter = room
+        .hub
+        .wait(
+            &room.meeting,
+            Joiner {
+                user_id: "uw".into(),
+                display_name: "W".into(),
+            },
+            "pw".into(),
+        )
+        .expect("waits");
+    let mut w = waiter.stream;
+    assert!(waiter.host_present && waiter.runners_present == ["uh"]);
+    let told = drain(&mut w).await;
+    assert!(
+        matches!(&told[..], [Event::Waiting(w)] if w.host_present),
+        "{told:?}"
+    );
+    let lobby = drain(&mut host.stream).await;
+    assert!(
+        matches!(&lobby[..], [Event::Lobby(l)] if l.participants[0].participant_id == "pw"),
+        "{lobby:?}"
+    );
+    // The room goes on without it; it may not take part.
+    room.send(&a, typing()).unwrap();
+    room.hub.broadcast(
+        "meeting",
+        Event::MeetingStatus(pb::MeetingStatusChanged { status: 2 }),
+    );
+    assert_eq!(room.hub.participants("meeting").len(), 2);
+    let waiter_session = w.session_id().to_owned();
+    assert_eq!(
+        room.hub
+            .handle(&waiter_session, typing())
+            .map_err(|e| e.code),
+        Err(EventCode::InLobby)
+    );
+    let signal = client_event::Event::Signal(pb::OutgoingSignal {
+        to_participant_id: "pw".into(),
+        payload: Some(pb::outgoing_signal::Payload::Offer(
+            pb::SessionDescription { sdp: "v=0".into() },
+        )),
+    });
+    assert_eq!(room.send(&a, signal), Err(EventCode::UnknownParticipant));
+    assert!(drain(&mut w).await.is_empty(), "a waiter hears nothing");
+    // Silent past ping_timeout: it leaves the lobby, not the room.
+    drain(&mut host.stream).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        room.send(&host, client_event::Event::Ping(pb::Ping {}))
+            .unwrap();
+        while let Some(Ok(_)) = next(&mut w).await {}
+    }
+    settle().await;
+    let heard = drain(&mut host.stream).await;
+    assert!(left(&heard).is_empty(), "{heard:?}");
+    assert!(
+        heard
+            .iter()
+            .any(|e| matches!(e, Event::Lobby(l) if l.participants.is_empty())),
+        "{heard:?}"
+    );
+    assert!(ops(&mut room).is_empty(), "a waiter has no attendance");
+    assert!(
+        room.hub.admit("meeting", "pw").await.is_err(),
+        "gone from the lobby"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_admitted_waiter_joins_in_the_rooms_order() {
+    let room = room(HubConfig::default());
+    let mut host = room.join("uh", "ph").await;
+    let mut waiter = room
+        .hub
+        .wait(
+            &room.meeting,
+            Joiner {
+                user_id: "uw".into(),
+                display_name: "W".into(),
+            },
+            "pw".into(),
+        )
+        .expect("waits");
+    drain(&mut waiter.stream).await;
+    drain(&mut host.stream).await;
+    room.hub.admit("meeting", "pw").await.expect("waiting");
+    // The API records the attendance when the admission fires, then lets
+    // it in.
+    (&mut waiter.admission).await.expect("admitted");
+    assert!(room.hub.let_in("meeting", "pw"));
+    assert!(!room.hub.let_in("meeting", "pw"), "once");
+    let joined = drain(&mut waiter.stream).await;
+    let Some(Event::Joined(j)) = joined.first() else {
+        panic!("{joined:?}")
+    };
+    assert_eq!(j.participants.len(), 2);
+    assert!(!j.resume_token.is_empty());
+    let heard = drain(&mut host.stream).await;
+    assert!(
+        matches!(heard.first(), Some(Event::ParticipantJoined(_))),
+        "{heard:?}"
+    );
+    assert_eq!(room.hub.participants("meeting").len(), 2);
+    // A denial of someone in the room is refused.
+    assert!(room.hub.deny("meeting", "pw").await.is_err());
+}
