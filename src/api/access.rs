@@ -104,8 +104,9 @@ fn membership(loaded: Loaded) -> Result<Loaded, AppError> {
     Ok(loaded)
 }
 
-/// What a place in a room needs: membership, or an open link.
-fn in_room(loaded: Loaded) -> Result<Loaded, AppError> {
+/// What a place in a room needs: membership, or an open link (a link
+/// holder may be waiting in the lobby, not yet a member).
+pub fn in_room(loaded: Loaded) -> Result<Loaded, AppError> {
     if loaded.access.policy == crate::domain::meeting::JoinPolicy::AnyoneWithLink
         && !loaded.access.is_removed()
     {

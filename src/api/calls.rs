@@ -165,9 +165,9 @@ impl CallService for CallApi {
 
         let now = now_micros();
         if loaded.access.status == MeetingStatus::Scheduled {
-            // Only who may start the meeting starts it with a call: an
-            // invitee must not take the host's meeting out of their hands.
-            if !loaded.access.can_manage() {
+            // Only who may start the meeting (host, co-hosts) starts it
+            // with a call: an invitee must not take it out of their hands.
+            if !loaded.access.can_run() {
                 return Err(AppError::FailedPrecondition {
                     reason: "MEETING_NOT_STARTED",
                     message: "the host has not started this meeting yet; calls begin once it has"

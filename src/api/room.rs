@@ -121,6 +121,13 @@ impl RoomChatError {
 /// stands.
 const ROOM_CATCH_UP: Duration = Duration::from_secs(3);
 
+fn in_lobby() -> EventError {
+    EventError::new(
+        EventCode::InLobby,
+        "you are in the waiting room: wait for a host to let you in",
+    )
+}
+
 /// A refused event as the status Publish answers with.
 fn event_status(err: EventError) -> Status {
     let EventError { code, message } = err;
@@ -202,9 +209,18 @@ impl RoomApi {
         if self.state.hub.is_home(&home) {
             return Err(not_found().into());
         }
-        // The caller must still be in the meeting (a session's registration
-        // outlives a removal).
-        access::member(&self.state.meeting_view, &home.meeting_id, caller).await?;
+        // The caller must still have its place in the meeting (a session's
+        // registration outlives a removal): a member, or a link holder
+        // (who may wait in the lobby).
+        access::in_room(
+            access::load(
+                &self.state.meeting_view,
+                &home.meeting_id,
+                &caller.user_id,
+                caller.is_admin(),
+            )
+            .await?,
+        )?;
         let Some(event) = event.filter(|e| e.event.is_some()) else {
             return Err(AppError::invalid("event", "is required").into());
         };
@@ -215,6 +231,22 @@ impl RoomApi {
             )
             .into()),
             Some(client_event::Event::Chat(chat)) => {
+                // A waiter does not talk to the room, whichever node it asks.
+                match self
+                    .state
+                    .hub
+                    .is_waiting(&home.meeting_id, &home.participant_id)
+                    .await
+                {
+                    Ok(false) => {}
+                    Ok(true) => return Err(event_status(in_lobby())),
+                    Err(_) => {
+                        return Err(AppError::Unavailable(
+                            "the room cannot be reached from this node now; retry".into(),
+                        )
+                        .into());
+                    }
+                }
                 super::chat::send_as_member(
                     &self.state,
                     caller,
@@ -340,6 +372,7 @@ impl RoomApi {
                 Err(HubError::NotJoinable) => Entered::ResumeFailed("the meeting is over"),
                 Err(HubError::Removed) => Entered::ResumeFailed("the host removed you"),
                 Err(HubError::Syncing(_)) => Entered::ResumeFailed("the room is catching up"),
+                Err(HubError::LobbyFull(why)) => Entered::ResumeFailed(why),
             });
         }
         let participant_id = new_id();
@@ -426,6 +459,14 @@ impl RoomApi {
                     hub.drop_if_empty(&meeting.id);
                     return Err(access::removed_by_host());
                 }
+                Err(HubError::LobbyFull(why)) => {
+                    hub.drop_if_empty(&meeting.id);
+                    return Err(AppError::ResourceExhausted {
+                        reason: "LOBBY_FULL",
+                        message: why.into(),
+                        retry_after: Some(Duration::from_secs(30)),
+                    });
+                }
                 Err(_) => {
                     return Err(AppError::FailedPrecondition {
                         reason: "MEETING_NOT_JOINABLE",
@@ -490,10 +531,15 @@ impl RoomApi {
         tokio::spawn(async move {
             let now = now_micros();
             let key = |recipient: &str| lobby_key(&meeting_id, &waiter, recipient, now);
-            match notifications::send_once_each(&state.db, &recipients, &draft, key, now).await {
-                Ok(sent) => super::deliver(&state, &sent),
-                Err(err) => {
-                    tracing::warn!(%meeting_id, error = %err, "could not tell hosts someone waits")
+            // One at a time: a recipient who cannot be told (an account
+            // deleted meanwhile) does not keep the others from hearing.
+            for recipient in recipients {
+                match notifications::send_once_each(&state.db, &[recipient], &draft, key, now).await
+                {
+                    Ok(sent) => super::deliver(&state, &sent),
+                    Err(err) => {
+                        tracing::warn!(%meeting_id, error = %err, "could not tell a host someone waits")
+                    }
                 }
             }
         });

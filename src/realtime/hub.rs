@@ -72,6 +72,9 @@ pub enum HubError {
     ResumeFailed(&'static str),
     /// The host removed this user from the room.
     Removed,
+    /// The lobby holds as many waiters as it may (in all, or of this
+    /// user): the message says which.
+    LobbyFull(&'static str),
 }
 
 /// Turns true when a room caught up with its log.
@@ -1024,12 +1027,20 @@ impl RoomHub {
                     }),
                 );
             }
-            state.publish(
-                Audience::All,
-                Event::MeetingStatus(pb::MeetingStatusChanged {
-                    status: status as i32,
-                }),
-            );
+            let over = Event::MeetingStatus(pb::MeetingStatusChanged {
+                status: status as i32,
+            });
+            state.publish(Audience::All, over.clone());
+            // Waiters hear nothing of the room, but hear that it is over.
+            let over = Arc::new(pb::ServerEvent {
+                sequence: 0,
+                event: Some(over),
+            });
+            for slot in state.slots.values().filter(|slot| slot.waiting.is_some()) {
+                if let Some(outbox) = &slot.outbox {
+                    let _ = outbox.tx.try_send(over.clone());
+                }
+            }
             let slots = std::mem::take(&mut state.slots);
             if let Some(link) = &self.link {
                 // Every node closes its own; the roster forgets this one's.

@@ -37,6 +37,12 @@ use crate::{
     proto::pb::{self, server_event::Event},
 };
 
+/// Waiters a lobby holds at most: each change sends the whole list to
+/// every host and co-host, so it must stay a list a person reads.
+pub const MAX_LOBBY: usize = 100;
+/// Devices one user may wait on at once.
+pub const MAX_WAITS_PER_USER: usize = 3;
+
 /// Why an admission or denial was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LobbyError {
@@ -86,6 +92,17 @@ impl RoomHub {
                 return Err(HubError::Removed);
             }
             state.adopt_settings(meeting);
+            let lobby = state.lobby();
+            if lobby.len() >= MAX_LOBBY {
+                return Err(HubError::LobbyFull(
+                    "the waiting room is full; try again later",
+                ));
+            }
+            if lobby.iter().filter(|p| p.user_id == joiner.user_id).count() >= MAX_WAITS_PER_USER {
+                return Err(HubError::LobbyFull(
+                    "you are already waiting in this meeting on other devices",
+                ));
+            }
             let session_id = new_id();
             let (tx, rx) = queue::channel(self.config.queue_capacity);
             let control = Arc::new(super::SessionControl::new(
@@ -205,21 +222,10 @@ impl RoomHub {
             self.leave_lobby(meeting_id, participant_id, CloseReason::Denied);
             return Ok(());
         };
-        // Whoever waits is in the roster, which this node may not hold.
-        let waiting = match self.room(meeting_id).and_then(|room| {
-            let state = lock(&room);
-            let synced = state.link.as_ref().is_some_and(|l| l.synced);
-            synced.then(|| state.is_waiting(participant_id))
-        }) {
-            Some(waiting) => waiting,
-            None => link
-                .snapshot(meeting_id)
-                .await
-                .map_err(|_| LobbyError::Unavailable)?
-                .roster
-                .get(participant_id)
-                .is_some_and(|member| member.waiting),
-        };
+        let waiting = self
+            .is_waiting(meeting_id, participant_id)
+            .await
+            .map_err(|()| LobbyError::Unavailable)?;
         if !waiting {
             return Err(LobbyError::NotWaiting);
         }
@@ -238,6 +244,28 @@ impl RoomHub {
             Ok(())
         } else {
             Err(LobbyError::Unavailable)
+        }
+    }
+
+    /// Whether `participant_id` waits in the lobby of `meeting_id`, on any
+    /// node (in a cluster the roster says, which this node may not hold);
+    /// `Err` when Redis cannot say now.
+    pub async fn is_waiting(&self, meeting_id: &str, participant_id: &str) -> Result<bool, ()> {
+        let known = self.room(meeting_id).and_then(|room| {
+            let state = lock(&room);
+            let synced = state.link.as_ref().is_none_or(|l| l.synced);
+            synced.then(|| state.is_waiting(participant_id))
+        });
+        match (known, &self.link) {
+            (Some(waiting), _) => Ok(waiting),
+            (None, None) => Ok(false),
+            (None, Some(link)) => Ok(link
+                .snapshot(meeting_id)
+                .await
+                .map_err(|_| ())?
+                .roster
+                .get(participant_id)
+                .is_some_and(|member| member.waiting)),
         }
     }
 
@@ -286,7 +314,12 @@ impl RoomHub {
             // comes back from the log).
             state.tell_runners();
         }
-        let meeting = waiting.meeting.unwrap_or_default();
+        // The meeting as it was when it began waiting, with the settings
+        // the room has now.
+        let mut meeting = waiting.meeting.unwrap_or_default();
+        meeting.waiting_room = state.settings.waiting_room;
+        meeting.locked = state.settings.locked;
+        meeting.co_host_ids = state.settings.co_host_ids.clone();
         let last = state.last_seq();
         let slot = &state.slots[participant_id];
         let joined = self.joined(&state, &meeting, slot, &waiting.session_id, false, last);
@@ -364,9 +397,22 @@ impl RoomHub {
 
     /// Applies a record's lobby parts on this node (in a cluster): who
     /// waits, and the admissions and denials of this node's waiters.
-    /// Returns a waiter to turn away once the lock is released.
-    pub(super) fn apply_lobby(&self, state: &mut RoomState, record: &Record) -> Option<String> {
-        let link = state.link.as_mut()?;
+    pub(super) fn apply_lobby(&self, state: &mut RoomState, record: &Record) -> LobbyFollowups {
+        let mut followups = LobbyFollowups::default();
+        // Another node took a waiter of this one out (it took this node for
+        // dead): say again who waits here.
+        if !record.unwaiting.is_empty()
+            && record.origin != self.link.as_ref().map_or("", |l| l.node())
+            && state
+                .slots
+                .get(&record.unwaiting)
+                .is_some_and(|slot| slot.waiting.is_some())
+        {
+            followups.repair = true;
+        }
+        let Some(link) = state.link.as_mut() else {
+            return followups;
+        };
         let mut changed = false;
         if let Some(waiter) = &record.waiting {
             link.lobby
@@ -386,11 +432,24 @@ impl RoomHub {
         {
             let _ = admission.send(());
         }
-        (!record.deny.is_empty()
+        if !record.deny.is_empty()
             && state
                 .slots
                 .get(&record.deny)
-                .is_some_and(|slot| slot.waiting.is_some()))
-        .then(|| record.deny.clone())
+                .is_some_and(|slot| slot.waiting.is_some())
+        {
+            followups.denied.push(record.deny.clone());
+        }
+        followups
     }
+}
+
+/// What applying a record's lobby parts leaves to do once the room's lock
+/// is released.
+#[derive(Debug, Default)]
+pub(super) struct LobbyFollowups {
+    /// Waiters here to turn away.
+    pub denied: Vec<String>,
+    /// This node's waiters must be announced again.
+    pub repair: bool,
 }

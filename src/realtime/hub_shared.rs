@@ -307,6 +307,9 @@ impl RoomHub {
         if state.slots.contains_key(&participant_id) {
             return Err(HubError::ResumeFailed("the participant is already here"));
         }
+        state.adopt_settings(meeting);
+        let mut info = info;
+        info.role = state.settings.role(&user_id) as i32;
         let last = state.last_seq();
         let from = from.min(last);
         let mut missed: Vec<Arc<pb::ServerEvent>> = Vec::new();
@@ -369,6 +372,7 @@ impl RoomHub {
         for event in missed {
             let _ = tx.try_send(event);
         }
+        self.send_lobby_to(&state, &participant_id);
         self.attendance.reopen(&participant_id);
         drop(state);
         self.register_session(&meeting.id, &session_id, &participant_id, &user_id);
@@ -583,9 +587,9 @@ impl RoomHub {
             state.skip(seq);
             return followups;
         }
-        if let Some(denied) = self.apply_lobby(state, &record) {
-            followups.denied.push(denied);
-        }
+        let lobby = self.apply_lobby(state, &record);
+        followups.denied.extend(lobby.denied);
+        followups.repair |= lobby.repair;
         if !record.removed_user.is_empty() {
             followups.kicks = state
                 .slots
@@ -757,6 +761,9 @@ impl RoomHub {
                     let known = link.known;
                     link.adopt(&snapshot);
                     link.known = true;
+                    // Roles follow the room's settings, not what the
+                    // roster recorded at each join.
+                    state.reassign_roles();
                     if known {
                         // It missed more than the log keeps.
                         tracing::warn!(meeting_id, "room log: fell behind; participants resume");

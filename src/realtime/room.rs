@@ -286,6 +286,16 @@ impl RoomState {
         if !self.settings.adopt(meeting) {
             return false;
         }
+        self.reassign_roles();
+        true
+    }
+
+    /// Gives every participant, here and elsewhere, the role the room's
+    /// settings say (after a snapshot, whose roster has join-time roles).
+    pub fn reassign_roles(&mut self) {
+        if self.settings.host_id.is_empty() {
+            return; // Not known yet: the first join's meeting sets them.
+        }
         let settings = &self.settings;
         for slot in self.slots.values_mut() {
             slot.info.role = settings.role(&slot.user_id) as i32;
@@ -295,7 +305,6 @@ impl RoomState {
                 member.role = settings.role(&member.user_id) as i32;
             }
         }
-        true
     }
 
     /// What an event changes in the room's state besides who is in it:
@@ -375,6 +384,13 @@ impl RoomState {
             sequence: seq,
             event: Some(event),
         });
+        // A reaction lasts a moment and is not replayed: a burst of them
+        // must not push out of the ring what a resume needs.
+        if matches!(event.event, Some(Event::Reaction(_))) {
+            let overflowed = self.fan(&to, event.clone());
+            self.after(lobby_changed, &event);
+            return overflowed;
+        }
         let bytes = prost::Message::encoded_len(event.as_ref());
         while self.replay.len() >= self.replay_capacity
             || (!self.replay.is_empty() && self.replay_bytes + bytes > REPLAY_MAX_BYTES)
@@ -447,6 +463,10 @@ impl RoomState {
         self.replay_bytes = 0;
         let mut detached = Vec::new();
         for (id, slot) in self.slots.iter_mut() {
+            // A waiter missed nothing: it hears nothing of the room.
+            if slot.waiting.is_some() {
+                continue;
+            }
             let Some(outbox) = &slot.outbox else { continue };
             let delivered = outbox.control.sent_seq();
             let epoch = slot.detach(

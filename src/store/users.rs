@@ -260,6 +260,14 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<(UserRecord, Vec<String>
             .bind(id)
             .fetch_all(&mut *conn)
             .await?;
+        // A co-host no more, wherever they were one.
+        sqlx::query(
+            "UPDATE meetings SET co_host_ids = TRIM(REPLACE(' ' || co_host_ids || ' ', ' ' || $1 || ' ', ' ')) \
+             WHERE ' ' || co_host_ids || ' ' LIKE '% ' || $1 || ' %'",
+        )
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
         sqlx::query_as::<_, UserRecord>(&format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}"))
             .bind(id)
             .fetch_optional(conn)

@@ -783,6 +783,48 @@ async fn the_lobby_hands_and_settings_span_nodes() {
         "{rest:?}"
     );
 
+    // A link holder waits on C (Subscribe) and Publishes through A: its
+    // pings reach its session, its chat is refused.
+    let open_link = pb::Meeting {
+        join_policy: pb::JoinPolicy::AnyoneWithLink as i32,
+        ..Default::default()
+    };
+    crate::room_features::update(a, &host, &meeting, open_link, &["join_policy"])
+        .await
+        .unwrap();
+    let (_, dave, _) = a.user("dave@example.com").await;
+    let mut dave_events = rooms(c)
+        .subscribe(authed(
+            pb::SubscribeRequest {
+                meeting_id: meeting.clone(),
+                ..Default::default()
+            },
+            &dave,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Event::Waiting(dave_waiting)) = next(&mut dave_events).await.event else {
+        panic!("dave waits")
+    };
+    let through_a = |e: client_event::Event| {
+        let mut client = rooms(a);
+        let request = authed(
+            pb::PublishRequest {
+                session_id: dave_waiting.session_id.clone(),
+                event: Some(event("d", e)),
+            },
+            &dave,
+        );
+        async move { client.publish(request).await }
+    };
+    through_a(client_event::Event::Ping(pb::Ping {}))
+        .await
+        .expect("a waiter's ping crosses nodes");
+    next_of(&mut dave_events, |e| matches!(e, Event::Pong(_))).await;
+    let refused = through_a(chat("let me in")).await;
+    crate::helpers::assert_status(refused, tonic::Code::FailedPrecondition, "IN_LOBBY");
+
     // A lock set through B reaches the room on A, and refuses joins on C.
     let locked = pb::Meeting {
         locked: true,

@@ -736,9 +736,47 @@ async fn the_waiting_room_holds_attendees_until_a_host_decides() {
     drop((carol_tx, carol_events));
     let lobby = next_of(&mut host_room.events, |e| matches!(e, Event::Lobby(_))).await;
     assert!(lobby_ids(&lobby).is_empty());
-    // Switching the waiting room off lets people straight in.
+    // One user waits on at most three devices.
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        devices.push(wait_native(&app, &carol, &meeting).await);
+    }
+    let refused = open(&app, &carol, crate::rooms::join(&meeting)).await;
+    assert_status(refused, Code::ResourceExhausted, "LOBBY_FULL");
+    // The meeting ends: waiters hear it, and their streams end.
+    app.meetings()
+        .start_meeting(authed(meeting_id(&meeting), &host))
+        .await
+        .unwrap();
+    app.meetings()
+        .end_meeting(authed(
+            pb::EndMeetingRequest {
+                meeting_id: meeting.clone(),
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    for (_tx, mut events, _) in devices {
+        let rest = end_of(&mut events).await.expect("a clean end");
+        assert!(
+            rest.iter().any(|e| matches!(
+                &e.event,
+                Some(Event::MeetingStatus(m)) if m.status == pb::MeetingStatus::Completed as i32
+            )),
+            "{rest:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn switching_the_waiting_room_off_lets_new_joins_straight_in() {
+    let app = spawn_app().await;
+    let (meeting, host, bob, _) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
+    waiting_room(&app, &host, &meeting, true).await;
+    wait_native(&app, &bob, &meeting).await;
     waiting_room(&app, &host, &meeting, false).await;
-    connect(&app, &carol, &meeting).await;
+    connect(&app, &bob, &meeting).await;
 }
 
 #[tokio::test]
