@@ -56,6 +56,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod wire;
 
 use std::{future::Future, sync::Arc};

@@ -169,6 +169,8 @@ pub async fn serve(
     }
 
     let router = builder
+        // The web app answers GET and HEAD before anything gRPC sees them.
+        .layer(crate::web::WebLayer)
         .layer(cors(&config.cors_origins))
         .layer(GrpcWebLayer::new())
         .layer(CallLogLayer::new(state.metrics.clone()))

@@ -32,3 +32,4 @@ mod telemetry;
 mod tokens;
 mod users;
 mod verification;
+mod web;
