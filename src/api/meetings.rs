@@ -2,7 +2,7 @@
 //! attendance, history and calendar export. Rules (limits, the status
 //! machine, who may do what) live in `domain::meeting`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tonic::{Request, Response, Status};
 
@@ -23,7 +23,8 @@ use crate::{
         new_id,
         notification::Draft,
         parse_id,
-        time::{from_timestamp, now_micros},
+        report::{self, Stay},
+        time::{from_timestamp, now_micros, to_timestamp},
     },
     error::{AppError, Violations},
     proto::pb::{self, meeting_service_server::MeetingService},
@@ -33,7 +34,7 @@ use crate::{
         invites::{self, InviteScope, Invitee},
         ledger,
         meetings::{self, ListFilter, MeetingChanges, MeetingRecord, NewMeeting, Scope},
-        participants,
+        participants, reports,
         users::{self, UserRecord},
     },
 };
@@ -1044,6 +1045,68 @@ impl MeetingService for MeetingApi {
             ics: calendar::to_ics(&event),
             content_type: "text/calendar; charset=utf-8".into(),
             filename: format!("{}.ics", record.id),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(meeting_id = %request.get_ref().meeting_id))]
+    async fn get_meeting_report(
+        &self,
+        request: Request<pb::GetMeetingReportRequest>,
+    ) -> Result<Response<pb::GetMeetingReportResponse>, Status> {
+        let caller = caller(&request)?;
+        let loaded = self
+            .permitted(
+                &caller,
+                &request.get_ref().meeting_id,
+                "meeting_id",
+                Access::can_report,
+                "only the host, co-hosts and admins see the report",
+            )
+            .await?;
+        let record = &loaded.record;
+        let (rows, counts) = tokio::try_join!(
+            reports::stays(&self.state.db, &record.id),
+            reports::counts(&self.state.db, &record.id),
+        )?;
+        let now = now_micros();
+        let stays: Vec<Stay> = rows
+            .iter()
+            .map(|r| Stay {
+                user_id: r.user_id.clone(),
+                joined_at: r.joined_at,
+                left_at: r.left_at,
+            })
+            .collect();
+        let (attendees, peak) = report::summarize(&stays, now);
+        let names: HashMap<&str, &str> = rows
+            .iter()
+            .map(|r| (r.user_id.as_str(), r.display_name.as_str()))
+            .collect();
+        let duration = match (record.actual_start_at, record.actual_end_at) {
+            (Some(start), end) => (end.unwrap_or(now) - start).max(0) / 1_000_000,
+            (None, _) => 0,
+        };
+        Ok(Response::new(pb::GetMeetingReportResponse {
+            attendees: attendees
+                .into_iter()
+                .map(|a| pb::AttendeeReport {
+                    display_name: names
+                        .get(a.user_id.as_str())
+                        .copied()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    user_id: a.user_id,
+                    first_join_time: Some(to_timestamp(a.first_join)),
+                    last_leave_time: a.last_leave.map(to_timestamp),
+                    total_seconds: a.total / 1_000_000,
+                    joins: i32::try_from(a.joins).unwrap_or(i32::MAX),
+                })
+                .collect(),
+            peak_participants: i32::try_from(peak).unwrap_or(i32::MAX),
+            chat_messages: counts.chat_messages,
+            files_shared: counts.files_shared,
+            calls: counts.calls,
+            actual_duration_seconds: duration,
         }))
     }
 }

@@ -300,6 +300,11 @@ impl Access {
         self.relation.is_host || self.is_co_host()
     }
 
+    /// The host, co-hosts and admins read the attendance report.
+    pub fn can_report(&self) -> bool {
+        self.can_run() || self.relation.is_admin
+    }
+
     /// The host and co-hosts pass a lock and skip the waiting room.
     pub fn skips_lobby(&self) -> bool {
         self.can_run()

@@ -28,6 +28,7 @@ pub mod mail;
 pub mod meetings;
 pub mod notifications;
 pub mod participants;
+pub mod reports;
 pub mod sessions;
 pub mod throttle;
 mod tx;

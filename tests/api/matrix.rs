@@ -460,6 +460,15 @@ fn table(w: &World) -> Vec<Row<'_>> {
             }),
         ),
         (
+            "GetMeetingReport",
+            Rule::Meeting(Access::can_report),
+            Box::new(move |t: String| {
+                let mut c = meetings();
+                let r = authed(pb::GetMeetingReportRequest { meeting_id: id() }, &t);
+                Box::pin(async move { ok(c.get_meeting_report(r).await) }) as Call
+            }),
+        ),
+        (
             "AdmitParticipant",
             Rule::Meeting(Access::can_run),
             Box::new(move |t: String| {

@@ -8,6 +8,7 @@
 // starts that server on a free port with its own data directory.
 
 import { test, before, after } from "node:test";
+import { createInterface } from "node:readline";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -30,7 +31,8 @@ before(async () => {
   const bin = process.env.UNIO_BIN ?? new URL("../../target/debug/unio", import.meta.url).pathname;
   server = spawn(bin, [], {
     env: {
-      ...process.env,
+      // Nothing of the caller's UNIO_* settings: this server is the test's.
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("UNIO_"))),
       UNIO_ADDR: "127.0.0.1:0",
       UNIO_ADMIN_ADDR: "",
       UNIO_STUN_URLS: "",
@@ -67,7 +69,11 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  server?.kill("SIGTERM");
+  if (server && server.exitCode === null) {
+    const exited = new Promise((r) => server.once("exit", r));
+    server.kill("SIGTERM");
+    await exited;
+  }
   rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -228,4 +234,55 @@ test("the waiting room holds a guest until the host admits them", async () => {
   assert.equal(await guest.page.getByRole("button", { name: "End meeting" }).count(), 0);
   await host.context.close();
   await guest.context.close();
+});
+
+test("a native client on Connect signals with a browser page", async () => {
+  const host = await person("host3");
+  await signUpVerified(host, "host3@example.com", "Host Three");
+  const path = await schedule(host, "Native and browser", "");
+  const meetingId = path.slice(3);
+  const { access } = JSON.parse(await host.page.evaluate(() => localStorage.getItem("unio.tokens")));
+  // The native peer joins first (same user, another device).
+  const bin = process.env.UNIO_NATIVE_PEER ?? new URL("../../target/debug/examples/native_peer", import.meta.url).pathname;
+  const native = spawn(bin, ["--addr", base, "--token", access, "--meeting", meetingId], { stdio: ["ignore", "pipe", "inherit"] });
+  const heard = [];
+  const waiters = [];
+  createInterface({ input: native.stdout }).on("line", (l) => {
+    const e = JSON.parse(l);
+    heard.push(e);
+    for (const w of waiters.splice(0)) w();
+  });
+  const hear = async (kind) => {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const e = heard.find((x) => x.event === kind);
+      if (e) return e;
+      if (Date.now() > deadline) throw new Error(`native peer never heard ${kind}: ${JSON.stringify(heard)}`);
+      await new Promise((r) => {
+        waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
+  };
+  try {
+    const joined = await hear("joined");
+    // The browser joins and offers to the native peer, which answers.
+    await host.page.goto(`${base}${path}`);
+    await host.page.getByText("You are in the meeting.").waitFor();
+    const offer = await hear("offer");
+    await hear("answered");
+    await hear("ice_candidate");
+    const tile = host.page.locator(`figure.tile[data-participant="${joined.participant_id}"]`);
+    await tile.waitFor();
+    await host.page.waitForFunction(
+      (id) => document.querySelector(`figure.tile[data-participant="${id}"]`)?.dataset.signaling === "stable",
+      joined.participant_id,
+      { timeout: 20_000 },
+    );
+    assert.ok(offer.from);
+    await host.page.screenshot({ path: `${ARTIFACTS}native-and-browser.png` });
+  } finally {
+    native.kill("SIGTERM");
+    await host.context.close();
+  }
 });

@@ -72,17 +72,30 @@ export const notifications = client(NotificationService);
 
 let refreshing: Promise<boolean> | null = null;
 
-/** Trades the refresh token for a new pair; false when the session is over. */
+/**
+ * Trades the refresh token for a new pair; false when the session is over.
+ * Tabs share the pair, and the server takes a refresh token used twice for
+ * a stolen one (it revokes the session): so one tab at a time refreshes
+ * (a Web Lock), and a tab that finds the pair already renewed uses it.
+ */
 export function refresh(): Promise<boolean> {
+  const presented = tokens()?.refresh;
   refreshing ??= (async () => {
-    const t = tokens();
-    if (!t) return false;
     try {
-      keep(await auth.refreshToken({ refreshToken: t.refresh }));
-      return true;
-    } catch (e) {
-      if (ConnectError.from(e).code === Code.Unauthenticated) forget();
-      return false;
+      const renew = async (): Promise<boolean> => {
+        const t = tokens();
+        if (!t) return false;
+        if (t.refresh !== presented) return true; // Another tab did it.
+        try {
+          keep(await auth.refreshToken({ refreshToken: t.refresh }));
+          return true;
+        } catch (e) {
+          // Forget only the pair that failed, not one another tab stored.
+          if (ConnectError.from(e).code === Code.Unauthenticated && tokens()?.refresh === t.refresh) forget();
+          return false;
+        }
+      };
+      return navigator.locks ? await navigator.locks.request("unio.refresh", renew) : await renew();
     } finally {
       refreshing = null;
     }
@@ -132,11 +145,13 @@ function errorInfoReason(bytes: Uint8Array): string {
     let len = 0;
     let shift = 0;
     for (;;) {
+      if (i >= bytes.length || shift > 28) return "";
       const b = bytes[i++];
       len |= (b & 0x7f) << shift;
       if (b < 0x80) break;
       shift += 7;
     }
+    if (i + len > bytes.length) return "";
     if (field === 1) return new TextDecoder().decode(bytes.subarray(i, i + len));
     i += len;
   }
@@ -145,6 +160,17 @@ function errorInfoReason(bytes: Uint8Array): string {
 
 export function code(e: unknown): Code {
   return ConnectError.from(e).code;
+}
+
+/** A same-origin path to go back to, or `/`: never another site. */
+export function safeReturn(raw: string | null): string {
+  if (!raw || !/^\/(?![/\\])/.test(raw)) return "/";
+  try {
+    const url = new URL(raw, location.origin);
+    return url.origin === location.origin ? url.pathname + url.search : "/";
+  } catch {
+    return "/";
+  }
 }
 
 export { Code };

@@ -46,7 +46,9 @@ export function whoAmI(name: string): void {
 async function signOut(): Promise<void> {
   const t = api.tokens();
   try {
-    if (t) await api.auth.logout({ refreshToken: t.refresh });
+    // Authorised, refreshing first if need be: the server must revoke
+    // the session, not only this page forget it.
+    if (t) await api.authed(() => api.auth.logout({ refreshToken: t.refresh }));
   } catch {
     // Signed out here either way.
   }
@@ -67,9 +69,9 @@ function signIn(): void {
         ? await api.auth.signUp({ email: email.value, password: password.value, displayName: name.value })
         : await api.auth.login({ email: email.value, password: password.value });
       api.keep(res.tokens);
-      const back = sessionStorage.getItem("unio.return");
+      const back = api.safeReturn(sessionStorage.getItem("unio.return"));
       sessionStorage.removeItem("unio.return");
-      location.assign(back && back.startsWith("/") ? back : "/");
+      location.assign(back);
     } catch (err) {
       line.textContent = api.describe(err);
       line.className = "status error";

@@ -6,7 +6,7 @@ import { notFound, oauthCallback, verify } from "./pages";
 import { room } from "./room";
 
 const path = location.pathname;
-const meeting = /^\/m\/([0-9a-fA-F-]{36})\/?$/.exec(path);
+const meeting = /^\/m\/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$/.exec(path);
 if (path === "/") void home();
 else if (path === "/verify") void verify();
 else if (path === "/oauth/callback") void oauthCallback();

@@ -5,6 +5,8 @@ import { h, show } from "./dom";
 
 export async function verify(): Promise<void> {
   const token = new URLSearchParams(location.search).get("token") ?? "";
+  // The token does not stay in the address bar or the history.
+  history.replaceState(null, "", "/verify");
   show(h("h1", { text: "Verifying your address…" }));
   try {
     const user = await api.auth.verifyEmail({ token });
@@ -24,13 +26,15 @@ export async function verify(): Promise<void> {
 
 export async function oauthCallback(): Promise<void> {
   const params = new URLSearchParams(location.search);
+  history.replaceState(null, "", "/oauth/callback");
   const saved = JSON.parse(sessionStorage.getItem("unio.oauth") ?? "null") as { provider: number; state: string } | null;
   sessionStorage.removeItem("unio.oauth");
   show(h("h1", { text: "Signing you in…" }));
   if (params.get("error") || !saved || saved.state !== params.get("state")) {
     show(
       h("h1", { text: "Sign-in did not complete" }),
-      h("p", { role: "alert", text: params.get("error_description") ?? "The sign-in was cancelled or is too old; try again." }),
+      // A fixed message: the query is anyone's to write.
+      h("p", { role: "alert", text: "The sign-in was cancelled, refused by the provider, or is too old; try again." }),
       h("p", {}, h("a", { href: "/", text: "Back to UNIO" })),
     );
     return;
@@ -42,9 +46,9 @@ export async function oauthCallback(): Promise<void> {
       state: params.get("state") ?? "",
     });
     api.keep(res.tokens);
-    const back = sessionStorage.getItem("unio.return");
+    const back = api.safeReturn(sessionStorage.getItem("unio.return"));
     sessionStorage.removeItem("unio.return");
-    location.replace(back && back.startsWith("/") ? back : "/");
+    location.replace(back);
   } catch (e) {
     show(h("h1", { text: "Sign-in failed" }), h("p", { role: "alert", text: api.describe(e) }), h("p", {}, h("a", { href: "/", text: "Back to UNIO" })));
   }

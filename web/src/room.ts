@@ -29,6 +29,7 @@ type Outgoing = MessageInitShape<typeof ClientEventSchema>["event"];
 const REACTIONS = ["👍", "👏", "🎉", "❤️", "😂", "😮", "🙌", "🤔"];
 const CHUNK = 512 * 1024;
 const FILE_NOTICE = "Shared a file: ";
+const MAX_PENDING_ICE = 50;
 
 interface Peer {
   pc: RTCPeerConnection;
@@ -101,6 +102,7 @@ class Room {
   private chatIds = new Set<string>();
   private typingTimer = 0;
   private typingSent = false;
+  /** Who is typing (participant id → since when). */
   private typers = new Map<string, number>();
   private joinedOnce = false;
 
@@ -129,7 +131,7 @@ class Room {
     this.render();
     void this.loadChat();
     void this.loadFiles();
-    window.addEventListener("pagehide", () => this.leave());
+    window.addEventListener("pagehide", () => void this.leave());
     // A network blip: the stream may not notice for a while (a fetch
     // stream outlives the network), so going offline ends it at once and
     // coming back resumes at once.
@@ -229,7 +231,7 @@ class Room {
           })
         : null,
       this.runs() ? h("button", { type: "button", class: "danger", onclick: () => void this.endMeeting(), text: "End meeting" }) : null,
-      h("button", { type: "button", onclick: () => this.leaveAndGo(), text: "Leave" }),
+      h("button", { type: "button", onclick: () => void this.leaveAndGo(), text: "Leave" }),
     ];
     this.controls.replaceChildren(...buttons.filter((b): b is HTMLElement => b !== null));
   }
@@ -258,13 +260,13 @@ class Room {
     let delay = 500;
     while (!this.done) {
       this.stream = new AbortController();
+      const opened = Date.now();
       try {
         const events = api.rooms.subscribe(
           { meetingId: this.meeting.id, resumeToken: this.resumeToken, lastSequence: this.lastSeq },
           { signal: this.stream.signal, timeoutMs: 0 },
         );
         for await (const ev of events) {
-          delay = 500;
           this.handle(ev);
           if (this.done) return;
         }
@@ -274,27 +276,47 @@ class Room {
         if (this.done) return;
         const code = api.code(e);
         const why = api.reason(e);
-        if (code === api.Code.Unauthenticated && (await api.refresh())) continue;
-        if (code === api.Code.PermissionDenied) return this.end(why === "KICKED" || why === "REMOVED_BY_HOST" ? "The host removed you from this meeting." : api.describe(e));
-        if (code === api.Code.FailedPrecondition) {
-          if (why === "MEETING_NOT_JOINABLE") return over(this.meeting);
+        if (code === api.Code.Unauthenticated) {
+          if (!(await api.refresh())) return this.signedOut();
+        } else if (code === api.Code.PermissionDenied) {
+          return this.end(why === "KICKED" || why === "REMOVED_BY_HOST" ? "The host removed you from this meeting." : api.describe(e));
+        } else if (code === api.Code.FailedPrecondition) {
+          if (why === "MEETING_NOT_JOINABLE") {
+            this.stop();
+            return over(this.meeting);
+          }
           return this.end(api.describe(e));
+        } else if (code === api.Code.NotFound || (code === api.Code.ResourceExhausted && why === "LOBBY_FULL")) {
+          return this.end(api.describe(e));
+        } else {
+          this.line.textContent = "Connection lost; reconnecting…";
         }
-        if (code === api.Code.NotFound) return this.end(api.describe(e));
-        if (code === api.Code.ResourceExhausted && why === "LOBBY_FULL") return this.end(api.describe(e));
-        this.line.textContent = "Connection lost; reconnecting…";
       }
-      // Back off, unless the network says it is back.
+      // A stream that lived a while was healthy: start backing off anew.
+      if (Date.now() - opened > 10_000) delay = 500;
+      // Full jitter, so that a restarted server is not hit by every
+      // browser at once; the network coming back wakes it early.
+      const wait = Math.random() * delay;
       await new Promise<void>((r) => {
-        const timer = setTimeout(r, navigator.onLine ? delay : 60_000);
+        const timer = setTimeout(r, navigator.onLine ? wait : 60_000);
         this.wakeUp = () => {
           clearTimeout(timer);
           r();
         };
       });
       this.wakeUp = null;
-      delay = Math.min(delay * 2, 8000);
+      delay = Math.min(delay * 2, 15_000);
     }
+  }
+
+  /** The session is over (signed out elsewhere, expired): sign in again. */
+  private signedOut(): void {
+    this.stop();
+    sessionStorage.setItem("unio.return", location.pathname);
+    show(
+      h("h1", { text: "Your session has ended" }),
+      h("p", {}, h("a", { href: "/", text: "Sign in again to rejoin" })),
+    );
   }
 
   private handle(ev: ServerEvent): void {
@@ -322,6 +344,7 @@ class Room {
         }
         return;
       case "participantLeft":
+        this.typers.delete(e.value.participantId);
         this.participants.delete(e.value.participantId);
         this.dropPeer(e.value.participantId);
         this.renderPeople();
@@ -334,13 +357,13 @@ class Room {
         // the list is read again.
         if (e.value.text.startsWith(FILE_NOTICE)) void this.loadFiles();
         return this.showChat(e.value);
-      case "typing": {
-        const name = this.participants.get(e.value.participantId)?.displayName ?? "Someone";
-        if (e.value.isTyping) this.typers.set(name, Date.now());
-        else this.typers.delete(name);
+      case "typing":
+        if (e.value.isTyping) this.typers.set(e.value.participantId, Date.now());
+        else this.typers.delete(e.value.participantId);
         this.renderTyping();
+        // Typing that stops without saying so fades.
+        setTimeout(() => this.renderTyping(), 6500);
         return;
-      }
       case "mediaState": {
         const p = this.participants.get(e.value.participantId);
         if (p) {
@@ -423,6 +446,7 @@ class Room {
         if (p.participantId !== this.participantId) void this.offer(p.participantId);
       }
     } else {
+      for (const id of [...this.peers.keys()]) if (!this.participants.has(id)) this.dropPeer(id);
       // Peers that did not survive the blip are offered again.
       for (const p of j.participants) {
         const peer = this.peers.get(p.participantId);
@@ -466,7 +490,13 @@ class Room {
     const { tile, video } = this.tile(remote, this.participants.get(id)?.displayName ?? "Guest", false);
     tile.dataset.participant = id;
     this.grid.append(tile);
-    for (const track of this.local.getTracks()) pc.addTrack(track, this.local);
+    // Send what we have (the shared screen in place of the camera);
+    // receive audio and video either way, even without a camera.
+    for (const kind of ["audio", "video"] as const) {
+      const track = kind === "video" && this.screen ? this.screen.getVideoTracks()[0] : this.local.getTracks().find((t) => t.kind === kind);
+      if (track) pc.addTrack(track, this.local);
+      else pc.addTransceiver(kind, { direction: "recvonly" });
+    }
     pc.ontrack = (ev) => {
       remote.addTrack(ev.track);
       video.srcObject = remote;
@@ -482,8 +512,12 @@ class Room {
         },
       });
     };
+    // Visible to tests and styles: how far the connection got.
     pc.onconnectionstatechange = () => {
       tile.dataset.state = pc.connectionState;
+    };
+    pc.onsignalingstatechange = () => {
+      tile.dataset.signaling = pc.signalingState;
     };
     peer = { pc, pendingIce: [], tile, video };
     this.peers.set(id, peer);
@@ -506,6 +540,9 @@ class Room {
   }
 
   private async signal(from: string, payload: { case: string | undefined; value?: unknown }): Promise<void> {
+    // Only from someone in the room: a late or stray signal must not make
+    // a connection (and a tile) for no one.
+    if (!this.participants.has(from) || from === this.participantId) return;
     try {
       if (payload.case === "offer") {
         let peer = this.peers.get(from);
@@ -529,7 +566,7 @@ class Room {
         const c: RTCIceCandidateInit = { candidate: v.candidate, sdpMid: v.sdpMid, sdpMLineIndex: v.sdpMlineIndex };
         const peer = this.peer(from);
         if (peer.pc.remoteDescription) await peer.pc.addIceCandidate(c);
-        else peer.pendingIce.push(c);
+        else if (peer.pendingIce.length < MAX_PENDING_ICE) peer.pendingIce.push(c);
       }
     } catch (e) {
       console.warn("signal", e);
@@ -705,7 +742,7 @@ class Room {
     // Keep sequence order even when history and live events interleave.
     const after = [...this.messages.children].find((li) => BigInt((li as HTMLElement).dataset.sequence ?? "0") > m.sequence);
     this.messages.insertBefore(item, after ?? null);
-    this.typers.delete(m.senderDisplayName);
+    for (const [id, p] of this.participants) if (p.userId === m.senderId) this.typers.delete(id);
     this.renderTyping();
   }
 
@@ -729,8 +766,8 @@ class Room {
 
   private renderTyping(): void {
     const now = Date.now();
-    for (const [name, at] of this.typers) if (now - at > 6000) this.typers.delete(name);
-    const names = [...this.typers.keys()];
+    for (const [id, at] of this.typers) if (now - at > 6000) this.typers.delete(id);
+    const names = [...this.typers.keys()].map((id) => this.participants.get(id)?.displayName ?? "Someone");
     this.typingLine.textContent = names.length ? `${names.join(", ")} ${names.length === 1 ? "is" : "are"} typing…` : "";
   }
 
@@ -774,6 +811,7 @@ class Room {
         for (;;) {
           try {
             const up = await api.authed(() => api.files.uploadChunk({ uploadId: created.uploadId, offset: BigInt(offset), data }));
+            if (Number(up.receivedBytes) <= offset) throw new Error("the upload did not advance");
             offset = Number(up.receivedBytes);
             break;
           } catch (e) {
@@ -798,13 +836,15 @@ class Room {
 
   private async download(f: SharedFile): Promise<void> {
     try {
-      const parts: Uint8Array[] = [];
-      let type = f.contentType;
-      for await (const msg of api.files.downloadFile({ fileId: f.id })) {
-        if (msg.data.case === "metadata") type = msg.data.value.contentType;
-        else if (msg.data.case === "chunk") parts.push(msg.data.value);
-      }
-      const url = URL.createObjectURL(new Blob(parts as BlobPart[], { type: type || "application/octet-stream" }));
+      const parts = await api.authed(async () => {
+        const got: Uint8Array[] = [];
+        for await (const msg of api.files.downloadFile({ fileId: f.id })) {
+          if (msg.data.case === "chunk") got.push(msg.data.value);
+        }
+        return got;
+      });
+      // Saved, never shown: whatever the bytes claim to be.
+      const url = URL.createObjectURL(new Blob(parts as BlobPart[], { type: "application/octet-stream" }));
       const a = h("a", { href: url, download: f.filename, hidden: true });
       document.body.append(a);
       a.click();
@@ -826,14 +866,16 @@ class Room {
     this.screen?.getTracks().forEach((t) => t.stop());
   }
 
-  private leave(): void {
-    if (this.done || !this.sessionId) return;
-    void this.send({ case: "leave", value: {} });
+  private leave(): Promise<void> {
+    if (this.done || !this.sessionId) return Promise.resolve();
+    const sent = this.send({ case: "leave", value: {} });
     this.stop();
+    return sent;
   }
 
-  private leaveAndGo(): void {
-    this.leave();
+  private async leaveAndGo(): Promise<void> {
+    // The room hears the leave before the page goes (or after a second).
+    await Promise.race([this.leave(), new Promise((r) => setTimeout(r, 1000))]);
     location.assign("/");
   }
 
