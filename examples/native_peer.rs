@@ -3,15 +3,16 @@
 //! end-to-end test, where it signals with a browser page:
 //!
 //! ```sh
-//! cargo run --example native_peer -- --addr http://127.0.0.1:50051 \
-//!     --token "$ACCESS_TOKEN" --meeting "$MEETING_ID"
+//! UNIO_ACCESS_TOKEN="$TOKEN" cargo run --example native_peer -- \
+//!     --addr http://127.0.0.1:50051 --meeting "$MEETING_ID"
 //! ```
 //!
-//! It joins, prints every event as one JSON line on stdout, answers each
+//! It joins, prints the room's events as JSON lines on stdout, answers each
 //! SDP offer with an SDP answer of its own (every media section accepted
 //! as `inactive`: it has no media stack, so no media flows, but the
 //! browser's negotiation completes) and trickles one ICE candidate after
-//! it. It ends when the stream does or on Ctrl-C.
+//! it. It never offers: join it before the browser. It ends when the
+//! stream does (or is killed).
 
 use std::time::Duration;
 
@@ -29,16 +30,22 @@ struct Args {
     /// The server, e.g. http://127.0.0.1:50051.
     #[arg(long)]
     addr: String,
-    /// An access token.
-    #[arg(long)]
+    /// An access token (better from the environment: a command line is
+    /// visible to every user of the machine).
+    #[arg(long, env = "UNIO_ACCESS_TOKEN")]
     token: String,
     /// The meeting to join.
     #[arg(long)]
     meeting: String,
 }
 
+/// One event, as a line of JSON; a reader that went away ends the peer.
 fn line(value: serde_json::Value) {
-    println!("{value}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{value}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
 }
 
 /// An answer accepting each media section of `offer` as inactive.

@@ -69,12 +69,15 @@ impl Asset {
 
     fn respond(&self, headers: &HeaderMap) -> Response {
         let etag = self.etag().clone();
+        // RFC 9110: `*`, or any listed tag, compared weakly.
+        let ours = etag.to_str().unwrap_or_default();
         let fresh = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| {
                 v.split(',')
-                    .any(|tag| tag.trim() == etag.to_str().unwrap_or(""))
+                    .map(str::trim)
+                    .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
             });
         let mut response = if fresh {
             StatusCode::NOT_MODIFIED.into_response()
@@ -126,11 +129,21 @@ async fn not_found() -> Response {
     r
 }
 
+/// A meeting id as join_urls spell it (the canonical hyphenated form the
+/// app's router expects), nothing looser.
+fn is_meeting_id(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 async fn meeting(
     axum::extract::Path(id): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if crate::domain::parse_id(&id).is_ok() {
+    if is_meeting_id(&id) {
         page(headers).await
     } else {
         not_found().await

@@ -1077,7 +1077,14 @@ impl MeetingService for MeetingApi {
                 left_at: r.left_at,
             })
             .collect();
-        let (attendees, peak) = report::summarize(&stays, now);
+        // Stays still open count until now, or until the end of a meeting
+        // that is over (a late resume must not make time grow for ever).
+        let until = if record.status().is_over() {
+            record.actual_end_at.unwrap_or(now).min(now)
+        } else {
+            now
+        };
+        let (attendees, peak) = report::summarize(&stays, until);
         let names: HashMap<&str, &str> = rows
             .iter()
             .map(|r| (r.user_id.as_str(), r.display_name.as_str()))

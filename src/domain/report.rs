@@ -32,7 +32,7 @@ pub struct Attendee {
 }
 
 /// Totals per user (by first join) and the peak number of participants;
-/// stays still open count until `now`.
+/// stays still open count until `now` (and none past it).
 pub fn summarize(stays: &[Stay], now: Micros) -> (Vec<Attendee>, u32) {
     let mut by_user: BTreeMap<&str, Vec<(Micros, Option<Micros>)>> = BTreeMap::new();
     for stay in stays {
@@ -53,7 +53,7 @@ pub fn summarize(stays: &[Stay], now: Micros) -> (Vec<Attendee>, u32) {
             // The union of the spans.
             let (mut total, mut open): (Micros, Option<(Micros, Micros)>) = (0, None);
             for (from, to) in &spans {
-                let to = to.unwrap_or(now).max(*from);
+                let to = to.unwrap_or(now).min(now).max(*from);
                 open = match open {
                     Some((start, end)) if *from <= end => Some((start, end.max(to))),
                     Some((start, end)) => {
@@ -83,7 +83,7 @@ pub fn summarize(stays: &[Stay], now: Micros) -> (Vec<Attendee>, u32) {
         .flat_map(|s| {
             [
                 (s.joined_at, 1),
-                (s.left_at.unwrap_or(now).max(s.joined_at), -1),
+                (s.left_at.unwrap_or(now).min(now).max(s.joined_at), -1),
             ]
         })
         .collect();
@@ -146,6 +146,14 @@ mod tests {
         let stays = [stay("a", 0, Some(100)), stay("b", 100, Some(200))];
         assert_eq!(summarize(&stays, 300).1, 1);
         assert_eq!(summarize(&[], 300), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn nothing_counts_past_the_end() {
+        // A meeting over at 100; a stay reopened by a late resume.
+        let (attendees, _) = summarize(&[stay("a", 50, None), stay("b", 150, Some(200))], 100);
+        assert_eq!(attendees[0].total, 50);
+        assert_eq!(attendees[1].total, 0);
     }
 
     #[test]

@@ -111,7 +111,12 @@ pub async fn list(
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn reopen(db: &Db, id: &str) -> Result<(), Error> {
     dispatch!(db, pool => {
-        sqlx::query("UPDATE meeting_participants SET left_at = NULL WHERE id = $1")
+        // A resume that races EndMeeting does not reopen what the end closed.
+        sqlx::query(
+            "UPDATE meeting_participants SET left_at = NULL WHERE id = $1 AND EXISTS \
+             (SELECT 1 FROM meetings m WHERE m.id = meeting_participants.meeting_id \
+              AND m.status IN ('scheduled', 'ongoing'))",
+        )
             .bind(id)
             .execute(pool)
             .await

@@ -613,12 +613,13 @@ async fn configuration_and_input_errors_are_clear() {
     );
     assert!(status.message().contains("UNIO_MICROSOFT_CLIENT_ID"));
 
-    // The provider is down.
+    // The provider is down: nothing listens on port 1 (a stopped fake's
+    // port could be taken by another test's fake meanwhile).
     p.google.stop();
     let fresh = spawn_app_with(&[
         ("UNIO_GOOGLE_CLIENT_ID", "google-client"),
         ("UNIO_GOOGLE_CLIENT_SECRET", CLIENT_SECRET),
-        ("UNIO_GOOGLE_ISSUER", &p.google.base),
+        ("UNIO_GOOGLE_ISSUER", "http://127.0.0.1:1"),
         ("UNIO_OAUTH_REDIRECT_URIS", REDIRECT),
     ])
     .await;

@@ -111,6 +111,20 @@ async fn the_join_url_opens_the_app_with_strict_headers() {
     )
     .await;
     assert_eq!((status, body.len()), (304, 0));
+    let weak = format!("\"other\", W/{etag}");
+    for tag in [weak.as_str(), "*"] {
+        let (status, _, _) = get(
+            &app,
+            Method::GET,
+            "/assets/app.js",
+            &[("if-none-match", tag)],
+        )
+        .await;
+        assert_eq!(status, 304, "{tag}");
+    }
+    let other = [("if-none-match", "\"other\"")];
+    let (status, _, _) = get(&app, Method::GET, "/assets/app.js", &other).await;
+    assert_eq!(status, 200);
     let (status, headers, _) = get(&app, Method::GET, "/assets/app.css", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), "text/css; charset=utf-8");
@@ -119,8 +133,17 @@ async fn the_join_url_opens_the_app_with_strict_headers() {
     assert_secured(&headers);
 
     // What is not the app is a 404 page, not a gRPC error.
+    let id = &path[3..];
+    let (trailing, braced, bare) = (
+        format!("/m/{id}/"),
+        format!("/m/{{{id}}}"),
+        format!("/m/{}", id.replace('-', "")),
+    );
     for path in [
         "/m/not-a-meeting",
+        trailing.as_str(),
+        braced.as_str(),
+        bare.as_str(),
         "/nothing",
         "/assets/../Cargo.toml",
         "/unio.v1.UserService/GetMe",

@@ -244,7 +244,10 @@ test("a native client on Connect signals with a browser page", async () => {
   const { access } = JSON.parse(await host.page.evaluate(() => localStorage.getItem("unio.tokens")));
   // The native peer joins first (same user, another device).
   const bin = process.env.UNIO_NATIVE_PEER ?? new URL("../../target/debug/examples/native_peer", import.meta.url).pathname;
-  const native = spawn(bin, ["--addr", base, "--token", access, "--meeting", meetingId], { stdio: ["ignore", "pipe", "inherit"] });
+  const native = spawn(bin, ["--addr", base, "--meeting", meetingId], {
+    env: { ...process.env, UNIO_ACCESS_TOKEN: access },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   const heard = [];
   const waiters = [];
   createInterface({ input: native.stdout }).on("line", (l) => {

@@ -87,7 +87,8 @@ export function refresh(): Promise<boolean> {
         if (!t) return false;
         if (t.refresh !== presented) return true; // Another tab did it.
         try {
-          keep(await auth.refreshToken({ refreshToken: t.refresh }));
+          // Bounded: every tab waits on this under the lock.
+          keep(await auth.refreshToken({ refreshToken: t.refresh }, { timeoutMs: 15_000 }));
           return true;
         } catch (e) {
           // Forget only the pair that failed, not one another tab stored.

@@ -48,7 +48,8 @@ async function signOut(): Promise<void> {
   try {
     // Authorised, refreshing first if need be: the server must revoke
     // the session, not only this page forget it.
-    if (t) await api.authed(() => api.auth.logout({ refreshToken: t.refresh }));
+    // (The refresh token read at the call: a refresh may renew it first.)
+    if (t) await api.authed(() => api.auth.logout({ refreshToken: api.tokens()?.refresh ?? t.refresh }));
   } catch {
     // Signed out here either way.
   }

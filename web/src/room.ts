@@ -277,7 +277,8 @@ class Room {
         const code = api.code(e);
         const why = api.reason(e);
         if (code === api.Code.Unauthenticated) {
-          if (!(await api.refresh())) return this.signedOut();
+          // A refresh that failed for the network is a blip, not the end.
+          if (!(await api.refresh()) && !api.signedIn()) return this.signedOut();
         } else if (code === api.Code.PermissionDenied) {
           return this.end(why === "KICKED" || why === "REMOVED_BY_HOST" ? "The host removed you from this meeting." : api.describe(e));
         } else if (code === api.Code.FailedPrecondition) {
@@ -534,6 +535,7 @@ class Room {
 
   private async offer(id: string): Promise<void> {
     const { pc } = this.peer(id);
+    if (pc.signalingState !== "stable") return;
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     await this.send({ case: "signal", value: { toParticipantId: id, payload: { case: "offer", value: { sdp: offer.sdp ?? "" } } } });
@@ -614,10 +616,20 @@ class Room {
     this.renderControls();
   }
 
+  /** Sends `track` as this page's video to every peer (a receive-only
+   *  video line starts sending, and the peer is offered again). */
   private async replaceVideo(track: MediaStreamTrack | null): Promise<void> {
-    for (const { pc } of this.peers.values()) {
-      for (const sender of pc.getSenders()) {
-        if (sender.track?.kind === "video" || (sender.track === null && track?.kind === "video")) await sender.replaceTrack(track);
+    for (const [id, { pc }] of this.peers) {
+      try {
+        const video = pc.getTransceivers().find((t) => t.receiver.track.kind === "video");
+        if (!video) continue;
+        await video.sender.replaceTrack(track);
+        if (track && video.direction === "recvonly") {
+          video.direction = "sendrecv";
+          await this.offer(id);
+        }
+      } catch (e) {
+        console.warn("replace video", e);
       }
     }
   }
