@@ -820,12 +820,25 @@ impl RoomService for RoomApi {
         let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
         let participant_id = super::id_field("participant_id", &r.participant_id)?;
         let loaded = self.running(&caller, &meeting_id).await?;
-        // Here, or (in a cluster) online on another node.
+        // Here, or (in a cluster) online or waiting on another node.
         let user_id = match self.state.hub.user_of(&meeting_id, &participant_id) {
             Some(user_id) => Some(user_id),
-            None => participants::online_user(&self.state.db, &meeting_id, &participant_id)
+            None => match participants::online_user(&self.state.db, &meeting_id, &participant_id)
                 .await
-                .map_err(AppError::from)?,
+                .map_err(AppError::from)?
+            {
+                Some(user_id) => Some(user_id),
+                None => self
+                    .state
+                    .hub
+                    .waiter_user(&meeting_id, &participant_id)
+                    .await
+                    .map_err(|()| {
+                        AppError::Unavailable(
+                            "the room cannot be reached from this node now; retry".into(),
+                        )
+                    })?,
+            },
         };
         let Some(user_id) = user_id else {
             return Err(AppError::not_found(

@@ -269,6 +269,34 @@ impl RoomHub {
         }
     }
 
+    /// The user of `participant_id` if it waits in the lobby on another
+    /// node (it has no attendance row to find it by); `Err` when Redis
+    /// cannot say now.
+    pub async fn waiter_user(
+        &self,
+        meeting_id: &str,
+        participant_id: &str,
+    ) -> Result<Option<String>, ()> {
+        let Some(link) = &self.link else {
+            return Ok(None);
+        };
+        let known = self.room(meeting_id).and_then(|room| {
+            let state = lock(&room);
+            let link = state.link.as_ref().filter(|l| l.synced)?;
+            Some(link.lobby.get(participant_id).map(|p| p.user_id.clone()))
+        });
+        if let Some(user) = known {
+            return Ok(user);
+        }
+        let snapshot = link.snapshot(meeting_id).await.map_err(|_| ())?;
+        Ok(snapshot
+            .roster
+            .get(participant_id)
+            .filter(|member| member.waiting)
+            .and_then(|member| pb::Participant::decode(member.participant.as_slice()).ok())
+            .map(|p| p.user_id))
+    }
+
     /// The API recorded the admitted waiter's attendance: it becomes a
     /// participant and gets `joined`. False if it is gone meanwhile (the
     /// caller closes the attendance again).

@@ -825,6 +825,21 @@ async fn the_lobby_hands_and_settings_span_nodes() {
     let refused = through_a(chat("let me in")).await;
     crate::helpers::assert_status(refused, tonic::Code::FailedPrecondition, "IN_LOBBY");
 
+    // A waiter on C is removed through A (it has no attendance row): cut
+    // and kept out.
+    rooms(a)
+        .remove_participant(authed(
+            pb::RemoveParticipantRequest {
+                meeting_id: meeting.clone(),
+                participant_id: dave_waiting.participant_id.clone(),
+            },
+            &host,
+        ))
+        .await
+        .expect("a remote waiter is removable");
+    let end = crate::rooms::end_of(&mut dave_events).await.unwrap_err();
+    assert_eq!(end.code(), tonic::Code::PermissionDenied);
+
     // A lock set through B reaches the room on A, and refuses joins on C.
     let locked = pb::Meeting {
         locked: true,
