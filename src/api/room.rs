@@ -820,9 +820,13 @@ impl RoomService for RoomApi {
         let meeting_id = super::id_field("meeting_id", &r.meeting_id)?;
         let participant_id = super::id_field("participant_id", &r.participant_id)?;
         let loaded = self.running(&caller, &meeting_id).await?;
-        // Here, or (in a cluster) online or waiting on another node.
+        // Here, or (in a cluster) online or waiting on another node. One
+        // node's hub knows everyone in its rooms: an attendance row still
+        // open for a participant it just took out (the leave is queued) must
+        // not make a second removal look like a first.
         let user_id = match self.state.hub.user_of(&meeting_id, &participant_id) {
             Some(user_id) => Some(user_id),
+            None if !self.state.hub.is_clustered() => None,
             None => match participants::online_user(&self.state.db, &meeting_id, &participant_id)
                 .await
                 .map_err(AppError::from)?
