@@ -94,6 +94,15 @@ type Room = Mutex<RoomState>;
 /// Reactions (and hand changes) a session may send per second.
 const REACTIONS_PER_SECOND: u32 = 5;
 
+/// A joiner's new session, made under its room's lock.
+struct Arrival {
+    session_id: String,
+    tx: queue::Sender,
+    rx: queue::Receiver,
+    control: Arc<SessionControl>,
+    info: pb::Participant,
+}
+
 /// Where a session lives, for Publish.
 #[derive(Debug, Clone)]
 pub struct SessionRef {
@@ -279,14 +288,16 @@ impl RoomHub {
         }
     }
 
-    /// Adds a participant (whose attendance row `participant_id` names) and
-    /// returns its stream, which starts with `joined`.
-    pub fn join(
+    /// Finds (or makes) `meeting`'s room and runs `f` under its lock once
+    /// it takes `user_id`: not when the meeting is over, while this node
+    /// catches up with the room (in a cluster), or when the host removed
+    /// the user. The room takes the meeting's settings first.
+    fn enter_room<T>(
         self: &Arc<Self>,
         meeting: &pb::Meeting,
-        joiner: Joiner,
-        participant_id: String,
-    ) -> Result<SessionStream, HubError> {
+        user_id: &str,
+        f: impl FnOnce(&mut RoomState) -> Result<T, HubError>,
+    ) -> Result<T, HubError> {
         loop {
             let room = lock(&self.rooms)
                 .entry(meeting.id.clone())
@@ -303,33 +314,94 @@ impl RoomHub {
             {
                 return Err(HubError::Syncing(Ready(link.ready.subscribe())));
             }
-            if state.removed_users.contains(&joiner.user_id) {
+            if state.removed_users.contains(user_id) {
                 return Err(HubError::Removed);
             }
             state.adopt_settings(meeting);
-            let session_id = new_id();
-            let (tx, rx) = queue::channel(self.config.queue_capacity);
-            let control = Arc::new(SessionControl::new(
-                session_id.clone(),
-                meeting.id.clone(),
-                participant_id.clone(),
-                joiner.user_id.clone(),
-                0,
-                self.now_ms(),
-            ));
-            let info = pb::Participant {
-                participant_id: participant_id.clone(),
-                user_id: joiner.user_id.clone(),
-                display_name: joiner.display_name,
-                join_time: Some(to_timestamp(now_micros())),
-                media_state: Some(pb::MediaState::default()),
-                role: state.settings.role(&joiner.user_id) as i32,
-                hand_raise_time: None,
-            };
+            return f(&mut state);
+        }
+    }
+
+    /// A joiner's new session (queue and control) and the participant as
+    /// the room will list it.
+    fn arrival(
+        &self,
+        state: &RoomState,
+        meeting: &pb::Meeting,
+        joiner: &Joiner,
+        participant_id: &str,
+    ) -> Arrival {
+        let session_id = new_id();
+        let (tx, rx) = queue::channel(self.config.queue_capacity);
+        let control = Arc::new(SessionControl::new(
+            session_id.clone(),
+            meeting.id.clone(),
+            participant_id.to_owned(),
+            joiner.user_id.clone(),
+            0,
+            self.now_ms(),
+        ));
+        let info = pb::Participant {
+            participant_id: participant_id.to_owned(),
+            user_id: joiner.user_id.clone(),
+            display_name: joiner.display_name.clone(),
+            join_time: Some(to_timestamp(now_micros())),
+            media_state: Some(pb::MediaState::default()),
+            role: state.settings.role(&joiner.user_id) as i32,
+            hand_raise_time: None,
+        };
+        Arrival {
+            session_id,
+            tx,
+            rx,
+            control,
+            info,
+        }
+    }
+
+    /// Registers a session that just entered a room, here (Publish finds
+    /// it) and in a cluster, and hands out its stream.
+    fn opened(
+        self: &Arc<Self>,
+        meeting_id: &str,
+        session_id: String,
+        participant_id: String,
+        user_id: String,
+        rx: queue::Receiver,
+        control: Arc<SessionControl>,
+    ) -> SessionStream {
+        self.register_session(meeting_id, &session_id, &participant_id, &user_id);
+        lock(&self.sessions).insert(
+            session_id,
+            SessionRef {
+                meeting_id: meeting_id.to_owned(),
+                participant_id,
+                user_id,
+            },
+        );
+        self.stream(rx, control)
+    }
+
+    /// Adds a participant (whose attendance row `participant_id` names) and
+    /// returns its stream, which starts with `joined`.
+    pub fn join(
+        self: &Arc<Self>,
+        meeting: &pb::Meeting,
+        joiner: Joiner,
+        participant_id: String,
+    ) -> Result<SessionStream, HubError> {
+        let (session_id, rx, control) = self.enter_room(meeting, &joiner.user_id, |state| {
+            let Arrival {
+                session_id,
+                tx,
+                rx,
+                control,
+                info,
+            } = self.arrival(state, meeting, &joiner, &participant_id);
             let resume_token = random_token();
             let overflowed = self.emit(
                 &meeting.id,
-                &mut state,
+                state,
                 Audience::AllExcept(participant_id.clone()),
                 Event::ParticipantJoined(pb::ParticipantJoined {
                     participant: Some(info.clone()),
@@ -352,26 +424,24 @@ impl RoomHub {
             let slot = Slot::new(info, resume_token, outbox, state.last_seq(), self.limits());
             state.slots.insert(participant_id.clone(), slot);
             let slot = &state.slots[&participant_id];
-            let joined = self.joined(&state, meeting, slot, &session_id, false, state.last_seq());
+            let joined = self.joined(state, meeting, slot, &session_id, false, state.last_seq());
             control.mark_sent(state.last_seq());
             if let Some(outbox) = &slot.outbox {
                 let _ = outbox.tx.try_send(Arc::new(joined));
             }
-            self.send_lobby_to(&state, &participant_id);
+            self.send_lobby_to(state, &participant_id);
             state.tell_waiters();
             self.handle_overflow(&meeting.id, overflowed);
-            drop(state);
-            self.register_session(&meeting.id, &session_id, &participant_id, &joiner.user_id);
-            lock(&self.sessions).insert(
-                session_id,
-                SessionRef {
-                    meeting_id: meeting.id.clone(),
-                    participant_id,
-                    user_id: joiner.user_id,
-                },
-            );
-            return Ok(self.stream(rx, control));
-        }
+            Ok((session_id, rx, control))
+        })?;
+        Ok(self.opened(
+            &meeting.id,
+            session_id,
+            participant_id,
+            joiner.user_id,
+            rx,
+            control,
+        ))
     }
 
     /// Re-attaches the participant `resume_token` names, replaying what it

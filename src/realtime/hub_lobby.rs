@@ -23,17 +23,14 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use super::{
-    Audience, CloseReason, Closed, HubError, Joiner, Outbox, RoomHub, RoomState, SessionRef,
-    SessionStream, Slot,
+    Arrival, Audience, CloseReason, HubError, Joiner, Outbox, RoomHub, RoomState, SessionStream,
+    Slot,
     cluster::{self, Record},
-    duration, lock, queue, random_token,
+    duration, lock, random_token,
     room_log::RosterOp,
 };
 use crate::{
-    domain::{
-        new_id,
-        time::{now_micros, to_timestamp},
-    },
+    domain::time::{now_micros, to_timestamp},
     proto::pb::{self, server_event::Event},
 };
 
@@ -72,118 +69,95 @@ impl RoomHub {
         joiner: Joiner,
         participant_id: String,
     ) -> Result<Waiter, HubError> {
-        loop {
-            let room = lock(&self.rooms)
-                .entry(meeting.id.clone())
-                .or_insert_with(|| self.new_room(&meeting.id))
-                .clone();
-            let mut state = lock(&room);
-            match state.closed {
-                Some(Closed::Emptied) => continue,
-                Some(Closed::MeetingOver) => return Err(HubError::NotJoinable),
-                None => {}
-            }
-            if let Some(link) = &state.link
-                && !link.synced
-            {
-                return Err(HubError::Syncing(super::Ready(link.ready.subscribe())));
-            }
-            if state.removed_users.contains(&joiner.user_id) {
-                return Err(HubError::Removed);
-            }
-            state.adopt_settings(meeting);
-            let lobby = state.lobby();
-            if lobby.len() >= MAX_LOBBY {
-                return Err(HubError::LobbyFull(
-                    "the waiting room is full; try again later",
-                ));
-            }
-            if lobby.iter().filter(|p| p.user_id == joiner.user_id).count() >= MAX_WAITS_PER_USER {
-                return Err(HubError::LobbyFull(
-                    "you are already waiting in this meeting on other devices",
-                ));
-            }
-            let session_id = new_id();
-            let (tx, rx) = queue::channel(self.config.queue_capacity);
-            let control = Arc::new(super::SessionControl::new(
-                session_id.clone(),
-                meeting.id.clone(),
-                participant_id.clone(),
-                joiner.user_id.clone(),
-                0,
-                self.now_ms(),
-            ));
-            let info = pb::Participant {
-                participant_id: participant_id.clone(),
-                user_id: joiner.user_id.clone(),
-                display_name: joiner.display_name,
-                join_time: Some(to_timestamp(now_micros())),
-                media_state: Some(pb::MediaState::default()),
-                role: state.settings.role(&joiner.user_id) as i32,
-                hand_raise_time: None,
-            };
-            let host_present = state.host_present();
-            let runners_present = state
-                .participants()
-                .into_iter()
-                .filter(super::super::settings::runs)
-                .map(|p| p.user_id)
-                .collect();
-            let waiting = pb::Waiting {
-                session_id: session_id.clone(),
-                participant_id: participant_id.clone(),
-                ping_interval: Some(duration(self.config.ping_interval)),
-                ping_timeout: Some(duration(self.config.ping_timeout)),
-                meeting: Some(meeting.clone()),
-                host_present,
-            };
-            let _ = tx.try_send(Arc::new(pb::ServerEvent {
-                sequence: 0,
-                event: Some(Event::Waiting(waiting.clone())),
-            }));
-            let (admit, admission) = oneshot::channel();
-            let outbox = Outbox {
-                tx,
-                control: control.clone(),
-            };
-            // No resume token: a waiter that loses its stream waits again.
-            let mut slot = Slot::new(info.clone(), String::new(), outbox, 0, self.limits());
-            slot.waiting = Some(waiting);
-            slot.admission = Some(admit);
-            state.slots.insert(participant_id.clone(), slot);
-            match &self.link {
-                None => state.tell_runners(),
-                Some(link) => {
-                    let record = Record {
-                        waiting: Some(info.clone()),
-                        ..Default::default()
-                    };
-                    let op = RosterOp::Wait {
-                        participant_id: participant_id.clone(),
-                        participant: info.encode_to_vec(),
-                        node: link.node().to_owned(),
-                    };
-                    link.append(&meeting.id, record, op);
+        let (session_id, rx, control, admission, host_present, runners_present) =
+            self.enter_room(meeting, &joiner.user_id, |state| {
+                let lobby = state.lobby();
+                if lobby.len() >= MAX_LOBBY {
+                    return Err(HubError::LobbyFull(
+                        "the waiting room is full; try again later",
+                    ));
                 }
-            }
-            drop(state);
-            // Publish reaches a waiter too (pings, leave).
-            self.register_session(&meeting.id, &session_id, &participant_id, &joiner.user_id);
-            lock(&self.sessions).insert(
+                if lobby.iter().filter(|p| p.user_id == joiner.user_id).count()
+                    >= MAX_WAITS_PER_USER
+                {
+                    return Err(HubError::LobbyFull(
+                        "you are already waiting in this meeting on other devices",
+                    ));
+                }
+                let Arrival {
+                    session_id,
+                    tx,
+                    rx,
+                    control,
+                    info,
+                } = self.arrival(state, meeting, &joiner, &participant_id);
+                let host_present = state.host_present();
+                let runners_present = state
+                    .participants()
+                    .into_iter()
+                    .filter(super::super::settings::runs)
+                    .map(|p| p.user_id)
+                    .collect();
+                let waiting = pb::Waiting {
+                    session_id: session_id.clone(),
+                    participant_id: participant_id.clone(),
+                    ping_interval: Some(duration(self.config.ping_interval)),
+                    ping_timeout: Some(duration(self.config.ping_timeout)),
+                    meeting: Some(meeting.clone()),
+                    host_present,
+                };
+                let _ = tx.try_send(Arc::new(pb::ServerEvent {
+                    sequence: 0,
+                    event: Some(Event::Waiting(waiting.clone())),
+                }));
+                let (admit, admission) = oneshot::channel();
+                let outbox = Outbox {
+                    tx,
+                    control: control.clone(),
+                };
+                // No resume token: a waiter that loses its stream waits again.
+                let mut slot = Slot::new(info.clone(), String::new(), outbox, 0, self.limits());
+                slot.waiting = Some(waiting);
+                slot.admission = Some(admit);
+                state.slots.insert(participant_id.clone(), slot);
+                match &self.link {
+                    None => state.tell_runners(),
+                    Some(link) => {
+                        let record = Record {
+                            waiting: Some(info.clone()),
+                            ..Default::default()
+                        };
+                        let op = RosterOp::Wait {
+                            participant_id: participant_id.clone(),
+                            participant: info.encode_to_vec(),
+                            node: link.node().to_owned(),
+                        };
+                        link.append(&meeting.id, record, op);
+                    }
+                }
+                Ok((
+                    session_id,
+                    rx,
+                    control,
+                    admission,
+                    host_present,
+                    runners_present,
+                ))
+            })?;
+        // Publish reaches a waiter too (pings, leave).
+        Ok(Waiter {
+            stream: self.opened(
+                &meeting.id,
                 session_id,
-                SessionRef {
-                    meeting_id: meeting.id.clone(),
-                    participant_id,
-                    user_id: joiner.user_id,
-                },
-            );
-            return Ok(Waiter {
-                stream: self.stream(rx, control),
-                admission,
-                host_present,
-                runners_present,
-            });
-        }
+                participant_id,
+                joiner.user_id,
+                rx,
+                control,
+            ),
+            admission,
+            host_present,
+            runners_present,
+        })
     }
 
     /// Host or co-host: lets `participant_id` in, wherever it waits.
@@ -248,53 +222,50 @@ impl RoomHub {
     }
 
     /// Whether `participant_id` waits in the lobby of `meeting_id`, on any
-    /// node (in a cluster the roster says, which this node may not hold);
-    /// `Err` when Redis cannot say now.
+    /// node; `Err` when Redis cannot say now.
     pub async fn is_waiting(&self, meeting_id: &str, participant_id: &str) -> Result<bool, ()> {
+        Ok(self.waiter(meeting_id, participant_id).await?.is_some())
+    }
+
+    /// The user of `participant_id` if it waits in the lobby (found this
+    /// way on another node: a waiter has no attendance row); `Err` when
+    /// Redis cannot say now.
+    pub async fn waiter_user(
+        &self,
+        meeting_id: &str,
+        participant_id: &str,
+    ) -> Result<Option<String>, ()> {
+        Ok(self
+            .waiter(meeting_id, participant_id)
+            .await?
+            .map(|p| p.user_id))
+    }
+
+    /// `participant_id` as it waits in the lobby of `meeting_id`, on any
+    /// node: from this node's room when it is caught up, else (in a
+    /// cluster) from the roster in Redis.
+    async fn waiter(
+        &self,
+        meeting_id: &str,
+        participant_id: &str,
+    ) -> Result<Option<pb::Participant>, ()> {
         let known = self.room(meeting_id).and_then(|room| {
             let state = lock(&room);
             let synced = state.link.as_ref().is_none_or(|l| l.synced);
-            synced.then(|| state.is_waiting(participant_id))
+            synced.then(|| state.waiter(participant_id))
         });
         match (known, &self.link) {
-            (Some(waiting), _) => Ok(waiting),
-            (None, None) => Ok(false),
+            (Some(waiter), _) => Ok(waiter),
+            (None, None) => Ok(None),
             (None, Some(link)) => Ok(link
                 .snapshot(meeting_id)
                 .await
                 .map_err(|_| ())?
                 .roster
                 .get(participant_id)
-                .is_some_and(|member| member.waiting)),
+                .filter(|member| member.waiting)
+                .and_then(|member| pb::Participant::decode(member.participant.as_slice()).ok())),
         }
-    }
-
-    /// The user of `participant_id` if it waits in the lobby on another
-    /// node (it has no attendance row to find it by); `Err` when Redis
-    /// cannot say now.
-    pub async fn waiter_user(
-        &self,
-        meeting_id: &str,
-        participant_id: &str,
-    ) -> Result<Option<String>, ()> {
-        let Some(link) = &self.link else {
-            return Ok(None);
-        };
-        let known = self.room(meeting_id).and_then(|room| {
-            let state = lock(&room);
-            let link = state.link.as_ref().filter(|l| l.synced)?;
-            Some(link.lobby.get(participant_id).map(|p| p.user_id.clone()))
-        });
-        if let Some(user) = known {
-            return Ok(user);
-        }
-        let snapshot = link.snapshot(meeting_id).await.map_err(|_| ())?;
-        Ok(snapshot
-            .roster
-            .get(participant_id)
-            .filter(|member| member.waiting)
-            .and_then(|member| pb::Participant::decode(member.participant.as_slice()).ok())
-            .map(|p| p.user_id))
     }
 
     /// The API recorded the admitted waiter's attendance: it becomes a

@@ -602,14 +602,15 @@ impl RoomState {
         }
     }
 
-    /// Whether `participant_id` waits in the lobby (on any node).
-    pub fn is_waiting(&self, participant_id: &str) -> bool {
+    /// `participant_id` if it waits in the lobby (on any node).
+    pub fn waiter(&self, participant_id: &str) -> Option<pb::Participant> {
         match &self.link {
-            Some(link) => link.lobby.contains_key(participant_id),
+            Some(link) => link.lobby.get(participant_id).cloned(),
             None => self
                 .slots
                 .get(participant_id)
-                .is_some_and(|slot| slot.waiting.is_some()),
+                .filter(|slot| slot.waiting.is_some())
+                .map(|slot| slot.info.clone()),
         }
     }
 
