@@ -57,34 +57,63 @@ impl Meetings {
         from: MeetingStatus,
         to: MeetingStatus,
     ) -> Result<Option<MeetingRecord>, AppError> {
-        let draft = match to {
-            MeetingStatus::Ongoing => Some(Draft::started(&record.id, &record.title)),
-            MeetingStatus::Cancelled => Some(Draft::cancelled(&record.id, &record.title).mailed()),
+        let mut moved = self.change_statuses(&[record], from, to).await?;
+        Ok(moved.pop())
+    }
+
+    /// [`Meetings::change_status`] for several meetings at once (an
+    /// occurrence of a series and the later ones): one transaction, and
+    /// each member hears of it once, named after the first meeting.
+    /// Returns those that moved.
+    pub async fn change_statuses(
+        &self,
+        records: &[&MeetingRecord],
+        from: MeetingStatus,
+        to: MeetingStatus,
+    ) -> Result<Vec<MeetingRecord>, AppError> {
+        let Some(first) = records.first() else {
+            return Ok(Vec::new());
+        };
+        let mut draft = match to {
+            MeetingStatus::Ongoing => Some(Draft::started(&first.id, &first.title)),
+            MeetingStatus::Cancelled => Some(Draft::cancelled(&first.id, &first.title).mailed()),
             _ => None,
         };
-        let changed =
-            meetings::transition(&self.db, &record.id, from, to, draft.as_ref(), now_micros())
+        if records.len() > 1
+            && to == MeetingStatus::Cancelled
+            && let Some(draft) = &mut draft
+        {
+            draft.body = format!(
+                "\"{}\" and the {} later meetings of its series have been cancelled.",
+                first.title,
+                records.len() - 1
+            );
+        }
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let (moved, notices) =
+            meetings::transition_all(&self.db, &ids, from, to, draft.as_ref(), now_micros())
                 .await?;
-        let Some((record, notices)) = changed else {
-            return Ok(None);
-        };
-        // Caches drop it and streams held under it re-check before anyone
-        // hears of the change.
-        self.bus
-            .publish(&Topic::Meeting(record.id.clone()), BusEvent::AccessChanged);
+        let status = wire::meeting_status(to);
+        for record in &moved {
+            // Caches drop it and streams held under it re-check before
+            // anyone hears of the change.
+            self.bus
+                .publish(&Topic::Meeting(record.id.clone()), BusEvent::AccessChanged);
+        }
         if !notices.is_empty() {
             self.inbox.publish(notices.iter().map(wire::notification));
         }
-        let status = wire::meeting_status(to);
-        if to.is_over() {
-            self.hub.close_room(&record.id, status);
-        } else {
-            let event = pb::server_event::Event::MeetingStatus(pb::MeetingStatusChanged {
-                status: status as i32,
-            });
-            self.hub.broadcast(&record.id, event);
+        for record in &moved {
+            if to.is_over() {
+                self.hub.close_room(&record.id, status);
+            } else {
+                let event = pb::server_event::Event::MeetingStatus(pb::MeetingStatusChanged {
+                    status: status as i32,
+                });
+                self.hub.broadcast(&record.id, event);
+            }
         }
-        Ok(Some(record))
+        Ok(moved)
     }
 
     /// Deletes the meeting with everything of it: rows cascade, the live

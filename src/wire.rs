@@ -101,6 +101,9 @@ pub fn meeting(record: &MeetingRecord, public_url: &str) -> pb::Meeting {
         waiting_room: record.waiting_room,
         locked: record.locked,
         co_host_ids: record.co_hosts().map(str::to_owned).collect(),
+        series_id: record.series_id.clone().unwrap_or_default(),
+        recurrence: record.recurrence.clone(),
+        time_zone: record.time_zone.clone(),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::{
         new_id,
         notification::Draft,
         parse_id,
+        recurrence::{self, TimeZone},
         report::{self, Stay},
         time::{from_timestamp, now_micros, to_timestamp},
     },
@@ -33,7 +34,7 @@ use crate::{
     store::{
         invites::{self, InviteScope, Invitee},
         ledger,
-        meetings::{self, ListFilter, MeetingChanges, MeetingRecord, NewMeeting, Scope},
+        meetings::{self, ListFilter, MeetingChanges, MeetingRecord, NewMeeting, NewSeries, Scope},
         participants, reports,
         users::{self, UserRecord},
     },
@@ -96,6 +97,59 @@ fn join_policy(raw: i32, field: &str, v: &mut Violations) -> Option<JoinPolicy> 
             );
             None
         }
+    }
+}
+
+/// `m` as a calendar event (no URL, rule or exceptions yet).
+fn calendar_event<'a>(
+    m: &'a MeetingRecord,
+    host: &'a UserRecord,
+    attendees: &'a [(invites::InviteRecord, Option<String>)],
+    stamp: i64,
+) -> CalendarEvent<'a> {
+    CalendarEvent {
+        uid: &m.id,
+        title: &m.title,
+        description: &m.description,
+        start: m.start_at,
+        duration_minutes: m.duration_minutes,
+        status: m.status(),
+        url: "",
+        sequence: m.revision,
+        created: m.created_at,
+        last_modified: m.updated_at,
+        stamp,
+        organizer: Attendee {
+            name: Some(&host.display_name),
+            email: &host.email,
+        },
+        attendees: attendees
+            .iter()
+            .map(|(invite, name)| {
+                (
+                    Attendee {
+                        name: name.as_deref(),
+                        email: &invite.email,
+                    },
+                    invite.status(),
+                )
+            })
+            .collect(),
+        rule: None,
+        exdates: Vec::new(),
+        recurrence_id: None,
+    }
+}
+
+/// Whether a change reaches the later occurrences of a series too.
+fn following(raw: i32) -> Result<bool, AppError> {
+    match pb::RecurrenceScope::try_from(raw) {
+        Ok(pb::RecurrenceScope::Unspecified | pb::RecurrenceScope::This) => Ok(false),
+        Ok(pb::RecurrenceScope::ThisAndFollowing) => Ok(true),
+        Err(_) => Err(AppError::invalid(
+            "scope",
+            "must be RECURRENCE_SCOPE_THIS or RECURRENCE_SCOPE_THIS_AND_FOLLOWING",
+        )),
     }
 }
 
@@ -333,6 +387,41 @@ impl MeetingApi {
         Ok(())
     }
 
+    /// Applies `changes` to `record` and the later occurrences of its
+    /// series not over; a new start moves each by the same amount. Changed
+    /// from the first occurrence, the series' own values change too.
+    async fn update_following(
+        &self,
+        record: &MeetingRecord,
+        series_id: &str,
+        changes: &MeetingChanges<'_>,
+        now: i64,
+    ) -> Result<Vec<MeetingRecord>, AppError> {
+        let shift = changes.start_at.map(|start| start - record.start_at);
+        let later = self.later_occurrences(record, None).await?;
+        let mut targets = vec![(record.id.as_str(), changes.start_at)];
+        for occurrence in later.iter().filter(|m| !m.status().is_over()) {
+            let start = shift.map(|d| occurrence.start_at.saturating_add(d));
+            if start.is_some_and(|at| at > meeting::LAST_START) {
+                return Err(AppError::invalid(
+                    "meeting.start_time",
+                    "moves a later occurrence past the year 9999",
+                ));
+            }
+            targets.push((occurrence.id.as_str(), start));
+        }
+        let series = meetings::find_series(&self.state.db, series_id).await?;
+        let master = series
+            .filter(|s| Some(s.start_at) == record.occurrence_at)
+            .filter(|_| {
+                changes.title.is_some()
+                    || changes.description.is_some()
+                    || changes.duration_minutes.is_some()
+            })
+            .map(|s| s.id);
+        Ok(meetings::update_all(&self.state.db, &targets, changes, master.as_deref(), now).await?)
+    }
+
     async fn me(&self, caller: &Caller) -> Result<UserRecord, AppError> {
         users::find_by_id(&self.state.db, &caller.user_id)
             .await?
@@ -341,25 +430,51 @@ impl MeetingApi {
             })
     }
 
-    /// Runs one status change (start, end, cancel).
+    /// The occurrences of `record`'s series after it that are still
+    /// `status` (none for a single meeting).
+    async fn later_occurrences(
+        &self,
+        record: &MeetingRecord,
+        status: Option<MeetingStatus>,
+    ) -> Result<Vec<MeetingRecord>, AppError> {
+        let Some(series_id) = &record.series_id else {
+            return Ok(Vec::new());
+        };
+        let later = meetings::occurrences(&self.state.db, series_id, record.occurrence_at).await?;
+        Ok(later
+            .into_iter()
+            .filter(|m| m.id != record.id)
+            .filter(|m| status.is_none_or(|s| m.status() == s))
+            .collect())
+    }
+
+    /// Runs one status change (start, end, cancel), on the later scheduled
+    /// occurrences of the series too when `following`.
     async fn change_status(
         &self,
         caller: &Caller,
         raw_id: &str,
         step: fn(MeetingStatus) -> Result<MeetingStatus, IllegalTransition>,
         (allowed, denied): (fn(&Access) -> bool, &str),
+        following: bool,
     ) -> Result<pb::Meeting, AppError> {
         let loaded = self
             .permitted(caller, raw_id, "meeting_id", allowed, denied)
             .await?;
         let from = loaded.record.status();
         let to = step(from).map_err(illegal)?;
-        match self
+        let later = if following {
+            self.later_occurrences(&loaded.record, Some(from)).await?
+        } else {
+            Vec::new()
+        };
+        let records: Vec<&MeetingRecord> = std::iter::once(&loaded.record).chain(&later).collect();
+        let moved = self
             .state
             .meetings
-            .change_status(&loaded.record, from, to)
-            .await?
-        {
+            .change_statuses(&records, from, to)
+            .await?;
+        match moved.into_iter().find(|m| m.id == loaded.record.id) {
             Some(record) => Ok(self.to_pb(&record)),
             // Someone changed it between our read and write: judge again.
             None => {
@@ -399,15 +514,46 @@ impl MeetingService for MeetingApi {
             meeting::parse_duration_minutes(r.duration_minutes),
         );
         let policy = join_policy(r.join_policy, "join_policy", &mut v);
+        let zone = v.check("time_zone", TimeZone::parse(&r.time_zone));
         let emails = self.invitees(&r.invitee_emails, &host_key, "invitee_emails", &mut v);
-        let (Some(title), Some(description), Some(start_at), Some(duration), Some(policy)) =
-            (title, description, start_at, duration, policy)
+        let (
+            Some(title),
+            Some(description),
+            Some(start_at),
+            Some(duration),
+            Some(policy),
+            Some(zone),
+        ) = (title, description, start_at, duration, policy, zone)
         else {
             return Err(v.into_error().into());
+        };
+        let plan = if r.recurrence.trim().is_empty() {
+            None
+        } else {
+            v.check(
+                "recurrence",
+                recurrence::plan(&r.recurrence, zone, start_at),
+            )
         };
         v.finish()?;
 
         let id = new_id();
+        let series_id = new_id();
+        let occurrences: Vec<(String, i64)> = plan
+            .as_ref()
+            .map(|plan| {
+                plan.occurrences
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &at)| (if i == 0 { id.clone() } else { new_id() }, at))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let series = plan.as_ref().map(|plan| NewSeries {
+            id: &series_id,
+            recurrence: &plan.rule,
+            occurrences: &occurrences,
+        });
         let invite_ids: Vec<String> = emails.iter().map(|_| new_id()).collect();
         let invitees: Vec<Invitee<'_>> = emails
             .iter()
@@ -423,17 +569,32 @@ impl MeetingService for MeetingApi {
             host_id: &caller.user_id,
             title: title.as_str(),
             description: description.as_str(),
-            start_at,
+            // A series starts at its first occurrence (whole seconds).
+            start_at: occurrences.first().map_or(start_at, |(_, at)| *at),
             duration_minutes: duration,
             join_policy: policy,
+            time_zone: zone.name(),
             now,
         };
         self.check_invite_limits(&me, &id, invitees.len()).await?;
-        let draft = Draft::invite(&id, title.as_str(), &me.display_name).mailed();
+        let mut draft = Draft::invite(&id, title.as_str(), &me.display_name).mailed();
+        if let Some(plan) = &plan {
+            draft.body = format!(
+                "{} invited you to \"{}\", a series of {} meetings.",
+                me.display_name,
+                title.as_str(),
+                plan.occurrences.len()
+            );
+        }
         let (record, _, notices) =
-            meetings::create(&self.state.db, &new, &invitees, &draft).await?;
+            meetings::create(&self.state.db, &new, series.as_ref(), &invitees, &draft).await?;
         super::deliver(&self.state, &notices);
-        tracing::info!(meeting_id = %record.id, invites = invitees.len(), "meeting created");
+        tracing::info!(
+            meeting_id = %record.id,
+            invites = invitees.len(),
+            occurrences = occurrences.len().max(1),
+            "meeting created"
+        );
         Ok(Response::new(self.to_pb(&record)))
     }
 
@@ -540,7 +701,9 @@ impl MeetingService for MeetingApi {
         let pb::UpdateMeetingRequest {
             meeting,
             update_mask,
+            scope,
         } = request.into_inner();
+        let following = following(scope)?;
         let Some(meeting) = meeting else {
             return Err(AppError::invalid("meeting", "is required").into());
         };
@@ -580,6 +743,20 @@ impl MeetingService for MeetingApi {
                 .into());
             }
         }
+        // The later occurrences are the host's to change, not a co-host's
+        // of this one.
+        let series = match &loaded.record.series_id {
+            Some(series_id) if following => {
+                if !access.can_schedule() {
+                    return Err(AppError::permission_denied(
+                        "only the host may change the later occurrences of a series",
+                    )
+                    .into());
+                }
+                Some(series_id.clone())
+            }
+            _ => None,
+        };
         let status = loaded.record.status();
         if status.is_over() {
             return Err(read_only(status).into());
@@ -638,29 +815,37 @@ impl MeetingService for MeetingApi {
         }
         changes.title = title.as_ref().map(Title::as_str);
         changes.description = description.as_ref().map(Description::as_str);
-        let updated = meetings::update(&self.state.db, &loaded.record.id, &changes, now).await?;
-        match updated {
-            Some(record) => {
-                // A stricter join policy can shut out link holders, and a
-                // co-host named or dropped gains or loses powers.
-                self.changed(
-                    &record.id,
-                    if changes.join_policy.is_some() || changes.co_host_ids.is_some() {
-                        BusEvent::AccessChanged
-                    } else {
-                        BusEvent::DataChanged
-                    },
-                );
-                let meeting = self.to_pb(&record);
-                if changes.waiting_room.is_some()
-                    || changes.locked.is_some()
-                    || changes.co_host_ids.is_some()
-                {
-                    // The room hears of its new settings (and roles).
-                    self.state.hub.settings_changed(&meeting);
-                }
-                Ok(Response::new(meeting))
+        let updated = match &series {
+            None => meetings::update(&self.state.db, &loaded.record.id, &changes, now)
+                .await?
+                .into_iter()
+                .collect(),
+            Some(series_id) => {
+                self.update_following(&loaded.record, series_id, &changes, now)
+                    .await?
             }
+        };
+        for record in &updated {
+            // A stricter join policy can shut out link holders, and a
+            // co-host named or dropped gains or loses powers.
+            self.changed(
+                &record.id,
+                if changes.join_policy.is_some() || changes.co_host_ids.is_some() {
+                    BusEvent::AccessChanged
+                } else {
+                    BusEvent::DataChanged
+                },
+            );
+            if changes.waiting_room.is_some()
+                || changes.locked.is_some()
+                || changes.co_host_ids.is_some()
+            {
+                // The room hears of its new settings (and roles).
+                self.state.hub.settings_changed(&self.to_pb(record));
+            }
+        }
+        match updated.into_iter().find(|m| m.id == loaded.record.id) {
+            Some(record) => Ok(Response::new(self.to_pb(&record))),
             None => {
                 let now = meetings::find(&self.state.db, &loaded.record.id)
                     .await?
@@ -705,6 +890,7 @@ impl MeetingService for MeetingApi {
                 &request.get_ref().meeting_id,
                 MeetingStatus::start,
                 RUNS,
+                false,
             )
             .await?,
         ))
@@ -722,6 +908,7 @@ impl MeetingService for MeetingApi {
                 &request.get_ref().meeting_id,
                 MeetingStatus::end,
                 RUNS,
+                false,
             )
             .await?,
         ))
@@ -733,12 +920,14 @@ impl MeetingService for MeetingApi {
         request: Request<pb::CancelMeetingRequest>,
     ) -> Result<Response<pb::Meeting>, Status> {
         let caller = caller(&request)?;
+        let following = following(request.get_ref().scope)?;
         Ok(Response::new(
             self.change_status(
                 &caller,
                 &request.get_ref().meeting_id,
                 MeetingStatus::cancel,
                 (Access::can_schedule, "only the host may cancel the meeting"),
+                following,
             )
             .await?,
         ))
@@ -777,15 +966,30 @@ impl MeetingService for MeetingApi {
             .await?;
         let draft =
             Draft::invite(&loaded.record.id, &loaded.record.title, &me.display_name).mailed();
+        // Invitations are to the series: the other occurrences not over
+        // get them too, silently.
+        let siblings: Vec<MeetingRecord> = match &loaded.record.series_id {
+            Some(series_id) => meetings::occurrences(&self.state.db, series_id, None)
+                .await?
+                .into_iter()
+                .filter(|m| m.id != loaded.record.id && !m.status().is_over())
+                .collect(),
+            None => Vec::new(),
+        };
+        let also: Vec<&str> = siblings.iter().map(|m| m.id.as_str()).collect();
         let (invites, notices) = invites::invite(
             &self.state.db,
             &loaded.record.id,
+            &also,
             &invitees,
             &draft,
             now_micros(),
         )
         .await?;
         self.changed(&loaded.record.id, BusEvent::DataChanged);
+        for id in also {
+            self.changed(id, BusEvent::DataChanged);
+        }
         Ok(Response::new(pb::InviteParticipantsResponse {
             invites: {
                 super::deliver(&self.state, &notices);
@@ -921,9 +1125,12 @@ impl MeetingService for MeetingApi {
         )
         .await?
         {
-            Some((updated, notice)) => {
-                // A decline ends membership.
+            Some((updated, notice, siblings)) => {
+                // A decline ends membership (of the whole series).
                 self.changed(&invite.meeting_id, BusEvent::AccessChanged);
+                for id in &siblings {
+                    self.changed(id, BusEvent::AccessChanged);
+                }
                 super::deliver(&self.state, notice.as_slice());
                 Ok(Response::new(wire::invite(&updated)))
             }
@@ -1011,38 +1218,80 @@ impl MeetingService for MeetingApi {
             .await?
             .ok_or_else(|| AppError::internal("meeting without a host"))?;
         let attendees = invites::attendees(&self.state.db, &record.id).await?;
-        let url = format!("{}/m/{}", self.state.config.public_url, record.id);
-        let event = CalendarEvent {
-            uid: &record.id,
-            title: &record.title,
-            description: &record.description,
-            start: record.start_at,
-            duration_minutes: record.duration_minutes,
-            status: record.status(),
-            url: &url,
-            sequence: record.revision,
-            created: record.created_at,
-            last_modified: record.updated_at,
-            stamp: now_micros(),
-            organizer: Attendee {
-                name: Some(&host.display_name),
-                email: &host.email,
-            },
-            attendees: attendees
-                .iter()
-                .map(|(invite, name)| {
-                    (
-                        Attendee {
-                            name: name.as_deref(),
-                            email: &invite.email,
-                        },
-                        invite.status(),
-                    )
-                })
-                .collect(),
+        let stamp = now_micros();
+        let url_of = |m: &MeetingRecord| format!("{}/m/{}", self.state.config.public_url, m.id);
+        let url = url_of(record);
+        let event = |m| calendar_event(m, &host, &attendees, stamp);
+        let series = match &record.series_id {
+            Some(id) => meetings::find_series(&self.state.db, id).await?,
+            None => None,
         };
+        let Some(series) = series else {
+            let mut single = event(record);
+            single.url = &url;
+            return Ok(Response::new(pb::ExportCalendarResponse {
+                ics: calendar::to_ics(&[single], TimeZone::UTC),
+                content_type: "text/calendar; charset=utf-8".into(),
+                filename: format!("{}.ics", record.id),
+            }));
+        };
+        // The series: its master event with the rule, EXDATE for what was
+        // cancelled or deleted, and an override for each occurrence that
+        // differs from the master.
+        let zone = TimeZone::from_db(&series.time_zone);
+        let starts = recurrence::occurrences(&series.recurrence, zone, series.start_at);
+        let existing = meetings::occurrences(&self.state.db, &series.id, None).await?;
+        let by_start: HashMap<i64, &MeetingRecord> = existing
+            .iter()
+            .filter_map(|m| m.occurrence_at.map(|at| (at, m)))
+            .collect();
+        let mut exdates = Vec::new();
+        let mut changed = Vec::new();
+        for at in &starts {
+            match by_start.get(at) {
+                None => exdates.push(*at),
+                Some(m) if m.status() == MeetingStatus::Cancelled => exdates.push(*at),
+                Some(m)
+                    if m.title != series.title
+                        || m.description != series.description
+                        || m.duration_minutes != series.duration_minutes
+                        || m.start_at != *at =>
+                {
+                    changed.push((*m, url_of(m)))
+                }
+                Some(_) => {}
+            }
+        }
+        let master = CalendarEvent {
+            uid: &series.id,
+            title: &series.title,
+            description: &series.description,
+            start: series.start_at,
+            duration_minutes: series.duration_minutes,
+            status: if exdates.len() == starts.len() {
+                MeetingStatus::Cancelled
+            } else {
+                MeetingStatus::Scheduled
+            },
+            url: &url,
+            sequence: series.revision,
+            created: series.created_at,
+            last_modified: series.updated_at,
+            rule: Some(&series.recurrence),
+            exdates,
+            ..event(record)
+        };
+        let mut events = vec![master];
+        for (m, url) in &changed {
+            events.push(CalendarEvent {
+                uid: &series.id,
+                url,
+                recurrence_id: m.occurrence_at,
+                ..event(m)
+            });
+        }
         Ok(Response::new(pb::ExportCalendarResponse {
-            ics: calendar::to_ics(&event),
+            ics: calendar::to_ics(&events, zone),
             content_type: "text/calendar; charset=utf-8".into(),
             filename: format!("{}.ics", record.id),
         }))

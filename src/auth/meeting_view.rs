@@ -329,9 +329,10 @@ mod tests {
             start_at: 10,
             duration_minutes: 30,
             join_policy: JoinPolicy::InvitedOnly,
+            time_zone: "UTC",
             now: 1,
         };
-        meetings::create(&db, &new, &[], &Draft::invite(&meeting, "T", "H"))
+        meetings::create(&db, &new, None, &[], &Draft::invite(&meeting, "T", "H"))
             .await
             .unwrap();
         let guest = ids.pop().unwrap();
@@ -445,6 +446,10 @@ mod tests {
                 waiting_room: false,
                 locked: false,
                 co_host_ids: String::new(),
+                series_id: None,
+                occurrence_at: None,
+                recurrence: String::new(),
+                time_zone: "UTC".into(),
             }),
             invite: None,
             attended: false,

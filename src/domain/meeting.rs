@@ -79,6 +79,10 @@ pub fn parse_duration_minutes(raw: i32) -> Result<i32, ValidationError> {
     }
 }
 
+/// The latest start a meeting may have: its end (up to a day later) stays
+/// within year 9999.
+pub const LAST_START: Micros = (253_402_300_799 - 86_400) * 1_000_000;
+
 /// A start time for a new or rescheduled meeting.
 pub fn parse_start_time(
     ts: Option<&prost_types::Timestamp>,
@@ -90,7 +94,7 @@ pub fn parse_start_time(
     }
     // Year 10000 and beyond cannot be written in iCalendar or most clients.
     // The end (start + up to a day) must stay within year 9999 too.
-    if ts.seconds < 0 || ts.seconds > 253_402_300_799 - 86_400 {
+    if ts.seconds < 0 || ts.seconds > LAST_START / 1_000_000 {
         return Err(ValidationError::new("must be between 1970 and 9999"));
     }
     let at = ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000;

@@ -13,6 +13,8 @@ pub struct InviteRecord {
     pub id: String,
     pub meeting_id: String,
     pub email: String,
+    /// The address as compared (one invite per key and meeting).
+    pub email_key: String,
     pub user_id: Option<String>,
     pub status: String,
     pub created_at: i64,
@@ -34,7 +36,7 @@ pub struct Invitee<'a> {
     pub email_key: &'a str,
 }
 
-const COLUMNS: &str = "id, meeting_id, email, user_id, status, created_at, responded_at";
+const COLUMNS: &str = "id, meeting_id, email, email_key, user_id, status, created_at, responded_at";
 
 /// Inserts an invite unless the address is already invited; binds it to the
 /// account with that address if there is one and it has proved the address
@@ -55,13 +57,14 @@ const BIND_TO_NEW_USER: &str = "UPDATE meeting_invites SET user_id = $1 \
 /// Inside `tx`: invites `invitees` (idempotently) to `meeting_id`,
 /// notifying each newly invited account with `draft`, and mailing `draft`
 /// to a new address without an account (the email is the only way to tell
-/// them). Returns every invite in the order given, and the notifications.
+/// them); without a draft, silently. Returns every invite in the order
+/// given, and the notifications.
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub(crate) async fn invite_all(
     tx: &mut Tx,
     meeting_id: &str,
     invitees: &[Invitee<'_>],
-    draft: &Draft,
+    draft: Option<&Draft>,
     now: Micros,
 ) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), Error> {
     let select =
@@ -79,13 +82,13 @@ pub(crate) async fn invite_all(
                 .fetch_optional(conn)
                 .await?
         });
-        match new {
-            Some((Some(user_id),)) => {
+        match (new, draft) {
+            (Some((Some(user_id),)), Some(draft)) => {
                 if let Some(notice) = notifications::insert(tx, &user_id, draft, now, None).await? {
                     notices.push(notice);
                 }
             }
-            Some((None,)) if draft.mail => {
+            (Some((None,)), Some(draft)) if draft.mail => {
                 mail::enqueue_draft(tx, invitee.email, draft, now).await?;
             }
             _ => {}
@@ -99,6 +102,58 @@ pub(crate) async fn invite_all(
         }));
     }
     Ok((invites, notices))
+}
+
+/// Inside `tx`: the same invitations (address, account, answer) to each of
+/// `meeting_ids` (the other occurrences of a series), silently; addresses
+/// already invited there keep their invite. One statement per meeting.
+pub(crate) async fn copy_to(
+    tx: &mut Tx,
+    meeting_ids: &[&str],
+    invites: &[InviteRecord],
+    now: Micros,
+) -> Result<(), Error> {
+    // 7 parameters a row; both engines take far more than 7 × 200.
+    const PER_STATEMENT: usize = 200;
+    for meeting_id in meeting_ids {
+        for chunk in invites.chunks(PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 7;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO meeting_invites (id, meeting_id, email, email_key, user_id, status, created_at) \
+                 VALUES {} ON CONFLICT (meeting_id, email_key) DO NOTHING",
+                rows.join(", ")
+            );
+            in_tx!(tx, conn => {
+                let mut query = sqlx::query(&sql);
+                for invite in chunk {
+                    query = query
+                        .bind(crate::domain::new_id())
+                        .bind(*meeting_id)
+                        .bind(&invite.email)
+                        .bind(&invite.email_key)
+                        .bind(&invite.user_id)
+                        .bind(&invite.status)
+                        .bind(now);
+                }
+                query.execute(conn).await?;
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Inside `tx`: gives the account `user_id` the invites waiting for
@@ -119,17 +174,24 @@ pub(crate) async fn bind_waiting(
             .await?
     });
     let mut notices = Vec::new();
+    let mut series_told = std::collections::HashSet::new();
     for (meeting_id,) in bound {
-        let meeting: Option<(String, String)> = in_tx!(tx, conn => {
+        let meeting: Option<(String, String, Option<String>)> = in_tx!(tx, conn => {
             sqlx::query_as(
-                "SELECT m.title, u.display_name FROM meetings m JOIN users u ON u.id = m.host_id \
+                "SELECT m.title, u.display_name, m.series_id FROM meetings m JOIN users u ON u.id = m.host_id \
                  WHERE m.id = $1 AND m.status IN ('scheduled', 'ongoing')",
             )
             .bind(&meeting_id)
             .fetch_optional(conn)
             .await?
         });
-        if let Some((title, host)) = meeting {
+        if let Some((title, host, series_id)) = meeting {
+            // A series' invitations are one invitation.
+            if let Some(series_id) = series_id
+                && !series_told.insert(series_id)
+            {
+                continue;
+            }
             let draft = Draft::invite(&meeting_id, &title, &host);
             if let Some(notice) = notifications::insert(tx, user_id, &draft, now, None).await? {
                 notices.push(notice);
@@ -154,18 +216,22 @@ pub async fn bind_to_user(
     Ok(notices)
 }
 
-/// Invites each address (idempotently), notifying newly invited accounts
-/// with `draft`; returns every invite in the order given.
+/// Invites each address (idempotently) to `meeting_id`, notifying newly
+/// invited accounts with `draft`, and to the meetings `also` (the other
+/// occurrences of its series) silently; returns every invite of
+/// `meeting_id` in the order given.
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn invite(
     db: &Db,
     meeting_id: &str,
+    also: &[&str],
     invitees: &[Invitee<'_>],
     draft: &Draft,
     now: Micros,
 ) -> Result<(Vec<InviteRecord>, Vec<NotificationRecord>), Error> {
     let mut tx = db.begin().await?;
-    let result = invite_all(&mut tx, meeting_id, invitees, draft, now).await?;
+    let result = invite_all(&mut tx, meeting_id, invitees, Some(draft), now).await?;
+    copy_to(&mut tx, also, &result.0, now).await?;
     tx.commit().await?;
     Ok(result)
 }
@@ -193,9 +259,15 @@ pub async fn find(db: &Db, invite_id: &str) -> Result<Option<InviteRecord>, Erro
     })
 }
 
+/// An answer recorded: the invite, the host's notification, and the other
+/// occurrences of a series the answer also went to.
+pub type Answered = (InviteRecord, Option<NotificationRecord>, Vec<String>);
+
 /// Records the invitee's answer while the meeting is not over, and tells
 /// the host with `draft` in the same transaction; `None` when the invite is
-/// not `user_id`'s or the meeting is over.
+/// not `user_id`'s or the meeting is over. An invitation to a series is
+/// one invitation: the answer goes to the invitee's invites of every
+/// occurrence not over, whose ids come back third.
 #[tracing::instrument(level = "debug", skip_all, fields(invite_id = %invite_id, user_id = %user_id))]
 pub async fn respond(
     db: &Db,
@@ -204,7 +276,7 @@ pub async fn respond(
     status: InviteStatus,
     draft: &Draft,
     now: Micros,
-) -> Result<Option<(InviteRecord, Option<NotificationRecord>)>, Error> {
+) -> Result<Option<Answered>, Error> {
     let sql = format!(
         "UPDATE meeting_invites SET status = $3, responded_at = $4 \
          WHERE id = $1 AND user_id = $2 AND status <> $3 AND EXISTS (SELECT 1 FROM meetings m \
@@ -218,7 +290,7 @@ pub async fn respond(
            AND m.status IN ('scheduled', 'ongoing'))"
     );
     let mut tx = db.begin().await?;
-    let (invite, host_id) = in_tx!(&mut tx, conn => {
+    let (invite, host_id, siblings) = in_tx!(&mut tx, conn => {
         let updated = sqlx::query_as::<_, InviteRecord>(&sql)
             .bind(invite_id)
             .bind(user_id)
@@ -233,17 +305,30 @@ pub async fn respond(
                 .bind(status.as_str())
                 .fetch_optional(conn)
                 .await?;
-            return Ok(unchanged.map(|invite| (invite, None)));
+            return Ok(unchanged.map(|invite| (invite, None, Vec::new())));
         };
         let (host_id,): (String,) = sqlx::query_as("SELECT host_id FROM meetings WHERE id = $1")
             .bind(&invite.meeting_id)
-            .fetch_one(conn)
+            .fetch_one(&mut *conn)
             .await?;
-        (invite, host_id)
+        let siblings: Vec<(String,)> = sqlx::query_as(
+            "UPDATE meeting_invites SET status = $3, responded_at = $4 \
+             WHERE user_id = $2 AND status <> $3 AND meeting_id IN (SELECT s.id FROM meetings s \
+               JOIN meetings t ON t.series_id = s.series_id \
+               WHERE t.id = $1 AND s.id <> t.id AND s.status IN ('scheduled', 'ongoing')) \
+             RETURNING meeting_id",
+        )
+        .bind(&invite.meeting_id)
+        .bind(user_id)
+        .bind(status.as_str())
+        .bind(now)
+        .fetch_all(conn)
+        .await?;
+        (invite, host_id, siblings.into_iter().map(|(id,)| id).collect::<Vec<_>>())
     });
     let notice = notifications::insert(&mut tx, &host_id, draft, now, None).await?;
     tx.commit().await?;
-    Ok(Some((invite, notice)))
+    Ok(Some((invite, notice, siblings)))
 }
 
 /// Whose invites to list.
@@ -313,7 +398,7 @@ pub async fn attendees(
     }
     let rows: Vec<Row> = dispatch!(db, pool => {
         sqlx::query_as::<_, Row>(
-            "SELECT i.id, i.meeting_id, i.email, i.user_id, i.status, i.created_at, i.responded_at, \
+            "SELECT i.id, i.meeting_id, i.email, i.email_key, i.user_id, i.status, i.created_at, i.responded_at, \
                u.display_name FROM meeting_invites i LEFT JOIN users u ON u.id = i.user_id \
              WHERE i.meeting_id = $1 ORDER BY i.id",
         )

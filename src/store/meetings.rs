@@ -35,6 +35,15 @@ pub struct MeetingRecord {
     pub locked: bool,
     /// Space-separated user ids ([`MeetingRecord::co_hosts`]).
     pub co_host_ids: String,
+    /// The series this is an occurrence of.
+    pub series_id: Option<String>,
+    /// An occurrence's start as the series' rule made it (its
+    /// RECURRENCE-ID), whatever start it was moved to.
+    pub occurrence_at: Option<i64>,
+    /// The series' rule; empty for a single meeting.
+    pub recurrence: String,
+    /// IANA zone name.
+    pub time_zone: String,
 }
 
 impl MeetingRecord {
@@ -58,12 +67,12 @@ impl MeetingRecord {
 
 const COLUMNS: &str = "m.id, m.host_id, m.title, m.description, m.start_at, m.duration_minutes, m.status, \
      m.join_policy, m.actual_start_at, m.actual_end_at, m.revision, m.created_at, m.updated_at, \
-     m.waiting_room, m.locked, m.co_host_ids";
+     m.waiting_room, m.locked, m.co_host_ids, m.series_id, m.occurrence_at, m.recurrence, m.time_zone";
 
 /// The same columns unqualified, for RETURNING clauses.
 const RETURNING: &str = "id, host_id, title, description, start_at, duration_minutes, status, \
      join_policy, actual_start_at, actual_end_at, revision, created_at, updated_at, waiting_room, locked, \
-     co_host_ids";
+     co_host_ids, series_id, occurrence_at, recurrence, time_zone";
 
 /// A meeting with one user's relation to it.
 #[derive(Debug, Clone, FromRow)]
@@ -93,15 +102,29 @@ pub struct NewMeeting<'a> {
     pub start_at: Micros,
     pub duration_minutes: i32,
     pub join_policy: JoinPolicy,
+    /// IANA zone name.
+    pub time_zone: &'a str,
     pub now: Micros,
 }
 
-/// Creates the meeting and its invites in one transaction, notifying each
-/// invitee who has an account with `invite_draft`.
+/// The occurrences of a new series, the first of which is the meeting.
+#[derive(Debug)]
+pub struct NewSeries<'a> {
+    pub id: &'a str,
+    pub recurrence: &'a str,
+    /// (meeting id, start) of every occurrence, the first being
+    /// `NewMeeting`'s own.
+    pub occurrences: &'a [(String, Micros)],
+}
+
+/// Creates the meeting (or every occurrence of `series`, each a meeting of
+/// its own) and its invites in one transaction, notifying each invitee who
+/// has an account with `invite_draft` once: for the first occurrence.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     db: &Db,
     meeting: &NewMeeting<'_>,
+    series: Option<&NewSeries<'_>>,
     invitees: &[invites::Invitee<'_>],
     invite_draft: &Draft,
 ) -> Result<
@@ -112,26 +135,65 @@ pub async fn create(
     ),
     Error,
 > {
+    let insert = format!(
+        "INSERT INTO meetings (id, host_id, title, description, start_at, duration_minutes, status, \
+         join_policy, created_at, updated_at, series_id, occurrence_at, recurrence, time_zone) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $8, $8, $9, $10, $11, $12) RETURNING {RETURNING}"
+    );
+    let single = [(meeting.id.to_owned(), meeting.start_at)];
+    let occurrences = series.map_or(&single[..], |s| s.occurrences);
     let mut tx = db.begin().await?;
-    let record = in_tx!(&mut tx, conn => {
-        sqlx::query_as::<_, MeetingRecord>(&format!(
-            "INSERT INTO meetings (id, host_id, title, description, start_at, duration_minutes, status, \
-             join_policy, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $8, $8) \
-             RETURNING {RETURNING}"
-        ))
-        .bind(meeting.id)
-        .bind(meeting.host_id)
-        .bind(meeting.title)
-        .bind(meeting.description)
-        .bind(meeting.start_at)
-        .bind(meeting.duration_minutes)
-        .bind(meeting.join_policy.as_str())
-        .bind(meeting.now)
-        .fetch_one(conn)
-        .await?
-    });
-    let (created, notices) =
-        invites::invite_all(&mut tx, meeting.id, invitees, invite_draft, meeting.now).await?;
+    if let Some(series) = series {
+        in_tx!(&mut tx, conn => {
+            sqlx::query(
+                "INSERT INTO meeting_series (id, host_id, recurrence, time_zone, start_at, title, description, \
+                 duration_minutes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            )
+            .bind(series.id)
+            .bind(meeting.host_id)
+            .bind(series.recurrence)
+            .bind(meeting.time_zone)
+            .bind(meeting.start_at)
+            .bind(meeting.title)
+            .bind(meeting.description)
+            .bind(meeting.duration_minutes)
+            .bind(meeting.now)
+            .execute(conn)
+            .await?;
+        });
+    }
+    let mut first = None;
+    for (id, start_at) in occurrences {
+        let record = in_tx!(&mut tx, conn => {
+            sqlx::query_as::<_, MeetingRecord>(&insert)
+                .bind(id)
+                .bind(meeting.host_id)
+                .bind(meeting.title)
+                .bind(meeting.description)
+                .bind(start_at)
+                .bind(meeting.duration_minutes)
+                .bind(meeting.join_policy.as_str())
+                .bind(meeting.now)
+                .bind(series.map(|s| s.id))
+                .bind(series.map(|_| *start_at))
+                .bind(series.map_or("", |s| s.recurrence))
+                .bind(meeting.time_zone)
+                .fetch_one(conn)
+                .await?
+        });
+        first.get_or_insert(record);
+    }
+    let record = first.ok_or(Error(sqlx::Error::RowNotFound))?;
+    let (created, notices) = invites::invite_all(
+        &mut tx,
+        meeting.id,
+        invitees,
+        Some(invite_draft),
+        meeting.now,
+    )
+    .await?;
+    let others: Vec<&str> = occurrences[1..].iter().map(|(id, _)| id.as_str()).collect();
+    invites::copy_to(&mut tx, &others, &created, meeting.now).await?;
     tx.commit().await?;
     Ok((record, created, notices))
 }
@@ -241,6 +303,23 @@ pub async fn update(
     changes: &MeetingChanges<'_>,
     now: Micros,
 ) -> Result<Option<MeetingRecord>, Error> {
+    let mut updated = update_all(db, &[(meeting_id, changes.start_at)], changes, None, now).await?;
+    Ok(updated.pop())
+}
+
+/// [`update`] for several occurrences of a series in one transaction: each
+/// target gets `changes` with its own start (`changes.start_at` is not
+/// used), and with `master` the series' own title, description and length
+/// change too (the values its calendar event shows). Returns the meetings
+/// changed; those over (or started, for a new start) are left alone.
+#[tracing::instrument(level = "debug", skip_all, fields(meetings = targets.len()))]
+pub async fn update_all(
+    db: &Db,
+    targets: &[(&str, Option<Micros>)],
+    changes: &MeetingChanges<'_>,
+    master: Option<&str>,
+    now: Micros,
+) -> Result<Vec<MeetingRecord>, Error> {
     let sql = format!(
         "UPDATE meetings SET title = COALESCE($2, title), description = COALESCE($3, description), \
            start_at = COALESCE($4, start_at), duration_minutes = COALESCE($5, duration_minutes), \
@@ -249,21 +328,97 @@ pub async fn update(
            revision = revision + $11, updated_at = $7 \
          WHERE id = $1 AND (status = 'scheduled' OR (status = 'ongoing' AND $4 IS NULL)) RETURNING {RETURNING}"
     );
-    dispatch!(db, pool => {
-        sqlx::query_as::<_, MeetingRecord>(&sql)
-            .bind(meeting_id)
+    let mut tx = db.begin().await?;
+    let mut updated = Vec::with_capacity(targets.len());
+    for (meeting_id, start_at) in targets {
+        let record = in_tx!(&mut tx, conn => {
+            sqlx::query_as::<_, MeetingRecord>(&sql)
+                .bind(meeting_id)
+                .bind(changes.title)
+                .bind(changes.description)
+                .bind(start_at)
+                .bind(changes.duration_minutes)
+                .bind(changes.join_policy.map(JoinPolicy::as_str))
+                .bind(now)
+                .bind(changes.waiting_room)
+                .bind(changes.locked)
+                .bind(changes.co_host_ids)
+                .bind(i32::from(changes.touches_schedule()))
+                .fetch_optional(conn)
+                .await?
+        });
+        updated.extend(record);
+    }
+    if let Some(series_id) = master {
+        in_tx!(&mut tx, conn => {
+            sqlx::query(
+                "UPDATE meeting_series SET title = COALESCE($2, title), description = COALESCE($3, description), \
+                   duration_minutes = COALESCE($4, duration_minutes), revision = revision + 1, updated_at = $5 \
+                 WHERE id = $1",
+            )
+            .bind(series_id)
             .bind(changes.title)
             .bind(changes.description)
-            .bind(changes.start_at)
             .bind(changes.duration_minutes)
-            .bind(changes.join_policy.map(JoinPolicy::as_str))
             .bind(now)
-            .bind(changes.waiting_room)
-            .bind(changes.locked)
-            .bind(changes.co_host_ids)
-            .bind(i32::from(changes.touches_schedule()))
-            .fetch_optional(pool)
-            .await.map_err(Error::from)
+            .execute(conn)
+            .await?;
+        });
+    }
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// A series: its rule and zone, and its master event's values.
+#[derive(Debug, Clone, FromRow)]
+pub struct SeriesRecord {
+    pub id: String,
+    pub host_id: String,
+    pub recurrence: String,
+    pub time_zone: String,
+    /// The first occurrence's start (DTSTART).
+    pub start_at: i64,
+    pub title: String,
+    pub description: String,
+    pub duration_minutes: i32,
+    pub revision: i32,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(series_id = %series_id))]
+pub async fn find_series(db: &Db, series_id: &str) -> Result<Option<SeriesRecord>, Error> {
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, SeriesRecord>(
+            "SELECT id, host_id, recurrence, time_zone, start_at, title, description, duration_minutes, \
+             revision, created_at, updated_at FROM meeting_series WHERE id = $1",
+        )
+        .bind(series_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(Error::from)
+    })
+}
+
+/// The occurrences of a series that still exist, by original start; only
+/// those from `from` (an original start) on, when given.
+#[tracing::instrument(level = "debug", skip_all, fields(series_id = %series_id))]
+pub async fn occurrences(
+    db: &Db,
+    series_id: &str,
+    from: Option<Micros>,
+) -> Result<Vec<MeetingRecord>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM meetings m WHERE m.series_id = $1 AND m.occurrence_at >= $2 \
+         ORDER BY m.occurrence_at, m.id"
+    );
+    dispatch!(db, pool => {
+        sqlx::query_as::<_, MeetingRecord>(&sql)
+            .bind(series_id)
+            .bind(from.unwrap_or(i64::MIN))
+            .fetch_all(pool)
+            .await
+            .map_err(Error::from)
     })
 }
 
@@ -280,6 +435,22 @@ pub async fn transition(
     notify: Option<&Draft>,
     now: Micros,
 ) -> Result<Option<(MeetingRecord, Vec<NotificationRecord>)>, Error> {
+    let (mut records, notices) = transition_all(db, &[meeting_id], from, to, notify, now).await?;
+    Ok(records.pop().map(|record| (record, notices)))
+}
+
+/// [`transition`] for several meetings (occurrences of one series) in one
+/// transaction: those still in `from` move, and each invitee hears of it
+/// once, by `notify`. Returns the meetings that moved.
+#[tracing::instrument(level = "debug", skip_all, fields(meetings = meeting_ids.len()))]
+pub async fn transition_all(
+    db: &Db,
+    meeting_ids: &[&str],
+    from: MeetingStatus,
+    to: MeetingStatus,
+    notify: Option<&Draft>,
+    now: Micros,
+) -> Result<(Vec<MeetingRecord>, Vec<NotificationRecord>), Error> {
     let sql = format!(
         "UPDATE meetings SET status = $3, \
            actual_start_at = CASE WHEN $3 = 'ongoing' THEN $4 ELSE actual_start_at END, \
@@ -288,37 +459,47 @@ pub async fn transition(
          WHERE id = $1 AND status = $2 RETURNING {RETURNING}"
     );
     let mut tx = db.begin().await?;
-    let (record, recipients) = in_tx!(&mut tx, conn => {
-        let record = sqlx::query_as::<_, MeetingRecord>(&sql)
-            .bind(meeting_id)
-            .bind(from.as_str())
-            .bind(to.as_str())
-            .bind(now)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(record) = record else {
-            return Ok(None);
-        };
-        if to.is_over() {
-            sqlx::query(participants::CLOSE_OPEN)
+    let mut records = Vec::new();
+    let mut recipients: Vec<(Option<String>, String)> = Vec::new();
+    for meeting_id in meeting_ids {
+        let found = in_tx!(&mut tx, conn => {
+            let record = sqlx::query_as::<_, MeetingRecord>(&sql)
                 .bind(meeting_id)
+                .bind(from.as_str())
+                .bind(to.as_str())
                 .bind(now)
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await?;
+            let Some(record) = record else {
+                continue;
+            };
+            if to.is_over() {
+                sqlx::query(participants::CLOSE_OPEN)
+                    .bind(meeting_id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let found: Vec<(Option<String>, String)> = if notify.is_some() {
+                sqlx::query_as(
+                    "SELECT i.user_id, i.email FROM meeting_invites i WHERE i.meeting_id = $1 AND i.status <> 'declined' \
+                     AND NOT EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = i.meeting_id AND r.user_id = i.user_id)",
+                )
+                .bind(meeting_id)
+                .fetch_all(conn)
+                .await?
+            } else {
+                Vec::new()
+            };
+            records.push(record);
+            found
+        });
+        for recipient in found {
+            if !recipients.contains(&recipient) {
+                recipients.push(recipient);
+            }
         }
-        let recipients: Vec<(Option<String>, String)> = if notify.is_some() {
-            sqlx::query_as(
-                "SELECT i.user_id, i.email FROM meeting_invites i WHERE i.meeting_id = $1 AND i.status <> 'declined' \
-                 AND NOT EXISTS (SELECT 1 FROM meeting_removals r WHERE r.meeting_id = i.meeting_id AND r.user_id = i.user_id)",
-            )
-            .bind(meeting_id)
-            .fetch_all(conn)
-            .await?
-        } else {
-            Vec::new()
-        };
-        (record, recipients)
-    });
+    }
     let mut notices = Vec::new();
     if let Some(draft) = notify {
         for (user_id, email) in recipients {
@@ -336,7 +517,7 @@ pub async fn transition(
         }
     }
     tx.commit().await?;
-    Ok(Some((record, notices)))
+    Ok((records, notices))
 }
 
 /// Deletes the meeting with its invites and attendance.

@@ -129,7 +129,7 @@ async fn invitations_bind_only_to_proven_addresses_and_repeat_harmlessly() {
     ];
 
     let mut tx = db.begin().await.unwrap();
-    let (invites, notices) = invites::invite_all(&mut tx, &meeting, &list, &draft, 2)
+    let (invites, notices) = invites::invite_all(&mut tx, &meeting, &list, Some(&draft), 2)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -144,7 +144,7 @@ async fn invitations_bind_only_to_proven_addresses_and_repeat_harmlessly() {
     assert_eq!(count(&db, "mail_outbox").await, 3);
 
     let mut tx = db.begin().await.unwrap();
-    let (again, notices) = invites::invite_all(&mut tx, &meeting, &list, &draft, 3)
+    let (again, notices) = invites::invite_all(&mut tx, &meeting, &list, Some(&draft), 3)
         .await
         .unwrap();
     tx.commit().await.unwrap();

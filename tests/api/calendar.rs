@@ -113,6 +113,7 @@ async fn the_calendar_export_parses_and_tracks_changes() {
                 duration_minutes: 90,
                 invitee_emails: vec!["bob@example.com".into(), "later@example.com".into()],
                 join_policy: 0,
+                ..Default::default()
             },
             &host,
         ))
@@ -174,6 +175,7 @@ async fn the_calendar_export_parses_and_tracks_changes() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["duration_minutes".into()],
                 }),
+                ..Default::default()
             },
             &host,
         ))
@@ -183,6 +185,7 @@ async fn the_calendar_export_parses_and_tracks_changes() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: meeting.id.clone(),
+                ..Default::default()
             },
             &host,
         ))

@@ -485,6 +485,7 @@ async fn an_invitee_cannot_start_the_hosts_meeting_with_a_call() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: p.meeting.clone(),
+                ..Default::default()
             },
             &p.host,
         ))

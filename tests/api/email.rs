@@ -47,6 +47,7 @@ async fn invitations_and_cancellations_are_emailed() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: meeting.id.clone(),
+                ..Default::default()
             },
             &host,
         ))

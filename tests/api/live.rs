@@ -471,6 +471,7 @@ async fn every_change_to_a_meeting_is_seen_by_the_next_call() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["title".into()],
                 }),
+                ..Default::default()
             },
             &host,
         ))

@@ -28,6 +28,7 @@ mod oauth;
 mod reports;
 mod room_features;
 mod rooms;
+mod series;
 mod sweep;
 mod telemetry;
 mod tokens;

@@ -181,6 +181,7 @@ fn table(w: &World) -> Vec<Row<'_>> {
                         update_mask: Some(FieldMask {
                             paths: vec!["description".into()],
                         }),
+                        ..Default::default()
                     },
                     &t,
                 );
@@ -513,6 +514,7 @@ fn table(w: &World) -> Vec<Row<'_>> {
                         update_mask: Some(FieldMask {
                             paths: vec!["locked".into()],
                         }),
+                        ..Default::default()
                     },
                     &t,
                 );

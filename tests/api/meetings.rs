@@ -28,6 +28,7 @@ fn new_meeting(title: &str, start_in: i64, invitees: &[&str]) -> pb::CreateMeeti
         duration_minutes: 45,
         invitee_emails: invitees.iter().map(|s| s.to_string()).collect(),
         join_policy: 0,
+        ..Default::default()
     }
 }
 
@@ -100,6 +101,7 @@ async fn create_names_every_bad_field() {
             "HOST@example.com".into(),
         ],
         join_policy: 9,
+        ..Default::default()
     };
     let status = app
         .meetings()
@@ -230,6 +232,7 @@ async fn invitees_see_the_meeting_and_strangers_do_not() {
                     update_mask: Some(FieldMask {
                         paths: vec!["title".into()],
                     }),
+                    ..Default::default()
                 },
                 &stranger,
             ))
@@ -456,8 +459,14 @@ async fn the_status_machine_refuses_every_illegal_transition() {
                         .await
                 }
                 _ => {
-                    m.cancel_meeting(authed(pb::CancelMeetingRequest { meeting_id: id }, &token))
-                        .await
+                    m.cancel_meeting(authed(
+                        pb::CancelMeetingRequest {
+                            meeting_id: id,
+                            ..Default::default()
+                        },
+                        &token,
+                    ))
+                    .await
                 }
             }
         }
@@ -518,6 +527,7 @@ async fn the_status_machine_refuses_every_illegal_transition() {
                     update_mask: Some(FieldMask {
                         paths: vec!["title".into()],
                     }),
+                    ..Default::default()
                 },
                 &host,
             ))
@@ -575,6 +585,7 @@ async fn the_host_updates_fields_named_in_the_mask() {
                 update_mask: Some(FieldMask {
                     paths: paths.iter().map(|p| p.to_string()).collect(),
                 }),
+                ..Default::default()
             },
             token,
         );
@@ -811,6 +822,7 @@ async fn list_meetings_pages_through_filters_in_start_order() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: ids[1].clone(),
+                ..Default::default()
             },
             &host,
         ))
@@ -1027,6 +1039,7 @@ async fn history_lists_finished_meetings_newest_first() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: ids[2].clone(),
+                ..Default::default()
             },
             &host,
         ))

@@ -246,6 +246,7 @@ async fn meeting_events_reach_the_right_inboxes_exactly_once() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: other.id.clone(),
+                ..Default::default()
             },
             &host,
         ))
@@ -553,6 +554,7 @@ async fn reminders_go_out_once_even_with_racing_jobs_and_follow_reschedules() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: cancelled.id.clone(),
+                ..Default::default()
             },
             &host,
         ))
@@ -633,6 +635,7 @@ async fn reminders_go_out_once_even_with_racing_jobs_and_follow_reschedules() {
                     update_mask: Some(FieldMask {
                         paths: vec!["start_time".into()],
                     }),
+                    ..Default::default()
                 },
                 &host,
             ))

@@ -29,6 +29,7 @@ pub(crate) async fn update(
                 update_mask: Some(FieldMask {
                     paths: paths.iter().map(|p| p.to_string()).collect(),
                 }),
+                ..Default::default()
             },
             token,
         ))
@@ -299,6 +300,7 @@ async fn co_hosts_have_exactly_the_powers_design_gives_them() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: meeting.clone(),
+                ..Default::default()
             },
             &bob,
         ))

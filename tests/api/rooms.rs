@@ -512,6 +512,7 @@ async fn strangers_and_finished_meetings_are_refused() {
         .cancel_meeting(authed(
             pb::CancelMeetingRequest {
                 meeting_id: meeting.clone(),
+                ..Default::default()
             },
             &host,
         ))
