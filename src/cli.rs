@@ -608,11 +608,110 @@ pub struct Settings {
         global = true
     )]
     pub max_sdp_bytes: Option<String>,
+    /// let webhooks reach private, loopback and link-local addresses (true/false) [default: false]
+    #[arg(
+        long = "webhook-allow-private",
+        env = "UNIO_WEBHOOK_ALLOW_PRIVATE",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_allow_private: Option<String>,
+    /// how long one webhook delivery attempt may take [default: 10s]
+    #[arg(
+        long = "webhook-timeout",
+        env = "UNIO_WEBHOOK_TIMEOUT",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_timeout: Option<String>,
+    /// the first retry delay of a failed webhook delivery; each later one is 4 times longer, up to 10h, for 24h [default: 5s]
+    #[arg(
+        long = "webhook-retry-min",
+        env = "UNIO_WEBHOOK_RETRY_MIN",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_retry_min: Option<String>,
+    /// a PEM file of extra root certificates trusted for outbound HTTPS (webhooks, FCM, APNs)
+    #[arg(
+        long = "outbound-ca-file",
+        env = "UNIO_OUTBOUND_CA_FILE",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub outbound_ca_file: Option<String>,
+    /// a Firebase service-account JSON file: enables push to Android (FCM HTTP v1)
+    #[arg(
+        long = "fcm-credentials",
+        env = "UNIO_FCM_CREDENTIALS",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub fcm_credentials: Option<String>,
+    /// FCM's base URL [default: https://fcm.googleapis.com]
+    #[arg(
+        long = "fcm-url",
+        env = "UNIO_FCM_URL",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub fcm_url: Option<String>,
+    /// an APNs auth key (.p8, ES256): enables push to iOS
+    #[arg(
+        long = "apns-key-file",
+        env = "UNIO_APNS_KEY_FILE",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub apns_key_file: Option<String>,
+    /// the APNs key's id
+    #[arg(
+        long = "apns-key-id",
+        env = "UNIO_APNS_KEY_ID",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub apns_key_id: Option<String>,
+    /// the Apple developer team id
+    #[arg(
+        long = "apns-team-id",
+        env = "UNIO_APNS_TEAM_ID",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub apns_team_id: Option<String>,
+    /// the app's bundle id (apns-topic)
+    #[arg(
+        long = "apns-topic",
+        env = "UNIO_APNS_TOPIC",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub apns_topic: Option<String>,
+    /// APNs' base URL [default: https://api.push.apple.com]
+    #[arg(
+        long = "apns-url",
+        env = "UNIO_APNS_URL",
+        value_name = "VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub apns_url: Option<String>,
 }
 
 impl Settings {
     /// `(variable, value)` of every setting.
-    pub fn pairs(&self) -> [(&'static str, &Option<String>); 62] {
+    pub fn pairs(&self) -> [(&'static str, &Option<String>); 73] {
         [
             ("UNIO_ADDR", &self.addr),
             ("UNIO_DATA_DIR", &self.data_dir),
@@ -685,6 +784,17 @@ impl Settings {
             ("UNIO_ROOM_TYPING_RATE", &self.room_typing_rate),
             ("UNIO_ROOM_MEDIA_RATE", &self.room_media_rate),
             ("UNIO_MAX_SDP_BYTES", &self.max_sdp_bytes),
+            ("UNIO_WEBHOOK_ALLOW_PRIVATE", &self.webhook_allow_private),
+            ("UNIO_WEBHOOK_TIMEOUT", &self.webhook_timeout),
+            ("UNIO_WEBHOOK_RETRY_MIN", &self.webhook_retry_min),
+            ("UNIO_OUTBOUND_CA_FILE", &self.outbound_ca_file),
+            ("UNIO_FCM_CREDENTIALS", &self.fcm_credentials),
+            ("UNIO_FCM_URL", &self.fcm_url),
+            ("UNIO_APNS_KEY_FILE", &self.apns_key_file),
+            ("UNIO_APNS_KEY_ID", &self.apns_key_id),
+            ("UNIO_APNS_TEAM_ID", &self.apns_team_id),
+            ("UNIO_APNS_TOPIC", &self.apns_topic),
+            ("UNIO_APNS_URL", &self.apns_url),
         ]
     }
 

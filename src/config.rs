@@ -119,6 +119,45 @@ pub struct Config {
     pub limits: Limits,
     /// A header a trusted load balancer sets to the client's address.
     pub client_address_header: Option<http::HeaderName>,
+    pub integrations: Integrations,
+}
+
+/// Outbound integrations (DESIGN §12): webhooks and device push.
+#[derive(Clone, Debug)]
+pub struct Integrations {
+    /// Webhooks may target private, loopback and link-local addresses.
+    pub webhook_allow_private: bool,
+    /// One delivery attempt's limit.
+    pub webhook_timeout: Duration,
+    /// The first retry delay (then ×4 each time, at most 10 h).
+    pub webhook_retry_min: Duration,
+    /// Extra root certificates (PEM) for outbound HTTPS.
+    pub outbound_ca_file: Option<PathBuf>,
+    pub fcm: Option<FcmConfig>,
+    pub apns: Option<ApnsConfig>,
+}
+
+/// Firebase Cloud Messaging (HTTP v1).
+#[derive(Clone, Debug)]
+pub struct FcmConfig {
+    /// The service-account JSON file (project_id, client_email,
+    /// private_key, token_uri).
+    pub credentials_file: PathBuf,
+    /// Base URL; `{url}/v1/projects/{project}/messages:send`.
+    pub url: String,
+}
+
+/// Apple Push Notification service (token-based, HTTP/2).
+#[derive(Clone, Debug)]
+pub struct ApnsConfig {
+    /// The .p8 auth key (an ES256 private key, PEM).
+    pub key_file: PathBuf,
+    pub key_id: String,
+    pub team_id: String,
+    /// The app's bundle id.
+    pub topic: String,
+    /// Base URL; `{url}/3/device/{token}`.
+    pub url: String,
 }
 
 /// Timings and sizes of live rooms.
@@ -432,7 +471,69 @@ impl Config {
             })?,
         };
 
+        let webhook_allow_private = match non_empty("UNIO_WEBHOOK_ALLOW_PRIVATE").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "UNIO_WEBHOOK_ALLOW_PRIVATE",
+                    "must be true or false",
+                ));
+            }
+        };
+        let webhook_timeout = duration("UNIO_WEBHOOK_TIMEOUT", "10s")?;
+        let webhook_retry_min = duration("UNIO_WEBHOOK_RETRY_MIN", "5s")?;
+        for (var, value) in [
+            ("UNIO_WEBHOOK_TIMEOUT", webhook_timeout),
+            ("UNIO_WEBHOOK_RETRY_MIN", webhook_retry_min),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(var, "must be longer than zero"));
+            }
+        }
+        let fcm = non_empty("UNIO_FCM_CREDENTIALS").map(|file| FcmConfig {
+            credentials_file: PathBuf::from(file),
+            url: non_empty("UNIO_FCM_URL")
+                .unwrap_or("https://fcm.googleapis.com".into())
+                .trim_end_matches('/')
+                .to_owned(),
+        });
+        if let Some(fcm) = &fcm {
+            parse_http_url("UNIO_FCM_URL", &fcm.url)?;
+        }
+        let apns = match non_empty("UNIO_APNS_KEY_FILE") {
+            None => None,
+            Some(file) => {
+                let required = |var: &'static str| {
+                    non_empty(var).ok_or_else(|| {
+                        ConfigError::new(var, "must be set when UNIO_APNS_KEY_FILE is")
+                    })
+                };
+                let apns = ApnsConfig {
+                    key_file: PathBuf::from(file),
+                    key_id: required("UNIO_APNS_KEY_ID")?,
+                    team_id: required("UNIO_APNS_TEAM_ID")?,
+                    topic: required("UNIO_APNS_TOPIC")?,
+                    url: non_empty("UNIO_APNS_URL")
+                        .unwrap_or("https://api.push.apple.com".into())
+                        .trim_end_matches('/')
+                        .to_owned(),
+                };
+                parse_http_url("UNIO_APNS_URL", &apns.url)?;
+                Some(apns)
+            }
+        };
+        let integrations = Integrations {
+            webhook_allow_private,
+            webhook_timeout,
+            webhook_retry_min,
+            outbound_ca_file: non_empty("UNIO_OUTBOUND_CA_FILE").map(PathBuf::from),
+            fcm,
+            apns,
+        };
+
         Ok(Self {
+            integrations,
             addr,
             data_dir,
             database_url,

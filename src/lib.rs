@@ -48,6 +48,7 @@ pub mod jobs;
 pub mod limits;
 pub mod meetings;
 pub mod metrics;
+pub mod outbound;
 pub mod oversize;
 pub mod paging;
 pub mod proto;
@@ -100,6 +101,8 @@ pub enum RunError {
     Io(std::io::Error),
     #[error("UNIO_REDIS_URL: {0}")]
     Redis(redis::RedisError),
+    #[error("{0}")]
+    Outbound(String),
 }
 
 /// Opens the configured database and applies pending migrations.
@@ -252,6 +255,22 @@ pub async fn run(
         state.clone(),
         state.config.reminder_lead,
     ));
+    let integrations = &state.config.integrations;
+    let webhook_sender = outbound::webhook::WebhookSender::new(
+        integrations.webhook_timeout,
+        integrations.webhook_allow_private,
+        integrations.outbound_ca_file.as_deref(),
+    )
+    .map_err(RunError::Outbound)?;
+    let webhooks = tokio::spawn(
+        jobs::webhooks::Deliverer::new(
+            state.db.clone(),
+            webhook_sender,
+            integrations.webhook_retry_min,
+            integrations.webhook_timeout,
+        )
+        .run(),
+    );
     let db = state.db.clone();
     let hub = state.hub.clone();
     let result = server::serve(state, listener, shutdown).await;
@@ -263,6 +282,7 @@ pub async fn run(
     uploads.abort();
     expired.abort();
     mailer.abort();
+    webhooks.abort();
     hub.record_departures().await;
     db.close().await;
     result

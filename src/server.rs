@@ -16,7 +16,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     RunError,
-    api::{AuthApi, CallApi, ChatApi, FileApi, MeetingApi, NotificationApi, RoomApi, UserApi},
+    api::{
+        AuthApi, CallApi, ChatApi, FileApi, MeetingApi, NotificationApi, RoomApi, UserApi,
+        WebhookApi,
+    },
     auth::AuthLayer,
     config::CorsOrigins,
     deadline::DeadlineLayer,
@@ -29,6 +32,7 @@ use crate::{
             meeting_service_server::MeetingServiceServer,
             notification_service_server::NotificationServiceServer,
             room_service_server::RoomServiceServer, user_service_server::UserServiceServer,
+            webhook_service_server::WebhookServiceServer,
         },
     },
     state::AppState,
@@ -79,6 +83,9 @@ pub async fn serve(
     health.set_serving::<FileServiceServer<FileApi>>().await;
     health
         .set_serving::<NotificationServiceServer<NotificationApi>>()
+        .await;
+    health
+        .set_serving::<WebhookServiceServer<WebhookApi>>()
         .await;
 
     // The bus as a health service of its own (`unio.Bus`): NOT_SERVING
@@ -136,6 +143,9 @@ pub async fn serve(
     let files = FileServiceServer::new(FileApi::new(state.clone()))
         .max_decoding_message_size(FILE_MESSAGE_BYTES)
         .max_encoding_message_size(FILE_MESSAGE_BYTES);
+    let webhooks = WebhookServiceServer::new(WebhookApi::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(8 * 1024 * 1024);
     let hub = state.hub.clone();
     let inbox = state.inbox.clone();
     let bus = state.bus.clone();
@@ -191,7 +201,8 @@ pub async fn serve(
         .add_service(calls)
         .add_service(notifications)
         .add_service(chat)
-        .add_service(files);
+        .add_service(files)
+        .add_service(webhooks);
 
     let addr = listener.local_addr().map_err(RunError::Io)?;
     let scheme = if config.tls.is_some() {

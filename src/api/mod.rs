@@ -11,6 +11,7 @@ pub mod meetings;
 pub mod notifications;
 pub mod room;
 pub mod users;
+pub mod webhooks;
 
 pub use auth::AuthApi;
 pub use calls::CallApi;
@@ -20,6 +21,7 @@ pub use meetings::MeetingApi;
 pub use notifications::NotificationApi;
 pub use room::RoomApi;
 pub use users::UserApi;
+pub use webhooks::WebhookApi;
 
 /// Hands committed notifications to their recipients' live watches.
 /// The one way a handler reads an id field: a UUID, or INVALID_ARGUMENT

@@ -23,6 +23,7 @@ mod role;
 pub mod throttle;
 pub mod time;
 pub mod verification;
+pub mod webhook;
 
 pub use avatar::{ACCEPTED_TYPES as AVATAR_TYPES, Avatar, AvatarError};
 pub use display_name::DisplayName;

@@ -5,6 +5,7 @@
 //! - [`mailer`]: sends queued email with retries (when SMTP is configured).
 //! - [`uploads`]: discards browser uploads left unfinished for 24 hours.
 //! - [`expired`]: forgets expired throttle keys, OAuth states and links.
+//! - [`webhooks`]: delivers queued webhook events with retries for 24 h.
 //!
 //! Jobs act through single conditional UPDATEs, so several nodes running
 //! the same job never act twice on one row.
@@ -14,3 +15,4 @@ pub mod mailer;
 pub mod missed_calls;
 pub mod reminders;
 pub mod uploads;
+pub mod webhooks;

@@ -8,7 +8,7 @@ use super::{
     Db, Error, identities, in_tx, is_unique_violation,
     notifications::NotificationRecord,
     sessions,
-    users::{COLUMNS, EmailTaken, INSERT, NewUser, UserRecord, find_in},
+    users::{self, COLUMNS, EmailTaken, INSERT, NewUser, UserRecord, find_in},
     verifications,
 };
 use crate::domain::Role;
@@ -52,6 +52,7 @@ pub async fn create_with_session(
             verifications::insert_link(&mut tx, user.id, user.email_key, link, user.now).await?;
     }
     sessions::open(&mut tx, user.id, session).await?;
+    users::created_event(&mut tx, user.id, user.now).await?;
     let record = find_in(&mut tx, user.id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
@@ -118,6 +119,9 @@ pub async fn upsert_admin(
         }
     });
     let notices = verifications::mark_verified(&mut tx, &id, user.email_key, user.now).await?;
+    if created {
+        users::created_event(&mut tx, &id, user.now).await?;
+    }
     let record = find_in(&mut tx, &id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;

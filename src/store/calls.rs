@@ -5,12 +5,31 @@ use sqlx::FromRow;
 use super::{
     Db, Error, dispatch, in_tx,
     notifications::{self, NotificationRecord},
+    webhooks,
 };
 use crate::domain::{
     call::{CallStatus, RingLimit, ring_limit},
     notification::Draft,
     time::Micros,
+    webhook::{EventType, rfc3339},
 };
+
+/// The `data` of call.started and call.ended.
+fn event_data(call: &CallRecord) -> serde_json::Value {
+    serde_json::json!({
+        "call": {
+            "id": call.id,
+            "meeting_id": call.meeting_id,
+            "caller_id": call.caller_id,
+            "callee_id": call.callee_id,
+            "status": call.status,
+            "start_time": rfc3339(call.started_at),
+            "answer_time": call.answered_at.map(rfc3339),
+            "end_time": call.ended_at.map(rfc3339),
+            "duration_seconds": call.duration_seconds,
+        }
+    })
+}
 
 #[derive(Debug, Clone, FromRow)]
 pub struct CallRecord {
@@ -118,6 +137,7 @@ pub async fn create(
         }
         _ => None,
     };
+    webhooks::enqueue(&mut tx, EventType::CallStarted, event_data(&record), now).await?;
     tx.commit().await?;
     Ok(Started::New(record, notice))
 }
@@ -148,7 +168,8 @@ pub async fn transition(
         "UPDATE calls SET status = $3, answered_at = COALESCE($4, answered_at), ended_at = COALESCE($5, ended_at), \
            duration_seconds = $6 WHERE id = $1 AND status = $2 RETURNING {COLUMNS}"
     );
-    dispatch!(db, pool => {
+    let mut tx = db.begin().await?;
+    let moved = in_tx!(&mut tx, conn => {
         sqlx::query_as::<_, CallRecord>(&sql)
             .bind(id)
             .bind(from.as_str())
@@ -156,9 +177,21 @@ pub async fn transition(
             .bind(answered_at)
             .bind(ended_at)
             .bind(duration_seconds)
-            .fetch_optional(pool)
-            .await.map_err(Error::from)
-    })
+            .fetch_optional(conn)
+            .await?
+    });
+    // A call that will not ring or talk any more has ended, however.
+    if let Some(call) = &moved
+        && matches!(
+            to,
+            CallStatus::Ended | CallStatus::Declined | CallStatus::Missed
+        )
+    {
+        let at = call.ended_at.unwrap_or(call.started_at);
+        webhooks::enqueue(&mut tx, EventType::CallEnded, event_data(call), at).await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
 }
 
 /// Marks calls ringing since before `rang_before` as missed and returns them.
@@ -172,13 +205,19 @@ pub async fn mark_missed(
         "UPDATE calls SET status = 'missed', ended_at = $2 \
          WHERE status = 'ringing' AND started_at < $1 RETURNING {COLUMNS}"
     );
-    dispatch!(db, pool => {
+    let mut tx = db.begin().await?;
+    let missed = in_tx!(&mut tx, conn => {
         sqlx::query_as::<_, CallRecord>(&sql)
             .bind(rang_before)
             .bind(now)
-            .fetch_all(pool)
-            .await.map_err(Error::from)
-    })
+            .fetch_all(conn)
+            .await?
+    });
+    for call in &missed {
+        webhooks::enqueue(&mut tx, EventType::CallEnded, event_data(call), now).await?;
+    }
+    tx.commit().await?;
+    Ok(missed)
 }
 
 /// A meeting's calls, newest first, before `before_id`.

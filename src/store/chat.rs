@@ -2,8 +2,11 @@
 
 use sqlx::FromRow;
 
-use super::{Db, Error, dispatch, in_tx};
-use crate::domain::time::Micros;
+use super::{Db, Error, dispatch, in_tx, webhooks};
+use crate::domain::{
+    time::Micros,
+    webhook::{EventType, rfc3339},
+};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct MessageRecord {
@@ -180,8 +183,30 @@ pub async fn append_batch(
         for (i, record) in stored {
             results[i] = Some(Appended::Stored(record));
         }
-        results.into_iter().map(|r| r.unwrap_or(Appended::MeetingClosed)).collect()
+        results.into_iter().map(|r| r.unwrap_or(Appended::MeetingClosed)).collect::<Vec<_>>()
     });
+    let stored = out.iter().filter_map(|a| match a {
+        Appended::Stored(record) => Some(record),
+        _ => None,
+    });
+    if stored.clone().next().is_some() {
+        let to = webhooks::subscribers(&mut tx, EventType::ChatMessageSent).await?;
+        for record in stored {
+            let data = serde_json::json!({
+                "message": {
+                    "id": record.id,
+                    "meeting_id": record.meeting_id,
+                    "sender_id": record.sender_id,
+                    "sender_display_name": record.sender_display_name,
+                    "text": record.text,
+                    "sequence": record.sequence,
+                    "file_id": record.file_id,
+                    "time": rfc3339(record.created_at),
+                }
+            });
+            webhooks::enqueue_to(&mut tx, &to, EventType::ChatMessageSent, data, now).await?;
+        }
+    }
     tx.commit().await?;
     Ok(out)
 }

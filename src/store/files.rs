@@ -2,8 +2,11 @@
 
 use sqlx::FromRow;
 
-use super::{Db, Error, dispatch, in_tx};
-use crate::domain::time::Micros;
+use super::{Db, Error, dispatch, in_tx, webhooks};
+use crate::domain::{
+    time::Micros,
+    webhook::{EventType, rfc3339},
+};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct FileRecord {
@@ -28,10 +31,27 @@ fn insert_sql() -> String {
     )
 }
 
+/// The `data` of file.shared.
+fn event_data(file: &FileRecord) -> serde_json::Value {
+    serde_json::json!({
+        "file": {
+            "id": file.id,
+            "meeting_id": file.meeting_id,
+            "uploader_id": file.uploader_id,
+            "filename": file.filename,
+            "content_type": file.content_type,
+            "size_bytes": file.size_bytes,
+            "sha256": file.sha256,
+            "time": rfc3339(file.created_at),
+        }
+    })
+}
+
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, Error> {
     let sql = insert_sql();
-    dispatch!(db, pool => {
+    let mut tx = db.begin().await?;
+    let stored = in_tx!(&mut tx, conn => {
         sqlx::query_as::<_, FileRecord>(&sql)
             .bind(&file.id)
             .bind(&file.meeting_id)
@@ -42,9 +62,18 @@ pub async fn insert(db: &Db, file: &FileRecord) -> Result<FileRecord, Error> {
             .bind(&file.sha256)
             .bind(&file.blob_key)
             .bind(file.created_at)
-            .fetch_one(pool)
-            .await.map_err(Error::from)
-    })
+            .fetch_one(conn)
+            .await?
+    });
+    webhooks::enqueue(
+        &mut tx,
+        EventType::FileShared,
+        event_data(&stored),
+        stored.created_at,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(stored)
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
@@ -260,6 +289,15 @@ pub async fn complete_upload(
             .await?;
         Some(stored)
     });
+    if let Some(stored) = &out {
+        webhooks::enqueue(
+            &mut tx,
+            EventType::FileShared,
+            event_data(stored),
+            stored.created_at,
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(out)
 }

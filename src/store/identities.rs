@@ -295,6 +295,7 @@ pub async fn resolve(
             }
             let notices =
                 invites::bind_waiting(&mut tx, new_user_id, identity.email_key, now).await?;
+            users::created_event(&mut tx, new_user_id, now).await?;
             (new_user_id.to_owned(), true, false, notices)
         }
     };

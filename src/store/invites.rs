@@ -327,6 +327,23 @@ pub async fn respond(
         (invite, host_id, siblings.into_iter().map(|(id,)| id).collect::<Vec<_>>())
     });
     let notice = notifications::insert(&mut tx, &host_id, draft, now, None).await?;
+    let data = serde_json::json!({
+        "invite": {
+            "id": invite.id,
+            "meeting_id": invite.meeting_id,
+            "user_id": invite.user_id,
+            "email": invite.email,
+            "status": invite.status,
+            "also_meeting_ids": siblings,
+        }
+    });
+    super::webhooks::enqueue(
+        &mut tx,
+        crate::domain::webhook::EventType::InviteResponded,
+        data,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Some((invite, notice, siblings)))
 }

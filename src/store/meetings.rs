@@ -6,13 +6,42 @@ use sqlx::FromRow;
 use super::{
     Db, Error, dispatch, in_tx, invites, mail,
     notifications::{self, NotificationRecord},
-    participants,
+    participants, webhooks,
 };
 use crate::domain::{
     meeting::{InviteStatus, JoinPolicy, MeetingStatus},
     notification::Draft,
     time::Micros,
+    webhook::{EventType, rfc3339},
 };
+
+/// The webhook event of a move to `to`.
+fn event_of(to: MeetingStatus) -> Option<EventType> {
+    match to {
+        MeetingStatus::Ongoing => Some(EventType::MeetingStarted),
+        MeetingStatus::Completed => Some(EventType::MeetingEnded),
+        MeetingStatus::Cancelled => Some(EventType::MeetingCancelled),
+        MeetingStatus::Scheduled => None,
+    }
+}
+
+/// The `data` of the meeting.* webhook events.
+pub(super) fn event_data(m: &MeetingRecord) -> serde_json::Value {
+    serde_json::json!({
+        "meeting": {
+            "id": m.id,
+            "title": m.title,
+            "host_id": m.host_id,
+            "start_time": rfc3339(m.start_at),
+            "duration_minutes": m.duration_minutes,
+            "status": m.status,
+            "join_policy": m.join_policy,
+            "series_id": m.series_id,
+            "actual_start_time": m.actual_start_at.map(rfc3339),
+            "actual_end_time": m.actual_end_at.map(rfc3339),
+        }
+    })
+}
 
 #[derive(Debug, Clone, FromRow)]
 pub struct MeetingRecord {
@@ -181,6 +210,13 @@ pub async fn create(
                 .fetch_one(conn)
                 .await?
         });
+        webhooks::enqueue(
+            &mut tx,
+            EventType::MeetingCreated,
+            event_data(&record),
+            meeting.now,
+        )
+        .await?;
         first.get_or_insert(record);
     }
     let record = first.ok_or(Error(sqlx::Error::RowNotFound))?;
@@ -347,6 +383,9 @@ pub async fn update_all(
                 .fetch_optional(conn)
                 .await?
         });
+        if let Some(record) = &record {
+            webhooks::enqueue(&mut tx, EventType::MeetingUpdated, event_data(record), now).await?;
+        }
         updated.extend(record);
     }
     if let Some(series_id) = master {
@@ -461,6 +500,7 @@ pub async fn transition_all(
     let mut tx = db.begin().await?;
     let mut records = Vec::new();
     let mut recipients: Vec<(Option<String>, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for meeting_id in meeting_ids {
         let found = in_tx!(&mut tx, conn => {
             let record = sqlx::query_as::<_, MeetingRecord>(&sql)
@@ -473,13 +513,6 @@ pub async fn transition_all(
             let Some(record) = record else {
                 continue;
             };
-            if to.is_over() {
-                sqlx::query(participants::CLOSE_OPEN)
-                    .bind(meeting_id)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
-            }
             let found: Vec<(Option<String>, String)> = if notify.is_some() {
                 sqlx::query_as(
                     "SELECT i.user_id, i.email FROM meeting_invites i WHERE i.meeting_id = $1 AND i.status <> 'declined' \
@@ -494,8 +527,14 @@ pub async fn transition_all(
             records.push(record);
             found
         });
+        if to.is_over() {
+            participants::close_open_in(&mut tx, meeting_id, now).await?;
+        }
+        if let (Some(kind), Some(record)) = (event_of(to), records.last()) {
+            webhooks::enqueue(&mut tx, kind, event_data(record), now).await?;
+        }
         for recipient in found {
-            if !recipients.contains(&recipient) {
+            if seen.insert(recipient.clone()) {
                 recipients.push(recipient);
             }
         }
@@ -523,13 +562,22 @@ pub async fn transition_all(
 /// Deletes the meeting with its invites and attendance.
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn delete(db: &Db, meeting_id: &str) -> Result<bool, Error> {
-    dispatch!(db, pool => {
-        sqlx::query("DELETE FROM meetings WHERE id = $1")
-            .bind(meeting_id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() > 0).map_err(Error::from)
-    })
+    let mut tx = db.begin().await?;
+    let gone = in_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, MeetingRecord>(&format!(
+            "DELETE FROM meetings WHERE id = $1 RETURNING {RETURNING}"
+        ))
+        .bind(meeting_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    let Some(record) = gone else {
+        return Ok(false);
+    };
+    let now = crate::domain::time::now_micros();
+    webhooks::enqueue(&mut tx, EventType::MeetingDeleted, event_data(&record), now).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Which of a user's meetings to list.

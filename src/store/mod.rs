@@ -37,6 +37,7 @@ mod tx;
 mod steps_tests;
 pub mod users;
 pub mod verifications;
+pub mod webhooks;
 
 pub use tx::Tx;
 pub(crate) use tx::in_tx;

@@ -3,8 +3,8 @@
 
 use sqlx::FromRow;
 
-use super::{Db, Error, dispatch};
-use crate::domain::time::Micros;
+use super::{Db, Error, dispatch, in_tx, webhooks};
+use crate::domain::{time::Micros, webhook::EventType};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ParticipantRecord {
@@ -17,8 +17,23 @@ pub struct ParticipantRecord {
 }
 
 /// Closes every open attendance of a meeting (it ended).
-pub(super) const CLOSE_OPEN: &str =
-    "UPDATE meeting_participants SET left_at = $2 WHERE meeting_id = $1 AND left_at IS NULL";
+pub(super) const CLOSE_OPEN: &str = "UPDATE meeting_participants SET left_at = $2 \
+     WHERE meeting_id = $1 AND left_at IS NULL RETURNING id, user_id";
+
+/// The `data` of participant.joined and participant.left.
+pub(super) fn event_data(
+    meeting_id: &str,
+    participant_id: &str,
+    user_id: &str,
+    at: Micros,
+) -> serde_json::Value {
+    serde_json::json!({
+        "meeting_id": meeting_id,
+        "participant_id": participant_id,
+        "user_id": user_id,
+        "time": crate::domain::webhook::rfc3339(at),
+    })
+}
 
 /// Records a join; `id` names the attendance for its later leave.
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id, meeting_id = %meeting_id, user_id = %user_id))]
@@ -29,16 +44,20 @@ pub async fn record_join(
     user_id: &str,
     at: Micros,
 ) -> Result<(), Error> {
-    dispatch!(db, pool => {
+    let mut tx = db.begin().await?;
+    in_tx!(&mut tx, conn => {
         sqlx::query("INSERT INTO meeting_participants (id, meeting_id, user_id, joined_at) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(meeting_id)
             .bind(user_id)
             .bind(at)
-            .execute(pool)
-            .await
-            .map(|_| ()).map_err(Error::from)
-    })
+            .execute(conn)
+            .await?;
+    });
+    let data = event_data(meeting_id, id, user_id, at);
+    webhooks::enqueue(&mut tx, EventType::ParticipantJoined, data, at).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The user of a participant online in `meeting_id` (its attendance is
@@ -61,27 +80,54 @@ pub async fn online_user(db: &Db, meeting_id: &str, id: &str) -> Result<Option<S
 /// Records a leave; false when the attendance was already closed.
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn record_leave(db: &Db, id: &str, at: Micros) -> Result<bool, Error> {
-    dispatch!(db, pool => {
-        sqlx::query("UPDATE meeting_participants SET left_at = $2 WHERE id = $1 AND left_at IS NULL")
-            .bind(id)
-            .bind(at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() == 1).map_err(Error::from)
-    })
+    let mut tx = db.begin().await?;
+    let left: Option<(String, String)> = in_tx!(&mut tx, conn => {
+        sqlx::query_as(
+            "UPDATE meeting_participants SET left_at = $2 WHERE id = $1 AND left_at IS NULL \
+             RETURNING meeting_id, user_id",
+        )
+        .bind(id)
+        .bind(at)
+        .fetch_optional(conn)
+        .await?
+    });
+    let Some((meeting_id, user_id)) = left else {
+        return Ok(false);
+    };
+    let data = event_data(&meeting_id, id, &user_id, at);
+    webhooks::enqueue(&mut tx, EventType::ParticipantLeft, data, at).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Closes every open attendance of a meeting; returns how many.
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn close_open(db: &Db, meeting_id: &str, at: Micros) -> Result<u64, Error> {
-    dispatch!(db, pool => {
-        sqlx::query(CLOSE_OPEN)
+    let mut tx = db.begin().await?;
+    let closed = close_open_in(&mut tx, meeting_id, at).await?;
+    tx.commit().await?;
+    Ok(closed)
+}
+
+/// Inside `tx`: closes every open attendance of the meeting, each with its
+/// participant.left event; returns how many.
+pub(super) async fn close_open_in(
+    tx: &mut super::Tx,
+    meeting_id: &str,
+    at: Micros,
+) -> Result<u64, Error> {
+    let closed: Vec<(String, String)> = in_tx!(tx, conn => {
+        sqlx::query_as(CLOSE_OPEN)
             .bind(meeting_id)
             .bind(at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()).map_err(Error::from)
-    })
+            .fetch_all(conn)
+            .await?
+    });
+    for (id, user_id) in &closed {
+        let data = event_data(meeting_id, id, user_id, at);
+        webhooks::enqueue(tx, EventType::ParticipantLeft, data, at).await?;
+    }
+    Ok(closed.len() as u64)
 }
 
 /// Attendances of a meeting in join order (ids are time-ordered), after

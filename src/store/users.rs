@@ -69,6 +69,31 @@ pub(super) const INSERT: &str = "INSERT INTO users (id, email, email_key, displa
      auth_provider, is_active, created_at, updated_at, email_verified) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $9)";
 
+/// Inside `tx`: queues user.created for user `id` (just inserted).
+pub(crate) async fn created_event(tx: &mut Tx, id: &str, now: i64) -> Result<(), Error> {
+    let Some(user) = find_in(tx, id).await? else {
+        return Ok(());
+    };
+    let data = serde_json::json!({
+        "user": {
+            "id": user.id,
+            "email": user.email,
+            "display_name": user.display_name,
+            "role": user.role,
+            "auth_provider": user.auth_provider,
+            "email_verified": user.email_verified,
+            "create_time": crate::domain::webhook::rfc3339(user.created_at),
+        }
+    });
+    super::webhooks::enqueue(
+        tx,
+        crate::domain::webhook::EventType::UserCreated,
+        data,
+        now,
+    )
+    .await
+}
+
 /// Inside `tx`: the current row of user `id`.
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub(crate) async fn find_in(tx: &mut Tx, id: &str) -> Result<Option<UserRecord>, Error> {

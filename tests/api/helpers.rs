@@ -20,7 +20,7 @@ use unio::{
         self, auth_service_client::AuthServiceClient, call_service_client::CallServiceClient,
         chat_service_client::ChatServiceClient, meeting_service_client::MeetingServiceClient,
         notification_service_client::NotificationServiceClient,
-        user_service_client::UserServiceClient,
+        user_service_client::UserServiceClient, webhook_service_client::WebhookServiceClient,
     },
 };
 
@@ -183,6 +183,10 @@ impl TestApp {
 
     pub fn meetings(&self) -> MeetingServiceClient<Channel> {
         MeetingServiceClient::new(self.channel.clone())
+    }
+
+    pub fn webhooks(&self) -> WebhookServiceClient<Channel> {
+        WebhookServiceClient::new(self.channel.clone())
     }
 
     pub fn data_path(&self) -> PathBuf {

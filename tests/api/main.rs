@@ -35,3 +35,4 @@ mod tokens;
 mod users;
 mod verification;
 mod web;
+mod webhooks;

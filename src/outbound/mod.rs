@@ -1,0 +1,36 @@
+//! Outbound HTTP: what UNIO sends to others' servers (webhooks, FCM, APNs).
+//!
+//! - [`guard`]: the DNS resolver that keeps webhooks off private networks.
+//! - [`webhook`]: one signed webhook delivery attempt.
+//!
+//! Every client here is reqwest (hyper, rustls) with a timeout and no
+//! redirects: an endpoint that answers 3xx has not taken the event.
+
+pub mod guard;
+pub mod webhook;
+
+use std::{path::Path, time::Duration};
+
+/// A client builder with what every outbound client shares: the agent
+/// name, a connect timeout, no redirects, and the extra roots of
+/// `UNIO_OUTBOUND_CA_FILE`.
+pub fn client_builder(
+    timeout: Duration,
+    extra_roots: Option<&Path>,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("UNIO/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = extra_roots {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("UNIO_OUTBOUND_CA_FILE {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("UNIO_OUTBOUND_CA_FILE {}: {e}", path.display()))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
+}
