@@ -1,9 +1,10 @@
 -- Webhooks (DESIGN §12). An event is queued in the same transaction as its
 -- cause: one webhook_events row with the exact body to send, and one
 -- webhook_deliveries row per endpoint subscribed to its type (the outbox).
--- Deliveries are claimed by pushing next_attempt_at past a lease, so of N
--- nodes exactly one attempts each at a time; each row is also the
--- delivery log (attempts, last status, last error). Kept identical to the
+-- A delivery is claimed by setting lease_until, so of N nodes exactly one
+-- attempts it at a time, and only the holder of the lease records the
+-- outcome; each row is also the delivery log (attempts, last status, last
+-- error). Kept identical to the
 -- other engine's twin.
 CREATE TABLE webhooks (
     id          TEXT PRIMARY KEY,
@@ -29,6 +30,8 @@ CREATE TABLE webhook_deliveries (
     status           TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  BIGINT NOT NULL,
+    -- Set while one node attempts it.
+    lease_until      BIGINT,
     -- Retries stop here (24 hours after queueing or a redelivery).
     deadline_at      BIGINT NOT NULL,
     last_status_code INTEGER,

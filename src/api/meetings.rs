@@ -138,6 +138,7 @@ fn calendar_event<'a>(
         rule: None,
         exdates: Vec::new(),
         recurrence_id: None,
+        last_start: None,
     }
 }
 
@@ -397,15 +398,19 @@ impl MeetingApi {
         changes: &MeetingChanges<'_>,
         now: i64,
     ) -> Result<Vec<MeetingRecord>, AppError> {
-        let shift = changes.start_at.map(|start| start - record.start_at);
+        // Later occurrences move by the same time on the series' wall clock.
+        let zone = TimeZone::from_db(&record.time_zone);
+        let shift = changes
+            .start_at
+            .map(|start| zone.local_delta(record.start_at, start));
         let later = self.later_occurrences(record, None).await?;
         let mut targets = vec![(record.id.as_str(), changes.start_at)];
         for occurrence in later.iter().filter(|m| !m.status().is_over()) {
-            let start = shift.map(|d| occurrence.start_at.saturating_add(d));
-            if start.is_some_and(|at| at > meeting::LAST_START) {
+            let start = shift.map(|d| zone.shift_local(occurrence.start_at, d));
+            if start.is_some_and(|at| at > meeting::LAST_START || !zone.covers(at)) {
                 return Err(AppError::invalid(
                     "meeting.start_time",
-                    "moves a later occurrence past the year 9999",
+                    "moves a later occurrence past the end of its time zone's known rules (2060)",
                 ));
             }
             targets.push((occurrence.id.as_str(), start));
@@ -530,10 +535,13 @@ impl MeetingService for MeetingApi {
         let plan = if r.recurrence.trim().is_empty() {
             None
         } else {
-            v.check(
-                "recurrence",
-                recurrence::plan(&r.recurrence, zone, start_at),
-            )
+            // Expanding a rule is CPU work: off the async workers.
+            let rule = r.recurrence.clone();
+            let planned =
+                tokio::task::spawn_blocking(move || recurrence::plan(&rule, zone, start_at))
+                    .await
+                    .map_err(|e| AppError::internal(format!("expanding the rule: {e}")))?;
+            v.check("recurrence", planned)
         };
         v.finish()?;
 
@@ -803,6 +811,21 @@ impl MeetingService for MeetingApi {
                     format!("{other:?} cannot be updated; use {UPDATABLE}"),
                 ),
             }
+        }
+        if series.is_some() && co_hosts.is_some() {
+            v.add(
+                "scope",
+                "co-hosts are named per occurrence: use RECURRENCE_SCOPE_THIS with co_host_ids",
+            );
+        }
+        if loaded.record.series_id.is_some()
+            && let Some(at) = changes.start_at
+            && !TimeZone::from_db(&loaded.record.time_zone).covers(at)
+        {
+            v.add(
+                "meeting.start_time",
+                "an occurrence of a series in a time zone other than UTC must start before 2060",
+            );
         }
         v.finish()?;
         changes.co_host_ids = co_hosts.as_deref();
@@ -1279,6 +1302,7 @@ impl MeetingService for MeetingApi {
             last_modified: series.updated_at,
             rule: Some(&series.recurrence),
             exdates,
+            last_start: starts.last().copied(),
             ..event(record)
         };
         let mut events = vec![master];

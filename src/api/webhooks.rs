@@ -243,8 +243,17 @@ impl WebhookService for WebhookApi {
                 format!("no webhook delivery with id {id}"),
             )
         };
-        if !store::redeliver(&self.state.db, &id, now_micros()).await? {
-            return Err(missing().into());
+        match store::redeliver(&self.state.db, &id, now_micros()).await? {
+            store::Redelivery::Queued => {}
+            store::Redelivery::Missing => return Err(missing().into()),
+            store::Redelivery::InFlight => {
+                return Err(AppError::FailedPrecondition {
+                    reason: "DELIVERY_IN_FLIGHT",
+                    message: "this delivery is being attempted right now; try again in a moment"
+                        .into(),
+                }
+                .into());
+            }
         }
         let delivery = store::find_delivery(&self.state.db, &id)
             .await?

@@ -39,6 +39,9 @@ pub struct CalendarEvent<'a> {
     pub exdates: Vec<Micros>,
     /// A changed occurrence: its start as the rule made it.
     pub recurrence_id: Option<Micros>,
+    /// A series' master event: the start of its last occurrence (the
+    /// VTIMEZONE covers the whole series).
+    pub last_start: Option<Micros>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +70,10 @@ pub fn to_ics(events: &[CalendarEvent<'_>], zone: TimeZone) -> String {
                 .into_iter()
                 .chain(e.exdates.iter().copied())
                 .chain(e.recurrence_id)
+                .chain(
+                    e.last_start
+                        .map(|at| at + i64::from(e.duration_minutes) * 60 * 1_000_000),
+                )
         });
         let from = points.clone().min().unwrap_or(0) - day;
         let to = points.max().unwrap_or(0) + day;
@@ -308,6 +315,7 @@ mod tests {
             rule: None,
             exdates: Vec::new(),
             recurrence_id: None,
+            last_start: None,
         }
     }
 
@@ -331,6 +339,24 @@ mod tests {
         assert!(ics.contains("PARTSTAT=ACCEPTED"));
         assert!(!ics.contains("DESCRIPTION"));
         assert!(ics.ends_with("END:VCALENDAR\r\n"));
+    }
+
+    #[test]
+    fn a_zoned_series_has_a_timezone_covering_every_occurrence() {
+        let berlin = TimeZone::parse("Europe/Berlin").unwrap();
+        let mut master = event("Weekly", "");
+        master.start = 1_792_393_200_000_000; // Monday 2026-10-19 09:00 CEST
+        master.rule = Some("FREQ=WEEKLY;COUNT=30;BYDAY=MO");
+        master.last_start = Some(master.start + 29 * 7 * 86_400 * 1_000_000);
+        let ics = to_ics(&[master], berlin);
+        assert!(ics.contains("DTSTART;TZID=Europe/Berlin:20261019T090000\r\n"));
+        assert!(ics.contains("RRULE:FREQ=WEEKLY;COUNT=30;BYDAY=MO\r\n"));
+        // Summer time ends in October 2026 and begins in March 2027, both
+        // within the series.
+        assert!(ics.contains("BEGIN:STANDARD\r\nDTSTART:20261025T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nTZNAME:CET"));
+        assert!(ics.contains(
+            "BEGIN:DAYLIGHT\r\nDTSTART:20270328T020000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200"
+        ));
     }
 
     #[test]

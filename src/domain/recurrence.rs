@@ -19,6 +19,8 @@ use super::{ValidationError, meeting, time::Micros};
 pub const MAX_OCCURRENCES: usize = 200;
 /// Every occurrence starts within this many days of the first.
 pub const MAX_SPAN_DAYS: i64 = 731;
+/// The most combinations of BY values one period may produce.
+const MAX_BY_COMBINATIONS: usize = 1_000;
 /// A rule longer than this is not a meeting's.
 const MAX_RULE_LEN: usize = 500;
 const MICROS: i64 = 1_000_000;
@@ -67,6 +69,46 @@ impl TimeZone {
         }
     }
 
+    /// `at` moved by `by` on the wall clock of this zone (so 09:00 stays
+    /// 09:00 across a daylight-saving change); a local time that does not
+    /// exist or exists twice takes the earlier offset.
+    pub fn shift_local(self, at: Micros, by: Micros) -> Micros {
+        let Some(t) = self.0.timestamp_micros(at).single() else {
+            return at.saturating_add(by);
+        };
+        let local = t.naive_local() + chrono::TimeDelta::microseconds(by);
+        match self.0.from_local_datetime(&local) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+                t.timestamp_micros()
+            }
+            // In a gap (spring forward): the instant an hour-long gap skips to.
+            chrono::LocalResult::None => self
+                .0
+                .from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
+                .earliest()
+                .map_or(at.saturating_add(by), |t| t.timestamp_micros()),
+        }
+    }
+
+    /// How far `to` is from `from` on this zone's wall clock.
+    pub fn local_delta(self, from: Micros, to: Micros) -> Micros {
+        match (
+            self.0.timestamp_micros(from).single(),
+            self.0.timestamp_micros(to).single(),
+        ) {
+            (Some(a), Some(b)) => (b.naive_local() - a.naive_local())
+                .num_microseconds()
+                .unwrap_or(to - from),
+            _ => to - from,
+        }
+    }
+
+    /// Whether a zoned meeting may start at `at`: UTC always, another zone
+    /// before the end of its known rules (2060).
+    pub fn covers(self, at: Micros) -> bool {
+        self.is_utc() || at < ZONE_RULES_UNTIL
+    }
+
     /// The zone's rules at `at`.
     pub fn offset_at(self, at: Micros) -> ZoneOffset {
         let Some(t) = self.0.timestamp_micros(at).single() else {
@@ -84,16 +126,20 @@ impl TimeZone {
         }
     }
 
-    /// Every change of offset between `from` and `to`, found by stepping an
-    /// hour at a time (real zones change at most twice a year) and then
-    /// narrowing to the second.
+    /// Every change of offset between `from` and `to` (at most
+    /// [`MAX_SPAN_DAYS`] + 2 days are looked at, and nothing from 2060 on),
+    /// found by stepping a day at a time (zones change at most a few times a
+    /// year) and then narrowing to the second.
     pub fn transitions(self, from: Micros, to: Micros) -> Vec<Transition> {
-        const HOUR: i64 = 3_600 * MICROS;
+        const DAY: i64 = 86_400 * MICROS;
+        let to = to
+            .min(from.saturating_add((MAX_SPAN_DAYS + 2) * DAY))
+            .min(ZONE_RULES_UNTIL);
         let mut out = Vec::new();
         let mut at = from;
         let mut before = self.offset_at(at);
         while at < to {
-            let next = (at + HOUR).min(to);
+            let next = (at + DAY).min(to);
             let after = self.offset_at(next);
             if after != before {
                 // The first second with the new offset.
@@ -179,6 +225,40 @@ pub fn plan(raw: &str, zone: TimeZone, start: Micros) -> Result<Series, Validati
             "FREQ must be DAILY, WEEKLY, MONTHLY or YEARLY",
         ));
     }
+    // The expansion builds every combination of the BY lists of a period
+    // before it yields one: keep the product small.
+    if rule.get_by_second().len() > 1 || rule.get_by_minute().len() > 4 {
+        return Err(ValidationError::new(
+            "BYSECOND may name one second and BYMINUTE at most four minutes",
+        ));
+    }
+    let product = [
+        rule.get_by_month().len(),
+        rule.get_by_week_no().len(),
+        rule.get_by_year_day().len(),
+        rule.get_by_month_day().len(),
+        rule.get_by_weekday().len(),
+        rule.get_by_hour().len(),
+        rule.get_by_minute().len(),
+        rule.get_by_second().len(),
+        rule.get_by_set_pos().len(),
+    ]
+    .iter()
+    .map(|n| (*n).max(1))
+    .try_fold(1usize, |acc, n| acc.checked_mul(n))
+    .unwrap_or(usize::MAX);
+    if product > MAX_BY_COMBINATIONS {
+        return Err(ValidationError::new(format!(
+            "its BY lists combine into more than {MAX_BY_COMBINATIONS} times a period"
+        )));
+    }
+    if let Some(until) = rule.get_until()
+        && until.timestamp_micros() > start.saturating_add(MAX_SPAN_DAYS * 86_400 * MICROS)
+    {
+        return Err(ValidationError::new(format!(
+            "UNTIL must be within {MAX_SPAN_DAYS} days of start_time"
+        )));
+    }
     let canonical = rule.to_string();
     let occurrences = expand(rule, zone, start)?;
     Ok(Series {
@@ -206,11 +286,19 @@ fn expand(
         .timestamp_micros(start)
         .single()
         .ok_or_else(|| ValidationError::new("start_time cannot be placed in time_zone"))?;
+    let count = rule.get_count();
+    let bounded = rule.get_until().is_some();
     let rule = rule
         .validate(dt_start)
         .map_err(|e| ValidationError::new(format!("is not a valid RRULE: {e}")))?;
+    // Expansion stops at the end of the window, whatever the rule says.
+    let window_end = tz
+        .timestamp_micros(start.saturating_add(MAX_SPAN_DAYS * 86_400 * MICROS))
+        .single()
+        .ok_or_else(|| ValidationError::new("occurrences must end by the year 9999"))?;
     let found = RRuleSet::new(dt_start)
         .rrule(rule)
+        .before(window_end)
         .all(MAX_OCCURRENCES as u16 + 1);
     let starts: Vec<Micros> = found.dates.iter().map(|d| d.timestamp_micros()).collect();
     let Some(&first) = starts.first() else {
@@ -219,6 +307,12 @@ fn expand(
     if starts.len() > MAX_OCCURRENCES {
         return Err(ValidationError::new(format!(
             "produces more than {MAX_OCCURRENCES} occurrences"
+        )));
+    }
+    // COUNT occurrences were asked for and the window holds fewer.
+    if !bounded && count.is_some_and(|n| (starts.len() as u64) < u64::from(n)) {
+        return Err(ValidationError::new(format!(
+            "occurrences must fall within {MAX_SPAN_DAYS} days of the first"
         )));
     }
     if first != start {
@@ -288,6 +382,17 @@ mod tests {
         assert!(refused("FREQ=WEEKLY").contains("COUNT or UNTIL"));
         assert!(refused("FREQ=DAILY;COUNT=201").contains("more than 200"));
         assert!(refused("FREQ=YEARLY;COUNT=4").contains("within 731 days"));
+        assert!(refused("FREQ=DAILY;UNTIL=20300101T000000Z").contains("UNTIL must be within"));
+        assert!(refused("FREQ=DAILY;COUNT=3;BYSECOND=1,2").contains("BYSECOND"));
+        assert!(
+            refused("FREQ=MONTHLY;COUNT=3;BYMONTHDAY=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20;BYHOUR=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20;BYMINUTE=0,15,30,45")
+                .contains("combine")
+        );
+        // A rule that matches almost never stops at the window, quickly.
+        assert!(
+            refused("FREQ=YEARLY;COUNT=2;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO")
+                .contains("no occurrence")
+        );
         assert!(refused("FREQ=HOURLY;COUNT=3").contains("FREQ must be"));
         assert!(refused("FREQ=WEEKLY;BYDAY=TU;COUNT=3").contains("first occurrence"));
         assert!(refused("FREQ=SOMETIMES;COUNT=3").contains("not a valid RRULE"));
@@ -303,6 +408,19 @@ mod tests {
                 .contains("before 2060")
         );
         assert!(plan("FREQ=DAILY;COUNT=2", TimeZone::UTC, late).is_ok());
+    }
+
+    #[test]
+    fn shifts_on_the_wall_clock() {
+        let week = 7 * 86_400 * MICROS;
+        // A week after Monday 19 Oct 09:00 CEST is Monday 26 Oct 09:00 CET.
+        let next = berlin().shift_local(MONDAY_0900_BERLIN, week);
+        assert_eq!(berlin().local(next), "20261026T090000");
+        assert_eq!(next - MONDAY_0900_BERLIN, week + 3_600 * MICROS);
+        assert_eq!(berlin().local_delta(MONDAY_0900_BERLIN, next), week);
+        assert!(berlin().covers(MONDAY_0900_BERLIN));
+        assert!(!berlin().covers(ZONE_RULES_UNTIL));
+        assert!(TimeZone::UTC.covers(ZONE_RULES_UNTIL));
     }
 
     #[test]

@@ -187,15 +187,26 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            // NAT64 (64:ff9b::/96): judged by the IPv4 address it carries.
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            let first = seg[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || seg[..6] == [0; 6] // IPv4-compatible ::a.b.c.d
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link-local
                 || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || first == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
-                || first == 0x64 && v6.segments()[1] == 0xff9b) // NAT64 to anything
+                || first == 0x2002 // 6to4, which can carry any IPv4
+                || first == 0x2001 && seg[1] == 0 // Teredo
+                || first == 0x2001 && seg[1] == 0x0db8 // documentation
+                || first == 0x0064 && seg[1] == 0xff9b && seg[2] == 1 // local-use NAT64
+                || first == 0x0100 && seg[1..4] == [0, 0, 0]) // discard-only
         }
     }
 }
@@ -224,6 +235,12 @@ mod tests {
             "http://[::1]:8080/",
             "http://[fe80::1]/",
             "http://[::ffff:192.168.1.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[2001:0:1::1]/",
+            "http://2130706433/",
+            "http://0x7f.1/",
             "http://100.64.0.1/",
             "http://0.0.0.0/",
         ] {
@@ -232,6 +249,8 @@ mod tests {
         }
         assert!(parse_url("https://hooks.example.com/unio", false).is_ok());
         assert!(parse_url("https://93.184.216.34/", false).is_ok());
+        assert!(parse_url("https://[64:ff9b::5db8:d822]/", false).is_ok());
+        assert!(parse_url("https://[2606:4700::1111]/", false).is_ok());
         for bad in [
             "ftp://example.com/",
             "https://user:pw@example.com/",

@@ -13,6 +13,9 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::domain::webhook::is_public;
 
+/// A name that takes longer than this to resolve is not answered.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Resolves with the system resolver, keeping public addresses only.
 #[derive(Debug, Default)]
 pub struct PublicOnly;
@@ -21,8 +24,11 @@ impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let lookup = tokio::net::lookup_host((host.as_str(), 0));
+            let found: Vec<SocketAddr> = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+                .await
+                .map_err(|_| format!("looking up {host} timed out"))??
+                .collect();
             let public: Vec<SocketAddr> = found
                 .iter()
                 .copied()

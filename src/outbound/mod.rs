@@ -3,8 +3,9 @@
 //! - [`guard`]: the DNS resolver that keeps webhooks off private networks.
 //! - [`webhook`]: one signed webhook delivery attempt.
 //!
-//! Every client here is reqwest (hyper, rustls) with a timeout and no
-//! redirects: an endpoint that answers 3xx has not taken the event.
+//! Every client here is reqwest (hyper, rustls) with a timeout, no
+//! redirects (an endpoint that answers 3xx has not taken the event) and no
+//! proxy.
 
 pub mod guard;
 pub mod webhook;
@@ -22,7 +23,10 @@ pub fn client_builder(
         .user_agent(concat!("UNIO/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        // Not through a proxy from the environment (HTTPS_PROXY and co.): a
+        // proxy resolves names itself, past the webhook guard.
+        .no_proxy();
     if let Some(path) = extra_roots {
         let pem = std::fs::read(path)
             .map_err(|e| format!("UNIO_OUTBOUND_CA_FILE {}: {e}", path.display()))?;

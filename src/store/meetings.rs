@@ -559,6 +559,11 @@ pub async fn transition_all(
     Ok((records, notices))
 }
 
+/// Deletes every meeting a user hosts (with the user), returning them.
+pub(super) fn delete_hosted_sql() -> String {
+    format!("DELETE FROM meetings WHERE host_id = $1 RETURNING {RETURNING}")
+}
+
 /// Deletes the meeting with its invites and attendance.
 #[tracing::instrument(level = "debug", skip_all, fields(meeting_id = %meeting_id))]
 pub async fn delete(db: &Db, meeting_id: &str) -> Result<bool, Error> {

@@ -123,9 +123,13 @@ pub(super) async fn close_open_in(
             .fetch_all(conn)
             .await?
     });
+    if closed.is_empty() {
+        return Ok(0);
+    }
+    let to = webhooks::subscribers(tx, EventType::ParticipantLeft).await?;
     for (id, user_id) in &closed {
         let data = event_data(meeting_id, id, user_id, at);
-        webhooks::enqueue(tx, EventType::ParticipantLeft, data, at).await?;
+        webhooks::enqueue_to(tx, &to, EventType::ParticipantLeft, data, at).await?;
     }
     Ok(closed.len() as u64)
 }
@@ -156,16 +160,24 @@ pub async fn list(
 /// Marks a resumed attendance online again.
 #[tracing::instrument(level = "debug", skip_all, fields(id = %id))]
 pub async fn reopen(db: &Db, id: &str) -> Result<(), Error> {
-    dispatch!(db, pool => {
-        // A resume that races EndMeeting does not reopen what the end closed.
-        sqlx::query(
-            "UPDATE meeting_participants SET left_at = NULL WHERE id = $1 AND EXISTS \
+    let mut tx = db.begin().await?;
+    // A resume that races EndMeeting does not reopen what the end closed.
+    let reopened: Option<(String, String)> = in_tx!(&mut tx, conn => {
+        sqlx::query_as(
+            "UPDATE meeting_participants SET left_at = NULL WHERE id = $1 AND left_at IS NOT NULL AND EXISTS \
              (SELECT 1 FROM meetings m WHERE m.id = meeting_participants.meeting_id \
-              AND m.status IN ('scheduled', 'ongoing'))",
+              AND m.status IN ('scheduled', 'ongoing')) RETURNING meeting_id, user_id",
         )
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|_| ()).map_err(Error::from)
-    })
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+    });
+    // Back after a recorded leave: joined again, for webhook consumers.
+    if let Some((meeting_id, user_id)) = reopened {
+        let now = crate::domain::time::now_micros();
+        let data = event_data(&meeting_id, id, &user_id, now);
+        webhooks::enqueue(&mut tx, EventType::ParticipantJoined, data, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

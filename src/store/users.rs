@@ -281,10 +281,11 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<(UserRecord, Vec<String>
             .bind(id)
             .execute(&mut *conn)
             .await?;
-        let hosted: Vec<(String,)> = sqlx::query_as("DELETE FROM meetings WHERE host_id = $1 RETURNING id")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
+        let hosted: Vec<super::meetings::MeetingRecord> =
+            sqlx::query_as(&super::meetings::delete_hosted_sql())
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
         // A co-host no more, wherever they were one.
         sqlx::query(
             "UPDATE meetings SET co_host_ids = TRIM(REPLACE(' ' || co_host_ids || ' ', ' ' || $1 || ' ', ' ')) \
@@ -297,10 +298,28 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<(UserRecord, Vec<String>
             .bind(id)
             .fetch_optional(conn)
             .await?
-            .map(|user| (user, hosted.into_iter().map(|(id,)| id).collect()))
+            .map(|user| (user, hosted))
     });
+    let Some((user, hosted)) = deleted else {
+        return Ok(None);
+    };
+    let now = crate::domain::time::now_micros();
+    let to =
+        super::webhooks::subscribers(&mut tx, crate::domain::webhook::EventType::MeetingDeleted)
+            .await?;
+    for meeting in &hosted {
+        let data = super::meetings::event_data(meeting);
+        super::webhooks::enqueue_to(
+            &mut tx,
+            &to,
+            crate::domain::webhook::EventType::MeetingDeleted,
+            data,
+            now,
+        )
+        .await?;
+    }
     tx.commit().await?;
-    Ok(deleted)
+    Ok(Some((user, hosted.into_iter().map(|m| m.id).collect())))
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct DueDelivery {
     pub body: String,
     pub attempts: i32,
     pub deadline_at: i64,
+    /// The lease this attempt holds; only it may record the outcome.
+    pub lease_until: i64,
 }
 
 /// Inside `tx`: queues an event of `kind` for every endpoint subscribed to
@@ -79,17 +81,26 @@ pub(crate) async fn enqueue(
 }
 
 /// Inside `tx`: the endpoints subscribed to `kind` (for a batch of events
-/// of one kind, asked once).
+/// of one kind, asked once). On PostgreSQL the rows are key-share locked,
+/// so an endpoint deleted meanwhile waits for this transaction instead of
+/// failing its delivery inserts (SQLite's writers are serial already).
 pub(crate) async fn subscribers(tx: &mut Tx, kind: EventType) -> Result<Vec<String>, Error> {
-    let found: Vec<(String,)> = in_tx!(tx, conn => {
-        sqlx::query_as(
-            "SELECT id FROM webhooks WHERE event_types = '' \
-             OR ' ' || event_types || ' ' LIKE '% ' || $1 || ' %'",
-        )
-        .bind(kind.as_str())
-        .fetch_all(conn)
-        .await?
-    });
+    const SELECT: &str = "SELECT id FROM webhooks WHERE event_types = '' \
+         OR ' ' || event_types || ' ' LIKE '% ' || $1 || ' %'";
+    let found: Vec<(String,)> = match tx {
+        Tx::Sqlite(tx) => {
+            sqlx::query_as(SELECT)
+                .bind(kind.as_str())
+                .fetch_all(&mut **tx)
+                .await?
+        }
+        Tx::Postgres(tx) => {
+            sqlx::query_as(&format!("{SELECT} FOR KEY SHARE"))
+                .bind(kind.as_str())
+                .fetch_all(&mut **tx)
+                .await?
+        }
+    };
     Ok(found.into_iter().map(|(id,)| id).collect())
 }
 
@@ -262,52 +273,93 @@ pub async fn find_delivery(db: &Db, id: &str) -> Result<Option<DeliveryRecord>, 
     })
 }
 
-/// Queues a delivery again now, with a fresh retry window; false if it
-/// does not exist.
-pub async fn redeliver(db: &Db, id: &str, now: Micros) -> Result<bool, Error> {
+/// What a redelivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    Queued,
+    /// A node is attempting it right now.
+    InFlight,
+    Missing,
+}
+
+/// Queues a delivery again now, as if new: no attempts yet, a fresh retry
+/// window. Not while a node holds it.
+pub async fn redeliver(db: &Db, id: &str, now: Micros) -> Result<Redelivery, Error> {
     dispatch!(db, pool => {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, deadline_at = $3 \
-             WHERE id = $1",
+        let queued = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, deadline_at = $3, \
+               attempts = 0, delivered_at = NULL \
+             WHERE id = $1 AND (lease_until IS NULL OR lease_until <= $2)",
         )
         .bind(id)
         .bind(now)
         .bind(now + RETRY_WINDOW)
         .execute(pool)
-        .await
-        .map(|r| r.rows_affected() > 0)
-        .map_err(Error::from)
+        .await?
+        .rows_affected();
+        if queued > 0 {
+            return Ok(Redelivery::Queued);
+        }
+        let exists: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM webhook_deliveries WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        Ok(if exists.is_some() {
+            Redelivery::InFlight
+        } else {
+            Redelivery::Missing
+        })
     })
 }
 
-/// Claims up to `limit` due deliveries for one attempt each: their next
-/// attempt moves to `lease_until`, so no other sweep (on any node) takes
-/// them meanwhile. A single conditional UPDATE: of two nodes racing, the
-/// second finds the rows no longer due.
+/// Claims up to `limit` due deliveries for one attempt each, at most
+/// `per_endpoint` of one endpoint and none of the endpoints `skip` (those
+/// this node is busy with): each gets the lease `lease_until`, so no other
+/// sweep (on any node) takes it meanwhile. A single conditional UPDATE: of
+/// two nodes racing, the second finds the rows leased.
 pub async fn claim_due(
     db: &Db,
     now: Micros,
     lease_until: Micros,
     limit: u32,
+    per_endpoint: u32,
+    skip: &[String],
 ) -> Result<Vec<DueDelivery>, Error> {
-    const CLAIM: &str = "UPDATE webhook_deliveries SET next_attempt_at = $2 \
-         WHERE status = 'pending' AND next_attempt_at <= $1 AND id IN (SELECT id FROM webhook_deliveries \
-           WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3) \
-         RETURNING id";
-    const LOAD: &str = "SELECT d.id, d.webhook_id, d.event_id, w.url, w.secret, e.body, d.attempts, d.deadline_at \
-         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN webhook_events e ON e.id = d.event_id \
-         WHERE d.id = $1";
+    const DUE: &str = "status = 'pending' AND next_attempt_at <= $1 \
+         AND (lease_until IS NULL OR lease_until <= $1)";
+    let skipped = if skip.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 5)).collect();
+        format!("AND webhook_id NOT IN ({})", list.join(", "))
+    };
+    let claim = format!(
+        "UPDATE webhook_deliveries SET lease_until = $2 WHERE {DUE} AND id IN (\
+           SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
+               (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS n \
+             FROM webhook_deliveries WHERE {DUE} {skipped}) ranked \
+           WHERE n <= $4 ORDER BY next_attempt_at, id LIMIT $3) \
+         RETURNING id"
+    );
+    const LOAD: &str = "SELECT d.id, d.webhook_id, d.event_id, w.url, w.secret, e.body, d.attempts, d.deadline_at, \
+         d.lease_until FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+         JOIN webhook_events e ON e.id = d.event_id WHERE d.id = $1 AND d.lease_until = $2";
     dispatch!(db, pool => {
-        let claimed: Vec<(String,)> = sqlx::query_as(CLAIM)
+        let mut query = sqlx::query_as::<_, (String,)>(&claim)
             .bind(now)
             .bind(lease_until)
             .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?;
+            .bind(i64::from(per_endpoint));
+        for webhook_id in skip {
+            query = query.bind(webhook_id);
+        }
+        let claimed = query.fetch_all(pool).await?;
         let mut due = Vec::with_capacity(claimed.len());
         for (id,) in claimed {
             if let Some(d) = sqlx::query_as::<_, DueDelivery>(LOAD)
                 .bind(&id)
+                .bind(lease_until)
                 .fetch_optional(pool)
                 .await?
             {
@@ -332,13 +384,16 @@ pub enum Attempt {
     },
 }
 
-/// Records an attempt in the log.
+/// Records an attempt in the log, if the attempt still holds its lease
+/// `lease_until` (a late writer whose lease ran out, or a redelivered row,
+/// is left alone); true if recorded.
 pub async fn record_attempt(
     db: &Db,
     id: &str,
+    lease_until: Micros,
     attempt: &Attempt,
     now: Micros,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let (status, code, error, next) = match attempt {
         Attempt::Delivered { status } => ("delivered", Some(i32::from(*status)), None, now),
         Attempt::Failed {
@@ -360,8 +415,8 @@ pub async fn record_attempt(
         sqlx::query(
             "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, last_status_code = $3, \
                last_error = $4, last_attempt_at = $5, next_attempt_at = $6, \
-               delivered_at = CASE WHEN $2 = 'delivered' THEN $5 ELSE delivered_at END \
-             WHERE id = $1",
+               delivered_at = CASE WHEN $2 = 'delivered' THEN $5 ELSE delivered_at END, lease_until = NULL \
+             WHERE id = $1 AND lease_until = $7",
         )
         .bind(id)
         .bind(status)
@@ -369,9 +424,10 @@ pub async fn record_attempt(
         .bind(error)
         .bind(now)
         .bind(next)
+        .bind(lease_until)
         .execute(pool)
         .await
-        .map(|_| ())
+        .map(|r| r.rows_affected() > 0)
         .map_err(Error::from)
     })
 }

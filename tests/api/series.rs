@@ -546,3 +546,74 @@ async fn bad_rules_and_zones_are_refused_naming_the_field() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn moving_this_and_following_keeps_the_wall_clock() {
+    let app = spawn_app().await;
+    let (_, host, _) = app.user("host@example.com").await;
+    let first = create(&app, &host, "FREQ=WEEKLY;COUNT=3", "Europe/Berlin", FIRST)
+        .await
+        .unwrap();
+    // 09:00 becomes 10:00 on every Monday, also after summer time starts.
+    app.meetings()
+        .update_meeting(authed(
+            pb::UpdateMeetingRequest {
+                meeting: Some(pb::Meeting {
+                    id: first.id.clone(),
+                    start_time: at(FIRST + 3_600),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["start_time".into()],
+                }),
+                scope: pb::RecurrenceScope::ThisAndFollowing as i32,
+            },
+            &host,
+        ))
+        .await
+        .unwrap();
+    let starts: Vec<i64> = occurrences(&app, &host)
+        .await
+        .iter()
+        .map(|m| m.start_time.as_ref().unwrap().seconds)
+        .collect();
+    assert_eq!(
+        starts,
+        [MONDAYS[0] + 3_600, MONDAYS[1] + 3_600, MONDAYS[2] + 3_600]
+    );
+    let parsed = export(&app, &host, &first.id).await;
+    let moved: Vec<&str> = parsed["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["start"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            "2036-03-17T10:00:00+01:00",
+            "2036-03-24T10:00:00+01:00",
+            "2036-03-31T10:00:00+02:00"
+        ]
+    );
+    // Co-hosts are named per occurrence.
+    let refused = app
+        .meetings()
+        .update_meeting(authed(
+            pb::UpdateMeetingRequest {
+                meeting: Some(pb::Meeting {
+                    id: first.id.clone(),
+                    co_host_ids: vec![],
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["co_host_ids".into()],
+                }),
+                scope: pb::RecurrenceScope::ThisAndFollowing as i32,
+            },
+            &host,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&refused), ["scope"]);
+}
