@@ -271,6 +271,36 @@ pub async fn run(
         )
         .run(),
     );
+    let push_client = |http2: bool| {
+        let builder = outbound::client_builder(
+            integrations.webhook_timeout,
+            integrations.outbound_ca_file.as_deref(),
+        )?;
+        // APNs speaks HTTP/2 only.
+        let builder = if http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder
+        };
+        builder.build().map_err(|e| e.to_string())
+    };
+    let fcm = match &integrations.fcm {
+        Some(config) => Some(
+            outbound::fcm::Fcm::new(config, push_client(false).map_err(RunError::Outbound)?)
+                .map_err(RunError::Outbound)?,
+        ),
+        None => None,
+    };
+    let apns = match &integrations.apns {
+        Some(config) => Some(
+            outbound::apns::Apns::new(config, push_client(true).map_err(RunError::Outbound)?)
+                .map_err(RunError::Outbound)?,
+        ),
+        None => None,
+    };
+    let pusher = tokio::spawn(
+        jobs::push::Pusher::new(state.db.clone(), fcm, apns, integrations.webhook_timeout).run(),
+    );
     let db = state.db.clone();
     let hub = state.hub.clone();
     let result = server::serve(state, listener, shutdown).await;
@@ -283,6 +313,7 @@ pub async fn run(
     expired.abort();
     mailer.abort();
     webhooks.abort();
+    pusher.abort();
     hub.record_departures().await;
     db.close().await;
     result

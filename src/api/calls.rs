@@ -186,19 +186,22 @@ impl CallService for CallApi {
                 .await?;
         }
         let status = CallStatus::initial(callee.is_some());
+        let call_id = new_id();
         let call_draft = match &callee {
             Some(_) => {
                 let me = users::find_by_id(&self.state.db, &caller.user_id)
                     .await?
                     .map(|u| u.display_name)
                     .unwrap_or_default();
-                Some(Draft::incoming_call(&meeting_id, &loaded.record.title, &me))
+                Some(
+                    Draft::incoming_call(&meeting_id, &loaded.record.title, &me).for_call(&call_id),
+                )
             }
             None => None,
         };
         let started = calls::create(
             &self.state.db,
-            &new_id(),
+            &call_id,
             &meeting_id,
             &caller.user_id,
             callee.as_deref(),

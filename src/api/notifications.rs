@@ -264,6 +264,9 @@ impl NotificationService for NotificationApi {
             body: body.to_owned(),
             meeting_id,
             mail: false,
+            // What users send one another stays in the inbox.
+            push: false,
+            call_id: None,
         };
         let sent = notifications::send(&self.state.db, &recipients, &draft, now_micros()).await?;
         super::deliver(&self.state, &sent);

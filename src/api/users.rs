@@ -7,11 +7,14 @@ use crate::wire::{self, UserView};
 use crate::{
     auth::{Caller, caller},
     blob::BlobError,
-    domain::{Avatar, AvatarError, DisplayName, Password, Role, time::now_micros},
+    domain::{Avatar, AvatarError, DisplayName, Password, Role, push::Platform, time::now_micros},
     error::{AppError, Violations},
     proto::pb::{self, user_service_server::UserService},
     state::AppState,
-    store::users::{self, UserChanges, UserRecord},
+    store::{
+        devices,
+        users::{self, UserChanges, UserRecord},
+    },
 };
 
 pub struct UserApi {
@@ -387,5 +390,80 @@ impl UserService for UserApi {
             other => AppError::internal_from("reading an avatar", other),
         })?;
         Ok(Response::new(pb::GetAvatarResponse { content_type, data }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn register_device(
+        &self,
+        request: Request<pb::RegisterDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let integrations = &self.state.config.integrations;
+        let platform = match pb::DevicePlatform::try_from(r.platform) {
+            Ok(pb::DevicePlatform::Fcm) => Platform::Fcm,
+            Ok(pb::DevicePlatform::Apns) => Platform::Apns,
+            _ => {
+                return Err(AppError::invalid(
+                    "platform",
+                    "must be DEVICE_PLATFORM_FCM or DEVICE_PLATFORM_APNS",
+                )
+                .into());
+            }
+        };
+        let token = platform
+            .parse_token(&r.token)
+            .map_err(|e| AppError::invalid("token", e.to_string()))?;
+        let configured = match platform {
+            Platform::Fcm => integrations.fcm.is_some(),
+            Platform::Apns => integrations.apns.is_some(),
+        };
+        if !configured {
+            return Err(AppError::FailedPrecondition {
+                reason: "PUSH_NOT_CONFIGURED",
+                message: format!(
+                    "this server has no {} credentials; pushes to this platform are off",
+                    platform.as_str().to_uppercase()
+                ),
+            }
+            .into());
+        }
+        let device = devices::register(
+            &self.state.db,
+            &caller.user_id,
+            platform,
+            &token,
+            now_micros(),
+        )
+        .await?;
+        Ok(Response::new(pb::Device {
+            id: device.id,
+            platform: r.platform,
+            create_time: Some(crate::domain::time::to_timestamp(device.created_at)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unregister_device(
+        &self,
+        request: Request<pb::UnregisterDeviceRequest>,
+    ) -> Result<Response<pb::UnregisterDeviceResponse>, Status> {
+        let caller = caller(&request)?;
+        let token = request.get_ref().token.trim();
+        if token.is_empty() || token.len() > 4_096 {
+            return Err(AppError::invalid("token", "must be 1 to 4,096 characters").into());
+        }
+        // APNs tokens are kept in lower case.
+        let removed = devices::unregister(&self.state.db, &caller.user_id, token).await?
+            || devices::unregister(&self.state.db, &caller.user_id, &token.to_ascii_lowercase())
+                .await?;
+        if !removed {
+            return Err(AppError::not_found(
+                "DEVICE_NOT_FOUND",
+                "you have no device with this token",
+            )
+            .into());
+        }
+        Ok(Response::new(pb::UnregisterDeviceResponse {}))
     }
 }

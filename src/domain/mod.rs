@@ -17,6 +17,7 @@ pub mod meeting;
 pub mod notification;
 mod page;
 mod password;
+pub mod push;
 pub mod recurrence;
 pub mod report;
 mod role;

@@ -53,9 +53,20 @@ pub struct Draft {
     pub meeting_id: Option<String>,
     /// Also send it by email (over SMTP, or to the log without it).
     pub mail: bool,
+    /// Also push it to the recipient's phones (DESIGN §12): incoming calls,
+    /// meeting starts and reminders.
+    pub push: bool,
+    /// The call an incoming-call push is about.
+    pub call_id: Option<String>,
 }
 
 impl Draft {
+    /// The call a push is about.
+    pub fn for_call(mut self, call_id: &str) -> Self {
+        self.call_id = Some(call_id.to_owned());
+        self
+    }
+
     /// Invitations, cancellations and reminders also go out by email; other
     /// kinds stay in the inbox.
     pub fn mailed(mut self) -> Self {
@@ -75,6 +86,8 @@ impl Draft {
             body: format!("{host_name} invited you to \"{meeting_title}\"."),
             meeting_id: Some(meeting_id.to_owned()),
             mail: false,
+            push: false,
+            call_id: None,
         }
     }
 
@@ -85,6 +98,8 @@ impl Draft {
             body: format!("\"{meeting_title}\" has started. Join now."),
             meeting_id: Some(meeting_id.to_owned()),
             mail: false,
+            push: true,
+            call_id: None,
         }
     }
 
@@ -95,6 +110,8 @@ impl Draft {
             body: format!("\"{meeting_title}\" has been cancelled."),
             meeting_id: Some(meeting_id.to_owned()),
             mail: false,
+            push: false,
+            call_id: None,
         }
     }
 
@@ -111,6 +128,8 @@ impl Draft {
             body: format!("{who} {answer} your invitation to \"{meeting_title}\"."),
             meeting_id: Some(meeting_id.to_owned()),
             mail: false,
+            push: false,
+            call_id: None,
         }
     }
 
@@ -121,6 +140,8 @@ impl Draft {
             body: format!("{caller_name} is calling you in \"{meeting_title}\"."),
             meeting_id: Some(meeting_id.to_owned()),
             mail: false,
+            push: true,
+            call_id: None,
         }
     }
 
@@ -133,6 +154,8 @@ impl Draft {
             ),
             meeting_id: Some(meeting_id.to_owned()),
             mail: false,
+            push: false,
+            call_id: None,
         }
     }
 
@@ -143,6 +166,8 @@ impl Draft {
             body: format!("\"{meeting_title}\" starts in {minutes_left} minute(s)."),
             meeting_id: Some(meeting_id.to_owned()),
             mail: false,
+            push: true,
+            call_id: None,
         }
     }
 }

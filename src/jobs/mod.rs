@@ -6,6 +6,7 @@
 //! - [`uploads`]: discards browser uploads left unfinished for 24 hours.
 //! - [`expired`]: forgets expired throttle keys, OAuth states and links.
 //! - [`webhooks`]: delivers queued webhook events with retries for 24 h.
+//! - [`push`]: sends queued pushes to phones (FCM, APNs).
 //!
 //! Jobs act through single conditional UPDATEs, so several nodes running
 //! the same job never act twice on one row.
@@ -13,6 +14,7 @@
 pub mod expired;
 pub mod mailer;
 pub mod missed_calls;
+pub mod push;
 pub mod reminders;
 pub mod uploads;
 pub mod webhooks;

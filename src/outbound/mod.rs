@@ -2,13 +2,26 @@
 //!
 //! - [`guard`]: the DNS resolver that keeps webhooks off private networks.
 //! - [`webhook`]: one signed webhook delivery attempt.
+//! - [`fcm`], [`apns`]: one push to an Android or iOS device.
 //!
 //! Every client here is reqwest (hyper, rustls) with a timeout, no
 //! redirects (an endpoint that answers 3xx has not taken the event) and no
 //! proxy.
 
+pub mod apns;
+pub mod fcm;
 pub mod guard;
 pub mod webhook;
+
+/// How one push went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    Sent,
+    /// The platform says the token is no more: forget the device.
+    Dead(String),
+    /// Try again later.
+    Retry(String),
+}
 
 use std::{path::Path, time::Duration};
 

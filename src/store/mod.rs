@@ -20,6 +20,7 @@
 pub mod accounts;
 pub mod calls;
 pub mod chat;
+pub mod devices;
 pub mod files;
 pub mod identities;
 pub mod invites;

@@ -73,6 +73,9 @@ pub(crate) async fn insert(
     if let Some((address,)) = address {
         mail::enqueue_draft(tx, &address, draft, now).await?;
     }
+    if inserted.is_some() {
+        super::devices::enqueue_for_user(tx, user_id, draft, now).await?;
+    }
     Ok(inserted)
 }
 

@@ -451,3 +451,88 @@ pub async fn scrape_admin(addr: &str, method: http::Method, path: &str) -> (u16,
         String::from_utf8(body.to_vec()).unwrap(),
     )
 }
+
+/// Runs openssl with `args` in `dir`.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (the test command installs it)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A throwaway CA in `dir` and a certificate for localhost and 127.0.0.1
+/// signed by it: the paths of (certificate, key, CA certificate).
+pub fn test_certificate(dir: &std::path::Path) -> (String, String, String) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=UNIO test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "cert.pem",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    let path = |name: &str| dir.join(name).display().to_string();
+    (path("cert.pem"), path("key.pem"), path("ca.pem"))
+}

@@ -348,90 +348,11 @@ async fn metrics_count_calls_latency_and_open_streams() {
     }
 }
 
-/// Runs openssl with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl (the test command installs it)");
-    assert!(status.success(), "openssl {args:?}");
-}
-
 #[tokio::test]
 async fn serves_tls_when_a_certificate_is_configured() {
     // A throwaway CA and a certificate for localhost signed by it.
     let dir = tempfile::tempdir().unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        dir.path(),
-        &[
-            &["req", "-x509"],
-            &ec[..],
-            &[
-                "-days",
-                "1",
-                "-subj",
-                "/CN=UNIO test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        dir.path(),
-        &[
-            &["req"],
-            &ec[..],
-            &[
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.path().join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        dir.path(),
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-out",
-            "cert.pem",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    let path = |name: &str| dir.path().join(name).display().to_string();
-    let (cert, key, ca) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    let (cert, key, ca) = crate::helpers::test_certificate(dir.path());
     let app = spawn_app_with(&[
         ("UNIO_TLS_CERT", &cert),
         ("UNIO_TLS_KEY", &key),

@@ -25,6 +25,7 @@ mod matrix;
 mod meetings;
 mod notifications;
 mod oauth;
+mod push;
 mod reports;
 mod room_features;
 mod rooms;

@@ -12,7 +12,107 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file unio/v1/users.proto.
  */
 export const file_unio_v1_users: GenFile = /*@__PURE__*/
-  fileDesc("ChN1bmlvL3YxL3VzZXJzLnByb3RvEgd1bmlvLnYxIqMCCgRVc2VyEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIbCgRyb2xlGAQgASgOMg0udW5pby52MS5Sb2xlEiwKDWF1dGhfcHJvdmlkZXIYBSABKA4yFS51bmlvLnYxLkF1dGhQcm92aWRlchISCgpoYXNfYXZhdGFyGAYgASgIEhEKCWlzX2FjdGl2ZRgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmVtYWlsX3ZlcmlmaWVkGAogASgIIg4KDEdldE1lUmVxdWVzdCIhCg5HZXRVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIkgKEExpc3RVc2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDQoFcXVlcnkYAyABKAkiSgoRTGlzdFVzZXJzUmVzcG9uc2USHAoFdXNlcnMYASADKAsyDS51bmlvLnYxLlVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImEKEVVwZGF0ZVVzZXJSZXF1ZXN0EhsKBHVzZXIYASABKAsyDS51bmlvLnYxLlVzZXISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIiQKEURlbGV0ZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiFAoSRGVsZXRlVXNlclJlc3BvbnNlIjkKE1VwbG9hZEF2YXRhclJlcXVlc3QSFAoMY29udGVudF90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwiIwoQR2V0QXZhdGFyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIjcKEUdldEF2YXRhclJlc3BvbnNlEhQKDGNvbnRlbnRfdHlwZRgBIAEoCRIMCgRkYXRhGAIgASgMKjsKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEg4KClJPTEVfQURNSU4QAiqAAQoMQXV0aFByb3ZpZGVyEh0KGUFVVEhfUFJPVklERVJfVU5TUEVDSUZJRUQQABIaChZBVVRIX1BST1ZJREVSX1BBU1NXT1JEEAESGAoUQVVUSF9QUk9WSURFUl9HT09HTEUQAhIbChdBVVRIX1BST1ZJREVSX01JQ1JPU09GVBADMocECgtVc2VyU2VydmljZRItCgVHZXRNZRIVLnVuaW8udjEuR2V0TWVSZXF1ZXN0Gg0udW5pby52MS5Vc2VyEjEKB0dldFVzZXISFy51bmlvLnYxLkdldFVzZXJSZXF1ZXN0Gg0udW5pby52MS5Vc2VyEkIKCUxpc3RVc2VycxIZLnVuaW8udjEuTGlzdFVzZXJzUmVxdWVzdBoaLnVuaW8udjEuTGlzdFVzZXJzUmVzcG9uc2USNwoKVXBkYXRlVXNlchIaLnVuaW8udjEuVXBkYXRlVXNlclJlcXVlc3QaDS51bmlvLnYxLlVzZXISUQoOQ2hhbmdlUGFzc3dvcmQSHi51bmlvLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBofLnVuaW8udjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJFCgpEZWxldGVVc2VyEhoudW5pby52MS5EZWxldGVVc2VyUmVxdWVzdBobLnVuaW8udjEuRGVsZXRlVXNlclJlc3BvbnNlEjsKDFVwbG9hZEF2YXRhchIcLnVuaW8udjEuVXBsb2FkQXZhdGFyUmVxdWVzdBoNLnVuaW8udjEuVXNlchJCCglHZXRBdmF0YXISGS51bmlvLnYxLkdldEF2YXRhclJlcXVlc3QaGi51bmlvLnYxLkdldEF2YXRhclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChN1bmlvL3YxL3VzZXJzLnByb3RvEgd1bmlvLnYxInAKBkRldmljZRIKCgJpZBgBIAEoCRIpCghwbGF0Zm9ybRgCIAEoDjIXLnVuaW8udjEuRGV2aWNlUGxhdGZvcm0SLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFVJlZ2lzdGVyRGV2aWNlUmVxdWVzdBIpCghwbGF0Zm9ybRgBIAEoDjIXLnVuaW8udjEuRGV2aWNlUGxhdGZvcm0SDQoFdG9rZW4YAiABKAkiKAoXVW5yZWdpc3RlckRldmljZVJlcXVlc3QSDQoFdG9rZW4YASABKAkiGgoYVW5yZWdpc3RlckRldmljZVJlc3BvbnNlIqMCCgRVc2VyEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIbCgRyb2xlGAQgASgOMg0udW5pby52MS5Sb2xlEiwKDWF1dGhfcHJvdmlkZXIYBSABKA4yFS51bmlvLnYxLkF1dGhQcm92aWRlchISCgpoYXNfYXZhdGFyGAYgASgIEhEKCWlzX2FjdGl2ZRgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmVtYWlsX3ZlcmlmaWVkGAogASgIIg4KDEdldE1lUmVxdWVzdCIhCg5HZXRVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIkgKEExpc3RVc2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDQoFcXVlcnkYAyABKAkiSgoRTGlzdFVzZXJzUmVzcG9uc2USHAoFdXNlcnMYASADKAsyDS51bmlvLnYxLlVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImEKEVVwZGF0ZVVzZXJSZXF1ZXN0EhsKBHVzZXIYASABKAsyDS51bmlvLnYxLlVzZXISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIiQKEURlbGV0ZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiFAoSRGVsZXRlVXNlclJlc3BvbnNlIjkKE1VwbG9hZEF2YXRhclJlcXVlc3QSFAoMY29udGVudF90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwiIwoQR2V0QXZhdGFyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIjcKEUdldEF2YXRhclJlc3BvbnNlEhQKDGNvbnRlbnRfdHlwZRgBIAEoCRIMCgRkYXRhGAIgASgMKmQKDkRldmljZVBsYXRmb3JtEh8KG0RFVklDRV9QTEFURk9STV9VTlNQRUNJRklFRBAAEhcKE0RFVklDRV9QTEFURk9STV9GQ00QARIYChRERVZJQ0VfUExBVEZPUk1fQVBOUxACKjsKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEg4KClJPTEVfQURNSU4QAiqAAQoMQXV0aFByb3ZpZGVyEh0KGUFVVEhfUFJPVklERVJfVU5TUEVDSUZJRUQQABIaChZBVVRIX1BST1ZJREVSX1BBU1NXT1JEEAESGAoUQVVUSF9QUk9WSURFUl9HT09HTEUQAhIbChdBVVRIX1BST1ZJREVSX01JQ1JPU09GVBADMqMFCgtVc2VyU2VydmljZRItCgVHZXRNZRIVLnVuaW8udjEuR2V0TWVSZXF1ZXN0Gg0udW5pby52MS5Vc2VyEjEKB0dldFVzZXISFy51bmlvLnYxLkdldFVzZXJSZXF1ZXN0Gg0udW5pby52MS5Vc2VyEkIKCUxpc3RVc2VycxIZLnVuaW8udjEuTGlzdFVzZXJzUmVxdWVzdBoaLnVuaW8udjEuTGlzdFVzZXJzUmVzcG9uc2USNwoKVXBkYXRlVXNlchIaLnVuaW8udjEuVXBkYXRlVXNlclJlcXVlc3QaDS51bmlvLnYxLlVzZXISUQoOQ2hhbmdlUGFzc3dvcmQSHi51bmlvLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBofLnVuaW8udjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJFCgpEZWxldGVVc2VyEhoudW5pby52MS5EZWxldGVVc2VyUmVxdWVzdBobLnVuaW8udjEuRGVsZXRlVXNlclJlc3BvbnNlEjsKDFVwbG9hZEF2YXRhchIcLnVuaW8udjEuVXBsb2FkQXZhdGFyUmVxdWVzdBoNLnVuaW8udjEuVXNlchJCCglHZXRBdmF0YXISGS51bmlvLnYxLkdldEF2YXRhclJlcXVlc3QaGi51bmlvLnYxLkdldEF2YXRhclJlc3BvbnNlEkEKDlJlZ2lzdGVyRGV2aWNlEh4udW5pby52MS5SZWdpc3RlckRldmljZVJlcXVlc3QaDy51bmlvLnYxLkRldmljZRJXChBVbnJlZ2lzdGVyRGV2aWNlEiAudW5pby52MS5VbnJlZ2lzdGVyRGV2aWNlUmVxdWVzdBohLnVuaW8udjEuVW5yZWdpc3RlckRldmljZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+
+/**
+ * A phone that receives pushes.
+ *
+ * @generated from message unio.v1.Device
+ */
+export type Device = Message<"unio.v1.Device"> & {
+  /**
+   * UUID.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * FCM or APNs.
+   *
+   * @generated from field: unio.v1.DevicePlatform platform = 2;
+   */
+  platform: DevicePlatform;
+
+  /**
+   * When it was first registered.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 3;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message unio.v1.Device.
+ * Use `create(DeviceSchema)` to create a new message.
+ */
+export const DeviceSchema: GenMessage<Device> = /*@__PURE__*/
+  messageDesc(file_unio_v1_users, 0);
+
+/**
+ * Request of RegisterDevice.
+ *
+ * @generated from message unio.v1.RegisterDeviceRequest
+ */
+export type RegisterDeviceRequest = Message<"unio.v1.RegisterDeviceRequest"> & {
+  /**
+   * FCM or APNs.
+   *
+   * @generated from field: unio.v1.DevicePlatform platform = 1;
+   */
+  platform: DevicePlatform;
+
+  /**
+   * The registration token (FCM: up to 4,096 characters of letters,
+   * digits, `-`, `_`, `:`; APNs: the device token in hex, 32 to 200 bytes).
+   *
+   * @generated from field: string token = 2;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message unio.v1.RegisterDeviceRequest.
+ * Use `create(RegisterDeviceRequestSchema)` to create a new message.
+ */
+export const RegisterDeviceRequestSchema: GenMessage<RegisterDeviceRequest> = /*@__PURE__*/
+  messageDesc(file_unio_v1_users, 1);
+
+/**
+ * Request of UnregisterDevice.
+ *
+ * @generated from message unio.v1.UnregisterDeviceRequest
+ */
+export type UnregisterDeviceRequest = Message<"unio.v1.UnregisterDeviceRequest"> & {
+  /**
+   * The token given to RegisterDevice.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message unio.v1.UnregisterDeviceRequest.
+ * Use `create(UnregisterDeviceRequestSchema)` to create a new message.
+ */
+export const UnregisterDeviceRequestSchema: GenMessage<UnregisterDeviceRequest> = /*@__PURE__*/
+  messageDesc(file_unio_v1_users, 2);
+
+/**
+ * Response of UnregisterDevice.
+ *
+ * @generated from message unio.v1.UnregisterDeviceResponse
+ */
+export type UnregisterDeviceResponse = Message<"unio.v1.UnregisterDeviceResponse"> & {
+};
+
+/**
+ * Describes the message unio.v1.UnregisterDeviceResponse.
+ * Use `create(UnregisterDeviceResponseSchema)` to create a new message.
+ */
+export const UnregisterDeviceResponseSchema: GenMessage<UnregisterDeviceResponse> = /*@__PURE__*/
+  messageDesc(file_unio_v1_users, 3);
 
 /**
  * An account.
@@ -98,7 +198,7 @@ export type User = Message<"unio.v1.User"> & {
  * Use `create(UserSchema)` to create a new message.
  */
 export const UserSchema: GenMessage<User> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 0);
+  messageDesc(file_unio_v1_users, 4);
 
 /**
  * Request of GetMe.
@@ -113,7 +213,7 @@ export type GetMeRequest = Message<"unio.v1.GetMeRequest"> & {
  * Use `create(GetMeRequestSchema)` to create a new message.
  */
 export const GetMeRequestSchema: GenMessage<GetMeRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 1);
+  messageDesc(file_unio_v1_users, 5);
 
 /**
  * Request of GetUser.
@@ -134,7 +234,7 @@ export type GetUserRequest = Message<"unio.v1.GetUserRequest"> & {
  * Use `create(GetUserRequestSchema)` to create a new message.
  */
 export const GetUserRequestSchema: GenMessage<GetUserRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 2);
+  messageDesc(file_unio_v1_users, 6);
 
 /**
  * Request of ListUsers.
@@ -169,7 +269,7 @@ export type ListUsersRequest = Message<"unio.v1.ListUsersRequest"> & {
  * Use `create(ListUsersRequestSchema)` to create a new message.
  */
 export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 3);
+  messageDesc(file_unio_v1_users, 7);
 
 /**
  * Response of ListUsers.
@@ -197,7 +297,7 @@ export type ListUsersResponse = Message<"unio.v1.ListUsersResponse"> & {
  * Use `create(ListUsersResponseSchema)` to create a new message.
  */
 export const ListUsersResponseSchema: GenMessage<ListUsersResponse> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 4);
+  messageDesc(file_unio_v1_users, 8);
 
 /**
  * Request of UpdateUser.
@@ -225,7 +325,7 @@ export type UpdateUserRequest = Message<"unio.v1.UpdateUserRequest"> & {
  * Use `create(UpdateUserRequestSchema)` to create a new message.
  */
 export const UpdateUserRequestSchema: GenMessage<UpdateUserRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 5);
+  messageDesc(file_unio_v1_users, 9);
 
 /**
  * Request of ChangePassword.
@@ -253,7 +353,7 @@ export type ChangePasswordRequest = Message<"unio.v1.ChangePasswordRequest"> & {
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 6);
+  messageDesc(file_unio_v1_users, 10);
 
 /**
  * Response of ChangePassword.
@@ -268,7 +368,7 @@ export type ChangePasswordResponse = Message<"unio.v1.ChangePasswordResponse"> &
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 7);
+  messageDesc(file_unio_v1_users, 11);
 
 /**
  * Request of DeleteUser.
@@ -289,7 +389,7 @@ export type DeleteUserRequest = Message<"unio.v1.DeleteUserRequest"> & {
  * Use `create(DeleteUserRequestSchema)` to create a new message.
  */
 export const DeleteUserRequestSchema: GenMessage<DeleteUserRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 8);
+  messageDesc(file_unio_v1_users, 12);
 
 /**
  * Response of DeleteUser.
@@ -304,7 +404,7 @@ export type DeleteUserResponse = Message<"unio.v1.DeleteUserResponse"> & {
  * Use `create(DeleteUserResponseSchema)` to create a new message.
  */
 export const DeleteUserResponseSchema: GenMessage<DeleteUserResponse> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 9);
+  messageDesc(file_unio_v1_users, 13);
 
 /**
  * Request of UploadAvatar.
@@ -333,7 +433,7 @@ export type UploadAvatarRequest = Message<"unio.v1.UploadAvatarRequest"> & {
  * Use `create(UploadAvatarRequestSchema)` to create a new message.
  */
 export const UploadAvatarRequestSchema: GenMessage<UploadAvatarRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 10);
+  messageDesc(file_unio_v1_users, 14);
 
 /**
  * Request of GetAvatar.
@@ -354,7 +454,7 @@ export type GetAvatarRequest = Message<"unio.v1.GetAvatarRequest"> & {
  * Use `create(GetAvatarRequestSchema)` to create a new message.
  */
 export const GetAvatarRequestSchema: GenMessage<GetAvatarRequest> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 11);
+  messageDesc(file_unio_v1_users, 15);
 
 /**
  * Response of GetAvatar.
@@ -382,7 +482,41 @@ export type GetAvatarResponse = Message<"unio.v1.GetAvatarResponse"> & {
  * Use `create(GetAvatarResponseSchema)` to create a new message.
  */
 export const GetAvatarResponseSchema: GenMessage<GetAvatarResponse> = /*@__PURE__*/
-  messageDesc(file_unio_v1_users, 12);
+  messageDesc(file_unio_v1_users, 16);
+
+/**
+ * Where a device's pushes go.
+ *
+ * @generated from enum unio.v1.DevicePlatform
+ */
+export enum DevicePlatform {
+  /**
+   * Refused.
+   *
+   * @generated from enum value: DEVICE_PLATFORM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Firebase Cloud Messaging (Android, and iOS through Firebase).
+   *
+   * @generated from enum value: DEVICE_PLATFORM_FCM = 1;
+   */
+  FCM = 1,
+
+  /**
+   * Apple Push Notification service.
+   *
+   * @generated from enum value: DEVICE_PLATFORM_APNS = 2;
+   */
+  APNS = 2,
+}
+
+/**
+ * Describes the enum unio.v1.DevicePlatform.
+ */
+export const DevicePlatformSchema: GenEnum<DevicePlatform> = /*@__PURE__*/
+  enumDesc(file_unio_v1_users, 0);
 
 /**
  * A role decides what a user may do beyond their own data.
@@ -416,7 +550,7 @@ export enum Role {
  * Describes the enum unio.v1.Role.
  */
 export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
-  enumDesc(file_unio_v1_users, 0);
+  enumDesc(file_unio_v1_users, 1);
 
 /**
  * How the account was created.
@@ -457,7 +591,7 @@ export enum AuthProvider {
  * Describes the enum unio.v1.AuthProvider.
  */
 export const AuthProviderSchema: GenEnum<AuthProvider> = /*@__PURE__*/
-  enumDesc(file_unio_v1_users, 1);
+  enumDesc(file_unio_v1_users, 2);
 
 /**
  * UserService reads and manages accounts. Every RPC needs a bearer token.
@@ -549,6 +683,32 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof GetAvatarRequestSchema;
     output: typeof GetAvatarResponseSchema;
+  },
+  /**
+   * Registers a phone of the caller for push: incoming calls (high
+   * priority), meeting starts and reminders reach it through FCM (Android)
+   * or APNs (iOS). Registering a token again refreshes it (and moves it to
+   * the caller, when another account had it). At most 20 devices per user
+   * (the oldest goes). FAILED_PRECONDITION with reason PUSH_NOT_CONFIGURED
+   * when the server has no credentials for that platform.
+   *
+   * @generated from rpc unio.v1.UserService.RegisterDevice
+   */
+  registerDevice: {
+    methodKind: "unary";
+    input: typeof RegisterDeviceRequestSchema;
+    output: typeof DeviceSchema;
+  },
+  /**
+   * Stops push to a token of the caller (sign-out on the phone).
+   * NOT_FOUND when the caller has no such device.
+   *
+   * @generated from rpc unio.v1.UserService.UnregisterDevice
+   */
+  unregisterDevice: {
+    methodKind: "unary";
+    input: typeof UnregisterDeviceRequestSchema;
+    output: typeof UnregisterDeviceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_unio_v1_users, 0);

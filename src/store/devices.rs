@@ -1,0 +1,236 @@
+//! The `devices` and `push_outbox` tables: phones that receive pushes, and
+//! the pushes queued for them in the same transaction as their
+//! notification ([`enqueue_for_user`]).
+
+use sqlx::FromRow;
+
+use super::{Db, Error, Tx, dispatch, in_tx};
+use crate::domain::{
+    new_id,
+    notification::Draft,
+    push::{Platform, Push},
+    time::Micros,
+};
+
+/// Devices one user keeps; registering one more drops the oldest.
+pub const MAX_PER_USER: i64 = 20;
+/// A push not sent by then is dropped: a call rings for less, and a
+/// reminder later than this is no reminder.
+pub const PUSH_WINDOW: Micros = 10 * 60 * 1_000_000;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub user_id: String,
+    pub platform: String,
+    pub token: String,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, user_id, platform, token, created_at";
+
+/// Registers (or refreshes, or takes over) `token` for `user_id`, keeping
+/// the user's newest [`MAX_PER_USER`] devices.
+pub async fn register(
+    db: &Db,
+    user_id: &str,
+    platform: Platform,
+    token: &str,
+    now: Micros,
+) -> Result<DeviceRecord, Error> {
+    let mut tx = db.begin().await?;
+    let device = in_tx!(&mut tx, conn => {
+        let device = sqlx::query_as::<_, DeviceRecord>(&format!(
+            "INSERT INTO devices (id, user_id, platform, token, created_at, refreshed_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (platform, token) DO UPDATE SET user_id = excluded.user_id, refreshed_at = excluded.refreshed_at, \
+               created_at = CASE WHEN devices.user_id = excluded.user_id THEN devices.created_at ELSE excluded.created_at END \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(user_id)
+        .bind(platform.as_str())
+        .bind(token)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            "DELETE FROM devices WHERE user_id = $1 AND id NOT IN \
+             (SELECT id FROM devices WHERE user_id = $1 ORDER BY refreshed_at DESC, id DESC LIMIT $2)",
+        )
+        .bind(user_id)
+        .bind(MAX_PER_USER)
+        .execute(conn)
+        .await?;
+        device
+    });
+    tx.commit().await?;
+    Ok(device)
+}
+
+/// Removes the caller's device with `token`; false if they have none.
+pub async fn unregister(db: &Db, user_id: &str, token: &str) -> Result<bool, Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM devices WHERE user_id = $1 AND token = $2")
+            .bind(user_id)
+            .bind(token)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() > 0)
+            .map_err(Error::from)
+    })
+}
+
+/// Forgets a device its platform called dead (with what was queued for it).
+pub async fn remove(db: &Db, device_id: &str) -> Result<(), Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(device_id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(Error::from)
+    })
+}
+
+/// Inside `tx`: queues `draft` for each device of `user_id` (when it is a
+/// draft that is pushed).
+pub(crate) async fn enqueue_for_user(
+    tx: &mut Tx,
+    user_id: &str,
+    draft: &Draft,
+    now: Micros,
+) -> Result<(), Error> {
+    if !draft.push {
+        return Ok(());
+    }
+    let urgent = draft.kind == crate::domain::notification::NotificationKind::IncomingCall;
+    in_tx!(tx, conn => {
+        sqlx::query(
+            "INSERT INTO push_outbox (id, device_id, kind, title, body, meeting_id, call_id, urgent, \
+               next_attempt_at, deadline_at, created_at) \
+             SELECT $1 || ':' || d.id, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $9 FROM devices d WHERE d.user_id = $2",
+        )
+        .bind(new_id())
+        .bind(user_id)
+        .bind(draft.kind.as_str())
+        .bind(&draft.title)
+        .bind(&draft.body)
+        .bind(draft.meeting_id.as_deref())
+        .bind(draft.call_id.as_deref())
+        .bind(urgent)
+        .bind(now)
+        .bind(now + PUSH_WINDOW)
+        .execute(conn)
+        .await?;
+    });
+    Ok(())
+}
+
+/// A push claimed for one attempt, with its device.
+#[derive(Debug, Clone, FromRow)]
+pub struct DuePush {
+    pub id: String,
+    pub device_id: String,
+    pub platform: String,
+    pub token: String,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub meeting_id: Option<String>,
+    pub call_id: Option<String>,
+    pub urgent: bool,
+    pub attempts: i32,
+    pub deadline_at: i64,
+    pub lease_until: i64,
+}
+
+impl DuePush {
+    pub fn push(&self) -> Push {
+        Push {
+            kind: self.kind.clone(),
+            title: self.title.clone(),
+            body: self.body.clone(),
+            meeting_id: self.meeting_id.clone(),
+            call_id: self.call_id.clone(),
+            urgent: self.urgent,
+        }
+    }
+}
+
+/// Claims up to `limit` due pushes with the lease `lease_until` (one
+/// conditional UPDATE: of two nodes, one gets each).
+pub async fn claim_due(
+    db: &Db,
+    now: Micros,
+    lease_until: Micros,
+    limit: u32,
+) -> Result<Vec<DuePush>, Error> {
+    const CLAIM: &str = "UPDATE push_outbox SET lease_until = $2 \
+         WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) AND id IN \
+           (SELECT id FROM push_outbox WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+            ORDER BY urgent DESC, next_attempt_at LIMIT $3) \
+         RETURNING id";
+    const LOAD: &str = "SELECT p.id, p.device_id, d.platform, d.token, p.kind, p.title, p.body, p.meeting_id, \
+         p.call_id, p.urgent, p.attempts, p.deadline_at, p.lease_until \
+         FROM push_outbox p JOIN devices d ON d.id = p.device_id WHERE p.id = $1 AND p.lease_until = $2";
+    dispatch!(db, pool => {
+        let claimed: Vec<(String,)> = sqlx::query_as(CLAIM)
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+        let mut due = Vec::with_capacity(claimed.len());
+        for (id,) in claimed {
+            if let Some(p) = sqlx::query_as::<_, DuePush>(LOAD)
+                .bind(&id)
+                .bind(lease_until)
+                .fetch_optional(pool)
+                .await?
+            {
+                due.push(p);
+            }
+        }
+        Ok(due)
+    })
+}
+
+/// The push is done with (sent, or given up).
+pub async fn finish(db: &Db, id: &str) -> Result<(), Error> {
+    dispatch!(db, pool => {
+        sqlx::query("DELETE FROM push_outbox WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(Error::from)
+    })
+}
+
+/// Tries the push again at `at`, if its lease is still `lease_until`.
+pub async fn retry(db: &Db, id: &str, lease_until: Micros, at: Micros) -> Result<(), Error> {
+    dispatch!(db, pool => {
+        sqlx::query(
+            "UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = $3, lease_until = NULL \
+             WHERE id = $1 AND lease_until = $2",
+        )
+        .bind(id)
+        .bind(lease_until)
+        .bind(at)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(Error::from)
+    })
+}
+
+/// Pushes still queued (for tests and metrics).
+pub async fn pending(db: &Db) -> Result<i64, Error> {
+    dispatch!(db, pool => {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM push_outbox")
+            .fetch_one(pool)
+            .await?;
+        Ok(n)
+    })
+}
