@@ -432,3 +432,58 @@ async fn private_targets_and_bad_input_are_refused() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn three_nodes_deliver_each_event_once() {
+    let redis = crate::cluster::Redis::start();
+    let nodes = crate::cluster::nodes_with(
+        &redis,
+        3,
+        &[
+            ("UNIO_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("UNIO_WEBHOOK_RETRY_MIN", "100ms"),
+        ],
+    )
+    .await;
+    let (_, admin) = nodes[0].admin("admin@example.com").await;
+    let (_, host, _) = nodes[0].user("host@example.com").await;
+    let (rx, url) = start_receiver(5).await;
+    let hook = nodes[1]
+        .webhooks()
+        .create_webhook(authed(
+            pb::CreateWebhookRequest {
+                url,
+                event_types: vec!["meeting.created".into()],
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Thirty events, queued through every node; every node's sender races
+    // for them.
+    for i in 0..30 {
+        let node = &nodes[i % 3];
+        node.meeting(&host, &format!("M{i}"), &[], pb::JoinPolicy::InvitedOnly)
+            .await;
+    }
+    eventually("every event delivered", || async {
+        rx.all().iter().filter(|r| r.answered == 204).count() >= 30
+    })
+    .await;
+    // Give a duplicate time to show up, then count.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let all = rx.all();
+    let delivered: Vec<&str> = all
+        .iter()
+        .filter(|r| r.answered == 204)
+        .map(|r| r.id.as_str())
+        .collect();
+    let mut distinct = delivered.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(delivered.len(), 30, "each event delivered once");
+    assert_eq!(distinct.len(), 30);
+    assert_eq!(all.len(), 35, "five failures, retried once each");
+    verify_all(&hook.secret, &all).await;
+}
