@@ -73,6 +73,9 @@ pub struct Push {
     pub call_id: Option<String>,
     /// Incoming calls: delivered at once, waking the phone.
     pub urgent: bool,
+    /// Seconds the platform may hold the push for an offline phone; after
+    /// that it is useless (a call stopped ringing).
+    pub ttl_seconds: u64,
 }
 
 impl Push {
@@ -90,9 +93,13 @@ impl Push {
         if let Some(id) = &self.call_id {
             data["call_id"] = id.clone().into();
         }
-        let mut message = serde_json::json!({ "token": token, "data": data });
+        let mut message = serde_json::json!({
+            "token": token,
+            "data": data,
+            "android": { "ttl": format!("{}s", self.ttl_seconds) },
+        });
         if self.urgent {
-            message["android"] = serde_json::json!({ "priority": "high" });
+            message["android"]["priority"] = "high".into();
         }
         serde_json::json!({ "message": message })
     }
@@ -138,9 +145,11 @@ mod tests {
             meeting_id: Some("m".into()),
             call_id: Some("c".into()),
             urgent: true,
+            ttl_seconds: 45,
         };
         let fcm = push.fcm_message("t");
         assert_eq!(fcm["message"]["android"]["priority"], "high");
+        assert_eq!(fcm["message"]["android"]["ttl"], "45s");
         assert_eq!(fcm["message"]["data"]["call_id"], "c");
         let apns = push.apns_payload();
         assert_eq!(apns["aps"]["alert"]["title"], "Ada is calling");

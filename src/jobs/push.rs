@@ -1,12 +1,16 @@
 //! Sends queued pushes (`push_outbox`) to phones through FCM and APNs
 //! (DESIGN §12).
 //!
-//! Each sweep claims a batch with a lease (of N nodes one sends each push),
-//! sends them concurrently, and then: a sent push is deleted; a token the
-//! platform calls dead takes its device (and whatever was queued for it)
-//! with it; anything else is retried after 1 s, 2 s, 4 s… (at most a
-//! minute apart) until ten minutes after it was queued, when a ring or a
-//! reminder no longer helps and the push is dropped.
+//! Each sweep claims a batch with a lease (of N nodes one sends each push;
+//! a node claims only the platforms it has credentials for), sends them
+//! concurrently, and then: a sent push is deleted; a token the platform
+//! calls dead takes its device (and whatever was queued for it) with it; a
+//! refusal no retry can change (a payload, the server's configuration)
+//! drops the push; anything else is retried after 1 s, 2 s, 4 s… (at most
+//! a minute apart) until its deadline: a minute for a ring (its push also
+//! goes when the call stops ringing), ten minutes for the rest. The
+//! platforms are told the same lifetime (FCM `android.ttl`,
+//! `apns-expiration`), so an offline phone does not ring hours later.
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,15 +40,25 @@ pub struct Pusher {
     db: Db,
     fcm: Option<Arc<Fcm>>,
     apns: Option<Arc<Apns>>,
+    /// What this node has credentials for: it claims only those pushes.
+    platforms: Vec<Platform>,
     lease: Duration,
 }
 
 impl Pusher {
     pub fn new(db: Db, fcm: Option<Fcm>, apns: Option<Apns>, timeout: Duration) -> Self {
+        let mut platforms = Vec::new();
+        if fcm.is_some() {
+            platforms.push(Platform::Fcm);
+        }
+        if apns.is_some() {
+            platforms.push(Platform::Apns);
+        }
         Self {
             db,
             fcm: fcm.map(Arc::new),
             apns: apns.map(Arc::new),
+            platforms,
             lease: timeout * 3 + Duration::from_secs(30),
         }
     }
@@ -52,18 +66,33 @@ impl Pusher {
     /// One sweep; returns how many pushes were attempted.
     pub async fn sweep_once(&self) -> Result<usize, crate::store::Error> {
         let now = now_micros();
-        let due = devices::claim_due(&self.db, now, now + micros(self.lease), BATCH).await?;
+        let due = devices::claim_due(
+            &self.db,
+            now,
+            now + micros(self.lease),
+            BATCH,
+            &self.platforms,
+        )
+        .await?;
         let count = due.len();
+        // One token fetch for the batch, before the sends (they then wait
+        // for nothing but their own request).
+        if let Some(fcm) = &self.fcm
+            && due.iter().any(|p| p.platform == Platform::Fcm.as_str())
+        {
+            let _ = fcm.access_token().await;
+        }
         let mut sends = JoinSet::new();
         for push in due {
             let (fcm, apns) = (self.fcm.clone(), self.apns.clone());
             sends.spawn(async move {
-                let message = push.push();
+                let message = push.push(now_micros());
                 let outcome = match (Platform::from_db(&push.platform), fcm, apns) {
                     (Some(Platform::Fcm), Some(fcm), _) => fcm.send(&push.token, &message).await,
                     (Some(Platform::Apns), _, Some(apns)) => apns.send(&push.token, &message).await,
-                    _ => PushOutcome::Dead(format!(
-                        "no credentials for {} on this server",
+                    // Not claimed without credentials; keep the device.
+                    _ => PushOutcome::Retry(format!(
+                        "no credentials for {} on this node",
                         push.platform
                     )),
                 };
@@ -89,6 +118,10 @@ impl Pusher {
         match outcome {
             PushOutcome::Sent => {
                 tracing::debug!(push_id = %push.id, kind = %push.kind, "push sent");
+                devices::finish(&self.db, &push.id).await
+            }
+            PushOutcome::Drop(why) => {
+                tracing::warn!(push_id = %push.id, %why, "push refused; not retried");
                 devices::finish(&self.db, &push.id).await
             }
             PushOutcome::Dead(why) => {

@@ -81,7 +81,7 @@ impl Apns {
         let expiration = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
-            + 600;
+            + push.ttl_seconds;
         let sent = self
             .client
             .post(format!("{}/3/device/{token}", self.url))
@@ -96,21 +96,29 @@ impl Apns {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(e) => return PushOutcome::Retry(format!("APNs: {e}")),
+            // Without the URL: it holds the device token.
+            Err(e) => return PushOutcome::Retry(format!("APNs: {}", e.without_url())),
         };
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
         match status {
             200 => PushOutcome::Sent,
             410 => PushOutcome::Dead(format!("APNs answered 410: {body}")),
-            400 if body.contains("BadDeviceToken") || body.contains("DeviceTokenNotForTopic") => {
+            400 if body.contains("BadDeviceToken") => {
                 PushOutcome::Dead(format!("APNs answered 400: {body}"))
             }
             403 if body.contains("ProviderToken") => {
-                *self.token.lock().await = None;
+                // Forget the token this request used (not a newer one).
+                let mut cached = self.token.lock().await;
+                if matches!(cached.as_ref(), Some((t, _)) if *t == bearer) {
+                    *cached = None;
+                }
                 PushOutcome::Retry(format!("APNs answered 403: {body}"))
             }
-            _ => PushOutcome::Retry(format!("APNs answered {status}: {body}")),
+            429 | 500..=599 => PushOutcome::Retry(format!("APNs answered {status}: {body}")),
+            // A wrong topic (DeviceTokenNotForTopic), a refused payload:
+            // the server's configuration, not the device; no retry helps.
+            _ => PushOutcome::Drop(format!("APNs answered {status}: {body}")),
         }
     }
 }

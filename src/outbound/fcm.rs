@@ -14,6 +14,8 @@ use tokio::sync::Mutex;
 use super::PushOutcome;
 use crate::{config::FcmConfig, domain::push::Push};
 
+/// How long a failed token fetch is not repeated.
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 const GRANT_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
 
@@ -42,8 +44,8 @@ pub struct Fcm {
     account: ServiceAccount,
     key: EncodingKey,
     send_url: String,
-    /// The access token and when to stop using it.
-    token: Mutex<Option<(String, Instant)>>,
+    /// The access token (or why there is none) and when to stop using it.
+    token: Mutex<Option<(Result<String, String>, Instant)>>,
 }
 
 impl Fcm {
@@ -75,14 +77,27 @@ impl Fcm {
     }
 
     /// A valid access token, fetched anew when the last one is about to
-    /// expire.
-    async fn access_token(&self) -> Result<String, String> {
+    /// expire. Concurrent callers wait for one fetch; a failed fetch is
+    /// remembered for a few seconds, so a hanging token endpoint costs one
+    /// timeout, not one per push.
+    pub async fn access_token(&self) -> Result<String, String> {
         let mut cached = self.token.lock().await;
-        if let Some((token, until)) = cached.as_ref()
-            && Instant::now() < *until
-        {
-            return Ok(token.clone());
+        match cached.as_ref() {
+            Some((Ok(token), until)) if Instant::now() < *until => return Ok(token.clone()),
+            Some((Err(why), until)) if Instant::now() < *until => return Err(why.clone()),
+            _ => {}
         }
+        let fetched = self.fetch_token().await;
+        let until = match &fetched {
+            Ok((_, lifetime)) => Instant::now() + *lifetime,
+            Err(_) => Instant::now() + FAILURE_MEMORY,
+        };
+        let fetched = fetched.map(|(token, _)| token);
+        *cached = Some((fetched.clone(), until));
+        fetched
+    }
+
+    async fn fetch_token(&self) -> Result<(String, Duration), String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -104,7 +119,7 @@ impl Fcm {
             .body(format!("grant_type={GRANT_TYPE}&assertion={assertion}"))
             .send()
             .await
-            .map_err(|e| format!("FCM token request: {e}"))?;
+            .map_err(|e| format!("FCM token request: {}", e.without_url()))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -118,9 +133,9 @@ impl Fcm {
         }
         let granted: Granted =
             serde_json::from_str(&body).map_err(|e| format!("FCM token response: {e}"))?;
-        let lifetime = Duration::from_secs(granted.expires_in.unwrap_or(3_600).max(120) - 60);
-        *cached = Some((granted.access_token.clone(), Instant::now() + lifetime));
-        Ok(granted.access_token)
+        let lifetime =
+            Duration::from_secs(granted.expires_in.unwrap_or(3_600).clamp(120, 3_600) - 60);
+        Ok((granted.access_token, lifetime))
     }
 
     pub async fn send(&self, token: &str, push: &Push) -> PushOutcome {
@@ -131,30 +146,42 @@ impl Fcm {
         let sent = self
             .client
             .post(&self.send_url)
-            .bearer_auth(access)
+            .bearer_auth(&access)
             .header("content-type", "application/json")
             .body(push.fcm_message(token).to_string())
             .send()
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(e) => return PushOutcome::Retry(format!("FCM: {e}")),
+            Err(e) => return PushOutcome::Retry(format!("FCM: {}", e.without_url())),
         };
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
         match status {
             200..=299 => PushOutcome::Sent,
-            // The token is gone (app uninstalled, token rotated) or was
-            // never one.
-            404 => PushOutcome::Dead(format!("FCM answered 404: {body}")),
-            400 if body.contains("UNREGISTERED") || body.contains("registration token") => {
+            // The token is gone (app uninstalled, token rotated), was never
+            // one, or belongs to another Firebase project.
+            404 | 400 if body.contains("UNREGISTERED") => {
+                PushOutcome::Dead(format!("FCM answered {status}: {body}"))
+            }
+            400 if body.contains("registration token") => {
                 PushOutcome::Dead(format!("FCM answered 400: {body}"))
             }
+            403 if body.contains("SENDER_ID_MISMATCH") => {
+                PushOutcome::Dead(format!("FCM answered 403: {body}"))
+            }
             401 => {
-                *self.token.lock().await = None;
+                // Forget the token this request used (not a newer one).
+                let mut cached = self.token.lock().await;
+                if matches!(cached.as_ref(), Some((Ok(t), _)) if *t == access) {
+                    *cached = None;
+                }
                 PushOutcome::Retry(format!("FCM answered 401: {body}"))
             }
-            _ => PushOutcome::Retry(format!("FCM answered {status}: {body}")),
+            429 | 500..=599 => PushOutcome::Retry(format!("FCM answered {status}: {body}")),
+            // A wrong project or URL (404), a payload refused: not the
+            // device's fault, and no retry will change it.
+            _ => PushOutcome::Drop(format!("FCM answered {status}: {body}")),
         }
     }
 }

@@ -21,6 +21,10 @@ pub enum PushOutcome {
     Dead(String),
     /// Try again later.
     Retry(String),
+    /// Refused for a reason a retry will not change (a payload or a
+    /// configuration the platform rejects): give this push up, keep the
+    /// device.
+    Drop(String),
 }
 
 use std::{path::Path, time::Duration};

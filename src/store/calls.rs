@@ -180,6 +180,9 @@ pub async fn transition(
             .fetch_optional(conn)
             .await?
     });
+    if moved.is_some() && from == CallStatus::Ringing {
+        super::devices::forget_call(&mut tx, id).await?;
+    }
     // A call that will not ring or talk any more has ended, however.
     if let Some(call) = &moved
         && matches!(
@@ -214,6 +217,7 @@ pub async fn mark_missed(
             .await?
     });
     for call in &missed {
+        super::devices::forget_call(&mut tx, &call.id).await?;
         webhooks::enqueue(&mut tx, EventType::CallEnded, event_data(call), now).await?;
     }
     tx.commit().await?;
