@@ -449,10 +449,12 @@ impl UserService for UserApi {
         request: Request<pb::UnregisterDeviceRequest>,
     ) -> Result<Response<pb::UnregisterDeviceResponse>, Status> {
         let caller = caller(&request)?;
-        let token = request.get_ref().token.trim();
-        if token.is_empty() || token.len() > 4_096 {
-            return Err(AppError::invalid("token", "must be 1 to 4,096 characters").into());
-        }
+        // Every token of either platform is of FCM's alphabet (APNs' hex
+        // included); anything else was never registered.
+        let token = Platform::Fcm
+            .parse_token(&request.get_ref().token)
+            .map_err(|e| AppError::invalid("token", e.to_string()))?;
+        let token = token.as_str();
         // APNs tokens are kept in lower case.
         let removed = devices::unregister(&self.state.db, &caller.user_id, token).await?
             || devices::unregister(&self.state.db, &caller.user_id, &token.to_ascii_lowercase())

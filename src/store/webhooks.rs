@@ -142,20 +142,6 @@ pub(crate) async fn enqueue_to(
     Ok(())
 }
 
-/// [`enqueue`] in a transaction of its own, for causes that are one
-/// statement already committed by the room's ordered writer.
-pub async fn enqueue_now(
-    db: &Db,
-    kind: EventType,
-    data: serde_json::Value,
-    now: Micros,
-) -> Result<(), Error> {
-    let mut tx = db.begin().await?;
-    enqueue(&mut tx, kind, data, now).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Registers an endpoint, unless there are [`webhook::MAX_WEBHOOKS`]
 /// already (`None`).
 pub async fn create(
