@@ -260,7 +260,17 @@ pub fn plan(raw: &str, zone: TimeZone, start: Micros) -> Result<Series, Validati
         )));
     }
     let canonical = rule.to_string();
-    let occurrences = expand(rule, zone, start)?;
+    let occurrences = expand(rule.clone(), zone, start)?;
+    // A start the rule does not produce (a Monday for BYDAY=TU): the series
+    // starts at the first date it does produce, and must expand the same
+    // from there (it is stored and exported with that DTSTART).
+    if occurrences.first() != Some(&(start - start.rem_euclid(MICROS)))
+        && expand(rule, zone, occurrences[0])? != occurrences
+    {
+        return Err(ValidationError::new(
+            "start_time must be an occurrence of the rule: from its first occurrence the rule gives other dates",
+        ));
+    }
     Ok(Series {
         rule: canonical,
         occurrences,
@@ -313,12 +323,6 @@ fn expand(
     if !bounded && count.is_some_and(|n| (starts.len() as u64) < u64::from(n)) {
         return Err(ValidationError::new(format!(
             "occurrences must fall within {MAX_SPAN_DAYS} days of the first"
-        )));
-    }
-    if first != start {
-        return Err(ValidationError::new(format!(
-            "start_time must be the first occurrence of the rule; the first is {}",
-            zone.local(first)
         )));
     }
     let last = *starts.last().unwrap_or(&first);
@@ -394,7 +398,10 @@ mod tests {
                 .contains("no occurrence")
         );
         assert!(refused("FREQ=HOURLY;COUNT=3").contains("FREQ must be"));
-        assert!(refused("FREQ=WEEKLY;BYDAY=TU;COUNT=3").contains("first occurrence"));
+        // A Monday start of a Tuesday rule starts on the Tuesday.
+        let tuesdays = plan("FREQ=WEEKLY;BYDAY=TU;COUNT=3", berlin(), MONDAY_0900_BERLIN).unwrap();
+        assert_eq!(berlin().local(tuesdays.occurrences[0]), "20261020T090000");
+        assert_eq!(tuesdays.occurrences.len(), 3);
         assert!(refused("FREQ=SOMETIMES;COUNT=3").contains("not a valid RRULE"));
         assert!(refused("FREQ=DAILY;COUNT=3\nDTSTART:20260101T000000Z").contains("one RRULE"));
         assert!(refused(&"FREQ=DAILY;COUNT=3;".repeat(40)).contains("at most"));
