@@ -150,6 +150,13 @@ pub async fn create(
     created_by: &str,
 ) -> Result<Option<WebhookRecord>, Error> {
     let mut tx = db.begin().await?;
+    // Concurrent creations count one after another (SQLite's writers are
+    // serial already; PostgreSQL's READ COMMITTED would let two both see 19).
+    if let Tx::Postgres(tx) = &mut tx {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('unio.webhooks.create'))")
+            .execute(&mut **tx)
+            .await?;
+    }
     let created = in_tx!(&mut tx, conn => {
         let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks")
             .fetch_one(&mut *conn)

@@ -487,3 +487,33 @@ async fn three_nodes_deliver_each_event_once() {
     assert_eq!(all.len(), 35, "five failures, retried once each");
     verify_all(&hook.secret, &all).await;
 }
+
+#[tokio::test]
+async fn at_most_twenty_endpoints_even_when_created_at_once() {
+    let app = spawn_app_with(&[("UNIO_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let (_, admin) = app.admin("admin@example.com").await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..25 {
+        let mut client = app.webhooks();
+        let request = authed(
+            pb::CreateWebhookRequest {
+                url: format!("http://127.0.0.1:9/hook{i}"),
+                event_types: vec![],
+            },
+            &admin,
+        );
+        calls.spawn(async move { client.create_webhook(request).await });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(done) = calls.join_next().await {
+        match done.unwrap() {
+            Ok(_) => created += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert_eq!(crate::helpers::reason(&status), "TOO_MANY_WEBHOOKS");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((created, refused), (20, 5));
+}
