@@ -5,9 +5,10 @@
 //! Expansion is the `rrule` crate's (the RFC's rules are many and subtle);
 //! zones are `chrono-tz`'s copy of the IANA database. What is ours: the
 //! limits (COUNT or UNTIL, at most [`MAX_OCCURRENCES`] within
-//! [`MAX_SPAN_DAYS`] days, a start that is itself an occurrence), and the
-//! zone facts the calendar export needs (local times and the offset changes
-//! of a VTIMEZONE).
+//! [`MAX_SPAN_DAYS`] days; a start the rule does not produce moves to its
+//! first occurrence after it, if the rule expands the same from there), and
+//! the zone facts the calendar export needs (local times and the offset
+//! changes of a VTIMEZONE).
 
 use chrono::{Offset, TimeZone as _};
 use chrono_tz::{OffsetComponents, OffsetName};

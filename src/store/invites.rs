@@ -106,7 +106,8 @@ pub(crate) async fn invite_all(
 
 /// Inside `tx`: the same invitations (address, account, answer) to each of
 /// `meeting_ids` (the other occurrences of a series), silently; addresses
-/// already invited there keep their invite. One statement per meeting.
+/// already invited there keep their invite. One statement per 64
+/// invitations per meeting.
 pub(crate) async fn copy_to(
     tx: &mut Tx,
     meeting_ids: &[&str],

@@ -477,6 +477,13 @@ async fn bad_rules_and_zones_are_refused_naming_the_field() {
     .await
     .unwrap();
     assert_eq!(tuesday.start_time.unwrap().seconds, FIRST + 86_400);
+    let parsed = export(&app, &host, &tuesday.id).await;
+    assert_eq!(
+        parsed["expanded"],
+        serde_json::json!(["2036-03-18T09:00:00+01:00", "2036-03-25T09:00:00+01:00"]),
+        "the export starts where the stored series does"
+    );
+    assert_eq!(parsed["overrides"], serde_json::json!([]));
     for m in occurrences(&app, &host).await {
         app.meetings()
             .delete_meeting(authed(pb::DeleteMeetingRequest { meeting_id: m.id }, &host))

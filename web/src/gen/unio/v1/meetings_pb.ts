@@ -342,8 +342,9 @@ export type CreateMeetingRequest = Message<"unio.v1.CreateMeetingRequest"> & {
    * Optional: makes a recurring series, e.g. `FREQ=WEEKLY;BYDAY=MO;COUNT=10`
    * (an RFC 5545 RRULE value; FREQ DAILY, WEEKLY, MONTHLY or YEARLY; COUNT
    * or UNTIL required; at most 200 occurrences within 731 days).
-   * The series starts at the first occurrence at or after start_time (same
-   * time of day). Each occurrence is a Meeting;
+   * The series starts at the rule's first occurrence at or after
+   * start_time (refused if the rule gives other dates from there). Each
+   * occurrence is a Meeting;
    * the response is the first. Invitations go to the series: one
    * notification and one email per invitee.
    *
