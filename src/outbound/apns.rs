@@ -8,7 +8,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::sync::Mutex;
 
 use super::PushOutcome;
-use crate::{config::ApnsConfig, domain::push::Push};
+use crate::{
+    config::ApnsConfig,
+    domain::{push::Push, time::now_micros},
+};
 
 /// Apple refuses provider tokens older than an hour, and renewals more
 /// often than every 20 minutes.
@@ -57,9 +60,7 @@ impl Apns {
         }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.key_id.clone());
-        let iat = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let iat = (now_micros() / 1_000_000) as u64;
         let token = jsonwebtoken::encode(
             &header,
             &Claims {
@@ -78,10 +79,7 @@ impl Apns {
             Ok(bearer) => bearer,
             Err(why) => return PushOutcome::Retry(why),
         };
-        let expiration = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + push.ttl_seconds;
+        let expiration = (now_micros() / 1_000_000) as u64 + push.ttl_seconds;
         let sent = self
             .client
             .post(format!("{}/3/device/{token}", self.url))

@@ -12,7 +12,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::sync::Mutex;
 
 use super::PushOutcome;
-use crate::{config::FcmConfig, domain::push::Push};
+use crate::{
+    config::FcmConfig,
+    domain::{push::Push, time::now_micros},
+};
 
 /// How long a failed token fetch is not repeated.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
@@ -98,9 +101,7 @@ impl Fcm {
     }
 
     async fn fetch_token(&self) -> Result<(String, Duration), String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = (now_micros() / 1_000_000) as u64;
         let mut header = Header::new(Algorithm::RS256);
         header.kid = self.account.private_key_id.clone();
         let claims = Claims {

@@ -185,14 +185,10 @@ pub async fn append_batch(
         }
         results.into_iter().map(|r| r.unwrap_or(Appended::MeetingClosed)).collect::<Vec<_>>()
     });
-    let stored = out.iter().filter_map(|a| match a {
-        Appended::Stored(record) => Some(record),
-        _ => None,
-    });
-    if stored.clone().next().is_some() {
-        let to = webhooks::subscribers(&mut tx, EventType::ChatMessageSent).await?;
-        for record in stored {
-            let data = serde_json::json!({
+    let sent = out
+        .iter()
+        .filter_map(|a| match a {
+            Appended::Stored(record) => Some(serde_json::json!({
                 "message": {
                     "id": record.id,
                     "meeting_id": record.meeting_id,
@@ -203,10 +199,11 @@ pub async fn append_batch(
                     "file_id": record.file_id,
                     "time": rfc3339(record.created_at),
                 }
-            });
-            webhooks::enqueue_to(&mut tx, &to, EventType::ChatMessageSent, data, now).await?;
-        }
-    }
+            })),
+            _ => None,
+        })
+        .collect();
+    webhooks::enqueue_all(&mut tx, EventType::ChatMessageSent, sent, now).await?;
     tx.commit().await?;
     Ok(out)
 }

@@ -123,14 +123,11 @@ pub(super) async fn close_open_in(
             .fetch_all(conn)
             .await?
     });
-    if closed.is_empty() {
-        return Ok(0);
-    }
-    let to = webhooks::subscribers(tx, EventType::ParticipantLeft).await?;
-    for (id, user_id) in &closed {
-        let data = event_data(meeting_id, id, user_id, at);
-        webhooks::enqueue_to(tx, &to, EventType::ParticipantLeft, data, at).await?;
-    }
+    let left = closed
+        .iter()
+        .map(|(id, user_id)| event_data(meeting_id, id, user_id, at))
+        .collect();
+    webhooks::enqueue_all(tx, EventType::ParticipantLeft, left, at).await?;
     Ok(closed.len() as u64)
 }
 

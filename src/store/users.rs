@@ -304,20 +304,13 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<(UserRecord, Vec<String>
         return Ok(None);
     };
     let now = crate::domain::time::now_micros();
-    let to =
-        super::webhooks::subscribers(&mut tx, crate::domain::webhook::EventType::MeetingDeleted)
-            .await?;
-    for meeting in &hosted {
-        let data = super::meetings::event_data(meeting);
-        super::webhooks::enqueue_to(
-            &mut tx,
-            &to,
-            crate::domain::webhook::EventType::MeetingDeleted,
-            data,
-            now,
-        )
-        .await?;
-    }
+    super::webhooks::enqueue_all(
+        &mut tx,
+        crate::domain::webhook::EventType::MeetingDeleted,
+        hosted.iter().map(super::meetings::event_data).collect(),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Some((user, hosted.into_iter().map(|m| m.id).collect())))
 }

@@ -76,15 +76,36 @@ pub(crate) async fn enqueue(
     data: serde_json::Value,
     now: Micros,
 ) -> Result<(), Error> {
+    enqueue_all(tx, kind, vec![data], now).await
+}
+
+/// Inside `tx`: one event of `kind` per item of `data` (a batch of chat
+/// messages, the attendances an end closes), the subscribers asked once
+/// (and not at all for an empty batch).
+pub(crate) async fn enqueue_all(
+    tx: &mut Tx,
+    kind: EventType,
+    data: Vec<serde_json::Value>,
+    now: Micros,
+) -> Result<(), Error> {
+    if data.is_empty() {
+        return Ok(());
+    }
     let to = subscribers(tx, kind).await?;
-    enqueue_to(tx, &to, kind, data, now).await
+    if to.is_empty() {
+        return Ok(());
+    }
+    for item in data {
+        enqueue_to(tx, &to, kind, item, now).await?;
+    }
+    Ok(())
 }
 
 /// Inside `tx`: the endpoints subscribed to `kind` (for a batch of events
 /// of one kind, asked once). On PostgreSQL the rows are key-share locked,
 /// so an endpoint deleted meanwhile waits for this transaction instead of
 /// failing its delivery inserts (SQLite's writers are serial already).
-pub(crate) async fn subscribers(tx: &mut Tx, kind: EventType) -> Result<Vec<String>, Error> {
+async fn subscribers(tx: &mut Tx, kind: EventType) -> Result<Vec<String>, Error> {
     const SELECT: &str = "SELECT id FROM webhooks WHERE event_types = '' \
          OR ' ' || event_types || ' ' LIKE '% ' || $1 || ' %'";
     let found: Vec<(String,)> = match tx {
@@ -105,7 +126,7 @@ pub(crate) async fn subscribers(tx: &mut Tx, kind: EventType) -> Result<Vec<Stri
 }
 
 /// Inside `tx`: queues an event of `kind` for the endpoints `to`.
-pub(crate) async fn enqueue_to(
+async fn enqueue_to(
     tx: &mut Tx,
     to: &[String],
     kind: EventType,

@@ -2,10 +2,7 @@
 //! `icalendar`, which the test command installs), and attendance as the live
 //! room will record it.
 
-use std::process::Stdio;
-
 use prost_types::Timestamp;
-use tokio::io::AsyncWriteExt;
 use unio::{config::Config, domain::time::now_micros, proto::pb, store::participants};
 
 use crate::helpers::{TestApp, authed, spawn_app};
@@ -37,27 +34,14 @@ print(json.dumps({
 
 /// Parses `ics` with Python's icalendar and returns what it understood.
 async fn parse(ics: &str) -> serde_json::Value {
-    let mut child = tokio::process::Command::new("python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ics.as_bytes())
+    let output = crate::helpers::python(PARSE, ics.as_bytes())
         .await
-        .unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    assert!(
-        output.status.success(),
-        "icalendar refused the export (pip install icalendar; the test command does): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+        .unwrap_or_else(|e| {
+            panic!(
+                "icalendar refused the export (pip install icalendar; the test command does): {e}"
+            )
+        });
+    serde_json::from_slice(&output).unwrap()
 }
 
 async fn export(app: &TestApp, token: &str, meeting_id: &str) -> String {

@@ -536,3 +536,26 @@ pub fn test_certificate(dir: &std::path::Path) -> (String, String, String) {
     let path = |name: &str| dir.join(name).display().to_string();
     (path("cert.pem"), path("key.pem"), path("ca.pem"))
 }
+
+/// Runs `script` with Python 3, `input` on its stdin: its stdout, or its
+/// stderr when it fails (the independent checkers: icalendar,
+/// standardwebhooks; the test command installs them).
+pub async fn python(script: &str, input: &[u8]) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}

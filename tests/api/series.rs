@@ -5,10 +5,7 @@
 //! `icalendar`, expanded with `dateutil`) reads back; bad rules are refused
 //! naming the field.
 
-use std::process::Stdio;
-
 use prost_types::{FieldMask, Timestamp};
-use tokio::io::AsyncWriteExt;
 use tonic::Code;
 use unio::proto::pb;
 
@@ -60,23 +57,10 @@ print(json.dumps({
 "#;
 
 async fn parse(ics: &str) -> serde_json::Value {
-    let mut child = tokio::process::Command::new("python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(ics.as_bytes()).await.unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
-    assert!(
-        output.status.success(),
-        "icalendar refused the export: {}\n{ics}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let output = crate::helpers::python(PARSE, ics.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("icalendar refused the export: {e}\n{ics}"));
+    serde_json::from_slice(&output).unwrap()
 }
 
 fn at(seconds: i64) -> Option<Timestamp> {

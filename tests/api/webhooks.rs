@@ -5,10 +5,7 @@
 //! endpoint; redelivery; the log; private targets refused by default; admins
 //! only; bad input named.
 
-use std::{
-    process::Stdio,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use axum::{
     Router,
@@ -16,7 +13,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
-use tokio::io::AsyncWriteExt;
 use tonic::Code;
 use unio::proto::pb;
 
@@ -107,25 +103,14 @@ print(len(requests))
 "#;
 
 async fn verify_all(secret: &str, requests: &[Received]) {
-    let mut child = tokio::process::Command::new("python3")
-        .args(["-c", VERIFY])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
     let input = serde_json::to_vec(&(secret, requests)).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&input).await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "standardwebhooks refused a delivery (pip install standardwebhooks; the test command does): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = crate::helpers::python(VERIFY, &input).await.unwrap_or_else(|e| {
+        panic!(
+            "standardwebhooks refused a delivery (pip install standardwebhooks; the test command does): {e}"
+        )
+    });
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out).trim(),
         requests.len().to_string()
     );
 }
