@@ -98,7 +98,13 @@ fn two_nodes(redis: &Redis) -> (Server, Server) {
 }
 
 /// `size` participants of a new meeting, spread over `addrs`.
-async fn room(addrs: &[&str], host: &str, tokens: &[String], size: usize) -> Vec<Participant> {
+async fn room<T: Send + 'static>(
+    addrs: &[&str],
+    host: &str,
+    tokens: &[String],
+    size: usize,
+    then: impl Fn(Participant) -> T + Clone + Send + Sync + 'static,
+) -> Vec<T> {
     let mut channels = Vec::new();
     for i in 0..size.div_ceil(100).max(addrs.len()) {
         channels.push(channel(addrs[i % addrs.len()]).await);
@@ -118,7 +124,8 @@ async fn room(addrs: &[&str], host: &str, tokens: &[String], size: usize) -> Vec
                 let channel = channels[(n / per) % channels.len()].clone();
                 let token = tokens[n % tokens.len()].clone();
                 let meeting = meeting.clone();
-                tokio::spawn(async move { join(&channel, &token, &meeting).await })
+                let then = then.clone();
+                tokio::spawn(async move { then(join(&channel, &token, &meeting).await) })
             })
             .collect();
         for j in joins {
@@ -138,9 +145,10 @@ async fn fan_out(
     size: usize,
     samples: usize,
 ) -> (f64, f64) {
-    let mut people = room(addrs, host, tokens, size).await;
+    let (seen, seen_rx) = mpsc::unbounded_channel();
+    let mut people = room(addrs, host, tokens, size, move |p| p.read(seen.clone())).await;
     let publisher = people.remove(0);
-    let latencies = fan_out_latencies(publisher, people, samples).await;
+    let latencies = fan_out_latencies(publisher, people, seen_rx, samples).await;
     (
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
@@ -162,7 +170,7 @@ async fn signal_rate(
 ) -> f64 {
     let mut pairs = Vec::new();
     for _ in 0..rooms {
-        let mut two = room(addrs, host, tokens, 2).await;
+        let mut two = room(addrs, host, tokens, 2, |p| p).await;
         let b = two.pop().unwrap();
         let a = two.pop().unwrap();
         pairs.push((a, b));

@@ -34,6 +34,38 @@ pub struct Participant {
     pub id: String,
 }
 
+/// A participant whose events a task reads from the moment it joined,
+/// telling `seen` when each `media_state` change arrives. Read at once,
+/// not after the room filled: h2 (0.4.20 on) ends a connection whose small
+/// DATA frames pile up unread, and a join storm nobody reads is that.
+pub struct Reading {
+    pub tx: mpsc::Sender<pb::ClientEvent>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Participant {
+    pub fn read(self, seen: mpsc::UnboundedSender<Instant>) -> Reading {
+        let mut events = self.events;
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                if let Some(Event::MediaState(_)) = event.event {
+                    let _ = seen.send(Instant::now());
+                }
+            }
+        });
+        Reading {
+            tx: self.tx,
+            reader,
+        }
+    }
+}
+
 pub async fn join(channel: &Channel, token: &str, meeting: &str) -> Participant {
     let (tx, rx) = mpsc::channel(16);
     tx.send(pb::ClientEvent {
@@ -63,13 +95,14 @@ pub async fn join(channel: &Channel, token: &str, meeting: &str) -> Participant 
 
 /// Opens `count` participants in `meeting`, spread over connections and
 /// users, 32 joins at a time.
-async fn join_many(
+async fn join_many<T: Send + 'static>(
     channels: &[Channel],
     tokens: &[String],
     meeting: &str,
     count: usize,
     offset: usize,
-) -> Vec<Participant> {
+    then: impl Fn(Participant) -> T + Clone + Send + Sync + 'static,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(count);
     let mut pending = Vec::new();
     for i in 0..count {
@@ -77,8 +110,9 @@ async fn join_many(
         let channel = channels[n / STREAMS_PER_CONNECTION].clone();
         let token = tokens[n % tokens.len()].clone();
         let meeting = meeting.to_owned();
+        let then = then.clone();
         pending.push(tokio::spawn(async move {
-            join(&channel, &token, &meeting).await
+            then(join(&channel, &token, &meeting).await)
         }));
         if pending.len() == 32 {
             for p in pending.drain(..) {
@@ -93,27 +127,14 @@ async fn join_many(
 }
 
 /// Sorted times from `publisher`'s media_state change to the last of
-/// `people` receiving it, one per sample.
+/// `people` receiving it (as `seen` hears), one per sample.
 pub async fn fan_out_latencies(
-    publisher: Participant,
-    people: Vec<Participant>,
+    publisher: Reading,
+    people: Vec<Reading>,
+    mut seen_rx: mpsc::UnboundedReceiver<Instant>,
     samples: usize,
 ) -> Vec<Duration> {
     let size = people.len() + 1;
-    // Every receiver reports when it sees a media_state change.
-    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Instant>();
-    let mut readers = Vec::new();
-    for mut p in people {
-        let seen = seen_tx.clone();
-        readers.push(tokio::spawn(async move {
-            let _keep = p.tx;
-            while let Some(Ok(event)) = p.events.next().await {
-                if let Some(Event::MediaState(_)) = event.event {
-                    let _ = seen.send(Instant::now());
-                }
-            }
-        }));
-    }
     // Let the join storm settle.
     tokio::time::sleep(Duration::from_millis(500 + size as u64)).await;
     while seen_rx.try_recv().is_ok() {}
@@ -144,9 +165,7 @@ pub async fn fan_out_latencies(
         tokio::time::sleep(Duration::from_millis(110)).await;
     }
     latencies.sort();
-    for r in readers {
-        r.abort();
-    }
+    drop(people);
     drop(publisher);
     latencies
 }
@@ -170,9 +189,13 @@ async fn fan_out(
         channels.push(channel(addr).await);
     }
     let meeting = open_meeting(&channels[0], host).await;
-    let mut people = join_many(&channels, tokens, &meeting, size, 0).await;
+    let (seen, seen_rx) = mpsc::unbounded_channel();
+    let mut people = join_many(&channels, tokens, &meeting, size, 0, move |p| {
+        p.read(seen.clone())
+    })
+    .await;
     let publisher = people.remove(0);
-    let latencies = fan_out_latencies(publisher, people, samples).await;
+    let latencies = fan_out_latencies(publisher, people, seen_rx, samples).await;
     report.row(
         format!("room fan-out to {size} ({samples} samples, publish -> last receiver)"),
         format!(
@@ -215,7 +238,7 @@ async fn idle_memory(
                 channels.push(channel(&server.addr).await);
             }
             let meeting = open_meeting(&channels[0], host).await;
-            let batch = join_many(&channels, tokens, &meeting, room_size, held.len()).await;
+            let batch = join_many(&channels, tokens, &meeting, room_size, held.len(), |p| p).await;
             held.extend(batch);
         }
         // Drain the presence events the joins produced, then measure idle.

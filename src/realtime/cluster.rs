@@ -41,6 +41,9 @@ const QUEUE: usize = 16_384;
 const QUEUE_BYTES: usize = 64 << 20;
 /// Appends sent in one pipeline.
 const BATCH: usize = 256;
+/// A run of one room's plain records goes in one script call up to this
+/// many bytes (a record is at most a few hundred KiB).
+const RUN_BYTES: usize = 1 << 20;
 /// How long connecting may take.
 const CONNECT: Duration = Duration::from_secs(2);
 /// How long one pipeline or read may take.
@@ -136,6 +139,7 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+#[derive(Debug, PartialEq)]
 struct Append {
     room: String,
     record: Vec<u8>,
@@ -359,8 +363,21 @@ async fn appender(
                 // fail, and so repeat, the others.
                 pipe.ignore_errors();
                 RoomLog::load(&mut pipe);
-                for append in &batch {
-                    log.add_append(&mut pipe, &append.room, &append.record, &append.op);
+                for call in calls(&batch) {
+                    match call {
+                        Call::One(append) => {
+                            log.add_append(&mut pipe, &append.room, &append.record, &append.op);
+                        }
+                        Call::Run(run) if run.len() == 1 => {
+                            let append = run[0];
+                            log.add_append(&mut pipe, &append.room, &append.record, &append.op);
+                        }
+                        Call::Run(run) => {
+                            let records: Vec<&[u8]> =
+                                run.iter().map(|a| a.record.as_slice()).collect();
+                            log.add_run(&mut pipe, &run[0].room, &records);
+                        }
+                    }
                 }
                 pipe.query_async::<Vec<redis::Value>>(&mut connection).await
             };
@@ -394,6 +411,45 @@ async fn appender(
         queued.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
         batch.clear();
     }
+}
+
+/// One script call of a pipeline.
+#[derive(Debug, PartialEq)]
+enum Call<'a> {
+    /// A record and what it does to the roster.
+    One(&'a Append),
+    /// Records of one room that do nothing else, in order.
+    Run(Vec<&'a Append>),
+}
+
+/// The batch as script calls: a room's plain records join the run its
+/// first one opened, until a record with a roster operation (in the same
+/// room) comes between, so each room keeps its order. Rooms have no order
+/// between them (each has its own numbers and channel).
+fn calls(batch: &[Append]) -> Vec<Call<'_>> {
+    let mut calls = Vec::with_capacity(batch.len());
+    // Per room, its open run and the run's bytes.
+    let mut open = std::collections::HashMap::<&str, (usize, usize)>::new();
+    for append in batch {
+        let room = append.room.as_str();
+        if append.op != RosterOp::None {
+            open.remove(room);
+            calls.push(Call::One(append));
+            continue;
+        }
+        let len = append.record.len();
+        if let Some((i, bytes)) = open.get_mut(room)
+            && *bytes + len <= RUN_BYTES
+            && let Call::Run(run) = &mut calls[*i]
+        {
+            run.push(append);
+            *bytes += len;
+            continue;
+        }
+        open.insert(room, (calls.len(), len));
+        calls.push(Call::Run(vec![append]));
+    }
+    calls
 }
 
 /// A room's state on this node while it is shared with others.
@@ -526,5 +582,50 @@ mod tests {
             assert_eq!(back.audience(), to);
             assert!(back.event.is_some());
         }
+    }
+
+    #[test]
+    fn runs_keep_each_rooms_order() {
+        let plain = |room: &str, record: u8| Append {
+            room: room.into(),
+            record: vec![record; 3],
+            op: RosterOp::None,
+        };
+        let untrack = |room: &str| Append {
+            room: room.into(),
+            record: Vec::new(),
+            op: RosterOp::Untrack { node: "n".into() },
+        };
+        let batch = [
+            plain("a", 1),
+            plain("b", 2),
+            plain("a", 3),
+            untrack("a"),
+            plain("a", 4),
+            plain("b", 5),
+            plain("a", 6),
+        ];
+        let records = |call: &Call| match call {
+            Call::One(a) => vec![a.record.first().copied().unwrap_or(0)],
+            Call::Run(run) => run.iter().map(|a| a.record[0]).collect(),
+        };
+        let planned = calls(&batch);
+        assert_eq!(
+            planned.iter().map(records).collect::<Vec<_>>(),
+            [vec![1, 3], vec![2, 5], vec![0], vec![4, 6]]
+        );
+        assert!(matches!(planned[2], Call::One(_)));
+
+        // A run stops growing at RUN_BYTES.
+        let big = |record: u8| Append {
+            room: "a".into(),
+            record: vec![record; RUN_BYTES / 2],
+            op: RosterOp::None,
+        };
+        let batch = [big(1), big(2), big(3)];
+        assert_eq!(
+            calls(&batch).iter().map(records).collect::<Vec<_>>(),
+            [vec![1, 2], vec![3]]
+        );
     }
 }

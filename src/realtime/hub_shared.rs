@@ -877,32 +877,42 @@ async fn fetch(link: &Link, room: &str, known: bool, last: u64) -> redis::RedisR
 
 impl RoomSink for RoomHub {
     fn published(&self, meeting_id: &str, payload: &[u8]) {
-        let Some((seq, bytes)) = room_log::parse_published(payload) else {
+        let Some(records) = room_log::parse_published(payload) else {
             return;
         };
         let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let followups = {
+        let mut followups = Followups::default();
+        {
             let mut state = lock(&room);
-            let last = state.last_seq();
-            if state.closed.is_some() || seq <= last {
-                return;
-            }
-            let Some(link) = state.link.as_mut() else {
-                return;
-            };
-            if link.synced && seq == last + 1 {
-                self.apply(meeting_id, &mut state, seq, bytes)
-            } else {
-                link.hold(seq, bytes);
-                // A gap: what is missing is read from the log.
-                if link.synced {
+            for (i, &(seq, bytes)) in records.iter().enumerate() {
+                let last = state.last_seq();
+                if state.closed.is_some() {
+                    break;
+                }
+                if seq <= last {
+                    continue;
+                }
+                let Some(link) = state.link.as_mut() else {
+                    break;
+                };
+                if link.synced && seq == last + 1 {
+                    followups.extend(self.apply(meeting_id, &mut state, seq, bytes));
+                    continue;
+                }
+                // A gap: this and the rest wait, and what is missing is
+                // read from the log.
+                let synced = link.synced;
+                for &(seq, bytes) in &records[i..] {
+                    link.hold(seq, bytes);
+                }
+                if synced {
                     self.resync(meeting_id, &room, &mut state, false);
                 }
-                return;
+                break;
             }
-        };
+        }
         self.follow_up(meeting_id, followups);
     }
 

@@ -411,7 +411,7 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
     let message = heard.next().await.unwrap();
     assert_eq!(
         room_log::parse_published(message.get_payload_bytes()),
-        Some((start, &b""[..]))
+        Some(vec![(start, &b""[..])])
     );
     let mut previous = start;
     for _ in 0..100 {
@@ -419,7 +419,10 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
             .await
             .unwrap()
             .unwrap();
-        let (seq, body) = room_log::parse_published(message.get_payload_bytes()).unwrap();
+        let events = room_log::parse_published(message.get_payload_bytes()).unwrap();
+        let [(seq, body)] = events[..] else {
+            panic!("one event a message: {events:?}");
+        };
         assert_eq!(seq, previous + 1);
         assert_eq!(body.len(), 4);
         previous = seq;
@@ -457,6 +460,41 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
         events.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
         [start + 150, start + 151]
     );
+
+    // A run of events: numbers in order, one message, and a replay may
+    // start inside it.
+    let last = a.append_run("r1", &[b"x", b"", b"zz"]).await.unwrap();
+    assert_eq!(last, start + 154);
+    let mut published = Vec::new();
+    while published.len() < 5 {
+        let message = tokio::time::timeout(Duration::from_secs(2), heard.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let events = room_log::parse_published(message.get_payload_bytes()).unwrap();
+        published.extend(events.into_iter().map(|(seq, body)| (seq, body.to_vec())));
+    }
+    assert_eq!(
+        published,
+        [
+            (start + 150, vec![]),
+            (start + 151, b"after".to_vec()),
+            (start + 152, b"x".to_vec()),
+            (start + 153, vec![]),
+            (start + 154, b"zz".to_vec()),
+        ]
+    );
+    let Replay::Events(events) = b.since("r1", start + 152).await.unwrap() else {
+        panic!("the run is there");
+    };
+    assert_eq!(
+        events,
+        [(start + 153, vec![]), (start + 154, b"zz".to_vec())]
+    );
+    let Replay::Events(events) = b.since("r1", start + 149).await.unwrap() else {
+        panic!("the jump and the run are there");
+    };
+    assert_eq!(events.len(), 5);
 
     // A short log forgets: a resume from before it is refused.
     let short = RoomLog::new(client.get_multiplexed_async_connection().await.unwrap(), 1);

@@ -857,3 +857,77 @@ async fn the_lobby_hands_and_settings_span_nodes() {
     crate::helpers::assert_status(refused, tonic::Code::FailedPrecondition, "MEETING_LOCKED");
     drop(late);
 }
+
+#[tokio::test]
+async fn a_burst_across_nodes_arrives_whole_and_in_order() {
+    let redis = Redis::start();
+    let nodes = nodes_with(&redis, 2, &[("UNIO_ROOM_SIGNAL_RATE", "100000")]).await;
+    let (meeting, host, bob, _) = setup(&nodes[0]).await;
+    let mut native = connect(&nodes[0], &host, &meeting).await;
+    let mut bob_room = connect(&nodes[1], &bob, &meeting).await;
+    let to = bob_room.joined.participant_id.clone();
+    // The host's node knows bob once the host hears of him.
+    let seen = next(&mut native.events).await;
+    assert!(
+        matches!(seen.event, Some(Event::ParticipantJoined(_))),
+        "{seen:?}"
+    );
+
+    // A burst of signals: while one pipeline of appends is in Redis, the
+    // next ones queue, and go as runs (one script call, one message).
+    const BURST: usize = 300;
+    for i in 0..BURST {
+        let signal = client_event::Event::Signal(pb::OutgoingSignal {
+            to_participant_id: to.clone(),
+            payload: Some(pb::outgoing_signal::Payload::IceCandidate(
+                pb::IceCandidate {
+                    candidate: "candidate:1 1 UDP 2122252543 192.0.2.1 54321 typ host".into(),
+                    sdp_mid: i.to_string(),
+                    sdp_mline_index: 0,
+                },
+            )),
+        });
+        native.tx.send(event("", signal)).await.unwrap();
+    }
+    let mut previous = 0;
+    for i in 0..BURST {
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let e = bob_room.events.message().await.unwrap().expect("open");
+                if matches!(e.event, Some(Event::Signal(_))) {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the burst arrives");
+        let Some(Event::Signal(signal)) = got.event else {
+            unreachable!()
+        };
+        let Some(pb::incoming_signal::Payload::IceCandidate(candidate)) = signal.payload else {
+            panic!("{signal:?}")
+        };
+        assert_eq!(candidate.sdp_mid, i.to_string(), "in the order sent");
+        if i > 0 {
+            assert_eq!(got.sequence, previous + 1, "numbered without gaps");
+        }
+        previous = got.sequence;
+    }
+
+    // Runs were formed: the room's log holds entries of several events.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(format!("unio:room:{meeting}:log"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let runs = entries
+        .iter()
+        .filter(|(_, fields)| fields.get(2).is_some_and(|f| f == b"n"))
+        .count();
+    assert!(runs > 0, "{} entries, none a run", entries.len());
+    drop(native);
+}
