@@ -184,6 +184,8 @@ pub struct Link {
     rid: Mutex<u64>,
     reads: Arc<Connector>,
     keep: usize,
+    /// Every node reads runs: a room's plain records may go together.
+    runs: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Link {
@@ -201,7 +203,15 @@ impl Link {
             conn: Mutex::new(None),
         });
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(appender(writes, bus.clone(), keep, rx, queued.clone()));
+        let runs = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(appender(
+            writes,
+            bus.clone(),
+            keep,
+            rx,
+            queued.clone(),
+            runs.clone(),
+        ));
         let reads = Arc::new(Connector {
             client: bus.client().clone(),
             conn: Mutex::new(None),
@@ -213,7 +223,14 @@ impl Link {
             rid: Mutex::new(0),
             reads,
             keep,
+            runs,
         })
+    }
+
+    /// Whether every node reads runs (from each heartbeat's answer): a
+    /// node of an earlier version would drop them.
+    pub fn set_runs(&self, runs: bool) {
+        self.runs.store(runs, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn node(&self) -> &str {
@@ -346,6 +363,7 @@ async fn appender(
     keep: usize,
     mut rx: mpsc::Receiver<Append>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    runs: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -353,6 +371,7 @@ async fn appender(
             return;
         }
         let bytes: usize = batch.iter().map(|a| a.record.len() + a.room.len()).sum();
+        let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
         let mut attempt = 0u32;
         loop {
             let sent = async {
@@ -363,7 +382,7 @@ async fn appender(
                 // fail, and so repeat, the others.
                 pipe.ignore_errors();
                 RoomLog::load(&mut pipe);
-                for call in calls(&batch) {
+                for call in calls(&batch, runs) {
                     match call {
                         Call::One(append) => {
                             log.add_append(&mut pipe, &append.room, &append.record, &append.op);
@@ -425,14 +444,15 @@ enum Call<'a> {
 /// The batch as script calls: a room's plain records join the run its
 /// first one opened, until a record with a roster operation (in the same
 /// room) comes between, so each room keeps its order. Rooms have no order
-/// between them (each has its own numbers and channel).
-fn calls(batch: &[Append]) -> Vec<Call<'_>> {
+/// between them (each has its own numbers and channel). Without `runs`,
+/// every record goes alone.
+fn calls(batch: &[Append], runs: bool) -> Vec<Call<'_>> {
     let mut calls = Vec::with_capacity(batch.len());
     // Per room, its open run and the run's bytes.
     let mut open = std::collections::HashMap::<&str, (usize, usize)>::new();
     for append in batch {
         let room = append.room.as_str();
-        if append.op != RosterOp::None {
+        if append.op != RosterOp::None || !runs {
             open.remove(room);
             calls.push(Call::One(append));
             continue;
@@ -609,12 +629,19 @@ mod tests {
             Call::One(a) => vec![a.record.first().copied().unwrap_or(0)],
             Call::Run(run) => run.iter().map(|a| a.record[0]).collect(),
         };
-        let planned = calls(&batch);
+        let planned = calls(&batch, true);
         assert_eq!(
             planned.iter().map(records).collect::<Vec<_>>(),
             [vec![1, 3], vec![2, 5], vec![0], vec![4, 6]]
         );
         assert!(matches!(planned[2], Call::One(_)));
+        // Until every node reads runs, each record goes alone.
+        assert!(
+            calls(&batch, false)
+                .iter()
+                .all(|c| matches!(c, Call::One(_)))
+        );
+        assert_eq!(calls(&batch, false).len(), batch.len());
 
         // A run stops growing at RUN_BYTES.
         let big = |record: u8| Append {
@@ -624,7 +651,7 @@ mod tests {
         };
         let batch = [big(1), big(2), big(3)];
         assert_eq!(
-            calls(&batch).iter().map(records).collect::<Vec<_>>(),
+            calls(&batch, true).iter().map(records).collect::<Vec<_>>(),
             [vec![1, 2], vec![3]]
         );
     }

@@ -67,6 +67,14 @@ struct Followups {
 }
 
 impl Followups {
+    fn is_empty(&self) -> bool {
+        self.kicks.is_empty()
+            && self.gone_sessions.is_empty()
+            && !self.repair
+            && self.forwarded.is_empty()
+            && self.denied.is_empty()
+    }
+
     fn extend(&mut self, other: Followups) {
         self.denied.extend(other.denied);
         self.kicks.extend(other.kicks);
@@ -90,7 +98,7 @@ impl RoomHub {
     /// script lets one node win), whose winner also closes its attendance.
     async fn beat_and_reap(&self, link: &Link) -> redis::RedisResult<()> {
         let log = link.log().await?;
-        log.beat(link.node()).await?;
+        link.set_runs(log.beat(link.node()).await?);
         for node in log.dead_nodes(NODE_DEAD).await? {
             if node == link.node() {
                 continue;
@@ -883,37 +891,48 @@ impl RoomSink for RoomHub {
         let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let mut followups = Followups::default();
-        {
-            let mut state = lock(&room);
-            for (i, &(seq, bytes)) in records.iter().enumerate() {
-                let last = state.last_seq();
-                if state.closed.is_some() {
+        // A record's follow-ups run before the next record of a run is
+        // applied, as they would had each come alone.
+        let mut next = 0;
+        while next < records.len() {
+            let mut followups = Followups::default();
+            {
+                let mut state = lock(&room);
+                let from = next;
+                next = records.len();
+                for (i, &(seq, bytes)) in records.iter().enumerate().skip(from) {
+                    let last = state.last_seq();
+                    if state.closed.is_some() {
+                        break;
+                    }
+                    if seq <= last {
+                        continue;
+                    }
+                    let Some(link) = state.link.as_mut() else {
+                        break;
+                    };
+                    if link.synced && seq == last + 1 {
+                        followups = self.apply(meeting_id, &mut state, seq, bytes);
+                        if !followups.is_empty() {
+                            next = i + 1;
+                            break;
+                        }
+                        continue;
+                    }
+                    // A gap: this and the rest wait, and what is missing is
+                    // read from the log.
+                    let synced = link.synced;
+                    for &(seq, bytes) in &records[i..] {
+                        link.hold(seq, bytes);
+                    }
+                    if synced {
+                        self.resync(meeting_id, &room, &mut state, false);
+                    }
                     break;
                 }
-                if seq <= last {
-                    continue;
-                }
-                let Some(link) = state.link.as_mut() else {
-                    break;
-                };
-                if link.synced && seq == last + 1 {
-                    followups.extend(self.apply(meeting_id, &mut state, seq, bytes));
-                    continue;
-                }
-                // A gap: this and the rest wait, and what is missing is
-                // read from the log.
-                let synced = link.synced;
-                for &(seq, bytes) in &records[i..] {
-                    link.hold(seq, bytes);
-                }
-                if synced {
-                    self.resync(meeting_id, &room, &mut state, false);
-                }
-                break;
             }
+            self.follow_up(meeting_id, followups);
         }
-        self.follow_up(meeting_id, followups);
     }
 
     fn resubscribed(&self) {

@@ -3,7 +3,8 @@
 //!
 //! [`RoomLog::append`] runs one Lua script, atomic in Redis: `INCR` the
 //! room's counter, `XADD` the event to the room's stream under that number
-//! (trimmed to about the replay window), and `PUBLISH` it on the room's
+//! (trimmed by number to about the replay window: `MINID`, so that a run
+//! counts as its events), and `PUBLISH` it on the room's
 //! channel. Redis runs scripts one at a time, so publication order *is*
 //! sequence order, and every node subscribed to the room hears the same
 //! order. The stream is the replay a resume needs, readable from any node
@@ -72,7 +73,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   local t = redis.call('TIME')
   local start = t[1] .. string.format('%06d', tonumber(t[2]))
   redis.call('SET', KEYS[1], start, 'PX', ARGV[3])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], start .. '-0', 'e', '', 'j', '0')
+  redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', tonumber(start) - tonumber(ARGV[2]) + 1), start .. '-0', 'e', '', 'j', '0')
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   redis.call('PUBLISH', KEYS[3], start .. ':')
 end
@@ -136,7 +137,7 @@ end
     r"
 local n = redis.call('INCR', KEYS[1])
 local seq = string.format('%d', n)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
+redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', n - tonumber(ARGV[2]) + 1), seq .. '-0', 'e', ARGV[1])
 redis.call('PUBLISH', KEYS[3], seq .. ':' .. ARGV[1])
 -- The idle timer restarts every 64 events (not on each: it costs).
 if n % 64 == 0 then
@@ -156,7 +157,7 @@ const APPEND_RUN: &str = concat!(
 local last = redis.call('INCRBY', KEYS[1], ARGV[4])
 local first = last - tonumber(ARGV[4]) + 1
 local seq = string.format('%d', last)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1], 'n', ARGV[4])
+redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', last - tonumber(ARGV[2]) + 1), seq .. '-0', 'e', ARGV[1], 'n', ARGV[4])
 redis.call('PUBLISH', KEYS[3], string.format('%d', first) .. '+' .. ARGV[4] .. ':' .. ARGV[1])
 if math.floor(last / 64) ~= math.floor((first - 1) / 64) then
   for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
@@ -209,10 +210,21 @@ fn tracked_key(node: &str) -> String {
     format!("unio:node:{node}:rooms")
 }
 
+/// Nodes that read runs (every node of this version says so as it beats).
+const READS_RUNS: &str = "unio:nodes:runs";
+
+/// Answers 1 when every node heard from reads runs: until then (a rolling
+/// upgrade from a version without them) each event goes on its own.
 const BEAT: &str = r"
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], ARGV[1], t[1] * 1000 + math.floor(t[2] / 1000))
-return 0
+redis.call('HSET', KEYS[2], ARGV[1], 1)
+for _, node in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('HEXISTS', KEYS[2], node) == 0 then
+    return 0
+  end
+end
+return 1
 ";
 
 const DEAD: &str = r"
@@ -235,7 +247,7 @@ const ADVANCE: &str = r"
 local old = redis.call('GET', KEYS[1]) or '0'
 if tonumber(old) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], ARGV[1] .. '-0', 'e', '', 'j', old)
+  redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', tonumber(ARGV[1]) - tonumber(ARGV[3]) + 1), ARGV[1] .. '-0', 'e', '', 'j', old)
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   redis.call('PUBLISH', KEYS[3], ARGV[1] .. ':')
 end
@@ -498,6 +510,7 @@ impl RoomLog {
     /// operation) to `pipe`; it answers the last one's number. `pipe` must
     /// have loaded the scripts first ([`RoomLog::load`]).
     pub fn add_run(&self, pipe: &mut redis::Pipeline, room: &str, events: &[&[u8]]) {
+        debug_assert!(!events.is_empty(), "a run of nothing would reuse a number");
         pipe.cmd("EVALSHA")
             .arg(run_script().get_hash())
             .arg(4)
@@ -562,15 +575,19 @@ impl RoomLog {
     }
 
     /// Says `node` is alive, in Redis's clock.
-    pub async fn beat(&self, node: &str) -> redis::RedisResult<()> {
+    /// Says `node` is alive (and reads runs); answers whether every node
+    /// heard from reads runs.
+    pub async fn beat(&self, node: &str) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
-        redis::cmd("EVAL")
+        let runs: u8 = redis::cmd("EVAL")
             .arg(BEAT)
-            .arg(1)
+            .arg(2)
             .arg(NODES)
+            .arg(READS_RUNS)
             .arg(node)
             .query_async(&mut conn)
-            .await
+            .await?;
+        Ok(runs == 1)
     }
 
     /// Nodes whose last heartbeat is older than `silent`.
@@ -603,6 +620,10 @@ impl RoomLog {
             .ignore()
             .cmd("HDEL")
             .arg(NODES)
+            .arg(node)
+            .ignore()
+            .cmd("HDEL")
+            .arg(READS_RUNS)
             .arg(node)
             .ignore()
             .query_async(&mut conn)
@@ -675,22 +696,28 @@ impl RoomLog {
             let (jumped_from, run) = match (fields.len(), fields.get(2).map(Vec::as_slice)) {
                 (2, _) => (None, None),
                 (4, Some(b"j")) => (number(&fields[3]), None),
-                (4, Some(b"n")) => (None, number(&fields[3]).filter(|n| (1..=seq).contains(n))),
+                (4, Some(b"n")) => {
+                    let count = number(&fields[3])
+                        .filter(|n| (1..=seq).contains(n))
+                        .ok_or_else(|| unreadable("a run's length"))?;
+                    (None, Some(count))
+                }
                 _ => return Err(unreadable("a stream entry")),
             };
             if let Some(count) = run {
                 // A run under its last number: the events from `first`.
-                let first = seq - count + 1;
+                let first = seq - (count - 1);
                 let run = unframe(&fields[1], count as usize)
                     .ok_or_else(|| unreadable("a run of events"))?;
-                for (seq, event) in (first..).zip(run) {
+                for (offset, event) in (0..count).zip(run) {
+                    let seq = first + offset;
                     if seq <= after {
                         continue;
                     }
                     if seq != expected {
                         return Ok(Replay::Gone);
                     }
-                    expected = seq + 1;
+                    expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
                     events.push((seq, event.to_vec()));
                 }
                 continue;
@@ -699,7 +726,7 @@ impl RoomLog {
             if seq != expected && !bridged {
                 return Ok(Replay::Gone);
             }
-            expected = seq + 1;
+            expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
             fields.truncate(2);
             events.push((seq, fields.swap_remove(1)));
         }
@@ -752,8 +779,9 @@ pub fn parse_published(payload: &[u8]) -> Option<Vec<(u64, &[u8])>> {
             let first: u64 = first.parse().ok()?;
             let count: usize = count.parse().ok()?;
             let events = unframe(body, count)?;
+            // Every number of the run must exist.
             first.checked_add(count as u64)?;
-            Some((first..).zip(events).collect())
+            Some((0..).map(|i| first + i).zip(events).collect())
         }
     }
 }

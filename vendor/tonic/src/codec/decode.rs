@@ -122,7 +122,6 @@ impl<T> Streaming<T> {
         B::Error: Into<crate::BoxError>,
         D: Decoder<Item = T, Error = Status> + Send + 'static,
     {
-        let buffer_size = decoder.buffer_settings().buffer_size;
         Self {
             decoder: SyncWrapper::new(Box::new(decoder)),
             inner: StreamingInner {
@@ -134,7 +133,8 @@ impl<T> Streaming<T> {
                 )),
                 state: State::ReadHeader,
                 direction,
-                buf: BytesMut::with_capacity(buffer_size),
+                // UNIO patch: allocated by the first DATA frame.
+                buf: BytesMut::new(),
                 trailers: None,
                 decompress_buf: BytesMut::new(),
                 encoding,
@@ -383,20 +383,14 @@ impl<T> Streaming<T> {
         {
             Some(mut decode_buf) => match self.decoder.get_mut().decode(&mut decode_buf)? {
                 Some(msg) => {
-                    // UNIO patch (see UNIO-PATCH.md): a buffer that grew for
-                    // a large message starts over at the configured size once
-                    // drained, rather than keeping that size until the stream
-                    // ends. The message's length tells whether it grew:
-                    // `capacity()` counts only what lies past the read
-                    // position, which is about nothing once drained.
-                    let len = match self.inner.state {
-                        State::ReadBody { len, .. } => len,
-                        _ => 0,
-                    };
+                    // UNIO patch (see UNIO-PATCH.md): a drained buffer is
+                    // given back rather than kept until the stream ends (at
+                    // the size of the largest message it carried, since a
+                    // `BytesMut` never shrinks): the next DATA frame is
+                    // copied into a new one of its own size.
                     self.inner.state = State::ReadHeader;
-                    let buffer_size = self.decoder.get_mut().buffer_settings().buffer_size;
-                    if self.inner.buf.is_empty() && len + HEADER_SIZE > buffer_size {
-                        self.inner.buf = BytesMut::with_capacity(buffer_size);
+                    if self.inner.buf.is_empty() {
+                        self.inner.buf = BytesMut::new();
                     }
                     Ok(Some(msg))
                 }

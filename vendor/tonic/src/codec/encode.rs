@@ -99,7 +99,12 @@ where
                     return Poll::Ready(None);
                 }
                 Poll::Pending | Poll::Ready(None) => {
-                    return Poll::Ready(Some(Ok(take(buf, buffer_settings))));
+                    // UNIO patch (see UNIO-PATCH.md): nothing more to send
+                    // for now, so the buffer goes with the frame (freed once
+                    // it is written) instead of idling with the stream.
+                    let frame = take(buf, buffer_settings);
+                    *buf = BytesMut::new();
+                    return Poll::Ready(Some(Ok(frame)));
                 }
                 Poll::Ready(Some(Ok(item))) => {
                     if let Err(status) = encode_item(
@@ -157,6 +162,11 @@ where
 {
     let offset = buf.len();
 
+    // UNIO patch: a buffer given back while idle starts again at the
+    // configured size, not from nothing (which would grow it step by step).
+    if buf.capacity() == 0 {
+        buf.reserve(buffer_settings.buffer_size);
+    }
     buf.reserve(HEADER_SIZE);
     unsafe {
         buf.advance_mut(HEADER_SIZE);
