@@ -422,7 +422,7 @@ impl RoomHub {
                 control: control.clone(),
             };
             let slot = Slot::new(info, resume_token, outbox, state.last_seq(), self.limits());
-            state.slots.insert(participant_id.clone(), slot);
+            state.slots.insert(participant_id.clone(), Box::new(slot));
             let slot = &state.slots[&participant_id];
             let joined = self.joined(state, meeting, slot, &session_id, false, state.last_seq());
             control.mark_sent(state.last_seq());

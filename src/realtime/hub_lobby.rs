@@ -117,9 +117,9 @@ impl RoomHub {
                 };
                 // No resume token: a waiter that loses its stream waits again.
                 let mut slot = Slot::new(info.clone(), String::new(), outbox, 0, self.limits());
-                slot.waiting = Some(waiting);
+                slot.waiting = Some(Box::new(waiting));
                 slot.admission = Some(admit);
-                state.slots.insert(participant_id.clone(), slot);
+                state.slots.insert(participant_id.clone(), Box::new(slot));
                 match &self.link {
                     None => state.tell_runners(),
                     Some(link) => {

@@ -372,7 +372,7 @@ impl RoomHub {
             control: control.clone(),
         };
         let slot = super::Slot::new(info, resume_token.to_owned(), outbox, last, self.limits());
-        state.slots.insert(participant_id.clone(), slot);
+        state.slots.insert(participant_id.clone(), Box::new(slot));
         let slot = &state.slots[&participant_id];
         let joined = self.joined(&state, meeting, slot, &session_id, true, from);
         control.mark_sent(from);

@@ -162,8 +162,9 @@ pub struct Slot {
     detached: Option<DetachCause>,
     pub limits: SessionLimits,
     /// In the lobby: what it was told (`waiting`), sent again with
-    /// `host_present` changed. It hears nothing of the room.
-    pub waiting: Option<pb::Waiting>,
+    /// `host_present` changed. It hears nothing of the room. Boxed: most
+    /// slots never wait, and inline it would double every slot's size.
+    pub waiting: Option<Box<pb::Waiting>>,
     /// In the lobby: fired when a host or co-host admits it.
     pub admission: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -251,7 +252,10 @@ pub const REPLAY_MAX_BYTES: usize = 4 * 1024 * 1024;
 pub struct RoomState {
     next_seq: u64,
     /// By participant id; ids are time-ordered, so this is join order.
-    pub slots: BTreeMap<String, Slot>,
+    /// Boxed: a slot is large next to a B-tree's pointer, and B-tree
+    /// nodes are often half empty (ids arrive in order), so inline slots
+    /// cost an idle room half again their size.
+    pub slots: BTreeMap<String, Box<Slot>>,
     replay: VecDeque<Buffered>,
     replay_capacity: usize,
     replay_bytes: usize,
@@ -631,7 +635,7 @@ impl RoomState {
                 waiting.host_present = present;
                 let event = pb::ServerEvent {
                     sequence: 0,
-                    event: Some(Event::Waiting(waiting.clone())),
+                    event: Some(Event::Waiting((**waiting).clone())),
                 };
                 let _ = outbox.tx.try_send(Arc::new(event));
             }
@@ -720,8 +724,8 @@ mod tests {
         let mut room = RoomState::new(16);
         let (a, mut rx_a) = slot("a", 8);
         let (b, mut rx_b) = slot("b", 8);
-        room.slots.insert("a".into(), a);
-        room.slots.insert("b".into(), b);
+        room.slots.insert("a".into(), Box::new(a));
+        room.slots.insert("b".into(), Box::new(b));
         room.publish(Audience::All, pong());
         room.publish(Audience::Only("b".into()), pong());
         room.publish(Audience::AllExcept("b".into()), pong());
@@ -741,8 +745,8 @@ mod tests {
         let mut room = RoomState::new(16);
         let (slow, _rx_slow) = slot("slow", 1);
         let (fast, mut rx_fast) = slot("fast", 8);
-        room.slots.insert("slow".into(), slow);
-        room.slots.insert("fast".into(), fast);
+        room.slots.insert("slow".into(), Box::new(slow));
+        room.slots.insert("fast".into(), Box::new(fast));
         assert!(room.publish(Audience::All, pong()).is_empty());
         let overflowed = room.publish(Audience::All, pong());
         assert_eq!(
@@ -804,7 +808,7 @@ mod tests {
     fn only_the_current_attachment_can_detach_and_expire() {
         let mut room = RoomState::new(16);
         let (a, _rx) = slot("a", 8);
-        room.slots.insert("a".into(), a);
+        room.slots.insert("a".into(), Box::new(a));
         assert_eq!(room.expired("a", 0), None, "attached: no grace");
         let epoch = room
             .detach("a", 0, DetachCause::Disconnected, 0)
@@ -823,7 +827,7 @@ mod tests {
         let mut room = RoomState::new(16);
         let (a, _rx_old) = slot("a", 8);
         let old_control = a.outbox.as_ref().unwrap().control.clone();
-        room.slots.insert("a".into(), a);
+        room.slots.insert("a".into(), Box::new(a));
         room.publish(Audience::All, pong());
         room.publish(Audience::All, pong());
         old_control.mark_sent(1);
