@@ -22,13 +22,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
 
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         // Without the `connect(dst)` constructors: they clash with RoomService.Connect.
         .build_transport(false)
         // INVALID_ARGUMENT for undecodable messages, small stream buffers.
-        .codec_path("crate::codec::UnioCodec")
-        .compile_fds(descriptors)?;
+        .codec_path("crate::codec::UnioCodec");
+    // A room event is as large as its largest kind (`joined` alone is over
+    // 500 bytes): the large kinds are boxed, so the frequent small ones
+    // (presence, signals, media state) are small too, in every queue and
+    // in every room's replay.
+    for kind in [
+        "joined",
+        "participant_joined",
+        "chat",
+        "call",
+        "waiting",
+        "meeting_updated",
+    ] {
+        builder = builder.boxed(format!(".unio.v1.ServerEvent.event.{kind}"));
+    }
+    builder.compile_fds(descriptors)?;
     Ok(())
 }

@@ -45,7 +45,7 @@ impl CallApi {
         let session = wire::call(record);
         self.state
             .hub
-            .broadcast(&record.meeting_id, Event::Call(session.clone()));
+            .broadcast(&record.meeting_id, Event::Call(Box::new(session.clone())));
         session
     }
 

@@ -29,9 +29,10 @@ pub async fn run(state: AppState, ring_timeout: Duration) {
             Ok(missed) => {
                 for record in missed {
                     tracing::info!(call_id = %record.id, "call missed");
-                    state
-                        .hub
-                        .broadcast(&record.meeting_id, Event::Call(convert_call(&record)));
+                    state.hub.broadcast(
+                        &record.meeting_id,
+                        Event::Call(Box::new(convert_call(&record))),
+                    );
                 }
             }
             Err(err) => tracing::warn!(error = %err, "missed-call sweep failed"),

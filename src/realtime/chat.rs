@@ -136,7 +136,7 @@ async fn writer(db: Db, hub: Arc<RoomHub>, mut rx: mpsc::Receiver<Job>) {
         for (job, result) in jobs.into_iter().zip(results) {
             if let Ok(Appended::Stored(record)) = &result {
                 let message = to_pb_with_file(&db, record).await;
-                hub.broadcast(&record.meeting_id, Event::Chat(message));
+                hub.broadcast(&record.meeting_id, Event::Chat(Box::new(message)));
             }
             let _ = job.reply.send(result);
         }

@@ -263,7 +263,7 @@ impl RoomHub {
             // Where the client stands: events after it follow (on a resume,
             // the replay).
             sequence,
-            event: Some(Event::Joined(pb::Joined {
+            event: Some(Event::Joined(Box::new(pb::Joined {
                 session_id: session_id.to_owned(),
                 participant_id: slot.info.participant_id.clone(),
                 resume_token: slot.resume_token.clone(),
@@ -284,7 +284,7 @@ impl RoomHub {
                 ping_timeout: Some(duration(self.config.ping_timeout)),
                 meeting: Some(meeting.clone()),
                 resumed,
-            })),
+            }))),
         }
     }
 
@@ -403,9 +403,9 @@ impl RoomHub {
                 &meeting.id,
                 state,
                 Audience::AllExcept(participant_id.clone()),
-                Event::ParticipantJoined(pb::ParticipantJoined {
+                Event::ParticipantJoined(Box::new(pb::ParticipantJoined {
                     participant: Some(info.clone()),
-                }),
+                })),
                 || RosterOp::Join {
                     participant_id: participant_id.clone(),
                     participant: info.encode_to_vec(),
@@ -1047,7 +1047,10 @@ impl RoomHub {
                 state.tell_runners();
             }
         }
-        self.broadcast(&meeting.id, Event::MeetingUpdated(meeting.clone()));
+        self.broadcast(
+            &meeting.id,
+            Event::MeetingUpdated(Box::new(meeting.clone())),
+        );
     }
 
     /// Pushes a room-wide event (meeting status, calls) if the room is live.

@@ -108,7 +108,7 @@ impl RoomHub {
                 };
                 let _ = tx.try_send(Arc::new(pb::ServerEvent {
                     sequence: 0,
-                    event: Some(Event::Waiting(waiting.clone())),
+                    event: Some(Event::Waiting(Box::new(waiting.clone()))),
                 }));
                 let (admit, admission) = oneshot::channel();
                 let outbox = Outbox {
@@ -294,9 +294,9 @@ impl RoomHub {
             meeting_id,
             &mut state,
             Audience::AllExcept(participant_id.to_owned()),
-            Event::ParticipantJoined(pb::ParticipantJoined {
+            Event::ParticipantJoined(Box::new(pb::ParticipantJoined {
                 participant: Some(info.clone()),
-            }),
+            })),
             || RosterOp::Join {
                 participant_id: participant_id.to_owned(),
                 participant: info.encode_to_vec(),

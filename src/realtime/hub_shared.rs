@@ -706,9 +706,9 @@ impl RoomHub {
                 self.register_session(meeting_id, &slot.session_id, participant_id, &slot.user_id);
                 continue;
             }
-            let joined = Event::ParticipantJoined(pb::ParticipantJoined {
+            let joined = Event::ParticipantJoined(Box::new(pb::ParticipantJoined {
                 participant: Some(slot.info.clone()),
-            });
+            }));
             let op = RosterOp::Rejoin {
                 participant_id: participant_id.clone(),
                 participant: slot.info.encode_to_vec(),

@@ -146,7 +146,7 @@ impl Joined {
 impl Member {
     async fn from_joined(stream: &mut SessionStream) -> Joined {
         match next(stream).await.expect("an event").unwrap().event {
-            Some(Event::Joined(joined)) => Joined { joined },
+            Some(Event::Joined(joined)) => Joined { joined: *joined },
             other => panic!("expected joined first, got {other:?}"),
         }
     }

@@ -635,7 +635,7 @@ impl RoomState {
                 waiting.host_present = present;
                 let event = pb::ServerEvent {
                     sequence: 0,
-                    event: Some(Event::Waiting((**waiting).clone())),
+                    event: Some(Event::Waiting(waiting.clone())),
                 };
                 let _ = outbox.tx.try_send(Arc::new(event));
             }

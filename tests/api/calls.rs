@@ -84,7 +84,7 @@ async fn next_call(events: &mut Streaming<pb::ServerEvent>) -> pb::CallSession {
             .unwrap()
             .unwrap();
         if let Some(Event::Call(call)) = e.event {
-            return call;
+            return *call;
         }
     }
 }

@@ -81,7 +81,7 @@ async fn chats(
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, events.next()).await {
         match event.event {
-            Some(Event::Chat(m)) => out.push(Ok(m)),
+            Some(Event::Chat(m)) => out.push(Ok(*m)),
             Some(Event::Error(e)) => out.push(Err(e)),
             _ => {}
         }

@@ -37,7 +37,7 @@ async fn subscribe(node: &TestApp, token: &str, meeting: &str) -> Browser {
     };
     Browser {
         events,
-        joined,
+        joined: *joined,
         token: token.to_owned(),
     }
 }

@@ -163,7 +163,7 @@ async fn join_room(
         panic!("expected joined, got {first:?}");
     };
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = events.next().await {} });
-    (joined, drain)
+    (*joined, drain)
 }
 
 async fn fixtures(app: &TestApp) -> Fixtures {

@@ -27,7 +27,7 @@ async fn joined(events: &mut Streaming<pb::ServerEvent>) -> pb::Joined {
     loop {
         let event = events.next().await.unwrap().unwrap();
         if let Some(Event::Joined(joined)) = event.event {
-            return joined;
+            return *joined;
         }
     }
 }

@@ -157,7 +157,7 @@ pub(crate) async fn wait_native(
         panic!("expected waiting, got {first:?}")
     };
     assert_eq!(first.sequence, 0);
-    (tx, events, waiting)
+    (tx, events, *waiting)
 }
 
 fn lobby_ids(e: &pb::ServerEvent) -> Vec<String> {

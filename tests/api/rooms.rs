@@ -64,7 +64,7 @@ pub(crate) async fn connect(app: &TestApp, token: &str, meeting_id: &str) -> Nat
     Native {
         tx,
         events,
-        joined,
+        joined: *joined,
         joined_seq: first.sequence,
     }
 }
