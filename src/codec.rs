@@ -8,7 +8,7 @@
 //!   keeps thousands of mostly idle streams whose events (heartbeats,
 //!   typing, media state, ICE candidates) fit in 512 bytes. Buffers grow
 //!   for a larger message and, with the patched tonic
-//!   (`vendor/tonic/UNIO-PATCH.md`), start over at 512 bytes after it.
+//!   (`vendor/tonic/UNIO-PATCH.md`), are given back while the stream idles.
 
 use std::marker::PhantomData;
 

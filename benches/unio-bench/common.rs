@@ -134,8 +134,15 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
 }
 
 pub async fn channel(addr: &str) -> Channel {
+    // h2 (0.4.20 on) ends a connection, ENHANCE_YOUR_CALM, when unread
+    // small DATA frames charge more than half its connection window: a
+    // reader of room events that falls behind during a join storm would.
+    // A small stream window bounds what each stream can have unread (the
+    // server waits, and then sends what queued as one frame).
     Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
+        .initial_stream_window_size(32 * 1024)
+        .initial_connection_window_size(8 << 20)
         .connect()
         .await
         .unwrap()

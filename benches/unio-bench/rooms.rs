@@ -53,9 +53,18 @@ impl Participant {
     pub fn read(self, seen: mpsc::UnboundedSender<Instant>) -> Reading {
         let mut events = self.events;
         let reader = tokio::spawn(async move {
-            while let Some(Ok(event)) = events.next().await {
-                if let Some(Event::MediaState(_)) = event.event {
-                    let _ = seen.send(Instant::now());
+            loop {
+                match events.next().await {
+                    Some(Ok(event)) => {
+                        if let Some(Event::MediaState(_)) = event.event {
+                            let _ = seen.send(Instant::now());
+                        }
+                    }
+                    Some(Err(status)) => {
+                        eprintln!("a reader's stream failed: {status}");
+                        return;
+                    }
+                    None => return,
                 }
             }
         });

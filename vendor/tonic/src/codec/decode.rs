@@ -386,8 +386,9 @@ impl<T> Streaming<T> {
                     // UNIO patch (see UNIO-PATCH.md): a drained buffer is
                     // given back rather than kept until the stream ends (at
                     // the size of the largest message it carried, since a
-                    // `BytesMut` never shrinks): the next DATA frame is
-                    // copied into a new one of its own size.
+                    // `BytesMut` never shrinks): the next DATA frame fills a
+                    // new one (or lends its own memory, when nothing else
+                    // holds it).
                     self.inner.state = State::ReadHeader;
                     if self.inner.buf.is_empty() {
                         self.inner.buf = BytesMut::new();

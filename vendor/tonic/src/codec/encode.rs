@@ -100,9 +100,15 @@ where
                 }
                 Poll::Pending | Poll::Ready(None) => {
                     // UNIO patch (see UNIO-PATCH.md): nothing more to send
-                    // for now, so the buffer goes with the frame (freed once
-                    // it is written) instead of idling with the stream.
-                    let frame = take(buf, buffer_settings);
+                    // for now, so the buffer does not idle with the stream:
+                    // a large frame takes it along (freed once written), a
+                    // small one is copied out (so that frames queued behind
+                    // a slow reader do not each pin a whole buffer).
+                    let frame = if buf.len() <= buffer_settings.buffer_size / 2 {
+                        Bytes::copy_from_slice(buf)
+                    } else {
+                        std::mem::take(buf).freeze()
+                    };
                     *buf = BytesMut::new();
                     return Poll::Ready(Some(Ok(frame)));
                 }
