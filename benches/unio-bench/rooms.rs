@@ -41,11 +41,15 @@ pub struct Participant {
 pub struct Reading {
     pub tx: mpsc::Sender<pb::ClientEvent>,
     reader: tokio::task::JoinHandle<()>,
+    /// Pings as a client does (the server ends a silent stream after
+    /// `UNIO_PING_TIMEOUT`; a 3,000-person join storm takes a while).
+    pinger: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Reading {
     fn drop(&mut self) {
         self.reader.abort();
+        self.pinger.abort();
     }
 }
 
@@ -68,9 +72,25 @@ impl Participant {
                 }
             }
         });
+        let tx = self.tx.clone();
+        let pinger = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let ping = pb::ClientEvent {
+                    request_id: String::new(),
+                    event: Some(client_event::Event::Ping(pb::Ping {})),
+                };
+                if tx.send(ping).await.is_err() {
+                    return;
+                }
+            }
+        });
         Reading {
             tx: self.tx,
             reader,
+            pinger,
         }
     }
 }
@@ -199,10 +219,14 @@ async fn fan_out(
     }
     let meeting = open_meeting(&channels[0], host).await;
     let (seen, seen_rx) = mpsc::unbounded_channel();
+    let joining = Instant::now();
     let mut people = join_many(&channels, tokens, &meeting, size, 0, move |p| {
         p.read(seen.clone())
     })
     .await;
+    if std::env::var("UNIO_BENCH_DEBUG").is_ok() {
+        eprintln!("{size} joined in {:?}", joining.elapsed());
+    }
     let publisher = people.remove(0);
     let latencies = fan_out_latencies(publisher, people, seen_rx, samples).await;
     report.row(
@@ -294,10 +318,10 @@ pub async fn fan_outs(report: &mut Report, quick: bool) {
     let (server, tokens) = room_server(&[]).await;
     let host = tokens[0].clone();
     let samples = if quick { 20 } else { 100 };
-    let sizes: &[usize] = if quick {
-        &[10, 100, 1_000]
-    } else {
-        &[10, 100, 1_000, 3_000]
+    let sizes: &[usize] = match std::env::var("UNIO_BENCH_SIZES") {
+        Ok(v) => &*Vec::leak(v.split(',').filter_map(|s| s.parse().ok()).collect()),
+        Err(_) if quick => &[10, 100, 1_000],
+        Err(_) => &[10, 100, 1_000, 3_000],
     };
     for &size in sizes {
         fan_out(report, &server.addr, &tokens, &host, size, samples).await;
