@@ -24,7 +24,7 @@ use unio::proto::pb::{self, client_event, server_event::Event};
 
 use super::{
     Report,
-    common::{Server, channel, cpu_secs, open_meeting, user},
+    common::{Server, channel, cpu_secs, open_meeting, room_channel, user},
     rooms::{Participant, fan_out_latencies, join, percentile},
 };
 
@@ -107,7 +107,7 @@ async fn room<T: Send + 'static>(
 ) -> Vec<T> {
     let mut channels = Vec::new();
     for i in 0..size.div_ceil(100).max(addrs.len()) {
-        channels.push(channel(addrs[i % addrs.len()]).await);
+        channels.push(room_channel(addrs[i % addrs.len()]).await);
     }
     let meeting = open_meeting(&channels[0], host).await;
     let mut people = Vec::with_capacity(size);

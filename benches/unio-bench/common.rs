@@ -134,11 +134,21 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
 }
 
 pub async fn channel(addr: &str) -> Channel {
-    // h2 (0.4.20 on) ends a connection, ENHANCE_YOUR_CALM, when unread
-    // small DATA frames charge more than half its connection window: a
-    // reader of room events that falls behind during a join storm would.
-    // A small stream window bounds what each stream can have unread (the
-    // server waits, and then sends what queued as one frame).
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A connection for many room streams. h2 (0.4.20 on) ends a connection,
+/// ENHANCE_YOUR_CALM, when unread small DATA frames charge more than half
+/// its connection window: a reader of room events that falls behind
+/// during a join storm would. A small stream window bounds what each
+/// stream can have unread (the server waits, then sends what queued as
+/// one frame). Not for bulk transfers: a window this small caps a
+/// download at one window per round trip.
+pub async fn room_channel(addr: &str) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .initial_stream_window_size(32 * 1024)

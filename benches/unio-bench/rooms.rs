@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     Report,
-    common::{Server, authed, channel, open_meeting, user},
+    common::{Server, authed, channel, open_meeting, room_channel, user},
 };
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
@@ -215,7 +215,7 @@ async fn fan_out(
     let connections = size.div_ceil(STREAMS_PER_CONNECTION);
     let mut channels = Vec::new();
     for _ in 0..connections {
-        channels.push(channel(addr).await);
+        channels.push(room_channel(addr).await);
     }
     let meeting = open_meeting(&channels[0], host).await;
     let (seen, seen_rx) = mpsc::unbounded_channel();
@@ -268,7 +268,7 @@ async fn idle_memory(
         while held.len() < target {
             let needed = target.div_ceil(STREAMS_PER_CONNECTION);
             while channels.len() < needed {
-                channels.push(channel(&server.addr).await);
+                channels.push(room_channel(&server.addr).await);
             }
             let meeting = open_meeting(&channels[0], host).await;
             let batch = join_many(&channels, tokens, &meeting, room_size, held.len(), |p| p).await;
