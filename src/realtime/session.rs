@@ -50,6 +50,10 @@ pub struct SessionStream {
     /// The zero of `SessionControl::last_seen_ms`.
     started: Instant,
     heartbeat: Pin<Box<Sleep>>,
+    /// When the last event went out. The heartbeat timer is not moved on
+    /// each event (a timer-wheel update per recipient of every fan-out);
+    /// when it fires early it is moved to this plus the interval.
+    last_sent: Instant,
     liveness: Pin<Box<Sleep>>,
     ping_interval: Duration,
     ping_timeout: Duration,
@@ -84,6 +88,7 @@ impl SessionStream {
             detaches,
             started,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ping_interval)),
+            last_sent: now,
             liveness: Box::pin(tokio::time::sleep_until(now + ping_timeout)),
             ping_interval,
             ping_timeout,
@@ -172,8 +177,7 @@ impl Stream for SessionStream {
                     if event.sequence > 0 {
                         this.control.mark_sent(event.sequence);
                     }
-                    let next = Instant::now() + this.ping_interval;
-                    this.heartbeat.as_mut().reset(next);
+                    this.last_sent = Instant::now();
                     return Poll::Ready(Some(Ok((*event).clone())));
                 }
                 // The hub dropped our sender: it closed us, and said why.
@@ -198,8 +202,15 @@ impl Stream for SessionStream {
                 continue;
             }
             if this.heartbeat.as_mut().poll(cx).is_ready() {
-                let next = Instant::now() + this.ping_interval;
-                this.heartbeat.as_mut().reset(next);
+                let now = Instant::now();
+                let due = this.last_sent + this.ping_interval;
+                if now < due {
+                    // Events went out meanwhile: not idle yet.
+                    this.heartbeat.as_mut().reset(due);
+                    continue;
+                }
+                this.last_sent = now;
+                this.heartbeat.as_mut().reset(now + this.ping_interval);
                 return Poll::Ready(Some(Ok(pb::ServerEvent {
                     sequence: 0,
                     event: Some(Event::Heartbeat(pb::Heartbeat {})),
