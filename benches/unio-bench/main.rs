@@ -73,7 +73,7 @@ impl Report {
             println!("{line}");
         }
         println!(
-            "(ratio: against the health check at the same concurrency; gRPC-Web rows against native GetMe)"
+            "(ratio: against the health check at the same concurrency; gRPC-Web rows against native GetMe measured just before each)"
         );
         if !self.rows.is_empty() {
             println!();

@@ -6,8 +6,9 @@
 //! The client is hyper with pre-encoded request bodies, not a generated
 //! tonic client: like h2load it costs the shared cores little, so the
 //! figures are the server's. Each cell runs for a fixed time after a
-//! warm-up; every call's status is checked (a failed call aborts the
-//! bench rather than counting as fast).
+//! warm-up, split into turns with the other cells of its concurrency so
+//! that a ratio compares neighbours; every call's status is checked (a
+//! failed call aborts the bench rather than counting as fast).
 
 use std::{
     sync::Arc,
@@ -137,47 +138,83 @@ pub struct Cell {
     pub p99_ms: f64,
 }
 
-/// `concurrency` callers over `conns` for `secs` (after a warm-up).
-async fn cell(
-    conns: &[Conn],
+/// Rounds a cell's time is split into, the cells of one concurrency
+/// taking turns: a shared machine's speed drifts over the minutes of a
+/// run, and this way the drift falls on every row of a ratio alike.
+const ROUNDS: u32 = 3;
+
+/// One row of a table: which call, on which wire, over which connections.
+struct Row<'a> {
+    conns: &'a [Conn],
     wire: Wire,
+    call: &'a Call,
+}
+
+/// `concurrency` callers of each row for `secs` in all (after a warm-up),
+/// the rows taking turns in [`ROUNDS`] rounds.
+async fn cells(
+    rows: &[Row<'_>],
     addr: &str,
     token: &str,
-    call: &Call,
     concurrency: usize,
     secs: f64,
-) -> Cell {
-    let run = |duration: Duration| {
-        let mut tasks = Vec::new();
-        let deadline = Instant::now() + duration;
-        for c in 0..concurrency {
-            let (conn, addr, token, call) = (
-                conns[c % conns.len()].clone(),
-                addr.to_owned(),
-                token.to_owned(),
-                call.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    let started = Instant::now();
-                    once(&conn, wire, &addr, &token, &call).await;
-                    latencies.push(started.elapsed().as_micros() as u32);
-                }
-                latencies
-            }));
+) -> Vec<Cell> {
+    for row in rows {
+        sample(row, addr, token, concurrency, Duration::from_millis(300)).await;
+    }
+    let share = Duration::from_secs_f64(secs / f64::from(ROUNDS));
+    let mut all: Vec<(Vec<u32>, Duration)> =
+        rows.iter().map(|_| (Vec::new(), Duration::ZERO)).collect();
+    for _ in 0..ROUNDS {
+        for (row, (latencies, elapsed)) in rows.iter().zip(&mut all) {
+            let (more, took) = sample(row, addr, token, concurrency, share).await;
+            latencies.extend(more);
+            *elapsed += took;
         }
-        async move {
-            let started = Instant::now();
-            let mut all = Vec::new();
-            for task in tasks {
-                all.extend(task.await.unwrap());
+    }
+    all.into_iter()
+        .map(|(latencies, elapsed)| summarize(latencies, elapsed))
+        .collect()
+}
+
+/// The latencies (µs) of `concurrency` callers of `row` for `duration`,
+/// and how long they took.
+async fn sample(
+    row: &Row<'_>,
+    addr: &str,
+    token: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> (Vec<u32>, Duration) {
+    let mut tasks = Vec::new();
+    let deadline = Instant::now() + duration;
+    for c in 0..concurrency {
+        let (conn, addr, token, call, wire) = (
+            row.conns[c % row.conns.len()].clone(),
+            addr.to_owned(),
+            token.to_owned(),
+            row.call.clone(),
+            row.wire,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                once(&conn, wire, &addr, &token, &call).await;
+                latencies.push(started.elapsed().as_micros() as u32);
             }
-            (all, started.elapsed())
-        }
-    };
-    run(Duration::from_millis(500)).await;
-    let (mut latencies, elapsed) = run(Duration::from_secs_f64(secs)).await;
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    (all, started.elapsed())
+}
+
+fn summarize(mut latencies: Vec<u32>, elapsed: Duration) -> Cell {
     latencies.sort_unstable();
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize] as f64 / 1e3;
     let mean = latencies.iter().map(|&l| l as f64).sum::<f64>() / latencies.len() as f64 / 1e3;
@@ -223,36 +260,59 @@ pub async fn run(report: &mut Report, addr: &str, token: &str, meeting_id: &str,
     for _ in 0..CONNECTIONS {
         h2.push(connect_h2(addr).await);
     }
-    println!("unary: {CONNECTIONS} HTTP/2 connections, {secs} s per cell");
-    let mut native_getme = Vec::new();
-    for concurrency in [1, 16, 256] {
-        let mut floor = None;
-        for call in &calls {
-            let c = cell(&h2, Wire::Grpc, addr, token, call, concurrency, secs).await;
-            let floor = *floor.get_or_insert(c.rate);
-            if call.name == "GetMe" {
-                native_getme.push((concurrency, c.rate));
-            }
-            report.unary(call.name, "gRPC", concurrency, c, c.rate / floor);
-        }
-    }
-    // gRPC-Web: HTTP/2 over the same connections; HTTP/1.1 with one
-    // connection per caller (a browser's way), at 16.
-    let getme = &calls[1];
-    for concurrency in [16, 256] {
-        let c = cell(&h2, Wire::GrpcWeb, addr, token, getme, concurrency, secs).await;
-        let native = native_getme
-            .iter()
-            .find(|(n, _)| *n == concurrency)
-            .unwrap()
-            .1;
-        report.unary("GetMe", "gRPC-Web h2", concurrency, c, c.rate / native);
-    }
     let mut h1 = Vec::new();
     for _ in 0..16 {
         h1.push(connect_h1(addr).await);
     }
-    let c = cell(&h1, Wire::GrpcWeb, addr, token, getme, 16, secs).await;
-    let native = native_getme.iter().find(|(n, _)| *n == 16).unwrap().1;
-    report.unary("GetMe", "gRPC-Web h1.1", 16, c, c.rate / native);
+    println!("unary: {CONNECTIONS} HTTP/2 connections, {secs} s per cell in {ROUNDS} turns");
+    // The gRPC-Web rows join the native rows of their concurrency: HTTP/2
+    // over the same connections at 16 and 256; HTTP/1.1 with one
+    // connection per caller (a browser's way), at 16.
+    let getme = &calls[1];
+    for concurrency in [1, 16, 256] {
+        let mut rows: Vec<(Row, &str)> = calls
+            .iter()
+            .map(|call| {
+                (
+                    Row {
+                        conns: &h2,
+                        wire: Wire::Grpc,
+                        call,
+                    },
+                    "gRPC",
+                )
+            })
+            .collect();
+        if concurrency > 1 {
+            rows.push((
+                Row {
+                    conns: &h2,
+                    wire: Wire::GrpcWeb,
+                    call: getme,
+                },
+                "gRPC-Web h2",
+            ));
+        }
+        if concurrency == 16 {
+            rows.push((
+                Row {
+                    conns: &h1,
+                    wire: Wire::GrpcWeb,
+                    call: getme,
+                },
+                "gRPC-Web h1.1",
+            ));
+        }
+        let (rows, wires): (Vec<Row>, Vec<&str>) = rows.into_iter().unzip();
+        let measured = cells(&rows, addr, token, concurrency, secs).await;
+        let (floor, native_getme) = (measured[0].rate, measured[1].rate);
+        for ((row, wire), c) in rows.iter().zip(wires).zip(measured) {
+            let against = if row.wire == Wire::GrpcWeb {
+                native_getme
+            } else {
+                floor
+            };
+            report.unary(row.call.name, wire, concurrency, c, c.rate / against);
+        }
+    }
 }

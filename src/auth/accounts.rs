@@ -392,9 +392,9 @@ impl Accounts {
             .ok_or_else(revoked)?;
         standing(&state, true)?;
         Ok(Caller {
-            user_id: claims.sub,
-            session_id: claims.sid,
-            jti: claims.jti,
+            user_id: claims.sub.clone(),
+            session_id: claims.sid.clone(),
+            jti: claims.jti.clone(),
             role: state.role,
             token_expires_at: claims.exp.saturating_mul(1_000_000),
         })

@@ -48,7 +48,8 @@ pub fn is_public(path: &str) -> bool {
 
 #[derive(Clone)]
 pub struct AuthLayer {
-    accounts: Accounts,
+    /// One reference for every call (cloning `Accounts` is several).
+    accounts: Arc<Accounts>,
     limits: Arc<Limiters>,
     /// A header set by a trusted load balancer with the client's address.
     address_header: Option<HeaderName>,
@@ -61,7 +62,7 @@ impl AuthLayer {
         address_header: Option<HeaderName>,
     ) -> Self {
         Self {
-            accounts,
+            accounts: Arc::new(accounts),
             limits,
             address_header,
         }
@@ -84,7 +85,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct RequireAuth<S> {
     inner: S,
-    accounts: Accounts,
+    accounts: Arc<Accounts>,
     limits: Arc<Limiters>,
     address_header: Option<HeaderName>,
 }
@@ -137,12 +138,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let accounts = self.accounts.clone();
-        let authorization = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|value| value.to_str().map(str::to_owned));
+        // A shared reference to the header's bytes, not a copy.
+        let authorization = request.headers().get(http::header::AUTHORIZATION).cloned();
         Box::pin(async move {
-            match authenticate(&accounts, authorization).await {
+            match authenticate(&accounts, authorization.as_ref()).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
@@ -153,10 +152,10 @@ where
     }
 }
 
-/// `authorization` is the header's value, if present, as text if it is.
-async fn authenticate<E>(
+/// `authorization` is the header's value, if present.
+async fn authenticate(
     accounts: &Accounts,
-    authorization: Option<Result<String, E>>,
+    authorization: Option<&http::HeaderValue>,
 ) -> Result<Caller, AppError> {
     let missing = || {
         AppError::unauthenticated(
@@ -164,8 +163,9 @@ async fn authenticate<E>(
             "this call needs the metadata `authorization: Bearer <access token>`",
         )
     };
-    let value = authorization.ok_or_else(missing)?.map_err(|_| missing())?;
-    let token = bearer_token(&value).ok_or_else(missing)?;
+    let value = authorization.ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    let token = bearer_token(value).ok_or_else(missing)?;
     accounts.authenticate(token).await
 }
 

@@ -5,8 +5,22 @@
 //! call, so logout and refresh-token reuse take effect at once. The header's
 //! `kid` names the key, ready for rotation: verification picks the key by
 //! `kid` and refuses unknown ones.
+//!
+//! A client sends the same access token with every call for its lifetime
+//! (15 minutes by default), and checking one costs two base64 decodes, an
+//! HMAC and three JSON parses: a tenth of a GetMe's server time in a
+//! profile. So the claims of a token that passed are remembered, keyed by
+//! its exact text, and a later call with the same text only has its
+//! expiry checked. Only verified tokens get in, so a flood of forged ones
+//! costs a full check each and takes no memory; the map is bounded.
+//! Revocation is not the signature's business: the access view checks
+//! session and token on every call, cached claims or not.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
@@ -48,6 +62,9 @@ pub enum TokenError {
 
 /// Clock skew tolerated between nodes when checking `exp`.
 const LEEWAY_SECONDS: u64 = 5;
+/// Verified tokens remembered; past it the oldest are not sought out, the
+/// expired ones go and, if that frees too little, the map starts over.
+const MAX_VERIFIED: usize = 32_768;
 const REFRESH_PREFIX: &str = "unio_rt_";
 const VERIFICATION_PREFIX: &str = "unio_ev_";
 
@@ -59,6 +76,10 @@ pub struct TokenKeys {
     validation: Validation,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    /// Tokens that passed `verify_access`: their exact text → claims. A hit
+    /// does not look at `kid` again: whatever removes a key at run time
+    /// (none does yet) must clear this too.
+    verified: RwLock<HashMap<Box<str>, Arc<AccessClaims>>>,
 }
 
 impl TokenKeys {
@@ -74,6 +95,7 @@ impl TokenKeys {
             validation,
             access_ttl,
             refresh_ttl,
+            verified: RwLock::default(),
         }
     }
 
@@ -110,7 +132,38 @@ impl TokenKeys {
         }
     }
 
-    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    /// The claims of `token` if it is one of ours and has not expired.
+    pub fn verify_access(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+        self.verify_at(
+            token,
+            crate::domain::time::now_micros().div_euclid(1_000_000),
+        )
+    }
+
+    /// [`Self::verify_access`] with the clock at `now` (seconds) for tokens
+    /// already verified; a new token is checked against the system clock.
+    fn verify_at(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
+        let known = self
+            .verified
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.decode(token)?);
+                self.remember(token, &claims, now);
+                claims
+            }
+        };
+        if expired(&claims, now) {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    fn decode(&self, token: &str) -> Result<AccessClaims, TokenError> {
         // `decode_header` also refuses `alg: none`, which is no Algorithm.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let key = header
@@ -126,10 +179,31 @@ impl TokenKeys {
             })
     }
 
+    fn remember(&self, token: &str, claims: &Arc<AccessClaims>, now: i64) {
+        let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        let mut dropped = None;
+        if verified.len() >= MAX_VERIFIED {
+            verified.retain(|_, claims| !expired(claims, now));
+            if verified.len() >= MAX_VERIFIED / 2 {
+                // Freed after the lock is released, not while calls wait.
+                dropped = Some(std::mem::take(&mut *verified));
+            }
+        }
+        verified.insert(token.into(), claims.clone());
+        drop(verified);
+        drop(dropped);
+    }
+
     /// When a refresh token issued `now` expires.
     pub fn refresh_expiry(&self, now: Micros) -> Micros {
         now.saturating_add(micros(self.refresh_ttl))
     }
+}
+
+/// Whether `claims` expired before `now` (seconds), with the leeway the
+/// first check allowed.
+fn expired(claims: &AccessClaims, now: i64) -> bool {
+    claims.exp.saturating_add(LEEWAY_SECONDS as i64) < now
 }
 
 /// Identifies a key without revealing it: the start of its SHA-256.
@@ -217,6 +291,61 @@ mod tests {
         let unsigned = format!("{none_header}.{body}.");
         assert_eq!(keys().verify_access(&unsigned), Err(TokenError::Invalid));
         assert_eq!(keys().verify_access("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_only_verified_ones_are_kept() {
+        let keys = keys();
+        let issued = keys.issue_access("u1", "s1", Role::User, now_micros());
+        let now = now_micros() / 1_000_000;
+        let first = keys.verify_at(&issued.token, now).unwrap();
+        assert!(Arc::ptr_eq(
+            &first,
+            &keys.verify_at(&issued.token, now).unwrap()
+        ));
+        // Past `exp` and the leeway, the remembered claims are refused too.
+        assert_eq!(
+            keys.verify_at(&issued.token, first.exp + LEEWAY_SECONDS as i64 + 1),
+            Err(TokenError::Expired)
+        );
+        assert!(
+            keys.verify_at(&issued.token, first.exp + LEEWAY_SECONDS as i64)
+                .is_ok()
+        );
+
+        // A token with the same claims and another signature is a new text:
+        // checked in full, refused, not kept.
+        let (signed, _) = issued.token.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+        assert_eq!(keys.verify_at(&forged, now), Err(TokenError::Invalid));
+        assert_eq!(keys.verified.read().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_remembered_tokens_are_bounded() {
+        let keys = keys();
+        let issued = keys.issue_access("u1", "s1", Role::User, now_micros());
+        let live = keys.verify_access(&issued.token).unwrap();
+        let now = now_micros() / 1_000_000;
+        let gone = Arc::new(AccessClaims {
+            exp: now - 3600,
+            ..(*live).clone()
+        });
+        // Full of expired claims and a few live ones: the expired go.
+        for i in 0..MAX_VERIFIED {
+            let claims = if i % 1000 == 0 { &live } else { &gone };
+            keys.remember(&format!("t{i}"), claims, now);
+        }
+        keys.remember("one more", &live, now);
+        let kept = keys.verified.read().unwrap().len();
+        assert!(kept < 100, "{kept} kept");
+        assert!(keys.verified.read().unwrap().contains_key("t1000"));
+        assert!(!keys.verified.read().unwrap().contains_key("t1"));
+        // Full of live ones: it starts over rather than grow.
+        for i in 0..MAX_VERIFIED + 10 {
+            keys.remember(&format!("l{i}"), &live, now);
+        }
+        assert!(keys.verified.read().unwrap().len() <= MAX_VERIFIED);
     }
 
     #[test]

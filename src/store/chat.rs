@@ -50,26 +50,39 @@ pub enum Appended {
 const INSERT_ROWS: usize = 16;
 
 /// The INSERT of `rows` messages (1..=INSERT_ROWS), built once per size.
-fn insert_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        (1..=INSERT_ROWS)
-            .map(|n| {
-                let values: Vec<String> = (0..n)
-                    .map(|r| {
-                        let p: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
-                        format!("({})", p.join(", "))
-                    })
-                    .collect();
-                format!(
-                    "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, \
+/// With `anonymous`, its parameters are plain `?` (SQLite): sqlx asks
+/// SQLite for every parameter's name, a linear scan of the statement's
+/// names, so numbered ones cost time quadratic in their count.
+fn insert_sql(rows: usize, anonymous: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| [false, true].map(build_inserts));
+    &all[usize::from(anonymous)][rows - 1]
+}
+
+fn build_inserts(anonymous: bool) -> Vec<String> {
+    (1..=INSERT_ROWS)
+        .map(|n| {
+            let values: Vec<String> = (0..n)
+                .map(|r| {
+                    let p: Vec<String> = (1..=9)
+                        .map(|c| {
+                            if anonymous {
+                                "?".to_owned()
+                            } else {
+                                format!("${}", r * 9 + c)
+                            }
+                        })
+                        .collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            format!(
+                "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, \
                      sequence, client_message_id, created_at, file_id) VALUES {}",
-                    values.join(", ")
-                )
-            })
-            .collect()
-    });
-    &all[rows - 1]
+                values.join(", ")
+            )
+        })
+        .collect()
 }
 
 const COLUMNS: &str = "id, meeting_id, sender_id, sender_display_name, text, sequence, client_message_id, created_at, file_id";
@@ -88,6 +101,7 @@ pub async fn append_batch(
         "SELECT {COLUMNS} FROM chat_messages WHERE meeting_id = $1 AND sender_id = $2 AND client_message_id = $3"
     );
     let mut tx = db.begin().await?;
+    let anonymous = matches!(tx, super::Tx::Sqlite(_));
     let out = in_tx!(&mut tx, conn => {
         let mut results: Vec<Option<Appended>> = vec![None; messages.len()];
         // Retries first: they get the stored message back.
@@ -160,12 +174,11 @@ pub async fn append_batch(
                 stored.push((i, record));
             }
         }
-        // In statements of a few rows: SQLite looks up each named
-        // parameter by a linear scan, so one statement for a whole batch
-        // (2,304 parameters) cost quadratic time, and every batch size was
-        // a statement to prepare anew.
+        // In statements of a few rows, so that every batch size is not a
+        // statement to prepare anew (and PostgreSQL's numbered parameters
+        // stay few: SQLite looks each name up by a linear scan).
         for chunk in stored.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::query(insert_sql(chunk.len()));
+            let mut insert = sqlx::query(insert_sql(chunk.len(), anonymous));
             for (_, r) in chunk {
                 insert = insert
                     .bind(&r.id)

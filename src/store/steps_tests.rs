@@ -184,7 +184,7 @@ async fn a_large_chat_batch_spans_several_statements_without_gaps() {
             sender_id: host.clone(),
             sender_display_name: "H".into(),
             text: format!("m{i}"),
-            client_message_id: None,
+            client_message_id: (i % 3 == 0).then(|| format!("c{i}")),
             file_id: None,
         })
         .collect();
@@ -207,6 +207,33 @@ async fn a_large_chat_batch_spans_several_statements_without_gaps() {
     let expected: Vec<i64> = (1..=20).collect();
     assert_eq!(sequences, (expected.clone(), expected));
     assert_eq!(count(&db, "chat_messages").await, 40);
+    // Every column went where it belongs (the INSERT binds nine a row).
+    let fields = |r: &chat::MessageRecord| {
+        (
+            r.id.clone(),
+            r.meeting_id.clone(),
+            r.sender_id.clone(),
+            r.sender_display_name.clone(),
+            r.text.clone(),
+            r.sequence,
+            r.client_message_id.clone(),
+            r.created_at,
+            r.file_id.clone(),
+        )
+    };
+    let mut read = chat::list(&db, &a, Some(0), None, 100).await.unwrap();
+    read.extend(chat::list(&db, &b, Some(0), None, 100).await.unwrap());
+    let mut stored: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Appended::Stored(record) => fields(record),
+            other => panic!("not stored: {other:?}"),
+        })
+        .collect();
+    let mut read: Vec<_> = read.iter().map(fields).collect();
+    stored.sort();
+    read.sort();
+    assert_eq!(read, stored);
 }
 
 /// The attendance writer (`realtime::attendance`) on a real file: changes
