@@ -47,9 +47,18 @@ pub(crate) async fn open(
     token: &str,
     first: client_event::Event,
 ) -> Result<(mpsc::Sender<pb::ClientEvent>, Streaming<pb::ServerEvent>), tonic::Status> {
+    open_via(rooms(app), token, first).await
+}
+
+/// [`open`] through `client` (a connection of its own).
+pub(crate) async fn open_via(
+    mut client: RoomServiceClient<Channel>,
+    token: &str,
+    first: client_event::Event,
+) -> Result<(mpsc::Sender<pb::ClientEvent>, Streaming<pb::ServerEvent>), tonic::Status> {
     let (tx, rx) = mpsc::channel(64);
     tx.send(event("join", first)).await.unwrap();
-    let response = rooms(app)
+    let response = client
         .connect(authed(ReceiverStream::new(rx), token))
         .await?;
     Ok((tx, response.into_inner()))
@@ -859,7 +868,29 @@ async fn a_slow_consumer_is_cut_loose_and_can_resume() {
     let app = spawn_app_with(&[("UNIO_ROOM_QUEUE", "4"), ("UNIO_ADMIN_ADDR", &admin)]).await;
     let (meeting, host, bob, carol) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
     let mut a = connect(&app, &host, &meeting).await;
-    let mut slow = connect(&app, &bob, &meeting).await;
+    // Bob reads through a connection of his own with a 64 KiB stream
+    // window, so what he does not read backs up into his queue whatever
+    // the machine's speed: hyper's default window (2 MiB) holds every
+    // offer below, and on a slow machine the server then kept up.
+    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let (slow_tx, mut slow_events) = open_via(RoomServiceClient::new(narrow), &bob, join(&meeting))
+        .await
+        .expect("connect");
+    let first = next(&mut slow_events).await;
+    let Some(Event::Joined(slow_joined)) = first.event else {
+        panic!("expected joined, got {first:?}")
+    };
+    let mut slow = Native {
+        tx: slow_tx,
+        events: slow_events,
+        joined: *slow_joined,
+        joined_seq: first.sequence,
+    };
     let mut c = connect(&app, &carol, &meeting).await;
     let slow_id = slow.joined.participant_id.clone();
     next(&mut a.events).await;
