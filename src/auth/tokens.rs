@@ -1,8 +1,9 @@
 //! Access tokens (HS256 JWTs) and refresh tokens (opaque, stored hashed).
 //!
 //! An access token names its user (`sub`), its session (`sid`) and itself
-//! (`jti`); the auth layer checks the last two against the database on every
-//! call, so logout and refresh-token reuse take effect at once. The header's
+//! (`jti`); the auth layer checks the last two against the access view
+//! (`auth::view`, kept current by the event backbone) on every call, so
+//! logout and refresh-token reuse take effect at once. The header's
 //! `kid` names the key, ready for rotation: verification picks the key by
 //! `kid` and refuses unknown ones.
 //!
