@@ -46,22 +46,42 @@ pub enum Appended {
     MeetingClosed,
 }
 
-/// Rows one INSERT statement of a batch carries.
-const INSERT_ROWS: usize = 16;
+/// Most rows one INSERT statement of a batch carries. A batch goes in
+/// statements of power-of-two sizes (64, 32, …, 1): few round trips to the
+/// database, and seven statement texts to prepare, whatever the batch size.
+const INSERT_ROWS: usize = 64;
 
-/// The INSERT of `rows` messages (1..=INSERT_ROWS), built once per size.
+/// The sizes of the INSERTs that store `n` rows, largest first.
+fn insert_chunks(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= INSERT_ROWS {
+            INSERT_ROWS
+        } else {
+            1 << n.ilog2()
+        };
+        n -= size;
+        Some(size)
+    })
+}
+
+/// The INSERT of `rows` messages (a power of two up to INSERT_ROWS), built
+/// once per size.
 /// With `anonymous`, its parameters are plain `?` (SQLite): sqlx asks
 /// SQLite for every parameter's name, a linear scan of the statement's
 /// names, so numbered ones cost time quadratic in their count.
 fn insert_sql(rows: usize, anonymous: bool) -> &'static str {
     static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| [false, true].map(build_inserts));
-    &all[usize::from(anonymous)][rows - 1]
+    &all[usize::from(anonymous)][rows.ilog2() as usize]
 }
 
 fn build_inserts(anonymous: bool) -> Vec<String> {
-    (1..=INSERT_ROWS)
-        .map(|n| {
+    (0..=INSERT_ROWS.ilog2())
+        .map(|power| {
+            let n = 1usize << power;
             let values: Vec<String> = (0..n)
                 .map(|r| {
                     let p: Vec<String> = (1..=9)
@@ -177,8 +197,11 @@ pub async fn append_batch(
         // In statements of a few rows, so that every batch size is not a
         // statement to prepare anew (and PostgreSQL's numbered parameters
         // stay few: SQLite looks each name up by a linear scan).
-        for chunk in stored.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::query(insert_sql(chunk.len(), anonymous));
+        let mut rest = &stored[..];
+        for size in insert_chunks(stored.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut insert = sqlx::query(insert_sql(size, anonymous));
             for (_, r) in chunk {
                 insert = insert
                     .bind(&r.id)
@@ -198,25 +221,28 @@ pub async fn append_batch(
         }
         results.into_iter().map(|r| r.unwrap_or(Appended::MeetingClosed)).collect::<Vec<_>>()
     });
-    let sent = out
-        .iter()
-        .filter_map(|a| match a {
-            Appended::Stored(record) => Some(serde_json::json!({
-                "message": {
-                    "id": record.id,
-                    "meeting_id": record.meeting_id,
-                    "sender_id": record.sender_id,
-                    "sender_display_name": record.sender_display_name,
-                    "text": record.text,
-                    "sequence": record.sequence,
-                    "file_id": record.file_id,
-                    "time": rfc3339(record.created_at),
-                }
-            })),
-            _ => None,
-        })
-        .collect();
-    webhooks::enqueue_all(&mut tx, EventType::ChatMessageSent, sent, now).await?;
+    if out.iter().any(|a| matches!(a, Appended::Stored(_))) {
+        let build = || {
+            out.iter()
+                .filter_map(|a| match a {
+                    Appended::Stored(record) => Some(serde_json::json!({
+                        "message": {
+                            "id": record.id,
+                            "meeting_id": record.meeting_id,
+                            "sender_id": record.sender_id,
+                            "sender_display_name": record.sender_display_name,
+                            "text": record.text,
+                            "sequence": record.sequence,
+                            "file_id": record.file_id,
+                            "time": rfc3339(record.created_at),
+                        }
+                    })),
+                    _ => None,
+                })
+                .collect()
+        };
+        webhooks::enqueue_built(&mut tx, EventType::ChatMessageSent, build, now).await?;
+    }
     tx.commit().await?;
     Ok(out)
 }
@@ -253,4 +279,35 @@ pub async fn list(
             .fetch_all(pool)
             .await.map_err(Error::from)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_go_in_power_of_two_statements() {
+        for n in 0..300 {
+            let sizes: Vec<usize> = insert_chunks(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(
+                sizes
+                    .iter()
+                    .all(|s| s.is_power_of_two() && *s <= INSERT_ROWS)
+            );
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        }
+        assert_eq!(insert_chunks(100).collect::<Vec<_>>(), [64, 32, 4]);
+        for anonymous in [false, true] {
+            let sql = insert_sql(64, anonymous);
+            let marks = if anonymous {
+                sql.matches('?').count()
+            } else {
+                sql.matches('$').count()
+            };
+            assert_eq!(marks, 64 * 9);
+            assert_eq!(insert_sql(1, anonymous).matches("), (").count(), 0);
+        }
+        assert!(insert_sql(2, false).ends_with("$10, $11, $12, $13, $14, $15, $16, $17, $18)"));
+    }
 }

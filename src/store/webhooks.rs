@@ -91,11 +91,23 @@ pub(crate) async fn enqueue_all(
     if data.is_empty() {
         return Ok(());
     }
+    enqueue_built(tx, kind, || data, now).await
+}
+
+/// [`enqueue_all`] for a batch whose bodies cost something to build (every
+/// chat message): `build` runs only when an endpoint is subscribed, which
+/// most of the time none is.
+pub(crate) async fn enqueue_built(
+    tx: &mut Tx,
+    kind: EventType,
+    build: impl FnOnce() -> Vec<serde_json::Value>,
+    now: Micros,
+) -> Result<(), Error> {
     let to = subscribers(tx, kind).await?;
     if to.is_empty() {
         return Ok(());
     }
-    for item in data {
+    for item in build() {
         enqueue_to(tx, &to, kind, item, now).await?;
     }
     Ok(())

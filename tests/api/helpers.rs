@@ -43,8 +43,29 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// Starts a server with extra `UNIO_*` settings and an admin listener,
+/// and says where that listens. The address is probed free, but another
+/// socket of the test run may take it before the server binds it: then
+/// the server stops at once, and this tries another.
+pub async fn spawn_app_with_admin(extra: &[(&str, &str)]) -> (TestApp, String) {
+    for _ in 0..5 {
+        let admin = free_addr();
+        let mut vars = extra.to_vec();
+        vars.push(("UNIO_ADMIN_ADDR", &admin));
+        if let Some(app) = try_spawn_app_with(&vars).await {
+            return (app, admin);
+        }
+    }
+    panic!("no free admin address in five tries");
+}
+
 /// Starts a server with extra `UNIO_*` settings.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let app = try_spawn_app_with(extra).await;
+    app.unwrap_or_else(|| panic!("the server did not start"))
+}
+
+async fn try_spawn_app_with(extra: &[(&str, &str)]) -> Option<TestApp> {
     let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let mail = Arc::new(SmtpSink::start().await);
     let secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
@@ -78,12 +99,13 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     start(vars, data_dir, secret, mail).await
 }
 
+/// The server of `vars`, once it answers; `None` if it stopped instead.
 async fn start(
     vars: HashMap<String, String>,
     data_dir: Arc<TempDir>,
     secret: String,
     mail: Arc<SmtpSink>,
-) -> TestApp {
+) -> Option<TestApp> {
     let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
     let _ = unio::telemetry::init(&config.log, None);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -116,8 +138,7 @@ async fn start(
         server: Some(server),
         channel,
     };
-    app.wait_until_serving().await;
-    app
+    app.wait_until_serving().await.then_some(app)
 }
 
 /// A fresh PostgreSQL database per test when `UNIO_TEST_POSTGRES_URL` is set.
@@ -141,18 +162,23 @@ async fn postgres_database() -> Option<String> {
 }
 
 impl TestApp {
-    async fn wait_until_serving(&self) {
+    /// Whether the server answers its health check within 5 s (false at
+    /// once if it stopped, e.g. its admin address was taken).
+    async fn wait_until_serving(&self) -> bool {
         let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
         for _ in 0..200 {
             let request = tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
             };
             if health.check(request).await.is_ok() {
-                return;
+                return true;
+            }
+            if self.server.as_ref().is_some_and(|s| s.is_finished()) {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("server did not start on {}", self.addr);
+        false
     }
 
     pub fn channel(&self) -> Channel {
@@ -295,6 +321,7 @@ impl TestApp {
             self.mail.clone(),
         )
         .await
+        .expect("the server started again")
     }
 }
 

@@ -290,8 +290,7 @@ async fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn metrics_count_calls_latency_and_open_streams() {
-    let admin_addr = crate::helpers::free_addr();
-    let app = spawn_app_with(&[("UNIO_ADMIN_ADDR", &admin_addr)]).await;
+    let (app, admin_addr) = crate::helpers::spawn_app_with_admin(&[]).await;
     let access = app
         .sign_up("ada@example.com")
         .await

@@ -864,8 +864,7 @@ async fn idle_streams_get_heartbeats_and_silent_clients_are_dropped() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_loose_and_can_resume() {
-    let admin = crate::helpers::free_addr();
-    let app = spawn_app_with(&[("UNIO_ROOM_QUEUE", "4"), ("UNIO_ADMIN_ADDR", &admin)]).await;
+    let (app, admin) = crate::helpers::spawn_app_with_admin(&[("UNIO_ROOM_QUEUE", "4")]).await;
     let (meeting, host, bob, carol) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
     let mut a = connect(&app, &host, &meeting).await;
     // Bob reads through a connection of his own with a 64 KiB stream
