@@ -69,6 +69,7 @@ fn insert_chunks(mut n: usize) -> impl Iterator<Item = usize> {
 
 /// The INSERT of `rows` messages (a power of two up to INSERT_ROWS), built
 /// once per size.
+///
 /// With `anonymous`, its parameters are plain `?` (SQLite): sqlx asks
 /// SQLite for every parameter's name, a linear scan of the statement's
 /// names, so numbered ones cost time quadratic in their count.
@@ -79,26 +80,24 @@ fn insert_sql(rows: usize, anonymous: bool) -> &'static str {
 }
 
 fn build_inserts(anonymous: bool) -> Vec<String> {
+    let parameter = |i: usize| {
+        if anonymous {
+            "?".to_owned()
+        } else {
+            format!("${i}")
+        }
+    };
     (0..=INSERT_ROWS.ilog2())
         .map(|power| {
-            let n = 1usize << power;
-            let values: Vec<String> = (0..n)
+            let values: Vec<String> = (0..1usize << power)
                 .map(|r| {
-                    let p: Vec<String> = (1..=9)
-                        .map(|c| {
-                            if anonymous {
-                                "?".to_owned()
-                            } else {
-                                format!("${}", r * 9 + c)
-                            }
-                        })
-                        .collect();
-                    format!("({})", p.join(", "))
+                    let row: Vec<String> = (1..=9).map(|c| parameter(r * 9 + c)).collect();
+                    format!("({})", row.join(", "))
                 })
                 .collect();
             format!(
                 "INSERT INTO chat_messages (id, meeting_id, sender_id, sender_display_name, text, \
-                     sequence, client_message_id, created_at, file_id) VALUES {}",
+                 sequence, client_message_id, created_at, file_id) VALUES {}",
                 values.join(", ")
             )
         })

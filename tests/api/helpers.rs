@@ -61,8 +61,9 @@ pub async fn spawn_app_with_admin(extra: &[(&str, &str)]) -> (TestApp, String) {
 
 /// Starts a server with extra `UNIO_*` settings.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let app = try_spawn_app_with(extra).await;
-    app.unwrap_or_else(|| panic!("the server did not start"))
+    try_spawn_app_with(extra)
+        .await
+        .expect("the server did not start")
 }
 
 async fn try_spawn_app_with(extra: &[(&str, &str)]) -> Option<TestApp> {
