@@ -7,11 +7,13 @@
 //!   from a `media_state` change to the last receiver (every event goes
 //!   through the room's log in Redis, the publisher's own node included).
 //! - Throughput per node: 100 rooms of two, one participant on each node,
-//!   each sending signals to the other with eight in flight (a closed
-//!   loop: what the nodes sustain, not how a flood collapses); signals
-//!   delivered per second, per node, against the same load on one node. On a machine whose cores the nodes, Redis and the load share,
-//!   the raw ratio mostly measures that sharing; the ratio per CPU-second
-//!   of the nodes is printed next to it.
+//!   each sending signals to the other with eight in flight
+//!   (`UNIO_BENCH_WINDOW`; a closed loop: what the nodes sustain, not how
+//!   a flood collapses); signals delivered per second, per node, against
+//!   the same load on one node. On a machine whose cores the nodes, Redis
+//!   and the load share, the raw ratio mostly measures that sharing; the
+//!   ratio per CPU-second of the nodes, counted over the measured seconds
+//!   only (not the joins), is printed next to it.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -155,19 +157,28 @@ async fn fan_out(
     )
 }
 
-/// Signals each sender keeps in flight: a closed loop, so that the rate
-/// is what the nodes sustain rather than how a flood collapses.
+/// Signals each sender keeps in flight by default: a closed loop, so that
+/// the rate is what the nodes sustain rather than how a flood collapses.
+/// `UNIO_BENCH_WINDOW` sets another.
 const WINDOW: usize = 8;
 
 /// Signals delivered per second in `rooms` rooms of two (the pair split
-/// over `addrs`), over `secs`, each sender keeping [`WINDOW`] in flight.
+/// over `addrs`), each sender keeping `window` in flight, and how far the
+/// CPU seconds `cpu` reads (the nodes', Redis's) went up over the same
+/// `secs`: the joins and the warm-up are not counted.
 async fn signal_rate(
     addrs: &[&str],
     host: &str,
     tokens: &[String],
     rooms: usize,
+    window: usize,
     secs: f64,
-) -> f64 {
+    cpu: impl Fn() -> [f64; 3],
+) -> (f64, [f64; 3]) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
     let mut pairs = Vec::new();
     for _ in 0..rooms {
         let mut two = room(addrs, host, tokens, 2, |p| p).await;
@@ -177,14 +188,13 @@ async fn signal_rate(
     }
     // Let every node hear of every join.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (count_tx, mut counts) = mpsc::unbounded_channel::<u64>();
-    let measuring = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let deadline = Instant::now() + Duration::from_secs_f64(secs + 0.5);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs + 1.0);
     let mut tasks = Vec::new();
     for (sender, mut receiver) in pairs {
         let to = receiver.id.clone();
         let (permit_tx, mut permits) = mpsc::unbounded_channel::<()>();
-        for _ in 0..WINDOW {
+        for _ in 0..window {
             permit_tx.send(()).unwrap();
         }
         tasks.push(tokio::spawn(async move {
@@ -210,35 +220,29 @@ async fn signal_rate(
             }
             drop(sender);
         }));
-        let (count_tx, measuring) = (count_tx.clone(), measuring.clone());
+        let delivered = delivered.clone();
         tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
             while let Ok(Some(Ok(event))) =
                 tokio::time::timeout_at(deadline.into(), receiver.events.next()).await
             {
                 if matches!(event.event, Some(Event::Signal(_))) {
                     let _ = permit_tx.send(());
-                    if measuring.load(std::sync::atomic::Ordering::Relaxed) {
-                        n += 1;
-                    }
+                    delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let _ = count_tx.send(n);
         }));
     }
-    drop(count_tx);
+    // Warm up, then count over `secs`.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
-    let started = Instant::now();
-    let mut total = 0;
-    while let Some(n) = counts.recv().await {
-        total += n;
-    }
-    let elapsed = started.elapsed().as_secs_f64().min(secs).max(0.001);
+    let (count, cpu_before, started) = (delivered.load(Ordering::Relaxed), cpu(), Instant::now());
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let count = delivered.load(Ordering::Relaxed) - count;
+    let (cpu_after, elapsed) = (cpu(), started.elapsed().as_secs_f64());
     for t in tasks {
         let _ = t.await;
     }
-    total as f64 / elapsed
+    let used = |i: usize| (cpu_after[i] - cpu_before[i]) / elapsed * secs;
+    (count as f64 / elapsed, [used(0), used(1), used(2)])
 }
 
 async fn tokens(addr: &str) -> Vec<String> {
@@ -299,39 +303,48 @@ pub async fn run(report: &mut Report, quick: bool) {
     }
 
     let rooms = 100;
-    let cpu = single.cpu_secs();
-    let one = signal_rate(
+    let window = std::env::var("UNIO_BENCH_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WINDOW)
+        .max(1);
+    let (one, [one_cpu, ..]) = signal_rate(
         &[&single.addr],
         &single_tokens[0],
         &single_tokens,
         rooms,
+        window,
         secs,
+        || [single.cpu_secs(), 0.0, 0.0],
     )
     .await;
-    let one_cpu = single.cpu_secs() - cpu;
     drop(single);
-    let (cpu_a, cpu_b, cpu_redis) = (a.cpu_secs(), b.cpu_secs(), cpu_secs(redis.child.id()));
-    let two = signal_rate(&both, &cluster_tokens[0], &cluster_tokens, rooms, secs).await;
-    let two_cpu = a.cpu_secs() - cpu_a + b.cpu_secs() - cpu_b;
-    let redis_cpu = cpu_secs(redis.child.id()) - cpu_redis;
-    report.row(
-        format!("signals/s, {rooms} rooms of 2, one node"),
-        format!(
-            "{one:.0}/s ({:.0} per node CPU-second)",
-            one / one_cpu.max(1e-3) * secs
-        ),
-        "",
-    );
-    let per_node = two / 2.0;
+    let (two, [cpu_a, cpu_b, redis_cpu]) = signal_rate(
+        &both,
+        &cluster_tokens[0],
+        &cluster_tokens,
+        rooms,
+        window,
+        secs,
+        || [a.cpu_secs(), b.cpu_secs(), cpu_secs(redis.child.id())],
+    )
+    .await;
+    // Signals per CPU-second of the nodes, over the counted seconds only.
+    let two_cpu = cpu_a + cpu_b;
     let per_cpu_one = one * secs / one_cpu.max(1e-3);
     let per_cpu_two = two * secs / two_cpu.max(1e-3);
     report.row(
-        format!("signals/s, {rooms} rooms of 2 across two nodes"),
+        format!("signals/s, {rooms} rooms of 2 ({window} in flight each), one node"),
+        format!("{one:.0}/s ({per_cpu_one:.0} per node CPU-second, {one_cpu:.2} CPU-s)"),
+        "",
+    );
+    let per_node = two / 2.0;
+    report.row(
+        format!("signals/s, {rooms} rooms of 2 ({window} in flight each) across two nodes"),
         format!(
-            "{two:.0}/s, {per_node:.0} per node ({:.2}x one node; per node CPU-second {per_cpu_two:.0}, {:.2}x; Redis {:.2} CPU-s)",
+            "{two:.0}/s, {per_node:.0} per node ({:.2}x one node; per node CPU-second {per_cpu_two:.0}, {:.2}x; nodes {two_cpu:.2} CPU-s: the senders' {cpu_a:.2}, the receivers' {cpu_b:.2}; Redis {redis_cpu:.2})",
             per_node / one,
             per_cpu_two / per_cpu_one,
-            redis_cpu
         ),
         "per node >= 0.8x one node",
     );

@@ -134,6 +134,113 @@ impl Record {
     }
 }
 
+/// A [`Record`] read as far as where it goes, its event left encoded:
+/// in a busy cluster most records a node hears are signals to
+/// participants served elsewhere, which it only keeps for replay
+/// ([`RecordHead::passing`]). Decoded from a [`bytes::Bytes`], its fields
+/// are slices of it, not copies. Every field of [`Record`] is here (the
+/// control ones as bytes), so that a record doing more than carry an event
+/// is seen as such.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RecordHead {
+    /// The encoded `ServerEvent`.
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub event: Option<bytes::Bytes>,
+    #[prost(uint32, tag = "2")]
+    pub audience: u32,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub participant_id: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub removed_user: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "5")]
+    pub origin: bytes::Bytes,
+    #[prost(uint64, tag = "6")]
+    pub rid: u64,
+    #[prost(bytes = "bytes", tag = "7")]
+    pub moved: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "8")]
+    pub forward: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "9")]
+    pub forward_session: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "10")]
+    pub forward_user: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "11")]
+    pub forward_node: bytes::Bytes,
+    #[prost(bytes = "bytes", optional, tag = "12")]
+    pub waiting: Option<bytes::Bytes>,
+    #[prost(bytes = "bytes", tag = "13")]
+    pub unwaiting: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "14")]
+    pub admit: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "15")]
+    pub deny: bytes::Bytes,
+}
+
+/// The `ServerEvent` field that holds a signal.
+const SIGNAL_FIELD: u32 = 5;
+
+impl RecordHead {
+    /// For a record that only carries a signal to one participant: that
+    /// participant's id and the encoded event. Anything else (another
+    /// audience, another kind of event, a control) is `None`: it is
+    /// decoded and applied whole.
+    pub fn passing(&self) -> Option<(&str, &[u8])> {
+        let controls = [
+            &self.removed_user,
+            &self.moved,
+            &self.forward,
+            &self.forward_session,
+            &self.forward_user,
+            &self.forward_node,
+            &self.unwaiting,
+            &self.admit,
+            &self.deny,
+        ];
+        if self.audience != 1
+            || self.waiting.is_some()
+            || controls.iter().any(|field| !field.is_empty())
+        {
+            return None;
+        }
+        let event = self.event.as_deref()?;
+        if event_field(event)? != SIGNAL_FIELD {
+            return None;
+        }
+        let to = std::str::from_utf8(&self.participant_id).ok()?;
+        Some((to, event))
+    }
+
+    pub fn origin(&self) -> Option<&str> {
+        std::str::from_utf8(&self.origin).ok()
+    }
+}
+
+/// The number of the field that holds an encoded `ServerEvent`'s event
+/// (the oneof), past its `sequence` if that is set; `None` unless the
+/// encoding holds exactly one such field, length-delimited, and nothing
+/// else (prost would take the last of several, so a second one must not
+/// go unseen).
+fn event_field(mut encoded: &[u8]) -> Option<u32> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut field = None;
+    while !encoded.is_empty() {
+        let (tag, wire_type) = decode_key(&mut encoded).ok()?;
+        match (tag, wire_type) {
+            (1, WireType::Varint) => {
+                decode_varint(&mut encoded).ok()?;
+            }
+            (1, _) => return None,
+            (tag, WireType::LengthDelimited) if field.is_none() => {
+                let len = usize::try_from(decode_varint(&mut encoded).ok()?).ok()?;
+                encoded = encoded.get(len..)?;
+                field = Some(tag);
+            }
+            _ => return None,
+        }
+    }
+    field
+}
+
 /// What a resume token is kept as in a roster.
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
@@ -572,7 +679,11 @@ impl RoomLink {
         if rid == 0 {
             return true;
         }
-        let seen = self.seen.entry(origin.to_owned()).or_default();
+        // The origin's name is copied once, not for every record.
+        let seen = match self.seen.get_mut(origin) {
+            Some(seen) => seen,
+            None => self.seen.entry(origin.to_owned()).or_default(),
+        };
         if rid <= *seen {
             return false;
         }
@@ -602,6 +713,126 @@ mod tests {
             assert_eq!(back.audience(), to);
             assert!(back.event.is_some());
         }
+    }
+
+    #[test]
+    fn only_plain_signals_to_one_participant_pass_undecoded() {
+        let signal = Event::Signal(pb::IncomingSignal {
+            from_participant_id: "p1".into(),
+            payload: Some(pb::incoming_signal::Payload::IceCandidate(
+                pb::IceCandidate {
+                    candidate: "candidate:1".into(),
+                    sdp_mid: "0".into(),
+                    sdp_mline_index: 0,
+                },
+            )),
+        });
+        let head = |record: &Record| {
+            RecordHead::decode(bytes::Bytes::from(record.encode_to_vec())).unwrap()
+        };
+        let mut record = Record::event(&Audience::Only("p2".into()), signal.clone());
+        record.origin = "node-a".into();
+        record.rid = 7;
+        let read = head(&record);
+        let (to, event) = read.passing().expect("a plain signal passes");
+        assert_eq!(to, "p2");
+        assert_eq!(read.origin(), Some("node-a"));
+        assert_eq!(read.rid, 7);
+        // The event is kept as it was encoded, and reads back whole.
+        assert_eq!(
+            pb::ServerEvent::decode(event).unwrap(),
+            *record.event.as_ref().unwrap()
+        );
+        // Numbered or not, the event's kind is read past its sequence.
+        let mut numbered = record.clone();
+        numbered.event.as_mut().unwrap().sequence = 42;
+        assert!(head(&numbered).passing().is_some());
+
+        // Anything else is decoded whole.
+        let everyone = Record::event(&Audience::All, signal.clone());
+        assert!(head(&everyone).passing().is_none());
+        let others = Record::event(&Audience::AllExcept("p2".into()), signal.clone());
+        assert!(head(&others).passing().is_none());
+        let chat = Record::event(&Audience::Only("p2".into()), Event::Pong(pb::Pong {}));
+        assert!(head(&chat).passing().is_none());
+        let controls: [fn(&mut Record); 10] = [
+            |r| r.removed_user = "u".into(),
+            |r| r.moved = "p".into(),
+            |r| r.forward = vec![1],
+            |r| r.forward_session = "s".into(),
+            |r| r.forward_user = "u".into(),
+            |r| r.forward_node = "n".into(),
+            |r| r.waiting = Some(pb::Participant::default()),
+            |r| r.unwaiting = "p".into(),
+            |r| r.admit = "p".into(),
+            |r| r.deny = "p".into(),
+        ];
+        for set in controls {
+            let mut control = record.clone();
+            set(&mut control);
+            assert!(head(&control).passing().is_none(), "{control:?}");
+        }
+        let empty = Record {
+            audience: 1,
+            participant_id: "p2".into(),
+            ..Default::default()
+        };
+        assert!(head(&empty).passing().is_none());
+    }
+
+    #[test]
+    fn a_record_head_reads_every_field_of_a_record() {
+        // A field added to Record but not to RecordHead would be skipped,
+        // and a control taken for a plain signal: the head must carry
+        // every field back out.
+        let full = Record {
+            event: Some(pb::ServerEvent {
+                sequence: 3,
+                event: Some(Event::Pong(pb::Pong {})),
+            }),
+            audience: 2,
+            participant_id: "p".into(),
+            removed_user: "u".into(),
+            origin: "o".into(),
+            rid: 9,
+            moved: "m".into(),
+            forward: vec![1, 2],
+            forward_session: "s".into(),
+            forward_user: "fu".into(),
+            forward_node: "n".into(),
+            waiting: Some(pb::Participant {
+                participant_id: "w".into(),
+                ..Default::default()
+            }),
+            unwaiting: "uw".into(),
+            admit: "a".into(),
+            deny: "d".into(),
+        };
+        let bytes = full.encode_to_vec();
+        let head = RecordHead::decode(bytes::Bytes::from(bytes.clone())).unwrap();
+        assert_eq!(head.encode_to_vec(), bytes);
+    }
+
+    #[test]
+    fn an_events_kind_is_read_only_from_a_well_formed_encoding() {
+        let pong = |sequence| {
+            pb::ServerEvent {
+                sequence,
+                event: Some(Event::Pong(pb::Pong {})),
+            }
+            .encode_to_vec()
+        };
+        assert_eq!(event_field(&pong(0)), Some(12));
+        assert_eq!(event_field(&pong(7)), Some(12));
+        // Two events (prost would keep the last), a truncated one, a
+        // number that is not a varint, nothing at all: not read.
+        let twice = [pong(0), vec![0x2a, 0x00]].concat();
+        assert_eq!(event_field(&twice), None);
+        assert_eq!(event_field(&[0x2a, 0x05, 0x00]), None);
+        assert_eq!(event_field(&[0x0a, 0x00]), None);
+        assert_eq!(event_field(&pong(7)[..2]), None);
+        assert_eq!(event_field(&[0x28, 0x01]), None);
+        assert_eq!(event_field(&[]), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::{
 
 use super::{
     attendance::Attendance,
-    cluster::{self, Link, Record},
+    cluster::{self, Link, Record, RecordHead},
     ice::IceConfig,
     inbound::{self, EventCode, EventError},
     queue,

@@ -14,8 +14,8 @@ use std::{sync::Arc, time::Duration};
 use prost::Message;
 
 use super::{
-    Audience, Event, HubError, Link, Record, Replay, Room, RoomHub, RoomSink, RoomState, RosterOp,
-    lock, room_log,
+    Audience, Event, HubError, Link, Record, RecordHead, Replay, Room, RoomHub, RoomSink,
+    RoomState, RosterOp, lock, room_log,
 };
 use crate::{domain::time::now_micros, proto::pb};
 
@@ -581,9 +581,18 @@ impl RoomHub {
 
     /// Applies record `seq` (the next one) to the room; returns what must
     /// follow once the lock is released.
-    fn apply(&self, meeting_id: &str, state: &mut RoomState, seq: u64, bytes: &[u8]) -> Followups {
+    fn apply(
+        &self,
+        meeting_id: &str,
+        state: &mut RoomState,
+        seq: u64,
+        bytes: bytes::Bytes,
+    ) -> Followups {
         let mut followups = Followups::default();
-        let Ok(record) = Record::decode(bytes) else {
+        if self.signal(meeting_id, state, seq, &bytes) {
+            return followups;
+        }
+        let Ok(record) = Record::decode(&bytes[..]) else {
             tracing::warn!(meeting_id, seq, "room log: unreadable record skipped");
             state.skip(seq);
             return followups;
@@ -662,6 +671,49 @@ impl RoomHub {
             state.skip(seq);
         }
         followups
+    }
+
+    /// A record that only carries a signal to one participant, read
+    /// without decoding the rest: kept encoded for replay when that
+    /// participant is not served here (what most records are to the node
+    /// of a signal's sender), delivered when it is. False for any other
+    /// record, which [`RoomHub::apply`] decodes whole.
+    fn signal(
+        &self,
+        meeting_id: &str,
+        state: &mut RoomState,
+        seq: u64,
+        bytes: &bytes::Bytes,
+    ) -> bool {
+        let Ok(head) = RecordHead::decode(bytes.clone()) else {
+            return false;
+        };
+        let (Some((to, encoded)), Some(origin)) = (head.passing(), head.origin()) else {
+            return false;
+        };
+        let Some(link) = state.link.as_mut() else {
+            return false;
+        };
+        if !state.slots.contains_key(to) {
+            if link.first_time(origin, head.rid) {
+                state.pass(seq, Audience::Only(to.to_owned()), encoded);
+            } else {
+                state.skip(seq);
+            }
+            return true;
+        }
+        let Some(event) = pb::ServerEvent::decode(encoded).ok().and_then(|e| e.event) else {
+            tracing::warn!(meeting_id, seq, "room log: unreadable record skipped");
+            state.skip(seq);
+            return true;
+        };
+        if !link.first_time(origin, head.rid) {
+            state.skip(seq);
+            return true;
+        }
+        let overflowed = state.deliver(seq, Audience::Only(to.to_owned()), event);
+        self.handle_overflow(meeting_id, overflowed);
+        true
     }
 
     /// Applies an event Published on another node for `session_id`, if it
@@ -785,7 +837,7 @@ impl RoomHub {
                 Fetched::Records(records) => {
                     for (seq, bytes) in records {
                         if seq > state.last_seq() {
-                            followups.extend(self.apply(meeting_id, &mut state, seq, &bytes));
+                            followups.extend(self.apply(meeting_id, &mut state, seq, bytes.into()));
                         }
                     }
                 }
@@ -801,7 +853,7 @@ impl RoomHub {
                 }
                 let (seq, bytes) = link.take_first().expect("peeked");
                 if seq == last + 1 {
-                    followups.extend(self.apply(meeting_id, &mut state, seq, &bytes));
+                    followups.extend(self.apply(meeting_id, &mut state, seq, bytes.into()));
                 }
             }
             let link = state.link.as_mut().expect("checked above");
@@ -885,10 +937,12 @@ async fn fetch(link: &Link, room: &str, known: bool, last: u64) -> redis::RedisR
 
 impl RoomSink for RoomHub {
     fn published(&self, meeting_id: &str, payload: &[u8]) {
-        let Some(records) = room_log::parse_published(payload) else {
+        let Some(room) = self.room(meeting_id) else {
             return;
         };
-        let Some(room) = self.room(meeting_id) else {
+        // One copy, which the records are slices of.
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        let Some(records) = room_log::parse_published(&payload) else {
             return;
         };
         // A record's follow-ups run before the next record of a run is
@@ -912,7 +966,8 @@ impl RoomSink for RoomHub {
                         break;
                     };
                     if link.synced && seq == last + 1 {
-                        followups = self.apply(meeting_id, &mut state, seq, bytes);
+                        followups =
+                            self.apply(meeting_id, &mut state, seq, payload.slice_ref(bytes));
                         if !followups.is_empty() {
                             next = i + 1;
                             break;

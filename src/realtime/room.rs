@@ -241,8 +241,30 @@ pub enum Closed {
 struct Buffered {
     seq: u64,
     to: Audience,
-    event: Arc<pb::ServerEvent>,
+    event: Kept,
     bytes: usize,
+}
+
+/// What the replay ring keeps of an event.
+enum Kept {
+    Event(Arc<pb::ServerEvent>),
+    /// An event this node only passed on, as it came (a `ServerEvent`
+    /// without its number): in a cluster, a signal to a participant served
+    /// elsewhere. Decoded only should that participant resume here.
+    Encoded(Box<[u8]>),
+}
+
+impl Kept {
+    fn event(&self, seq: u64) -> Option<Arc<pb::ServerEvent>> {
+        match self {
+            Kept::Event(event) => Some(event.clone()),
+            Kept::Encoded(bytes) => {
+                let mut event = <pb::ServerEvent as prost::Message>::decode(&bytes[..]).ok()?;
+                event.sequence = seq;
+                Some(Arc::new(event))
+            }
+        }
+    }
 }
 
 /// The replay ring also stops at this many encoded bytes: a burst of large
@@ -396,23 +418,44 @@ impl RoomState {
             return overflowed;
         }
         let bytes = prost::Message::encoded_len(event.as_ref());
-        while self.replay.len() >= self.replay_capacity
-            || (!self.replay.is_empty() && self.replay_bytes + bytes > REPLAY_MAX_BYTES)
-        {
-            if let Some(old) = self.replay.pop_front() {
-                self.replay_bytes -= old.bytes;
-            }
-        }
-        self.replay_bytes += bytes;
-        self.replay.push_back(Buffered {
+        self.keep(Buffered {
             seq,
             to: to.clone(),
-            event: event.clone(),
+            event: Kept::Event(event.clone()),
             bytes,
         });
         let overflowed = self.fan(&to, event.clone());
         self.after(lobby_changed, &event);
         overflowed
+    }
+
+    /// [`RoomState::deliver`] of an event that no participant here
+    /// receives and that changes nothing here (in a cluster: a signal to
+    /// a participant served elsewhere): kept for replay as it came, in
+    /// `encoded` (a `ServerEvent` without its number), and not decoded.
+    pub fn pass(&mut self, seq: u64, to: Audience, encoded: &[u8]) {
+        debug_assert!(seq >= self.next_seq);
+        self.next_seq = seq + 1;
+        self.keep(Buffered {
+            seq,
+            to,
+            event: Kept::Encoded(encoded.into()),
+            bytes: encoded.len(),
+        });
+    }
+
+    /// Puts an event in the replay ring, pushing out the oldest ones past
+    /// its count or its bytes.
+    fn keep(&mut self, buffered: Buffered) {
+        while self.replay.len() >= self.replay_capacity
+            || (!self.replay.is_empty() && self.replay_bytes + buffered.bytes > REPLAY_MAX_BYTES)
+        {
+            if let Some(old) = self.replay.pop_front() {
+                self.replay_bytes -= old.bytes;
+            }
+        }
+        self.replay_bytes += buffered.bytes;
+        self.replay.push_back(buffered);
     }
 
     /// Delivers `event` outside the room's order (sequence 0, not kept
@@ -501,7 +544,7 @@ impl RoomState {
             self.replay
                 .iter()
                 .filter(|b| b.seq > from && b.to.includes(participant_id))
-                .map(|b| b.event.clone())
+                .filter_map(|b| b.event.event(b.seq))
                 .collect(),
         )
     }
@@ -769,6 +812,57 @@ mod tests {
         assert_eq!(
             missed.iter().map(|e| e.sequence).collect::<Vec<_>>(),
             [1, 2]
+        );
+    }
+
+    #[test]
+    fn an_event_passed_on_is_replayed_to_its_target_only() {
+        let mut room = RoomState::new(16);
+        let (a, mut rx_a) = slot("a", 8);
+        room.slots.insert("a".into(), Box::new(a));
+        room.deliver(5, Audience::All, pong());
+        let signal = pb::ServerEvent {
+            sequence: 0,
+            event: Some(Event::Signal(pb::IncomingSignal {
+                from_participant_id: "a".into(),
+                payload: Some(pb::incoming_signal::Payload::Offer(
+                    pb::SessionDescription { sdp: "v=0".into() },
+                )),
+            })),
+        };
+        room.pass(
+            6,
+            Audience::Only("b".into()),
+            &prost::Message::encode_to_vec(&signal),
+        );
+        room.deliver(7, Audience::All, pong());
+        // Nobody here received it, and the room went on past it.
+        assert_eq!(rx_a.try_recv().unwrap().sequence, 5);
+        assert_eq!(rx_a.try_recv().unwrap().sequence, 7);
+        assert!(rx_a.try_recv().is_none());
+        assert_eq!(room.last_seq(), 7);
+        // Its target, should it resume here, gets it whole and numbered.
+        let missed = room.replay_since("b", 4).unwrap();
+        assert_eq!(missed.len(), 3);
+        assert_eq!(
+            *missed[1],
+            pb::ServerEvent {
+                sequence: 6,
+                ..signal
+            }
+        );
+        assert_eq!(
+            room.replay_since("a", 4)
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence)
+                .collect::<Vec<_>>(),
+            [5, 7]
+        );
+        // It counts against the ring's bytes like any other.
+        assert_eq!(
+            room.replay_bytes,
+            room.replay.iter().map(|b| b.bytes).sum::<usize>()
         );
     }
 
