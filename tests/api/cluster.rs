@@ -22,24 +22,41 @@ pub(crate) struct Redis {
 }
 
 impl Redis {
+    /// A `redis-server` on a port that was free a moment ago; should
+    /// another socket take it first (the server then exits, or someone
+    /// else answers there), another port is tried.
     pub(crate) fn start() -> Self {
-        let addr = free_addr();
-        let port = addr.rsplit_once(':').unwrap().1.to_owned();
-        let mut redis = Self {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        redis.spawn();
-        redis
+        for _ in 0..5 {
+            let addr = free_addr();
+            let port = addr.rsplit_once(':').unwrap().1.to_owned();
+            let mut redis = Self {
+                port,
+                dir: tempfile::tempdir().unwrap(),
+                child: None,
+            };
+            if redis.try_spawn() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start");
     }
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the server again on its port (after [`Redis::stop`]).
     pub(crate) fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        assert!(
+            self.try_spawn(),
+            "redis-server did not start again on port {}",
+            self.port
+        );
+    }
+
+    /// Whether a `redis-server` started here answers PING on the port.
+    fn try_spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port, "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -49,15 +66,38 @@ impl Redis {
             .expect(
                 "redis-server (Debian: apt-get install redis-server; scripts/test installs it)",
             );
-        self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(format!("127.0.0.1:{}", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
+        let up = loop {
+            // Exited (the port was taken), or never answered.
+            if std::time::Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+                break false;
+            }
+            if self.pong() {
+                break true;
+            }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        if up {
+            self.child = Some(child);
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        up
+    }
+
+    /// Whether the port answers PING as Redis does.
+    fn pong(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(format!("127.0.0.1:{}", self.port))
+        else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
     }
 
     /// Sends `signal` (STOP, CONT) to the server: a stopped Redis keeps its

@@ -241,16 +241,15 @@ struct Process {
 impl Process {
     /// Starts `unio` on the database, data dir, secret and Redis of `a`.
     async fn start(a: &TestApp, redis: &Redis) -> Self {
-        let addr = crate::helpers::free_addr();
         let database = a
             .vars
             .get("UNIO_DATABASE_URL")
             .cloned()
             .unwrap_or_else(|| format!("sqlite://{}", a.data_path().join("unio.db").display()));
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_unio"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_unio"))
             .env_clear()
             .envs([
-                ("UNIO_ADDR", addr.as_str()),
+                ("UNIO_ADDR", "127.0.0.1:0"),
                 ("UNIO_ADMIN_ADDR", ""),
                 ("UNIO_DATABASE_URL", &database),
                 ("UNIO_DATA_DIR", &a.data_path().display().to_string()),
@@ -258,11 +257,15 @@ impl Process {
                 ("UNIO_REDIS_URL", &redis.url()),
                 ("UNIO_SMTP_URL", &format!("smtp://{}", a.mail.addr)),
                 ("UNIO_MAIL_FROM", "unio@example.com"),
-                ("UNIO_LOG", "warn"),
+                ("UNIO_LOG", "warn,unio::server=info"),
             ])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("the unio binary");
+        let stdout = child.stdout.take().expect("piped");
+        let addr = crate::helpers::listening_addr(stdout)
+            .await
+            .expect("the process says where it listens");
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_lazy();

@@ -444,6 +444,31 @@ impl TestApp {
     }
 }
 
+/// Where a `unio` child started with `UNIO_ADDR=127.0.0.1:0` listens, read
+/// from its log on `stdout` (which must include `unio::server=info`); the
+/// rest of the log is drained in the background. Binding port 0 leaves no
+/// moment in which another socket could take the port, as it could after
+/// [`free_addr`]'s probe. `None` if the child ended first.
+pub async fn listening_addr(stdout: impl std::io::Read + Send + 'static) -> Option<String> {
+    use std::io::BufRead;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some((_, addr)) = line.split_once("listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .ok()?
+        .ok()
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> String {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -48,9 +48,8 @@ async fn spans_reach_an_otlp_collector() {
 
     let app = spawn_app().await;
     let log = app.data_dir.path().join("unio-otlp.log");
-    let addr: std::net::SocketAddr = crate::helpers::free_addr().parse().unwrap();
     let mut child = crate::lifecycle::unio_command(&app)
-        .env("UNIO_ADDR", addr.to_string())
+        .env("UNIO_ADDR", "127.0.0.1:0")
         .env("UNIO_OTLP_ENDPOINT", format!("http://{collector_addr}"))
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env(
@@ -63,11 +62,19 @@ async fn spans_reach_an_otlp_collector() {
         .spawn()
         .unwrap();
 
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    // Port 0: the log says which port it bound.
+    let listening = |log: &str| {
+        log.lines().find_map(|l| {
+            l.split_once("listening on ")
+                .map(|(_, a)| a.trim().to_owned())
+        })
+    };
     crate::helpers::eventually("the binary listens", || async {
-        std::net::TcpStream::connect(addr).is_ok()
+        listening(&std::fs::read_to_string(&log).unwrap_or_default()).is_some()
     })
     .await;
+    let addr = listening(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
     let channel = endpoint.connect().await.unwrap();
     let mut auth = pb::auth_service_client::AuthServiceClient::new(channel);
     // A call a second until one's span arrives: the exporter connects
