@@ -54,7 +54,7 @@ impl Redis {
         );
     }
 
-    /// Whether a `redis-server` started here answers PING on the port.
+    /// Whether a `redis-server` started here came up on the port.
     fn try_spawn(&mut self) -> bool {
         let mut child = Command::new("redis-server")
             .args(["--port", &self.port, "--bind", "127.0.0.1"])
@@ -72,7 +72,7 @@ impl Redis {
             if std::time::Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
                 break false;
             }
-            if self.pong() {
+            if self.answers(child.id()) {
                 break true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -86,18 +86,34 @@ impl Redis {
         up
     }
 
-    /// Whether the port answers PING as Redis does.
-    fn pong(&self) -> bool {
+    /// Whether the Redis answering on the port is process `pid` (another
+    /// test's Redis may hold a port probed free a moment earlier).
+    fn answers(&self, pid: u32) -> bool {
         use std::io::{Read, Write};
         let Ok(mut stream) = std::net::TcpStream::connect(format!("127.0.0.1:{}", self.port))
         else {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+        if stream.write_all(b"INFO server\r\n").is_err() {
+            return false;
+        }
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while reply.len() < 64 * 1024 {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            }
+            // The `process_id:` line, once it arrived whole.
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((_, rest)) = text.split_once("\r\nprocess_id:")
+                && let Some((id, _)) = rest.split_once("\r\n")
+            {
+                return id == pid.to_string();
+            }
+        }
+        false
     }
 
     /// Sends `signal` (STOP, CONT) to the server: a stopped Redis keeps its

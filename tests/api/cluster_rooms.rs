@@ -263,9 +263,11 @@ impl Process {
             .spawn()
             .expect("the unio binary");
         let stdout = child.stdout.take().expect("piped");
-        let addr = crate::helpers::listening_addr(stdout)
-            .await
-            .expect("the process says where it listens");
+        let Some(addr) = crate::helpers::listening_addr(stdout).await else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not say where it listens");
+        };
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_lazy();

@@ -457,9 +457,10 @@ pub async fn listening_addr(stdout: impl std::io::Read + Send + 'static) -> Opti
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some((_, addr)) = line.split_once("listening on ")
+                && let Ok(addr) = addr.trim().parse::<SocketAddr>()
                 && let Some(tx) = tx.take()
             {
-                let _ = tx.send(addr.trim().to_owned());
+                let _ = tx.send(addr.to_string());
             }
         }
     });

@@ -62,12 +62,15 @@ async fn spans_reach_an_otlp_collector() {
         .spawn()
         .unwrap();
 
-    // Port 0: the log says which port it bound.
+    // Port 0: the log says which port it bound (in a whole line: the
+    // last one may still be being written).
     let listening = |log: &str| {
-        log.lines().find_map(|l| {
-            l.split_once("listening on ")
-                .map(|(_, a)| a.trim().to_owned())
-        })
+        log.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .find_map(|l| {
+                l.split_once("listening on ")
+                    .map(|(_, a)| a.trim().to_owned())
+            })
     };
     crate::helpers::eventually("the binary listens", || async {
         listening(&std::fs::read_to_string(&log).unwrap_or_default()).is_some()
