@@ -691,28 +691,33 @@ impl RoomHub {
         let (Some((to, encoded)), Some(origin)) = (head.passing(), head.origin()) else {
             return false;
         };
-        let Some(link) = state.link.as_mut() else {
+        if state.link.is_none() {
             return false;
-        };
-        if !state.slots.contains_key(to) {
-            if link.first_time(origin, head.rid) {
-                state.pass(seq, Audience::Only(to.to_owned()), encoded);
-            } else {
-                state.skip(seq);
-            }
-            return true;
         }
-        let Some(event) = pb::ServerEvent::decode(encoded).ok().and_then(|e| e.event) else {
-            tracing::warn!(meeting_id, seq, "room log: unreadable record skipped");
-            state.skip(seq);
-            return true;
+        // Decoded only for a participant here.
+        let event = if state.slots.contains_key(to) {
+            let Some(event) = pb::ServerEvent::decode(encoded).ok().and_then(|e| e.event) else {
+                tracing::warn!(meeting_id, seq, "room log: unreadable record skipped");
+                state.skip(seq);
+                return true;
+            };
+            Some(event)
+        } else {
+            None
         };
+        let link = state.link.as_mut().expect("checked above");
         if !link.first_time(origin, head.rid) {
             state.skip(seq);
             return true;
         }
-        let overflowed = state.deliver(seq, Audience::Only(to.to_owned()), event);
-        self.handle_overflow(meeting_id, overflowed);
+        let to = Audience::Only(to.to_owned());
+        match event {
+            None => state.pass(seq, to, encoded),
+            Some(event) => {
+                let overflowed = state.deliver(seq, to, event);
+                self.handle_overflow(meeting_id, overflowed);
+            }
+        }
         true
     }
 

@@ -456,8 +456,7 @@ pub async fn listening_addr(stdout: impl std::io::Read + Send + 'static) -> Opti
         let mut tx = Some(tx);
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some((_, addr)) = line.split_once("listening on ")
-                && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+            if let Some(addr) = listened_on(&line)
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(addr.to_string());
@@ -468,6 +467,12 @@ pub async fn listening_addr(stdout: impl std::io::Read + Send + 'static) -> Opti
         .await
         .ok()?
         .ok()
+}
+
+/// The address in a `unio` log line that says where the server listens.
+pub fn listened_on(line: &str) -> Option<SocketAddr> {
+    let (_, addr) = line.split_once("listening on ")?;
+    addr.trim().parse().ok()
 }
 
 /// A loopback address with a port that was free a moment ago.

@@ -67,10 +67,7 @@ async fn spans_reach_an_otlp_collector() {
     let listening = |log: &str| {
         log.split_inclusive('\n')
             .filter(|l| l.ends_with('\n'))
-            .find_map(|l| {
-                l.split_once("listening on ")
-                    .map(|(_, a)| a.trim().to_owned())
-            })
+            .find_map(crate::helpers::listened_on)
     };
     crate::helpers::eventually("the binary listens", || async {
         listening(&std::fs::read_to_string(&log).unwrap_or_default()).is_some()
