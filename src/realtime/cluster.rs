@@ -293,7 +293,14 @@ pub struct Link {
     keep: usize,
     /// Every node reads runs: a room's plain records may go together.
     runs: Arc<std::sync::atomic::AtomicBool>,
+    /// Resumes from another node reading the log at once.
+    resumes: tokio::sync::Semaphore,
 }
+
+/// How many resumes from another node may read a room's log at once:
+/// each reads up to a replay ring's bytes, on the connection the
+/// heartbeats share.
+const RESUME_READS: usize = 4;
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,6 +338,7 @@ impl Link {
             reads,
             keep,
             runs,
+            resumes: tokio::sync::Semaphore::new(RESUME_READS),
         })
     }
 
@@ -433,6 +441,17 @@ impl Link {
     pub async fn since(&self, room: &str, after: u64) -> redis::RedisResult<Replay> {
         self.bounded(async { self.log().await?.since(room, after).await })
             .await
+    }
+
+    /// [`Link::since`] for a participant resuming here from another node,
+    /// a few at a time: what a client asks for, it must not be able to
+    /// make this node read without bound.
+    pub async fn resume_since(&self, room: &str, after: u64) -> redis::RedisResult<Replay> {
+        let _permit = tokio::time::timeout(REPLY, self.resumes.acquire())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|_| timed_out())?;
+        self.since(room, after).await
     }
 
     /// A room's shared state on this node, subscribed to its channel for

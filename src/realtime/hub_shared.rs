@@ -221,7 +221,7 @@ impl RoomHub {
                 return Err(HubError::ResumeFailed("the participant is already here"));
             }
         }
-        let replay = match link.since(&meeting.id, last_sequence).await {
+        let replay = match link.resume_since(&meeting.id, last_sequence).await {
             Ok(Replay::Events(records)) => records,
             Ok(Replay::Gone) => {
                 return Err(HubError::ResumeFailed(
@@ -251,7 +251,26 @@ impl RoomHub {
             Ok(Ok(None)) => return Err(gone),
             _ => return Err(unreachable),
         }
-        self.attach_moved(meeting, room, info, resume_token, last_sequence, replay)
+        let attached = self.attach_moved(meeting, room, info, resume_token, last_sequence, replay);
+        // (A second resume of the same participant, racing this one, may
+        // have attached it: then it stays.)
+        if attached.is_err() && !lock(room).slots.contains_key(participant_id) {
+            // Claimed, so its old node let it go, but not attached here
+            // (the room closed, or this node missed what it needs): no node
+            // serves it now. It leaves for good rather than linger in every
+            // node's roster; the client joins afresh.
+            let left = Event::ParticipantLeft(pb::ParticipantLeft {
+                participant_id: participant_id.clone(),
+                reason: pb::ParticipantLeftReason::Disconnected as i32,
+            });
+            let leave = RosterOp::Leave {
+                participant_id: participant_id.clone(),
+                node: link.node().to_owned(),
+            };
+            link.append(&meeting.id, Record::event(&Audience::All, left), leave);
+            self.attendance.leave(participant_id, now_micros());
+        }
+        attached
     }
 
     /// This node's room for `meeting_id`, caught up with its log (waiting
@@ -467,9 +486,7 @@ impl RoomHub {
         };
         // Checked here as well as on the session's node: what is refused
         // must not take room in the log.
-        if let Some(pb::client_event::Event::Signal(signal)) = &event.event {
-            super::inbound::signal_payload(signal, self.config.max_sdp_bytes)?;
-        }
+        let event = super::inbound::forwardable(event, self.config.max_sdp_bytes)?;
         if !self
             .forward_buckets
             .take(session_id, self.config.signals_per_second)
@@ -594,7 +611,7 @@ impl RoomHub {
         }
         let Ok(record) = Record::decode(&bytes[..]) else {
             tracing::warn!(meeting_id, seq, "room log: unreadable record skipped");
-            state.skip(seq);
+            state.forget_until(seq);
             return followups;
         };
         let Some(link) = state.link.as_mut() else {
@@ -698,7 +715,7 @@ impl RoomHub {
         let event = if state.slots.contains_key(to) {
             let Some(event) = pb::ServerEvent::decode(encoded).ok().and_then(|e| e.event) else {
                 tracing::warn!(meeting_id, seq, "room log: unreadable record skipped");
-                state.skip(seq);
+                state.forget_until(seq);
                 return true;
             };
             Some(event)
@@ -835,7 +852,8 @@ impl RoomHub {
                         let detached = state.fell_behind();
                         self.handle_overflow(meeting_id, detached);
                     }
-                    state.skip(snapshot.seq);
+                    // What came before is known here only from the log.
+                    state.forget_until(snapshot.seq);
                 }
                 // Complete from where the room stands (the log checked it,
                 // across the jumps it marked).

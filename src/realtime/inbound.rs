@@ -146,6 +146,46 @@ pub fn signal_payload(
     }
 }
 
+/// Participant ids are UUIDs; anything much longer names nobody.
+const MAX_PARTICIPANT_ID_BYTES: usize = 64;
+
+/// What a Publish on one node sends through the room's log to the node
+/// of the session it names: checked as far as it can be without the room
+/// (that node checks the rest: rates, roles, who is there), and cut to
+/// what it needs, since the log is every node's and keeps it for replays.
+/// The `request_id` is cut to what an `error` event echoes.
+pub fn forwardable(
+    event: &pb::ClientEvent,
+    max_sdp_bytes: usize,
+) -> Result<pb::ClientEvent, EventError> {
+    use pb::client_event::Event as E;
+    let participant = |id: &str| {
+        if id.len() > MAX_PARTICIPANT_ID_BYTES {
+            Err(EventError::new(
+                EventCode::UnknownParticipant,
+                "no such participant in this room",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match &event.event {
+        Some(E::Signal(signal)) => {
+            signal_payload(signal, max_sdp_bytes)?;
+            participant(&signal.to_participant_id)?;
+        }
+        Some(E::Reaction(sent)) => {
+            reaction(&sent.emoji)?;
+        }
+        Some(E::LowerHand(lower)) => participant(&lower.participant_id)?,
+        _ => {}
+    }
+    Ok(pb::ClientEvent {
+        request_id: echoed_request_id(&event.request_id).to_owned(),
+        event: event.event.clone(),
+    })
+}
+
 /// A client's `request_id` as echoed in an `error` event: at most 128
 /// characters, an id rather than a payload to bounce back.
 pub fn echoed_request_id(request_id: &str) -> &str {
@@ -195,6 +235,39 @@ mod tests {
         for bad in ["", "x", "👍👍", "<b>", "🍆"] {
             assert_eq!(reaction(bad).unwrap_err().code, EventCode::InvalidReaction);
         }
+    }
+
+    #[test]
+    fn what_is_forwarded_is_checked_and_cut() {
+        use pb::client_event::Event as E;
+        let event = |request_id: String, event: E| pb::ClientEvent {
+            request_id,
+            event: Some(event),
+        };
+        let ping = forwardable(&event("r".repeat(100_000), E::Ping(pb::Ping {})), 10).unwrap();
+        assert_eq!(ping.request_id.len(), 128);
+        assert_eq!(ping.event, Some(E::Ping(pb::Ping {})));
+        let emoji = |emoji: &str| {
+            E::Reaction(pb::SendReaction {
+                emoji: emoji.into(),
+            })
+        };
+        assert!(forwardable(&event(String::new(), emoji("👍")), 10).is_ok());
+        let bad = forwardable(&event(String::new(), emoji(&"x".repeat(100_000))), 10);
+        assert_eq!(bad.unwrap_err().code, EventCode::InvalidReaction);
+        let lower = |id: String| E::LowerHand(pb::LowerHand { participant_id: id });
+        assert!(forwardable(&event(String::new(), lower("p".repeat(36))), 10).is_ok());
+        let bad = forwardable(&event(String::new(), lower("p".repeat(65))), 10);
+        assert_eq!(bad.unwrap_err().code, EventCode::UnknownParticipant);
+        let mut long = signal(Some(Out::Offer(pb::SessionDescription { sdp: "v".into() })));
+        long.to_participant_id = "p".repeat(1000);
+        let bad = forwardable(&event(String::new(), E::Signal(long)), 10);
+        assert_eq!(bad.unwrap_err().code, EventCode::UnknownParticipant);
+        let big = signal(Some(Out::Offer(pb::SessionDescription {
+            sdp: "v".repeat(11),
+        })));
+        let bad = forwardable(&event(String::new(), E::Signal(big)), 10);
+        assert_eq!(bad.unwrap_err().code, EventCode::SignalTooLarge);
     }
 
     #[test]

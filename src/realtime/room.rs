@@ -281,6 +281,11 @@ pub struct RoomState {
     replay: VecDeque<Buffered>,
     replay_capacity: usize,
     replay_bytes: usize,
+    /// Events numbered up to this one may be missing from the ring
+    /// (pushed out, or never heard here): a replay from before it is
+    /// incomplete. Numbers after it that the ring lacks carried nothing
+    /// to replay (a cluster's control records, reactions).
+    replay_floor: u64,
     pub closed: Option<Closed>,
     /// Users the host removed: they may not join this room again while it
     /// lives.
@@ -299,6 +304,7 @@ impl RoomState {
             replay: VecDeque::new(),
             replay_capacity,
             replay_bytes: 0,
+            replay_floor: 0,
             closed: None,
             removed_users: std::collections::HashSet::new(),
             link: None,
@@ -400,6 +406,14 @@ impl RoomState {
         self.next_seq = self.next_seq.max(seq + 1);
     }
 
+    /// The room went past `seq` without this node hearing every event up
+    /// to it (it started following the room's log there, or could not
+    /// read a record): no replay reaches back over it.
+    pub fn forget_until(&mut self, seq: u64) {
+        self.skip(seq);
+        self.replay_floor = self.replay_floor.max(seq);
+    }
+
     /// [`RoomState::publish`] under a number given elsewhere (a cluster's
     /// room log): `seq` is after every event delivered so far.
     pub fn deliver(&mut self, seq: u64, to: Audience, event: Event) -> Vec<Overflowed> {
@@ -452,6 +466,7 @@ impl RoomState {
         {
             if let Some(old) = self.replay.pop_front() {
                 self.replay_bytes -= old.bytes;
+                self.replay_floor = self.replay_floor.max(old.seq);
             }
         }
         self.replay_bytes += buffered.bytes;
@@ -508,6 +523,7 @@ impl RoomState {
     pub fn fell_behind(&mut self) -> Vec<Overflowed> {
         self.replay.clear();
         self.replay_bytes = 0;
+        self.replay_floor = self.last_seq();
         let mut detached = Vec::new();
         for (id, slot) in self.slots.iter_mut() {
             // A waiter missed nothing: it hears nothing of the room.
@@ -536,8 +552,7 @@ impl RoomState {
         participant_id: &str,
         from: u64,
     ) -> Option<Vec<Arc<pb::ServerEvent>>> {
-        let first_kept = self.replay.front().map_or(self.next_seq, |b| b.seq);
-        if from + 1 < first_kept {
+        if from < self.replay_floor {
             return None;
         }
         Some(
@@ -885,6 +900,25 @@ mod tests {
         assert!(room.replay_bytes <= REPLAY_MAX_BYTES);
         assert!(room.replay.len() < 100);
         assert!(room.replay_since("x", 150).is_some());
+    }
+
+    #[test]
+    fn numbers_that_carried_nothing_do_not_break_a_replay() {
+        // A node starts following a cluster room's log at 10: before that
+        // it knows nothing; 11 was a control record (a resume's claim).
+        let mut room = RoomState::new(16);
+        room.forget_until(10);
+        room.skip(11);
+        assert_eq!(room.last_seq(), 11);
+        assert!(room.replay_since("x", 9).is_none(), "before it followed");
+        assert_eq!(room.replay_since("x", 10).unwrap().len(), 0);
+        room.deliver(12, Audience::All, pong());
+        let missed = room.replay_since("x", 10).unwrap();
+        assert_eq!(missed.iter().map(|e| e.sequence).collect::<Vec<_>>(), [12]);
+        // A ring emptied because the node fell behind replays nothing older.
+        room.fell_behind();
+        assert!(room.replay_since("x", 11).is_none());
+        assert_eq!(room.replay_since("x", 12).unwrap().len(), 0);
     }
 
     #[test]

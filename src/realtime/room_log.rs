@@ -677,58 +677,76 @@ impl RoomLog {
         if after >= last {
             return Ok(Replay::Events(Vec::new()));
         }
-        let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
-            .arg(stream_key(room))
-            .arg(format!("{}-0", after + 1))
-            .arg("+")
-            .query_async(&mut conn)
-            .await?;
-        let mut events = Vec::with_capacity(entries.len());
+        // Read a page at a time, and no further than a replay may reach:
+        // a resume names where it starts, and must not make a node pull a
+        // room's whole log (its records may be large) to learn it is gone.
+        let (mut events, mut bytes) = (Vec::new(), 0usize);
         // Complete only if it starts right after `after` and has no holes
         // (but the jumps an advance marked).
         let mut expected = after + 1;
-        for (id, mut fields) in entries {
-            let seq = id
-                .split_once('-')
-                .and_then(|(seq, _)| seq.parse::<u64>().ok())
-                .ok_or_else(|| unreadable("a stream entry id"))?;
-            let number = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
-            let (jumped_from, run) = match (fields.len(), fields.get(2).map(Vec::as_slice)) {
-                (2, _) => (None, None),
-                (4, Some(b"j")) => (number(&fields[3]), None),
-                (4, Some(b"n")) => {
-                    let count = number(&fields[3])
-                        .filter(|n| (1..=seq).contains(n))
-                        .ok_or_else(|| unreadable("a run's length"))?;
-                    (None, Some(count))
+        let mut from = format!("{}-0", after + 1);
+        loop {
+            let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+                .arg(stream_key(room))
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(REPLAY_PAGE)
+                .query_async(&mut conn)
+                .await?;
+            let more = entries.len() == REPLAY_PAGE;
+            for (id, mut fields) in entries {
+                let seq = id
+                    .split_once('-')
+                    .and_then(|(seq, _)| seq.parse::<u64>().ok())
+                    .ok_or_else(|| unreadable("a stream entry id"))?;
+                // Every entry is `<number>-0`: the next page starts after.
+                from = format!("{seq}-1");
+                bytes += fields.iter().map(Vec::len).sum::<usize>();
+                if bytes > REPLAY_MAX_BYTES || events.len() > self.keep {
+                    return Ok(Replay::Gone);
                 }
-                _ => return Err(unreadable("a stream entry")),
-            };
-            if let Some(count) = run {
-                // A run under its last number: the events from `first`.
-                let first = seq - (count - 1);
-                let run = unframe(&fields[1], count as usize)
-                    .ok_or_else(|| unreadable("a run of events"))?;
-                for (offset, event) in (0..count).zip(run) {
-                    let seq = first + offset;
-                    if seq <= after {
-                        continue;
+                let number = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
+                let (jumped_from, run) = match (fields.len(), fields.get(2).map(Vec::as_slice)) {
+                    (2, _) => (None, None),
+                    (4, Some(b"j")) => (number(&fields[3]), None),
+                    (4, Some(b"n")) => {
+                        let count = number(&fields[3])
+                            .filter(|n| (1..=seq).contains(n))
+                            .ok_or_else(|| unreadable("a run's length"))?;
+                        (None, Some(count))
                     }
-                    if seq != expected {
-                        return Ok(Replay::Gone);
+                    _ => return Err(unreadable("a stream entry")),
+                };
+                if let Some(count) = run {
+                    // A run under its last number: the events from `first`.
+                    let first = seq - (count - 1);
+                    let run = unframe(&fields[1], count as usize)
+                        .ok_or_else(|| unreadable("a run of events"))?;
+                    for (offset, event) in (0..count).zip(run) {
+                        let seq = first + offset;
+                        if seq <= after {
+                            continue;
+                        }
+                        if seq != expected {
+                            return Ok(Replay::Gone);
+                        }
+                        expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
+                        events.push((seq, event.to_vec()));
                     }
-                    expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
-                    events.push((seq, event.to_vec()));
+                    continue;
                 }
-                continue;
+                let bridged = jumped_from.is_some_and(|from| from < expected && expected <= seq);
+                if seq != expected && !bridged {
+                    return Ok(Replay::Gone);
+                }
+                expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
+                fields.truncate(2);
+                events.push((seq, fields.swap_remove(1)));
             }
-            let bridged = jumped_from.is_some_and(|from| from < expected && expected <= seq);
-            if seq != expected && !bridged {
-                return Ok(Replay::Gone);
+            if !more || expected > last {
+                break;
             }
-            expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
-            fields.truncate(2);
-            events.push((seq, fields.swap_remove(1)));
         }
         if expected <= last {
             return Ok(Replay::Gone);
@@ -736,6 +754,13 @@ impl RoomLog {
         Ok(Replay::Events(events))
     }
 }
+
+/// Stream entries one read of a replay asks for.
+const REPLAY_PAGE: usize = 32;
+
+/// The most a replay read from the log may hold (what a node's own replay
+/// ring keeps of a room at most): a resume from further back is refused.
+const REPLAY_MAX_BYTES: usize = super::room::REPLAY_MAX_BYTES;
 
 fn unreadable(what: &str) -> redis::RedisError {
     redis::RedisError::from((

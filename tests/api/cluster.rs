@@ -579,6 +579,19 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
         Replay::Events(vec![])
     );
     assert_eq!(short.since("r2", first - 400).await.unwrap(), Replay::Gone);
+
+    // A replay holds no more than a node's replay ring would: a resume
+    // from further back is refused, not read whole.
+    let big = vec![7u8; 1 << 20];
+    let before = a.append("r3", b"first").await.unwrap();
+    for _ in 0..5 {
+        a.append("r3", &big).await.unwrap();
+    }
+    assert_eq!(a.since("r3", before).await.unwrap(), Replay::Gone);
+    let Replay::Events(events) = a.since("r3", before + 2).await.unwrap() else {
+        panic!("three of them fit");
+    };
+    assert_eq!(events.len(), 3);
 }
 
 #[tokio::test]

@@ -492,6 +492,59 @@ async fn a_participant_resumes_on_another_node_with_what_it_missed() {
 }
 
 #[tokio::test]
+async fn a_participant_moves_back_and_forth_to_a_node_that_had_nobody_in_the_room() {
+    // The node resumed on starts following the room then, and hears the
+    // resume's own claim: what it did not hear before is in the log.
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let (meeting, host, bob, _) = setup(&a).await;
+    let mut host_room = connect(&a, &host, &meeting).await;
+    let bob_room = connect(&a, &bob, &meeting).await;
+    let bob_id = bob_room.joined.participant_id.clone();
+    let (token, mut last) = (bob_room.joined.resume_token.clone(), bob_room.joined_seq);
+    let mut held = Some(bob_room.tx);
+    drop(bob_room.events);
+    for (round, node) in [&b, &a, &b, &a].into_iter().enumerate() {
+        drop(held.take());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = format!("round {round}");
+        host_room
+            .tx
+            .send(event("o", offer(&bob_id, &text)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let resume = client_event::Event::Join(pb::JoinRoom {
+            meeting_id: meeting.clone(),
+            resume_token: token.clone(),
+            last_sequence: last,
+        });
+        let (tx, mut events) = crate::rooms::open(node, &bob, resume).await.unwrap();
+        let first = next(&mut events).await;
+        let Some(Event::Joined(joined)) = first.event else {
+            panic!("round {round}: {first:?}")
+        };
+        assert!(joined.resumed, "round {round}");
+        let missed = next(&mut events).await;
+        let Some(Event::Signal(signal)) = &missed.event else {
+            panic!("round {round}: {missed:?}")
+        };
+        assert!(
+            matches!(&signal.payload, Some(pb::incoming_signal::Payload::Offer(o)) if o.sdp == text),
+            "round {round}: {signal:?}"
+        );
+        last = missed.sequence;
+        held = Some(tx);
+    }
+    // Nobody saw him leave.
+    while let Ok(Ok(Some(e))) =
+        tokio::time::timeout(Duration::from_millis(300), host_room.events.message()).await
+    {
+        assert!(!matches!(e.event, Some(Event::ParticipantLeft(_))), "{e:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_publish_reaches_its_session_on_another_node() {
     let redis = Redis::start();
     let (a, b) = two_nodes(&redis).await;
@@ -614,6 +667,61 @@ async fn a_publish_reaches_its_session_on_another_node() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // So is a reaction off the list, naming the field.
+    let reaction = |emoji: &str| {
+        authed(
+            pb::PublishRequest {
+                session_id: browser.joined.session_id.clone(),
+                event: Some(pb::ClientEvent {
+                    request_id: "r".into(),
+                    event: Some(client_event::Event::Reaction(pb::SendReaction {
+                        emoji: emoji.into(),
+                    })),
+                }),
+            },
+            &bob,
+        )
+    };
+    let status = rooms(&a)
+        .publish(reaction(&"x".repeat(100_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        crate::helpers::bad_fields(&status).contains(&"event.reaction.emoji".to_owned()),
+        "{status:?}"
+    );
+    // What goes through the log is cut to what it needs: a request id of
+    // 100 kB is echoed (and kept) as 128 characters.
+    rooms(&a)
+        .publish(authed(
+            pb::PublishRequest {
+                session_id: browser.joined.session_id.clone(),
+                event: Some(pb::ClientEvent {
+                    request_id: "r".repeat(100_000),
+                    event: Some(client_event::Event::Ping(pb::Ping {})),
+                }),
+            },
+            &bob,
+        ))
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let latest: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
+        .arg(format!("unio:room:{meeting}:log"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(3)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (id, fields) in latest {
+        let bytes: usize = fields.iter().map(Vec::len).sum();
+        assert!(bytes < 1024, "entry {id} holds {bytes} bytes");
+    }
 }
 
 #[tokio::test]
