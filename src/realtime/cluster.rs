@@ -290,6 +290,9 @@ pub struct Link {
     /// that the queue (and so the log) holds them in order.
     rid: Mutex<u64>,
     reads: Arc<Connector>,
+    /// The heartbeats' own connection: a large read (a replay) on the
+    /// connection for reads must not hold them back.
+    beats: Connector,
     keep: usize,
     /// Every node reads runs: a room's plain records may go together.
     runs: Arc<std::sync::atomic::AtomicBool>,
@@ -330,12 +333,17 @@ impl Link {
             client: bus.client().clone(),
             conn: Mutex::new(None),
         });
+        let beats = Connector {
+            client: bus.client().clone(),
+            conn: Mutex::new(None),
+        };
         Arc::new(Self {
             bus,
             out,
             queued,
             rid: Mutex::new(0),
             reads,
+            beats,
             keep,
             runs,
             resumes: tokio::sync::Semaphore::new(RESUME_READS),
@@ -414,6 +422,16 @@ impl Link {
     /// Drops the connection for reads (after a failure on it).
     pub fn reset(&self) {
         self.reads.reset();
+    }
+
+    /// The logs, on the heartbeats' connection.
+    pub async fn liveness_log(&self) -> redis::RedisResult<RoomLog> {
+        Ok(RoomLog::new(self.beats.get().await?, self.keep))
+    }
+
+    /// Drops the heartbeats' connection (after a failed round).
+    pub fn reset_liveness(&self) {
+        self.beats.reset();
     }
 
     /// The room's number and roster now.

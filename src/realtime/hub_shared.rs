@@ -39,7 +39,7 @@ pub(super) fn start_liveness(hub: &Arc<RoomHub>) {
             let Some(link) = hub.link.clone() else { return };
             let round = tokio::time::timeout(ROUND, hub.beat_and_reap(&link)).await;
             if !matches!(round, Ok(Ok(()))) {
-                link.reset();
+                link.reset_liveness();
                 tracing::debug!("room log: heartbeat round failed; next second");
             }
         }
@@ -97,7 +97,7 @@ impl RoomHub {
     /// rooms: `participant_left{TIMED_OUT}` once per participant (the
     /// script lets one node win), whose winner also closes its attendance.
     async fn beat_and_reap(&self, link: &Link) -> redis::RedisResult<()> {
-        let log = link.log().await?;
+        let log = link.liveness_log().await?;
         link.set_runs(log.beat(link.node()).await?);
         for node in log.dead_nodes(NODE_DEAD).await? {
             if node == link.node() {
