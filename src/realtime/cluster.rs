@@ -469,7 +469,8 @@ impl Link {
             .await
             .map_err(|_| timed_out())?
             .map_err(|_| timed_out())?;
-        self.since(room, after).await
+        self.bounded(async { self.log().await?.replay_for_resume(room, after).await })
+            .await
     }
 
     /// A room's shared state on this node, subscribed to its channel for

@@ -963,7 +963,7 @@ impl RoomHub {
             return;
         };
         let mut state = lock(&room);
-        if state.slots.is_empty() && state.closed.is_none() {
+        if state.slots.is_empty() && state.resuming.is_empty() && state.closed.is_none() {
             state.closed = Some(Closed::Emptied);
             rooms.remove(meeting_id);
             self.untrack(meeting_id);

@@ -84,6 +84,48 @@ impl Followups {
     }
 }
 
+/// A resume from another node under way in `room` (see
+/// `RoomState::resuming`); its entry goes when this does, and the room
+/// too if that leaves it empty (the resume failed, or its call went).
+struct Resuming {
+    hub: std::sync::Weak<RoomHub>,
+    meeting_id: String,
+    room: Arc<Room>,
+    participant_id: String,
+}
+
+impl Resuming {
+    /// The roster named the participant.
+    fn name(&mut self, state: &mut RoomState, participant_id: &str) {
+        if let Some(entry) = state
+            .resuming
+            .iter_mut()
+            .find(|p| **p == self.participant_id)
+        {
+            participant_id.clone_into(entry);
+        }
+        participant_id.clone_into(&mut self.participant_id);
+    }
+}
+
+impl Drop for Resuming {
+    fn drop(&mut self) {
+        {
+            let mut state = lock(&self.room);
+            if let Some(at) = state
+                .resuming
+                .iter()
+                .position(|p| *p == self.participant_id)
+            {
+                state.resuming.swap_remove(at);
+            }
+        }
+        if let Some(hub) = self.hub.upgrade() {
+            hub.drop_if_empty(&self.meeting_id);
+        }
+    }
+}
+
 /// What catching up read from the log.
 enum Fetched {
     /// The records after where the room stands.
@@ -172,13 +214,38 @@ impl RoomHub {
                 "resuming on another node needs last_sequence",
             ));
         }
-        let room = self.caught_up_room(&meeting.id).await?;
+        // The room, held open while the resume is under way (another
+        // resume failing here must not drop it meanwhile).
+        let mut tries = 0;
+        let mut resuming = loop {
+            let room = self.caught_up_room(&meeting.id).await?;
+            let mut state = lock(&room);
+            match state.closed {
+                Some(super::Closed::Emptied) if tries < 3 => tries += 1,
+                Some(_) => return Err(HubError::NotJoinable),
+                None => {
+                    state.resuming.push(String::new());
+                    drop(state);
+                    break Resuming {
+                        hub: self.this.clone(),
+                        meeting_id: meeting.id.clone(),
+                        room,
+                        participant_id: String::new(),
+                    };
+                }
+            }
+        };
         let resumed = self
-            .claim_and_attach(&link, meeting, &room, user_id, resume_token, last_sequence)
+            .claim_and_attach(
+                &link,
+                meeting,
+                &mut resuming,
+                user_id,
+                resume_token,
+                last_sequence,
+            )
             .await;
-        if resumed.is_err() {
-            self.drop_if_empty(&meeting.id);
-        }
+        drop(resuming);
         resumed
     }
 
@@ -186,7 +253,7 @@ impl RoomHub {
         self: &Arc<Self>,
         link: &Link,
         meeting: &pb::Meeting,
-        room: &Arc<Room>,
+        resuming: &mut Resuming,
         user_id: &str,
         resume_token: &str,
         last_sequence: u64,
@@ -207,10 +274,12 @@ impl RoomHub {
         if info.user_id != user_id || member.node == link.node() {
             return Err(gone);
         }
+        let room = &resuming.room.clone();
         // What would refuse the attach is checked before the claim (and
         // again after it, under the lock).
         {
-            let state = lock(room);
+            let mut state = lock(room);
+            resuming.name(&mut state, participant_id);
             if state.closed.is_some() {
                 return Err(HubError::NotJoinable);
             }
@@ -252,25 +321,61 @@ impl RoomHub {
             _ => return Err(unreachable),
         }
         let attached = self.attach_moved(meeting, room, info, resume_token, last_sequence, replay);
-        // (A second resume of the same participant, racing this one, may
-        // have attached it: then it stays.)
-        if attached.is_err() && !lock(room).slots.contains_key(participant_id) {
+        if attached.is_err() {
             // Claimed, so its old node let it go, but not attached here
-            // (the room closed, or this node missed what it needs): no node
-            // serves it now. It leaves for good rather than linger in every
-            // node's roster; the client joins afresh.
-            let left = Event::ParticipantLeft(pb::ParticipantLeft {
-                participant_id: participant_id.clone(),
-                reason: pb::ParticipantLeftReason::Disconnected as i32,
-            });
-            let leave = RosterOp::Leave {
-                participant_id: participant_id.clone(),
-                node: link.node().to_owned(),
+            // (the meeting ended meanwhile, or this node missed what the
+            // replay needs): no node serves it now. It leaves for good
+            // rather than linger in every node's roster, unless another
+            // resume of it here attached it or is under way; the roster
+            // takes the leave only while it names this node.
+            let alone = {
+                let state = lock(room);
+                !state.slots.contains_key(participant_id)
+                    && state
+                        .resuming
+                        .iter()
+                        .filter(|p| *p == participant_id)
+                        .count()
+                        == 1
             };
-            link.append(&meeting.id, Record::event(&Audience::All, left), leave);
-            self.attendance.leave(participant_id, now_micros());
+            if alone {
+                self.leave_unattached(link, &meeting.id, participant_id)
+                    .await;
+            }
         }
         attached
+    }
+
+    /// Takes out a participant this node claimed and could not attach:
+    /// everyone hears it left, and its attendance closes, if the roster
+    /// still had it as this node's.
+    async fn leave_unattached(&self, link: &Link, meeting_id: &str, participant_id: &str) {
+        let left = Record::event(
+            &Audience::All,
+            Event::ParticipantLeft(pb::ParticipantLeft {
+                participant_id: participant_id.to_owned(),
+                reason: pb::ParticipantLeftReason::Disconnected as i32,
+            }),
+        );
+        let leave = RosterOp::Leave {
+            participant_id: participant_id.to_owned(),
+            node: link.node().to_owned(),
+        };
+        let sent = async {
+            link.log()
+                .await?
+                .append_with(meeting_id, &left.encode_to_vec(), &leave)
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), sent).await {
+            Ok(Ok(Some(_))) => self.attendance.leave(participant_id, now_micros()),
+            Ok(Ok(None)) => {}
+            _ => tracing::warn!(
+                meeting_id,
+                participant_id,
+                "room log: could not announce the leave of a participant claimed but not attached"
+            ),
+        }
     }
 
     /// This node's room for `meeting_id`, caught up with its log (waiting

@@ -290,6 +290,10 @@ pub struct RoomState {
     /// Users the host removed: they may not join this room again while it
     /// lives.
     pub removed_users: std::collections::HashSet<String>,
+    /// In a cluster: participants resuming here from another node, under
+    /// way (an empty id until the roster names it). The room is not
+    /// dropped as empty while one is.
+    pub resuming: Vec<String>,
     /// In a cluster: the room as every node shares it.
     pub link: Option<RoomLink>,
     /// Host, co-hosts, waiting room, lock.
@@ -307,6 +311,7 @@ impl RoomState {
             replay_floor: 0,
             closed: None,
             removed_users: std::collections::HashSet::new(),
+            resuming: Vec::new(),
             link: None,
             settings: Settings::default(),
         }

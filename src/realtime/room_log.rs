@@ -672,20 +672,39 @@ impl RoomLog {
 
     /// The events after `after`, if the stream still holds all of them.
     pub async fn since(&self, room: &str, after: u64) -> redis::RedisResult<Replay> {
+        self.read_since(room, after, None).await
+    }
+
+    /// [`RoomLog::since`] for a resume, which the client starts where it
+    /// says: no more than a node's own replay ring would hold (`keep`
+    /// events, [`REPLAY_MAX_BYTES`]), or [`Replay::Gone`], found without
+    /// reading further.
+    pub async fn replay_for_resume(&self, room: &str, after: u64) -> redis::RedisResult<Replay> {
+        self.read_since(room, after, Some(REPLAY_MAX_BYTES)).await
+    }
+
+    /// Reads the stream a page at a time: a room's records may be large,
+    /// and a limited read stops as soon as it is past its limit.
+    async fn read_since(
+        &self,
+        room: &str,
+        after: u64,
+        max_bytes: Option<usize>,
+    ) -> redis::RedisResult<Replay> {
         let mut conn = self.conn.clone();
         let last = self.last(room).await?;
         if after >= last {
             return Ok(Replay::Events(Vec::new()));
         }
-        // Read a page at a time, and no further than a replay may reach:
-        // a resume names where it starts, and must not make a node pull a
-        // room's whole log (its records may be large) to learn it is gone.
+        let too_much = |events: &[(u64, Vec<u8>)], bytes: usize| {
+            max_bytes.is_some_and(|max| bytes > max || events.len() > self.keep)
+        };
         let (mut events, mut bytes) = (Vec::new(), 0usize);
         // Complete only if it starts right after `after` and has no holes
         // (but the jumps an advance marked).
         let mut expected = after + 1;
         let mut from = format!("{}-0", after + 1);
-        loop {
+        while expected <= last {
             let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
                 .arg(stream_key(room))
                 .arg(&from)
@@ -702,10 +721,6 @@ impl RoomLog {
                     .ok_or_else(|| unreadable("a stream entry id"))?;
                 // Every entry is `<number>-0`: the next page starts after.
                 from = format!("{seq}-1");
-                bytes += fields.iter().map(Vec::len).sum::<usize>();
-                if bytes > REPLAY_MAX_BYTES || events.len() > self.keep {
-                    return Ok(Replay::Gone);
-                }
                 let number = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
                 let (jumped_from, run) = match (fields.len(), fields.get(2).map(Vec::as_slice)) {
                     (2, _) => (None, None),
@@ -725,16 +740,28 @@ impl RoomLog {
                         .ok_or_else(|| unreadable("a run of events"))?;
                     for (offset, event) in (0..count).zip(run) {
                         let seq = first + offset;
-                        if seq <= after {
+                        if seq <= after || seq > last {
                             continue;
                         }
                         if seq != expected {
                             return Ok(Replay::Gone);
                         }
                         expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
+                        bytes += event.len();
                         events.push((seq, event.to_vec()));
+                        if too_much(&events, bytes) {
+                            return Ok(Replay::Gone);
+                        }
                     }
                     continue;
+                }
+                if seq > last {
+                    // Appended after the read began (it reaches the reader
+                    // live): what should have come before is missing.
+                    if expected <= last {
+                        return Ok(Replay::Gone);
+                    }
+                    break;
                 }
                 let bridged = jumped_from.is_some_and(|from| from < expected && expected <= seq);
                 if seq != expected && !bridged {
@@ -742,9 +769,14 @@ impl RoomLog {
                 }
                 expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
                 fields.truncate(2);
-                events.push((seq, fields.swap_remove(1)));
+                let event = fields.swap_remove(1);
+                bytes += event.len();
+                events.push((seq, event));
+                if too_much(&events, bytes) {
+                    return Ok(Replay::Gone);
+                }
             }
-            if !more || expected > last {
+            if !more {
                 break;
             }
         }
@@ -755,8 +787,9 @@ impl RoomLog {
     }
 }
 
-/// Stream entries one read of a replay asks for.
-const REPLAY_PAGE: usize = 32;
+/// Stream entries one read of the log asks for (an entry may be a run of
+/// up to a MiB).
+const REPLAY_PAGE: usize = 8;
 
 /// The most a replay read from the log may hold (what a node's own replay
 /// ring keeps of a room at most): a resume from further back is refused.

@@ -580,18 +580,31 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
     );
     assert_eq!(short.since("r2", first - 400).await.unwrap(), Replay::Gone);
 
-    // A replay holds no more than a node's replay ring would: a resume
-    // from further back is refused, not read whole.
+    // A resume's replay holds no more than a node's replay ring would:
+    // from further back it is refused, not read whole.
     let big = vec![7u8; 1 << 20];
     let before = a.append("r3", b"first").await.unwrap();
     for _ in 0..5 {
         a.append("r3", &big).await.unwrap();
     }
-    assert_eq!(a.since("r3", before).await.unwrap(), Replay::Gone);
-    let Replay::Events(events) = a.since("r3", before + 2).await.unwrap() else {
+    assert_eq!(
+        a.replay_for_resume("r3", before).await.unwrap(),
+        Replay::Gone
+    );
+    let Replay::Events(events) = a.replay_for_resume("r3", before + 2).await.unwrap() else {
         panic!("three of them fit");
     };
     assert_eq!(events.len(), 3);
+    // A node catching up reads the whole gap, whatever its size.
+    let Replay::Events(events) = a.since("r3", before).await.unwrap() else {
+        panic!("a catch-up is not limited");
+    };
+    assert_eq!(events.len(), 5);
+    // Nor more than `keep` events for a resume.
+    assert_eq!(
+        short.replay_for_resume("r2", first - 3).await.unwrap(),
+        Replay::Gone
+    );
 }
 
 #[tokio::test]
