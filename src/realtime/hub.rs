@@ -421,7 +421,8 @@ impl RoomHub {
                 tx,
                 control: control.clone(),
             };
-            let slot = Slot::new(info, resume_token, outbox, state.last_seq(), self.limits());
+            let mut slot = Slot::new(info, resume_token, outbox, state.last_seq(), self.limits());
+            slot.joined_seq = state.last_seq();
             state.slots.insert(participant_id.clone(), Box::new(slot));
             let slot = &state.slots[&participant_id];
             let joined = self.joined(state, meeting, slot, &session_id, false, state.last_seq());

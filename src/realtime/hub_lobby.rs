@@ -276,6 +276,7 @@ impl RoomHub {
             return false;
         };
         let mut state = lock(&room);
+        let last = state.last_seq();
         let Some(slot) = state
             .slots
             .get_mut(participant_id)
@@ -286,6 +287,7 @@ impl RoomHub {
         let Some(waiting) = slot.waiting.take() else {
             return false;
         };
+        slot.joined_seq = last;
         slot.resume_token = random_token();
         slot.info.join_time = Some(to_timestamp(now_micros()));
         let info = slot.info.clone();

@@ -159,6 +159,9 @@ pub struct Slot {
     /// transport, where a resume without `last_sequence` starts. (While
     /// attached, the session's own `sent_seq` says it.)
     delivered: u64,
+    /// The room's number when it joined (or was let in from the lobby):
+    /// a resume replays nothing older, whatever `last_sequence` it asks.
+    pub joined_seq: u64,
     detached: Option<DetachCause>,
     pub limits: SessionLimits,
     /// In the lobby: what it was told (`waiting`), sent again with
@@ -187,6 +190,7 @@ impl Slot {
             outbox: Some(outbox),
             epoch: 0,
             delivered,
+            joined_seq: 0,
             detached: None,
             limits,
             waiting: None,
@@ -599,7 +603,7 @@ impl RoomState {
     pub fn resume_from(&self, participant_id: &str, last_sequence: u64) -> Option<u64> {
         let slot = self.slots.get(participant_id)?;
         Some(match (&slot.outbox, last_sequence) {
-            (_, n) if n > 0 => n.min(self.last_seq()),
+            (_, n) if n > 0 => n.max(slot.joined_seq).min(self.last_seq()),
             // Replacing a stream the server has not yet seen drop.
             (Some(outbox), _) => outbox.control.sent_seq(),
             (None, _) => slot.delivered,
@@ -967,6 +971,9 @@ mod tests {
         // Replacing a live stream resumes from what reached its transport.
         assert_eq!(room.resume_from("a", 0), Some(1));
         assert_eq!(room.resume_from("a", 99), Some(2), "at most the latest");
+        // Nothing from before it joined.
+        room.slots.get_mut("a").unwrap().joined_seq = 2;
+        assert_eq!(room.resume_from("a", 1), Some(2), "not before its join");
         let (tx, _rx) = queue::channel(8);
         let (old_session, new_control) = room
             .reattach("a", "session-a-1".into(), tx, |epoch| control("a", epoch))

@@ -764,6 +764,53 @@ async fn a_dropped_participant_resumes_and_gets_what_it_missed() {
 }
 
 #[tokio::test]
+async fn a_resume_replays_nothing_from_before_the_join() {
+    let app = spawn_app_with(&[("UNIO_RESUME_GRACE", "3s")]).await;
+    let (meeting, host, bob, _) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
+    let mut a = connect(&app, &host, &meeting).await;
+    a.tx.send(event(
+        "h",
+        client_event::Event::RaiseHand(pb::RaiseHand { raised: true }),
+    ))
+    .await
+    .unwrap();
+    settle(&mut a).await;
+    let b = connect(&app, &bob, &meeting).await;
+    let token = b.joined.resume_token.clone();
+    next(&mut a.events).await;
+    drop(b);
+    a.tx.send(event(
+        "t",
+        client_event::Event::Typing(pb::Typing { is_typing: true }),
+    ))
+    .await
+    .unwrap();
+    settle(&mut a).await;
+
+    // It asks for everything since the room began: it gets what came
+    // after its join, not the host's join or hand before it.
+    let (_tx, mut again) = open(
+        &app,
+        &bob,
+        client_event::Event::Join(pb::JoinRoom {
+            meeting_id: meeting.clone(),
+            resume_token: token,
+            last_sequence: 1,
+        }),
+    )
+    .await
+    .unwrap();
+    let first = next(&mut again).await;
+    assert!(matches!(first.event, Some(Event::Joined(_))), "{first:?}");
+    let replayed = next(&mut again).await;
+    assert!(
+        matches!(replayed.event, Some(Event::Typing(_))),
+        "{replayed:?}"
+    );
+    assert!(quiet(&mut again, Duration::from_millis(200)).await);
+}
+
+#[tokio::test]
 async fn past_the_grace_period_the_room_is_told_and_resume_fails() {
     let app = spawn_app_with(&[("UNIO_RESUME_GRACE", "300ms")]).await;
     let (meeting, host, bob, _) = setup(&app, pb::JoinPolicy::InvitedOnly).await;
