@@ -455,6 +455,12 @@ impl Link {
             .await
     }
 
+    /// The number of `participant_id`'s join, 0 if not recorded.
+    pub async fn joined_at(&self, room: &str, participant_id: &str) -> redis::RedisResult<u64> {
+        self.bounded(async { self.log().await?.joined_at(room, participant_id).await })
+            .await
+    }
+
     /// The room's records after `after`.
     pub async fn since(&self, room: &str, after: u64) -> redis::RedisResult<Replay> {
         self.bounded(async { self.log().await?.since(room, after).await })

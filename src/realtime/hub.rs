@@ -399,6 +399,7 @@ impl RoomHub {
                 info,
             } = self.arrival(state, meeting, &joiner, &participant_id);
             let resume_token = random_token();
+            let seen = state.last_seq();
             let overflowed = self.emit(
                 &meeting.id,
                 state,
@@ -415,6 +416,7 @@ impl RoomHub {
                         .map(|l| l.node().to_owned())
                         .unwrap_or_default(),
                     token: cluster::token_hash(&resume_token),
+                    seen,
                 },
             );
             let outbox = Outbox {

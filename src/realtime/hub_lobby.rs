@@ -308,6 +308,7 @@ impl RoomHub {
                     .map(|l| l.node().to_owned())
                     .unwrap_or_default(),
                 token,
+                seen: last,
             },
         );
         if self.link.is_none() {

@@ -290,6 +290,12 @@ impl RoomHub {
                 return Err(HubError::ResumeFailed("the participant is already here"));
             }
         }
+        // Nothing from before it joined, whatever the client asks.
+        let joined = link
+            .joined_at(&meeting.id, participant_id)
+            .await
+            .map_err(|_| unreachable.clone())?;
+        let last_sequence = last_sequence.max(joined);
         let replay = match link.resume_since(&meeting.id, last_sequence).await {
             Ok(Replay::Events(records)) => records,
             Ok(Replay::Gone) => {
@@ -321,6 +327,11 @@ impl RoomHub {
             _ => return Err(unreachable),
         }
         let attached = self.attach_moved(meeting, room, info, resume_token, last_sequence, replay);
+        if attached.is_ok()
+            && let Some(slot) = lock(room).slots.get_mut(participant_id)
+        {
+            slot.joined_seq = joined;
+        }
         if attached.is_err() {
             // Claimed, so its old node let it go, but not attached here
             // (the meeting ended meanwhile, or this node missed what the

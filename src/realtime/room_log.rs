@@ -60,6 +60,12 @@ fn roster_key(room: &str) -> String {
     format!("unio:room:{room}:roster")
 }
 
+/// Each participant's join number (by participant id), apart from the
+/// roster so that a node of an earlier version reads the roster as ever.
+fn joins_key(room: &str) -> String {
+    format!("unio:room:{room}:joins")
+}
+
 /// Keys of a room idle this long go.
 const IDLE: Duration = Duration::from_secs(24 * 3600);
 
@@ -131,6 +137,7 @@ elseif op == 'del' or op == 'reap' then
   if redis.call('HDEL', KEYS[4], 'p:' .. pid, 'o:' .. pid, 't:' .. pid, 'w:' .. pid) == 0 then
     return 0
   end
+  redis.call('HDEL', KEYS[5], pid)
 end
 ",
     counter_start!(),
@@ -139,10 +146,15 @@ local n = redis.call('INCR', KEYS[1])
 local seq = string.format('%d', n)
 redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', n - tonumber(ARGV[2]) + 1), seq .. '-0', 'e', ARGV[1])
 redis.call('PUBLISH', KEYS[3], seq .. ':' .. ARGV[1])
+if op == 'join' then
+  redis.call('HSET', KEYS[5], pid, ARGV[10])
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+end
 -- The idle timer restarts every 64 events (not on each: it costs).
 if n % 64 == 0 then
   for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
   redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
 end
 return seq
 "
@@ -268,12 +280,15 @@ pub enum RosterOp {
     /// Nothing.
     #[default]
     None,
-    /// A participant joined on `node`; `token` is its resume token's hash.
+    /// A participant joined on `node`; `token` is its resume token's hash;
+    /// `seen` is the number its `joined` carried (a resume on another node
+    /// replays nothing older).
     Join {
         participant_id: String,
         participant: Vec<u8>,
         node: String,
         token: Vec<u8>,
+        seen: u64,
     },
     /// A participant's details changed (media state); ignored once it left.
     Set {
@@ -339,6 +354,7 @@ impl RosterOp {
                 participant,
                 node,
                 token,
+                ..
             } => [
                 b"join",
                 participant_id.as_bytes(),
@@ -487,14 +503,19 @@ impl RoomLog {
     /// `pipe` must have loaded the script first ([`RoomLog::load`]): a
     /// script is sent by its hash, not its text.
     pub fn add_append(&self, pipe: &mut redis::Pipeline, room: &str, event: &[u8], op: &RosterOp) {
+        let seen = match op {
+            RosterOp::Join { seen, .. } => *seen,
+            _ => 0,
+        };
         let [op, participant_id, participant, node, token] = op.args();
         pipe.cmd("EVALSHA")
             .arg(append_script().get_hash())
-            .arg(4)
+            .arg(5)
             .arg(counter_key(room))
             .arg(stream_key(room))
             .arg(channel(room))
             .arg(roster_key(room))
+            .arg(joins_key(room))
             .arg(event)
             .arg(self.keep)
             .arg(IDLE.as_millis() as u64)
@@ -503,7 +524,8 @@ impl RoomLog {
             .arg(participant)
             .arg(node)
             .arg(token)
-            .arg(room);
+            .arg(room)
+            .arg(seen);
     }
 
     /// Adds one append of a run of `events` (in order, none with a roster
@@ -658,6 +680,19 @@ impl RoomLog {
             .query_async(&mut conn)
             .await?;
         parse_snapshot(flat).ok_or_else(|| unreadable("a room snapshot"))
+    }
+
+    /// The number `participant_id`'s `joined` carried (at its join or
+    /// admission), 0 if the log lacks it (a node of an earlier version
+    /// does not record it).
+    pub async fn joined_at(&self, room: &str, participant_id: &str) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let seq: Option<u64> = redis::cmd("HGET")
+            .arg(joins_key(room))
+            .arg(participant_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(seq.unwrap_or(0))
     }
 
     /// The room's last sequence number (0 before its first event).
