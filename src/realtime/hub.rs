@@ -961,8 +961,21 @@ impl RoomHub {
     /// Drops the room if nobody is in it here (also after a join that
     /// made the room, then failed).
     pub fn drop_if_empty(&self, meeting_id: &str) {
+        let room = lock(&self.rooms).get(meeting_id).cloned();
+        if let Some(room) = room {
+            self.drop_room_if_empty(meeting_id, &room);
+        }
+    }
+
+    /// [`RoomHub::drop_if_empty`] of `room` only, not of a room made for
+    /// the meeting since.
+    pub(super) fn drop_room_if_empty(&self, meeting_id: &str, room: &Arc<Room>) {
         let mut rooms = lock(&self.rooms);
-        let Some(room) = rooms.get(meeting_id).cloned() else {
+        let Some(room) = rooms
+            .get(meeting_id)
+            .filter(|current| Arc::ptr_eq(current, room))
+            .cloned()
+        else {
             return;
         };
         let mut state = lock(&room);

@@ -121,7 +121,7 @@ impl Drop for Resuming {
             }
         }
         if let Some(hub) = self.hub.upgrade() {
-            hub.drop_if_empty(&self.meeting_id);
+            hub.drop_room_if_empty(&self.meeting_id, &self.room);
         }
     }
 }
@@ -214,27 +214,7 @@ impl RoomHub {
                 "resuming on another node needs last_sequence",
             ));
         }
-        // The room, held open while the resume is under way (another
-        // resume failing here must not drop it meanwhile).
-        let mut tries = 0;
-        let mut resuming = loop {
-            let room = self.caught_up_room(&meeting.id).await?;
-            let mut state = lock(&room);
-            match state.closed {
-                Some(super::Closed::Emptied) if tries < 3 => tries += 1,
-                Some(_) => return Err(HubError::NotJoinable),
-                None => {
-                    state.resuming.push(String::new());
-                    drop(state);
-                    break Resuming {
-                        hub: self.this.clone(),
-                        meeting_id: meeting.id.clone(),
-                        room,
-                        participant_id: String::new(),
-                    };
-                }
-            }
-        };
+        let mut resuming = self.caught_up_room(&meeting.id).await?;
         let resumed = self
             .claim_and_attach(
                 &link,
@@ -327,11 +307,6 @@ impl RoomHub {
             _ => return Err(unreachable),
         }
         let attached = self.attach_moved(meeting, room, info, resume_token, last_sequence, replay);
-        if attached.is_ok()
-            && let Some(slot) = lock(room).slots.get_mut(participant_id)
-        {
-            slot.joined_seq = joined;
-        }
         if attached.is_err() {
             // Claimed, so its old node let it go, but not attached here
             // (the meeting ended meanwhile, or this node missed what the
@@ -381,48 +356,62 @@ impl RoomHub {
         match tokio::time::timeout(Duration::from_secs(2), sent).await {
             Ok(Ok(Some(_))) => self.attendance.leave(participant_id, now_micros()),
             Ok(Ok(None)) => {}
-            _ => tracing::warn!(
-                meeting_id,
-                participant_id,
-                "room log: could not announce the leave of a participant claimed but not attached"
-            ),
+            // Redis did not say: the leave goes through the queue, which
+            // tries again (the roster still takes it only from this node).
+            // Whether it will is unknown here, so attendance stays open.
+            _ => {
+                tracing::warn!(
+                    meeting_id,
+                    participant_id,
+                    "room log: the leave of a participant claimed but not attached is queued"
+                );
+                link.append(meeting_id, left, leave);
+            }
         }
     }
 
     /// This node's room for `meeting_id`, caught up with its log (waiting
-    /// a few seconds at most).
-    async fn caught_up_room(&self, meeting_id: &str) -> Result<Arc<Room>, HubError> {
+    /// a few seconds at most), held open for a resume from the moment it
+    /// is found open (another resume failing here must not drop it while
+    /// this one waits).
+    async fn caught_up_room(&self, meeting_id: &str) -> Result<Resuming, HubError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        loop {
+        let (resuming, ready) = loop {
             let room = lock(&self.rooms)
                 .entry(meeting_id.to_owned())
                 .or_insert_with(|| self.new_room(meeting_id))
                 .clone();
-            let ready = {
-                let state = lock(&room);
-                match state.closed {
-                    Some(super::Closed::Emptied) => continue,
-                    Some(super::Closed::MeetingOver) => return Err(HubError::NotJoinable),
-                    None => {}
-                }
-                match &state.link {
-                    Some(link) if !link.synced => Some(link.ready.subscribe()),
-                    _ => None,
-                }
+            let mut state = lock(&room);
+            match state.closed {
+                Some(super::Closed::Emptied) => continue,
+                Some(super::Closed::MeetingOver) => return Err(HubError::NotJoinable),
+                None => {}
+            }
+            state.resuming.push(String::new());
+            let ready = match &state.link {
+                Some(link) if !link.synced => Some(link.ready.subscribe()),
+                _ => None,
             };
-            let Some(mut ready) = ready else {
-                return Ok(room);
+            drop(state);
+            let resuming = Resuming {
+                hub: self.this.clone(),
+                meeting_id: meeting_id.to_owned(),
+                room,
+                participant_id: String::new(),
             };
-            if tokio::time::timeout_at(deadline, ready.wait_for(|r| *r))
+            break (resuming, ready);
+        };
+        if let Some(mut ready) = ready
+            && tokio::time::timeout_at(deadline, ready.wait_for(|r| *r))
                 .await
                 .is_err()
-            {
-                self.drop_if_empty(meeting_id);
-                return Err(HubError::ResumeFailed(
-                    "the room cannot be reached from this node now",
-                ));
-            }
+        {
+            // The guard's drop lets the room go if nobody else holds it.
+            return Err(HubError::ResumeFailed(
+                "the room cannot be reached from this node now",
+            ));
         }
+        Ok(resuming)
     }
 
     /// Attaches a participant claimed from another node, with what it
@@ -506,7 +495,10 @@ impl RoomHub {
             tx: tx.clone(),
             control: control.clone(),
         };
-        let slot = super::Slot::new(info, resume_token.to_owned(), outbox, last, self.limits());
+        let mut slot = super::Slot::new(info, resume_token.to_owned(), outbox, last, self.limits());
+        // Where it resumed from, at or after its join (see
+        // `claim_and_attach`): a later resume here replays nothing older.
+        slot.joined_seq = from;
         state.slots.insert(participant_id.clone(), Box::new(slot));
         let slot = &state.slots[&participant_id];
         let joined = self.joined(&state, meeting, slot, &session_id, true, from);
@@ -904,6 +896,7 @@ impl RoomHub {
                 participant: slot.info.encode_to_vec(),
                 node: link.node().to_owned(),
                 token: super::cluster::token_hash(&slot.resume_token),
+                seen: slot.joined_seq,
             };
             let to = Audience::AllExcept(participant_id.clone());
             link.append(meeting_id, Record::event(&to, joined), op);

@@ -146,7 +146,7 @@ local n = redis.call('INCR', KEYS[1])
 local seq = string.format('%d', n)
 redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', n - tonumber(ARGV[2]) + 1), seq .. '-0', 'e', ARGV[1])
 redis.call('PUBLISH', KEYS[3], seq .. ':' .. ARGV[1])
-if op == 'join' then
+if op == 'join' or op == 'rejoin' then
   redis.call('HSET', KEYS[5], pid, ARGV[10])
   redis.call('PEXPIRE', KEYS[5], ARGV[3])
 end
@@ -174,6 +174,7 @@ redis.call('PUBLISH', KEYS[3], string.format('%d', first) .. '+' .. ARGV[4] .. '
 if math.floor(last / 64) ~= math.floor((first - 1) / 64) then
   for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
   redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
 end
 return seq
 "
@@ -314,6 +315,7 @@ pub enum RosterOp {
         participant: Vec<u8>,
         node: String,
         token: Vec<u8>,
+        seen: u64,
     },
     /// `node` no longer serves anyone in the room (nothing is published).
     Untrack { node: String },
@@ -385,6 +387,7 @@ impl RosterOp {
                 participant,
                 node,
                 token,
+                ..
             } => [
                 b"rejoin",
                 participant_id.as_bytes(),
@@ -504,7 +507,7 @@ impl RoomLog {
     /// script is sent by its hash, not its text.
     pub fn add_append(&self, pipe: &mut redis::Pipeline, room: &str, event: &[u8], op: &RosterOp) {
         let seen = match op {
-            RosterOp::Join { seen, .. } => *seen,
+            RosterOp::Join { seen, .. } | RosterOp::Rejoin { seen, .. } => *seen,
             _ => 0,
         };
         let [op, participant_id, participant, node, token] = op.args();
@@ -535,11 +538,12 @@ impl RoomLog {
         debug_assert!(!events.is_empty(), "a run of nothing would reuse a number");
         pipe.cmd("EVALSHA")
             .arg(run_script().get_hash())
-            .arg(4)
+            .arg(5)
             .arg(counter_key(room))
             .arg(stream_key(room))
             .arg(channel(room))
             .arg(roster_key(room))
+            .arg(joins_key(room))
             .arg(frame(events))
             .arg(self.keep)
             .arg(IDLE.as_millis() as u64)
@@ -739,16 +743,22 @@ impl RoomLog {
         // (but the jumps an advance marked).
         let mut expected = after + 1;
         let mut from = format!("{}-0", after + 1);
+        // Small pages while a limit may stop the read early.
+        let page = if max_bytes.is_some() {
+            LIMITED_PAGE
+        } else {
+            PAGE
+        };
         while expected <= last {
             let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
                 .arg(stream_key(room))
                 .arg(&from)
                 .arg("+")
                 .arg("COUNT")
-                .arg(REPLAY_PAGE)
+                .arg(page)
                 .query_async(&mut conn)
                 .await?;
-            let more = entries.len() == REPLAY_PAGE;
+            let more = entries.len() == page;
             for (id, mut fields) in entries {
                 let seq = id
                     .split_once('-')
@@ -771,6 +781,13 @@ impl RoomLog {
                 if let Some(count) = run {
                     // A run under its last number: the events from `first`.
                     let first = seq - (count - 1);
+                    if first > last {
+                        // Appended after the read began, like below.
+                        if expected <= last {
+                            return Ok(Replay::Gone);
+                        }
+                        break;
+                    }
                     let run = unframe(&fields[1], count as usize)
                         .ok_or_else(|| unreadable("a run of events"))?;
                     for (offset, event) in (0..count).zip(run) {
@@ -822,9 +839,12 @@ impl RoomLog {
     }
 }
 
-/// Stream entries one read of the log asks for (an entry may be a run of
-/// up to a MiB).
-const REPLAY_PAGE: usize = 8;
+/// Stream entries one read of the log asks for.
+const PAGE: usize = 64;
+
+/// The same for a limited read (a resume's): an entry may be a run of up
+/// to a MiB, and the limit is checked between pages' entries.
+const LIMITED_PAGE: usize = 8;
 
 /// The most a replay read from the log may hold (what a node's own replay
 /// ring keeps of a room at most): a resume from further back is refused.
