@@ -148,6 +148,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `participant_left` for `participant_id`, for `reason`.
+fn left(participant_id: &str, reason: pb::ParticipantLeftReason) -> Event {
+    Event::ParticipantLeft(pb::ParticipantLeft {
+        participant_id: participant_id.to_owned(),
+        reason: reason as i32,
+    })
+}
+
 fn random_token() -> String {
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -423,8 +431,7 @@ impl RoomHub {
                 tx,
                 control: control.clone(),
             };
-            let mut slot = Slot::new(info, resume_token, outbox, state.last_seq(), self.limits());
-            slot.joined_seq = state.last_seq();
+            let slot = Slot::new(info, resume_token, outbox, state.last_seq(), self.limits());
             state.slots.insert(participant_id.clone(), Box::new(slot));
             let slot = &state.slots[&participant_id];
             let joined = self.joined(state, meeting, slot, &session_id, false, state.last_seq());
@@ -934,10 +941,7 @@ impl RoomHub {
                 meeting_id,
                 &mut state,
                 Audience::All,
-                Event::ParticipantLeft(pb::ParticipantLeft {
-                    participant_id: participant_id.to_owned(),
-                    reason: reason as i32,
-                }),
+                left(participant_id, reason),
                 || RosterOp::Leave {
                     participant_id: participant_id.to_owned(),
                     node: self
@@ -1110,10 +1114,7 @@ impl RoomHub {
             for id in ids {
                 state.publish(
                     Audience::AllExcept(id.clone()),
-                    Event::ParticipantLeft(pb::ParticipantLeft {
-                        participant_id: id,
-                        reason: pb::ParticipantLeftReason::MeetingEnded as i32,
-                    }),
+                    left(&id, pb::ParticipantLeftReason::MeetingEnded),
                 );
             }
             let over = Event::MeetingStatus(pb::MeetingStatusChanged {

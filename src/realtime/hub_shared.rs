@@ -164,10 +164,7 @@ impl RoomHub {
                     } else {
                         Record::event(
                             &Audience::All,
-                            Event::ParticipantLeft(pb::ParticipantLeft {
-                                participant_id: participant_id.clone(),
-                                reason: pb::ParticipantLeftReason::TimedOut as i32,
-                            }),
+                            super::left(participant_id, pb::ParticipantLeftReason::TimedOut),
                         )
                     };
                     let reap = RosterOp::Reap {
@@ -338,10 +335,7 @@ impl RoomHub {
     async fn leave_unattached(&self, link: &Link, meeting_id: &str, participant_id: &str) {
         let left = Record::event(
             &Audience::All,
-            Event::ParticipantLeft(pb::ParticipantLeft {
-                participant_id: participant_id.to_owned(),
-                reason: pb::ParticipantLeftReason::Disconnected as i32,
-            }),
+            super::left(participant_id, pb::ParticipantLeftReason::Disconnected),
         );
         let leave = RosterOp::Leave {
             participant_id: participant_id.to_owned(),
@@ -497,7 +491,8 @@ impl RoomHub {
         };
         let mut slot = super::Slot::new(info, resume_token.to_owned(), outbox, last, self.limits());
         // Where it resumed from, at or after its join (see
-        // `claim_and_attach`): a later resume here replays nothing older.
+        // `claim_and_attach`), not where this node picked it up: a later
+        // resume here replays nothing older.
         slot.joined_seq = from;
         state.slots.insert(participant_id.clone(), Box::new(slot));
         let slot = &state.slots[&participant_id];

@@ -174,7 +174,7 @@ pub struct Slot {
 
 impl Slot {
     /// A participant that just joined (epoch 0), attached to `outbox`, who
-    /// has seen everything up to `delivered`.
+    /// has seen everything up to `delivered` (where its resumes stop).
     pub fn new(
         info: pb::Participant,
         resume_token: String,
@@ -190,7 +190,7 @@ impl Slot {
             outbox: Some(outbox),
             epoch: 0,
             delivered,
-            joined_seq: 0,
+            joined_seq: delivered,
             detached: None,
             limits,
             waiting: None,

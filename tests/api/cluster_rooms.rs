@@ -462,11 +462,7 @@ async fn a_participant_resumes_on_another_node_with_what_it_missed() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // He comes back through the other node.
-    let resume = client_event::Event::Join(pb::JoinRoom {
-        meeting_id: meeting.clone(),
-        resume_token: token,
-        last_sequence: last,
-    });
+    let resume = crate::rooms::resume(&meeting, &token, last);
     let (tx, mut events) = crate::rooms::open(&a, &bob, resume).await.unwrap();
     let first = next(&mut events).await;
     let Some(Event::Joined(joined)) = first.event else {
@@ -516,11 +512,7 @@ async fn a_participant_moves_back_and_forth_to_a_node_that_had_nobody_in_the_roo
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let resume = client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: token.clone(),
-            last_sequence: last,
-        });
+        let resume = crate::rooms::resume(&meeting, &token, last);
         let (tx, mut events) = crate::rooms::open(node, &bob, resume).await.unwrap();
         let first = next(&mut events).await;
         let Some(Event::Joined(joined)) = first.event else {
@@ -743,11 +735,7 @@ async fn a_rolling_restart_drops_no_room() {
     let mut a = a.restart().await;
     let ended = crate::live::ending(&mut bob_room.events).await;
     assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
-    let resume = client_event::Event::Join(pb::JoinRoom {
-        meeting_id: meeting.clone(),
-        resume_token: token,
-        last_sequence: last,
-    });
+    let resume = crate::rooms::resume(&meeting, &token, last);
     let (tx, mut events) = crate::rooms::open(&b, &bob, resume).await.unwrap();
     let first = next(&mut events).await;
     assert!(

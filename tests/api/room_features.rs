@@ -482,17 +482,9 @@ async fn a_locked_meeting_refuses_new_joins_but_not_resumes_or_co_hosts() {
     connect(&app, &dave, &meeting).await;
     let token = bob_room.joined.resume_token.clone();
     drop(bob_room);
-    let (_tx, mut resumed) = open(
-        &app,
-        &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: token,
-            last_sequence: 0,
-        }),
-    )
-    .await
-    .expect("a resume passes the lock");
+    let (_tx, mut resumed) = open(&app, &bob, crate::rooms::resume(&meeting, &token, 0))
+        .await
+        .expect("a resume passes the lock");
     let first = next(&mut resumed).await;
     let Some(Event::Joined(joined)) = first.event else {
         panic!("{first:?}")
@@ -717,11 +709,7 @@ async fn the_waiting_room_holds_attendees_until_a_host_decides() {
     let (_tx, mut resumed) = open(
         &app,
         &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: bob_joined.resume_token.clone(),
-            last_sequence: 0,
-        }),
+        crate::rooms::resume(&meeting, &bob_joined.resume_token, 0),
     )
     .await
     .unwrap();
@@ -962,17 +950,9 @@ async fn hands_queue_in_order_and_reactions_are_checked() {
     // The queue survives a resume: carol's hand is still up.
     let token = carol_room.joined.resume_token.clone();
     drop(carol_room);
-    let (_tx, mut resumed) = open(
-        &app,
-        &carol,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: token,
-            last_sequence: 0,
-        }),
-    )
-    .await
-    .unwrap();
+    let (_tx, mut resumed) = open(&app, &carol, crate::rooms::resume(&meeting, &token, 0))
+        .await
+        .unwrap();
     let Some(Event::Joined(j)) = next(&mut resumed).await.event else {
         panic!()
     };

@@ -41,6 +41,19 @@ pub(crate) fn join(meeting_id: &str) -> client_event::Event {
     })
 }
 
+/// A join that resumes `resume_token`'s participant after `last_sequence`.
+pub(crate) fn resume(
+    meeting_id: &str,
+    resume_token: &str,
+    last_sequence: u64,
+) -> client_event::Event {
+    client_event::Event::Join(pb::JoinRoom {
+        meeting_id: meeting_id.into(),
+        resume_token: resume_token.into(),
+        last_sequence,
+    })
+}
+
 /// Opens Connect and sends `first` as its first event.
 pub(crate) async fn open(
     app: &TestApp,
@@ -608,16 +621,7 @@ async fn the_host_removes_a_participant() {
     // The kicked participant's resume token is dead: the removal is checked
     // before any resume.
     assert_status(
-        open(
-            &app,
-            &bob,
-            client_event::Event::Join(pb::JoinRoom {
-                meeting_id: meeting.clone(),
-                resume_token: b.joined.resume_token.clone(),
-                last_sequence: 0,
-            }),
-        )
-        .await,
+        open(&app, &bob, resume(&meeting, &b.joined.resume_token, 0)).await,
         Code::PermissionDenied,
         "REMOVED_BY_HOST",
     );
@@ -732,17 +736,9 @@ async fn a_dropped_participant_resumes_and_gets_what_it_missed() {
     .unwrap();
     settle(&mut a).await;
 
-    let (_tx, mut again) = open(
-        &app,
-        &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: token,
-            last_sequence: b_seen,
-        }),
-    )
-    .await
-    .unwrap();
+    let (_tx, mut again) = open(&app, &bob, resume(&meeting, &token, b_seen))
+        .await
+        .unwrap();
     let first = next(&mut again).await;
     let Some(Event::Joined(joined)) = first.event else {
         panic!("{first:?}")
@@ -789,17 +785,7 @@ async fn a_resume_replays_nothing_from_before_the_join() {
 
     // It asks for everything since the room began: it gets what came
     // after its join, not the host's join or hand before it.
-    let (_tx, mut again) = open(
-        &app,
-        &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: token,
-            last_sequence: 1,
-        }),
-    )
-    .await
-    .unwrap();
+    let (_tx, mut again) = open(&app, &bob, resume(&meeting, &token, 1)).await.unwrap();
     let first = next(&mut again).await;
     assert!(matches!(first.event, Some(Event::Joined(_))), "{first:?}");
     let replayed = next(&mut again).await;
@@ -833,17 +819,7 @@ async fn past_the_grace_period_the_room_is_told_and_resume_fails() {
             pb::ParticipantLeftReason::Disconnected as i32
         )
     );
-    let (_tx, mut again) = open(
-        &app,
-        &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: token,
-            last_sequence: 0,
-        }),
-    )
-    .await
-    .unwrap();
+    let (_tx, mut again) = open(&app, &bob, resume(&meeting, &token, 0)).await.unwrap();
     assert!(
         matches!(next(&mut again).await.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED")
     );
@@ -988,11 +964,7 @@ async fn a_slow_consumer_is_cut_loose_and_can_resume() {
     let (_tx, mut again) = open(
         &app,
         &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: slow.joined.resume_token.clone(),
-            last_sequence: last_seq,
-        }),
+        resume(&meeting, &slow.joined.resume_token, last_seq),
     )
     .await
     .unwrap();
@@ -1126,17 +1098,7 @@ async fn resuming_without_a_sequence_replays_what_never_reached_the_client() {
     .await
     .unwrap();
     settle(&mut a).await;
-    let (_tx, mut again) = open(
-        &app,
-        &bob,
-        client_event::Event::Join(pb::JoinRoom {
-            meeting_id: meeting.clone(),
-            resume_token: token,
-            last_sequence: 0,
-        }),
-    )
-    .await
-    .unwrap();
+    let (_tx, mut again) = open(&app, &bob, resume(&meeting, &token, 0)).await.unwrap();
     let joined = next(&mut again).await;
     assert!(matches!(joined.event, Some(Event::Joined(j)) if j.resumed));
     let replayed = next(&mut again).await;
