@@ -195,7 +195,35 @@ impl RoomHub {
     /// `last_sequence`, and a claim (atomic with the token's check) makes
     /// this node its server; the old node, if alive, drops its slot
     /// quietly when the claim's record reaches it.
+    ///
+    /// It runs on a task of its own, not cancelled with the call: a claim
+    /// that went through ends attached (a stream nobody reads then detaches
+    /// as any whose client left, and its grace runs out) or announced as
+    /// left, never as a participant no node serves.
     pub async fn resume_elsewhere(
+        self: &Arc<Self>,
+        meeting: &pb::Meeting,
+        user_id: &str,
+        resume_token: &str,
+        last_sequence: u64,
+    ) -> Result<super::SessionStream, HubError> {
+        let (hub, meeting, user_id, resume_token) = (
+            self.clone(),
+            meeting.clone(),
+            user_id.to_owned(),
+            resume_token.to_owned(),
+        );
+        tokio::spawn(async move {
+            hub.resume_elsewhere_now(&meeting, &user_id, &resume_token, last_sequence)
+                .await
+        })
+        .await
+        .unwrap_or(Err(HubError::ResumeFailed(
+            "the room cannot be reached from this node now",
+        )))
+    }
+
+    async fn resume_elsewhere_now(
         self: &Arc<Self>,
         meeting: &pb::Meeting,
         user_id: &str,
@@ -301,32 +329,51 @@ impl RoomHub {
         match tokio::time::timeout(Duration::from_secs(2), claimed).await {
             Ok(Ok(Some(_))) => {}
             Ok(Ok(None)) => return Err(gone),
-            _ => return Err(unreachable),
+            // Redis did not say: the claim may still go through (it was
+            // sent), and its old node would then let it go.
+            _ => {
+                self.leave_if_unattached(link, room, &meeting.id, participant_id)
+                    .await;
+                return Err(unreachable);
+            }
         }
         let attached = self.attach_moved(meeting, room, info, resume_token, last_sequence, replay);
         if attached.is_err() {
-            // Claimed, so its old node let it go, but not attached here
-            // (the meeting ended meanwhile, or this node missed what the
-            // replay needs): no node serves it now. It leaves for good
-            // rather than linger in every node's roster, unless another
-            // resume of it here attached it or is under way; the roster
-            // takes the leave only while it names this node.
-            let alone = {
-                let state = lock(room);
-                !state.slots.contains_key(participant_id)
-                    && state
-                        .resuming
-                        .iter()
-                        .filter(|p| *p == participant_id)
-                        .count()
-                        == 1
-            };
-            if alone {
-                self.leave_unattached(link, &meeting.id, participant_id)
-                    .await;
-            }
+            // The meeting ended meanwhile, or this node missed what the
+            // replay needs.
+            self.leave_if_unattached(link, room, &meeting.id, participant_id)
+                .await;
         }
         attached
+    }
+
+    /// A participant this node claimed (or may have: Redis did not answer)
+    /// is not attached here: its old node let it go, so no node serves it.
+    /// It leaves for good rather than linger in every node's roster,
+    /// unless another resume of it here attached it or is under way; the
+    /// roster takes the leave only while it names this node (a claim that
+    /// never happened leaves it where it was).
+    async fn leave_if_unattached(
+        &self,
+        link: &Link,
+        room: &Arc<Room>,
+        meeting_id: &str,
+        participant_id: &str,
+    ) {
+        let alone = {
+            let state = lock(room);
+            !state.slots.contains_key(participant_id)
+                && state
+                    .resuming
+                    .iter()
+                    .filter(|p| *p == participant_id)
+                    .count()
+                    == 1
+        };
+        if alone {
+            self.leave_unattached(link, meeting_id, participant_id)
+                .await;
+        }
     }
 
     /// Takes out a participant this node claimed and could not attach:
@@ -709,6 +756,13 @@ impl RoomHub {
         bytes: bytes::Bytes,
     ) -> Followups {
         let mut followups = Followups::default();
+        if bytes.is_empty() {
+            // A jump in the log's numbers: Redis lost the room, and with it
+            // perhaps events this node never heard. No replay reaches back
+            // over it.
+            state.forget_until(seq);
+            return followups;
+        }
         if self.signal(meeting_id, state, seq, &bytes) {
             return followups;
         }

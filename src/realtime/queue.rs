@@ -85,6 +85,11 @@ pub fn channel(capacity: usize) -> (Sender, Receiver) {
 }
 
 impl Sender {
+    /// The receiver is gone: nothing sent now would reach anyone.
+    pub fn is_closed(&self) -> bool {
+        !self.shared.lock().receiver
+    }
+
     pub fn try_send(&self, event: Item) -> Result<(), TrySendError> {
         {
             let mut state = self.shared.lock();

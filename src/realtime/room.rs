@@ -163,6 +163,9 @@ pub struct Slot {
     /// a resume replays nothing older, whatever `last_sequence` it asks.
     pub joined_seq: u64,
     detached: Option<DetachCause>,
+    /// It missed an event that no replay holds (one delivered outside the
+    /// room's order while it was away): it cannot resume, only join anew.
+    missed_unsequenced: bool,
     pub limits: SessionLimits,
     /// In the lobby: what it was told (`waiting`), sent again with
     /// `host_present` changed. It hears nothing of the room. Boxed: most
@@ -192,6 +195,7 @@ impl Slot {
             delivered,
             joined_seq: delivered,
             detached: None,
+            missed_unsequenced: false,
             limits,
             waiting: None,
             admission: None,
@@ -492,6 +496,17 @@ impl RoomState {
             event: Some(event),
         });
         let overflowed = self.fan(&to, event.clone());
+        // Whoever it did not reach cannot have it replayed: their resume
+        // must not pass for complete.
+        for (id, slot) in self.slots.iter_mut() {
+            let reached = slot
+                .outbox
+                .as_ref()
+                .is_some_and(|outbox| !outbox.tx.is_closed());
+            if to.includes(id) && slot.waiting.is_none() && !reached {
+                slot.missed_unsequenced = true;
+            }
+        }
         self.after(lobby_changed, &event);
         overflowed
     }
@@ -561,7 +576,12 @@ impl RoomState {
         participant_id: &str,
         from: u64,
     ) -> Option<Vec<Arc<pb::ServerEvent>>> {
-        if from < self.replay_floor {
+        if from < self.replay_floor
+            || self
+                .slots
+                .get(participant_id)
+                .is_some_and(|slot| slot.missed_unsequenced)
+        {
             return None;
         }
         Some(
@@ -928,6 +948,31 @@ mod tests {
         room.fell_behind();
         assert!(room.replay_since("x", 11).is_none());
         assert_eq!(room.replay_since("x", 12).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn who_missed_an_unsequenced_event_cannot_resume() {
+        // Redis is away: a and b are here, c's stream is gone, d is away.
+        let mut room = RoomState::new(16);
+        let (a, mut rx_a) = slot("a", 8);
+        let (b, _rx_b) = slot("b", 8);
+        let (c, rx_c) = slot("c", 8);
+        let (d, _rx_d) = slot("d", 8);
+        for (id, slot) in [("a", a), ("b", b), ("c", c), ("d", d)] {
+            room.slots.insert(id.into(), Box::new(slot));
+        }
+        room.deliver(5, Audience::All, pong());
+        drop(rx_c);
+        room.detach("d", 0, DetachCause::Disconnected, 5);
+        room.deliver_unsequenced(Audience::AllExcept("b".into()), pong());
+        assert_eq!(rx_a.try_recv().unwrap().sequence, 5);
+        assert_eq!(rx_a.try_recv().unwrap().sequence, 0);
+        // a got it and b was not meant to: their replays stand.
+        assert!(room.replay_since("a", 5).is_some());
+        assert!(room.replay_since("b", 4).is_some());
+        // c and d would resume as if complete: they may not.
+        assert!(room.replay_since("c", 5).is_none());
+        assert!(room.replay_since("d", 5).is_none());
     }
 
     #[test]

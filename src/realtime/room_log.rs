@@ -23,10 +23,12 @@
 //! Numbers never go back, even when Redis loses a room (restarted empty,
 //! evicted, idle for a day): a counter starts at Redis's clock in
 //! microseconds, above any number it gave before, and the log marks the
-//! jump (`j`, the number jumped from) so that a replay across it is still
-//! complete. The same marker lets [`RoomLog::advance`] move a counter past
-//! numbers a node gave out alone while Redis was away. Numbers are
-//! therefore large; clients only compare them.
+//! jump (`j`, the number jumped from). The same marker lets
+//! [`RoomLog::advance`] move a counter up to the number a node had when it
+//! found Redis without the room. Events may have gone with the old room: a
+//! node's catch-up goes over a jump (its participants were served live,
+//! and it replays nothing from before it), a resume from before one fails.
+//! Numbers are therefore large; clients only compare them.
 //!
 //! The roster (a hash per room) says who is in the room, which node serves
 //! them and their resume token's hash; the same script changes it with the
@@ -254,8 +256,8 @@ return dead
 ";
 
 /// Moves the counter on, leaving a marker in the log that numbers up to
-/// it were skipped (`j`: the number jumped from), so a replay across the
-/// jump is still complete.
+/// it were skipped (`j`: the number jumped from): a node's catch-up goes
+/// over it, a resume from before it fails.
 const ADVANCE: &str = r"
 local old = redis.call('GET', KEYS[1]) or '0'
 if tonumber(old) < tonumber(ARGV[1]) then
@@ -265,13 +267,6 @@ if tonumber(old) < tonumber(ARGV[1]) then
   redis.call('PUBLISH', KEYS[3], ARGV[1] .. ':')
 end
 return 0
-";
-
-/// The room's last sequence number and its roster, read together.
-const SNAPSHOT: &str = r"
-local roster = redis.call('HGETALL', KEYS[2])
-table.insert(roster, 1, redis.call('GET', KEYS[1]) or '0')
-return roster
 ";
 
 /// What an append does to the room's roster (the participants every node
@@ -676,13 +671,17 @@ impl RoomLog {
     /// The room's sequence and roster at one instant.
     pub async fn snapshot(&self, room: &str) -> redis::RedisResult<Snapshot> {
         let mut conn = self.conn.clone();
-        let flat: Vec<Vec<u8>> = redis::cmd("EVAL")
-            .arg(SNAPSHOT)
-            .arg(2)
+        // A transaction of reads, not a script: it goes on while Redis
+        // holds writes back (`CLIENT PAUSE WRITE`, as in a failover).
+        let (seq, mut flat): (Option<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+            .atomic()
+            .cmd("GET")
             .arg(counter_key(room))
+            .cmd("HGETALL")
             .arg(roster_key(room))
             .query_async(&mut conn)
             .await?;
+        flat.insert(0, seq.unwrap_or_else(|| b"0".to_vec()));
         parse_snapshot(flat).ok_or_else(|| unreadable("a room snapshot"))
     }
 
@@ -815,7 +814,12 @@ impl RoomLog {
                     }
                     break;
                 }
-                let bridged = jumped_from.is_some_and(|from| from < expected && expected <= seq);
+                // A jump means Redis lost the room (restarted empty, failed
+                // over): what it held before may be gone. A node's catch-up
+                // goes over it (its participants were served live, and it
+                // replays nothing from before it); a resume does not.
+                let bridged = max_bytes.is_none()
+                    && jumped_from.is_some_and(|from| from < expected && expected <= seq);
                 if seq != expected && !bridged {
                     return Ok(Replay::Gone);
                 }

@@ -503,6 +503,12 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
     };
     assert_eq!(events.len(), 101);
     assert_eq!(events[0], (start, Vec::new()));
+    // A resume does not: what a lost room held cannot be replayed.
+    assert_eq!(b.replay_for_resume("r1", 7).await.unwrap(), Replay::Gone);
+    let Replay::Events(events) = b.replay_for_resume("r1", start - 1).await.unwrap() else {
+        panic!("from the marker on, the log is whole");
+    };
+    assert_eq!(events.len(), 101);
 
     // Numbers a node gave out alone are skipped, and the replay bridges
     // them.
@@ -515,6 +521,11 @@ async fn a_room_log_gives_every_node_one_order_and_a_replay() {
     assert_eq!(
         events.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
         [start + 150, start + 151]
+    );
+    assert_eq!(
+        b.replay_for_resume("r1", start + 100).await.unwrap(),
+        Replay::Gone,
+        "a resume does not cross the jump"
     );
 
     // A run of events: numbers in order, one message, and a replay may

@@ -401,6 +401,27 @@ async fn a_room_lives_through_a_redis_restart() {
         .unwrap();
     let got = next_signal(&mut carol_room.events).await;
     assert_eq!(got.from_participant_id, host_id);
+    // What one of them missed meanwhile is in no replay: her resume fails
+    // rather than pass for complete.
+    let (carol_token, carol_seq) = (
+        carol_room.joined.resume_token.clone(),
+        carol_room.joined_seq,
+    );
+    drop(carol_room);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    host_room
+        .tx
+        .send(event("o2", offer(&carol_id, "while she is away")))
+        .await
+        .unwrap();
+    crate::rooms::settle(&mut host_room).await;
+    let resume = crate::rooms::resume(&meeting, &carol_token, carol_seq);
+    let (_tx, mut again) = crate::rooms::open(&a, &carol, resume).await.unwrap();
+    let refused = crate::rooms::next(&mut again).await;
+    assert!(
+        matches!(&refused.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED"),
+        "{refused:?}"
+    );
 
     // Redis comes back empty; the room goes on across nodes.
     redis.spawn();
@@ -536,6 +557,64 @@ async fn a_participant_moves_back_and_forth_to_a_node_that_had_nobody_in_the_roo
     {
         assert!(!matches!(e.event, Some(Event::ParticipantLeft(_))), "{e:?}");
     }
+}
+
+#[tokio::test]
+async fn a_resume_whose_call_goes_away_during_its_claim_leaves_nobody_behind() {
+    // Redis holds writes back, so the resume on B waits at its claim (its
+    // reads go on); the client gives up meanwhile. The claim still goes
+    // through once Redis lets it: B must then serve Bob (and, nobody
+    // reading, time him out), not leave a participant no node serves.
+    let redis = Redis::start();
+    let nodes = nodes_with(&redis, 2, &[("UNIO_RESUME_GRACE", "1s")]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (meeting, host, bob, _) = setup(a).await;
+    let mut host_room = connect(a, &host, &meeting).await;
+    let bob_room = connect(a, &bob, &meeting).await;
+    let bob_id = bob_room.joined.participant_id.clone();
+    let seen = next(&mut host_room.events).await;
+    assert!(matches!(seen.event, Some(Event::ParticipantJoined(_))));
+    let (token, last) = (bob_room.joined.resume_token.clone(), bob_room.joined_seq);
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let resume = crate::rooms::resume(&meeting, &token, last);
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        crate::rooms::open(b, &bob, resume),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the resume waits for its claim");
+    // Bob's first stream goes too; his grace is short.
+    drop(bob_room);
+
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = host_room.events.message().await.unwrap().expect("open");
+            if let Some(Event::ParticipantLeft(left)) = e.event {
+                return left;
+            }
+        }
+    })
+    .await
+    .expect("the room hears Bob leave");
+    assert_eq!(left.participant_id, bob_id);
+    // And nobody lists him any more.
+    let newcomer = connect(b, &host, &meeting).await;
+    assert!(
+        newcomer
+            .joined
+            .participants
+            .iter()
+            .all(|p| p.participant_id != bob_id)
+    );
 }
 
 #[tokio::test]
