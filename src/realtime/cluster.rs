@@ -264,7 +264,14 @@ impl Connector {
         if let Some(conn) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(conn);
         }
-        let conn = tokio::time::timeout(CONNECT, self.client.get_multiplexed_async_connection())
+        // Replies may take as long as our own bounds allow (redis-rs would
+        // give up on each after 500 ms): a claim that Redis is slow to
+        // answer is waited for, not taken for failed.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(REPLY));
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let conn = tokio::time::timeout(CONNECT, connecting)
             .await
             .map_err(|_| timed_out())??;
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());

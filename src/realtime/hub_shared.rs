@@ -126,6 +126,24 @@ impl Drop for Resuming {
     }
 }
 
+/// A participant another node served, found for a resume here.
+struct Found {
+    participant_id: String,
+    info: pb::Participant,
+    /// Its resume token's hash, which the claim checks.
+    token: Vec<u8>,
+    /// Where its replay starts.
+    from: u64,
+    replay: Vec<(u64, Vec<u8>)>,
+}
+
+const GONE: HubError = HubError::ResumeFailed("the participant's grace period is over");
+const UNREACHABLE: HubError =
+    HubError::ResumeFailed("the room cannot be reached from this node now");
+
+/// How long a claim (and what settles it) may wait for Redis.
+const CLAIM_REPLY: Duration = Duration::from_secs(2);
+
 /// What catching up read from the log.
 enum Fetched {
     /// The records after where the room stands.
@@ -196,10 +214,11 @@ impl RoomHub {
     /// this node its server; the old node, if alive, drops its slot
     /// quietly when the claim's record reaches it.
     ///
-    /// It runs on a task of its own, not cancelled with the call: a claim
-    /// that went through ends attached (a stream nobody reads then detaches
-    /// as any whose client left, and its grace runs out) or announced as
-    /// left, never as a participant no node serves.
+    /// The reads happen in the call (a caller that goes away stops them).
+    /// From the claim on, it runs on a task of its own, not cancelled with
+    /// the call: a claim that went through ends attached (a stream nobody
+    /// reads then detaches as any whose client left, and its grace runs
+    /// out) or announced as left, never as a participant no node serves.
     pub async fn resume_elsewhere(
         self: &Arc<Self>,
         meeting: &pb::Meeting,
@@ -207,32 +226,10 @@ impl RoomHub {
         resume_token: &str,
         last_sequence: u64,
     ) -> Result<super::SessionStream, HubError> {
-        let (hub, meeting, user_id, resume_token) = (
-            self.clone(),
-            meeting.clone(),
-            user_id.to_owned(),
-            resume_token.to_owned(),
-        );
-        tokio::spawn(async move {
-            hub.resume_elsewhere_now(&meeting, &user_id, &resume_token, last_sequence)
-                .await
-        })
-        .await
-        .unwrap_or(Err(HubError::ResumeFailed(
-            "the room cannot be reached from this node now",
-        )))
-    }
-
-    async fn resume_elsewhere_now(
-        self: &Arc<Self>,
-        meeting: &pb::Meeting,
-        user_id: &str,
-        resume_token: &str,
-        last_sequence: u64,
-    ) -> Result<super::SessionStream, HubError> {
-        let gone = HubError::ResumeFailed("the participant's grace period is over");
         let Some(link) = self.link.clone() else {
-            return Err(gone);
+            return Err(HubError::ResumeFailed(
+                "the participant's grace period is over",
+            ));
         };
         if last_sequence == 0 {
             return Err(HubError::ResumeFailed(
@@ -240,8 +237,8 @@ impl RoomHub {
             ));
         }
         let mut resuming = self.caught_up_room(&meeting.id).await?;
-        let resumed = self
-            .claim_and_attach(
+        let found = self
+            .find_elsewhere(
                 &link,
                 meeting,
                 &mut resuming,
@@ -249,41 +246,45 @@ impl RoomHub {
                 resume_token,
                 last_sequence,
             )
-            .await;
-        drop(resuming);
-        resumed
+            .await?;
+        let (hub, meeting, resume_token) = (self.clone(), meeting.clone(), resume_token.to_owned());
+        tokio::spawn(async move {
+            let resumed = hub
+                .claim_and_attach(&link, &meeting, &resuming, &resume_token, found)
+                .await;
+            drop(resuming);
+            resumed
+        })
+        .await
+        .unwrap_or(Err(UNREACHABLE))
     }
 
-    async fn claim_and_attach(
-        self: &Arc<Self>,
+    /// Who `resume_token` names in the room's roster (a participant of
+    /// `user_id` served by another node), and what it missed.
+    async fn find_elsewhere(
+        &self,
         link: &Link,
         meeting: &pb::Meeting,
         resuming: &mut Resuming,
         user_id: &str,
         resume_token: &str,
         last_sequence: u64,
-    ) -> Result<super::SessionStream, HubError> {
-        let gone = HubError::ResumeFailed("the participant's grace period is over");
-        let unreachable = HubError::ResumeFailed("the room cannot be reached from this node now");
+    ) -> Result<Found, HubError> {
         let token = super::cluster::token_hash(resume_token);
-        let snapshot = link
-            .snapshot(&meeting.id)
-            .await
-            .map_err(|_| unreachable.clone())?;
+        let snapshot = link.snapshot(&meeting.id).await.map_err(|_| UNREACHABLE)?;
         let Some((participant_id, member)) = snapshot.roster.iter().find(|(_, m)| m.token == token)
         else {
-            return Err(gone);
+            return Err(GONE);
         };
-        let info =
-            pb::Participant::decode(member.participant.as_slice()).map_err(|_| gone.clone())?;
+        let info = pb::Participant::decode(member.participant.as_slice()).map_err(|_| GONE)?;
         if info.user_id != user_id || member.node == link.node() {
-            return Err(gone);
+            return Err(GONE);
         }
-        let room = &resuming.room.clone();
         // What would refuse the attach is checked before the claim (and
         // again after it, under the lock).
         {
-            let mut state = lock(room);
+            let room = resuming.room.clone();
+            let mut state = lock(&room);
             resuming.name(&mut state, participant_id);
             if state.closed.is_some() {
                 return Err(HubError::NotJoinable);
@@ -299,17 +300,42 @@ impl RoomHub {
         let joined = link
             .joined_at(&meeting.id, participant_id)
             .await
-            .map_err(|_| unreachable.clone())?;
-        let last_sequence = last_sequence.max(joined);
-        let replay = match link.resume_since(&meeting.id, last_sequence).await {
+            .map_err(|_| UNREACHABLE)?;
+        let from = last_sequence.max(joined);
+        let replay = match link.resume_since(&meeting.id, from).await {
             Ok(Replay::Events(records)) => records,
             Ok(Replay::Gone) => {
                 return Err(HubError::ResumeFailed(
                     "the events missed are no longer buffered",
                 ));
             }
-            Err(_) => return Err(unreachable),
+            Err(_) => return Err(UNREACHABLE),
         };
+        Ok(Found {
+            participant_id: participant_id.clone(),
+            info,
+            token,
+            from,
+            replay,
+        })
+    }
+
+    /// Claims `found` for this node and attaches it here.
+    async fn claim_and_attach(
+        self: &Arc<Self>,
+        link: &Link,
+        meeting: &pb::Meeting,
+        resuming: &Resuming,
+        resume_token: &str,
+        found: Found,
+    ) -> Result<super::SessionStream, HubError> {
+        let Found {
+            participant_id,
+            info,
+            token,
+            from,
+            replay,
+        } = found;
         let claim = Record {
             moved: participant_id.clone(),
             origin: link.node().to_owned(),
@@ -320,28 +346,40 @@ impl RoomHub {
             node: link.node().to_owned(),
             token,
         };
-        let claimed = async {
-            link.log()
-                .await?
-                .append_with(&meeting.id, &claim.encode_to_vec(), &op)
-                .await
-        };
-        match tokio::time::timeout(Duration::from_secs(2), claimed).await {
+        // One connection for the claim and whatever settles it: Redis
+        // answers a connection's commands in the order they came.
+        let log = link.log().await.map_err(|_| UNREACHABLE)?;
+        let claim = claim.encode_to_vec();
+        let claimed = log.append_with(&meeting.id, &claim, &op);
+        match tokio::time::timeout(CLAIM_REPLY, claimed).await {
             Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => return Err(gone),
-            // Redis did not say: the claim may still go through (it was
-            // sent), and its old node would then let it go.
+            Ok(Ok(None)) => return Err(GONE),
+            // Redis did not say, and the claim may yet go through: asked
+            // after it, the roster tells.
             _ => {
-                self.leave_if_unattached(link, room, &meeting.id, participant_id)
-                    .await;
-                return Err(unreachable);
+                let server = log.server_of(&meeting.id, &participant_id);
+                match tokio::time::timeout(CLAIM_REPLY, server).await {
+                    Ok(Ok(Some(node))) if node == link.node() => {}
+                    Ok(Ok(_)) => return Err(GONE),
+                    _ => {
+                        self.leave_if_unattached(
+                            &log,
+                            link,
+                            &resuming.room,
+                            &meeting.id,
+                            &participant_id,
+                        )
+                        .await;
+                        return Err(UNREACHABLE);
+                    }
+                }
             }
         }
-        let attached = self.attach_moved(meeting, room, info, resume_token, last_sequence, replay);
+        let attached = self.attach_moved(meeting, &resuming.room, info, resume_token, from, replay);
         if attached.is_err() {
             // The meeting ended meanwhile, or this node missed what the
             // replay needs.
-            self.leave_if_unattached(link, room, &meeting.id, participant_id)
+            self.leave_if_unattached(&log, link, &resuming.room, &meeting.id, &participant_id)
                 .await;
         }
         attached
@@ -352,9 +390,11 @@ impl RoomHub {
     /// It leaves for good rather than linger in every node's roster,
     /// unless another resume of it here attached it or is under way; the
     /// roster takes the leave only while it names this node (a claim that
-    /// never happened leaves it where it was).
+    /// never happened leaves it where it was). The leave goes on `log`,
+    /// the claim's connection, so that Redis takes it after the claim.
     async fn leave_if_unattached(
         &self,
+        log: &super::room_log::RoomLog,
         link: &Link,
         room: &Arc<Room>,
         meeting_id: &str,
@@ -370,16 +410,9 @@ impl RoomHub {
                     .count()
                     == 1
         };
-        if alone {
-            self.leave_unattached(link, meeting_id, participant_id)
-                .await;
+        if !alone {
+            return;
         }
-    }
-
-    /// Takes out a participant this node claimed and could not attach:
-    /// everyone hears it left, and its attendance closes, if the roster
-    /// still had it as this node's.
-    async fn leave_unattached(&self, link: &Link, meeting_id: &str, participant_id: &str) {
         let left = Record::event(
             &Audience::All,
             super::left(participant_id, pb::ParticipantLeftReason::Disconnected),
@@ -388,13 +421,9 @@ impl RoomHub {
             participant_id: participant_id.to_owned(),
             node: link.node().to_owned(),
         };
-        let sent = async {
-            link.log()
-                .await?
-                .append_with(meeting_id, &left.encode_to_vec(), &leave)
-                .await
-        };
-        match tokio::time::timeout(Duration::from_secs(2), sent).await {
+        let encoded = left.encode_to_vec();
+        let sent = log.append_with(meeting_id, &encoded, &leave);
+        match tokio::time::timeout(CLAIM_REPLY, sent).await {
             Ok(Ok(Some(_))) => self.attendance.leave(participant_id, now_micros()),
             Ok(Ok(None)) => {}
             // Redis did not say: the leave goes through the queue, which

@@ -497,8 +497,9 @@ impl RoomState {
         });
         let overflowed = self.fan(&to, event.clone());
         // Whoever it did not reach cannot have it replayed: their resume
-        // must not pass for complete.
-        for (id, slot) in self.slots.iter_mut() {
+        // must not pass for complete. (A reaction is never replayed.)
+        let replayable = !matches!(event.event, Some(Event::Reaction(_)));
+        for (id, slot) in self.slots.iter_mut().filter(|_| replayable) {
             let reached = slot
                 .outbox
                 .as_ref()

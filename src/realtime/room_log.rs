@@ -23,12 +23,14 @@
 //! Numbers never go back, even when Redis loses a room (restarted empty,
 //! evicted, idle for a day): a counter starts at Redis's clock in
 //! microseconds, above any number it gave before, and the log marks the
-//! jump (`j`, the number jumped from). The same marker lets
-//! [`RoomLog::advance`] move a counter up to the number a node had when it
-//! found Redis without the room. Events may have gone with the old room: a
-//! node's catch-up goes over a jump (its participants were served live,
-//! and it replays nothing from before it), a resume from before one fails.
-//! Numbers are therefore large; clients only compare them.
+//! jump (`j`, the number jumped from: 0). [`RoomLog::advance`] moves a
+//! counter up to the number a node had when it found Redis without the
+//! room, with a marker under that number. Events may have gone with the
+//! old room: a node's catch-up goes over a fresh start (its participants
+//! were served live, and it replays nothing from before it) but not over
+//! an advance (a node behind it missed the events the old room held); a
+//! resume from before either fails. Numbers are therefore large; clients
+//! only compare them.
 //!
 //! The roster (a hash per room) says who is in the room, which node serves
 //! them and their resume token's hash; the same script changes it with the
@@ -255,14 +257,15 @@ end
 return dead
 ";
 
-/// Moves the counter on, leaving a marker in the log that numbers up to
-/// it were skipped (`j`: the number jumped from): a node's catch-up goes
-/// over it, a resume from before it fails.
+/// Moves the counter up to a number the lost room gave, leaving a marker
+/// in the log under that number (`j`, the same number: no reader from
+/// before it goes over it, since the event it stands for is gone; an
+/// earlier version wrote the number jumped from).
 const ADVANCE: &str = r"
 local old = redis.call('GET', KEYS[1]) or '0'
 if tonumber(old) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', tonumber(ARGV[1]) - tonumber(ARGV[3]) + 1), ARGV[1] .. '-0', 'e', '', 'j', old)
+  redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', tonumber(ARGV[1]) - tonumber(ARGV[3]) + 1), ARGV[1] .. '-0', 'e', '', 'j', ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   redis.call('PUBLISH', KEYS[3], ARGV[1] .. ':')
 end
@@ -673,7 +676,9 @@ impl RoomLog {
         let mut conn = self.conn.clone();
         // A transaction of reads, not a script: it goes on while Redis
         // holds writes back (`CLIENT PAUSE WRITE`, as in a failover).
-        let (seq, mut flat): (Option<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+        // Pairs read either protocol's reply (a RESP3 map, a RESP2 array).
+        type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+        let (seq, roster): (Option<Vec<u8>>, Pairs) = redis::pipe()
             .atomic()
             .cmd("GET")
             .arg(counter_key(room))
@@ -681,8 +686,27 @@ impl RoomLog {
             .arg(roster_key(room))
             .query_async(&mut conn)
             .await?;
-        flat.insert(0, seq.unwrap_or_else(|| b"0".to_vec()));
+        let mut flat = Vec::with_capacity(1 + 2 * roster.len());
+        flat.push(seq.unwrap_or_else(|| b"0".to_vec()));
+        for (field, value) in roster {
+            flat.push(field);
+            flat.push(value);
+        }
         parse_snapshot(flat).ok_or_else(|| unreadable("a room snapshot"))
+    }
+
+    /// The node the roster says serves `participant_id`, if any.
+    pub async fn server_of(
+        &self,
+        room: &str,
+        participant_id: &str,
+    ) -> redis::RedisResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(roster_key(room))
+            .arg(format!("o:{participant_id}"))
+            .query_async(&mut conn)
+            .await
     }
 
     /// The number `participant_id`'s `joined` carried (at its join or
@@ -814,14 +838,25 @@ impl RoomLog {
                     }
                     break;
                 }
-                // A jump means Redis lost the room (restarted empty, failed
-                // over): what it held before may be gone. A node's catch-up
-                // goes over it (its participants were served live, and it
-                // replays nothing from before it); a resume does not.
-                let bridged = max_bytes.is_none()
-                    && jumped_from.is_some_and(|from| from < expected && expected <= seq);
-                if seq != expected && !bridged {
-                    return Ok(Replay::Gone);
+                match jumped_from {
+                    // Where Redis lost the room (restarted empty, failed
+                    // over): what it held before may be gone.
+                    Some(from) => {
+                        // A resume never goes over it. A node's catch-up
+                        // goes over a fresh start (`j` 0: nothing is known
+                        // of what came before, and its participants were
+                        // served live; it replays nothing from before it)
+                        // and over the numbers an earlier version's advance
+                        // skipped, but not over an advance's own number (an
+                        // event the old room held, which this node missed).
+                        let over =
+                            max_bytes.is_none() && from < seq && from < expected && expected <= seq;
+                        if !over {
+                            return Ok(Replay::Gone);
+                        }
+                    }
+                    None if seq != expected => return Ok(Replay::Gone),
+                    None => {}
                 }
                 expected = seq.checked_add(1).ok_or_else(|| unreadable("a number"))?;
                 fields.truncate(2);

@@ -563,8 +563,9 @@ async fn a_participant_moves_back_and_forth_to_a_node_that_had_nobody_in_the_roo
 async fn a_resume_whose_call_goes_away_during_its_claim_leaves_nobody_behind() {
     // Redis holds writes back, so the resume on B waits at its claim (its
     // reads go on); the client gives up meanwhile. The claim still goes
-    // through once Redis lets it: B must then serve Bob (and, nobody
-    // reading, time him out), not leave a participant no node serves.
+    // through once Redis lets it (or A's leave at the end of Bob's grace
+    // comes first and the claim is refused): either way the room hears
+    // Bob leave, and nobody is left that no node serves.
     let redis = Redis::start();
     let nodes = nodes_with(&redis, 2, &[("UNIO_RESUME_GRACE", "1s")]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
