@@ -842,10 +842,20 @@ impl RoomHub {
         let Some(epoch) = detached else {
             return; // Already resumed, replaced or detached.
         };
+        if control.lost_unsequenced() {
+            state.lose_unsequenced(&control.participant_id);
+        }
+        // One that cannot resume leaves at once.
+        let grace = if state.unresumable(&control.participant_id) {
+            Duration::ZERO
+        } else {
+            self.config.resume_grace
+        };
         self.start_grace(
             control.meeting_id.clone(),
             control.participant_id.clone(),
             epoch,
+            grace,
         );
     }
 
@@ -856,17 +866,35 @@ impl RoomHub {
         for slow in overflowed {
             self.metrics.room_queue_dropped();
             tracing::info!(meeting_id, participant_id = %slow.participant_id, "participant fell behind; detached");
-            self.start_grace(meeting_id.to_owned(), slow.participant_id, slow.epoch);
+            self.start_grace(
+                meeting_id.to_owned(),
+                slow.participant_id,
+                slow.epoch,
+                self.config.resume_grace,
+            );
+        }
+    }
+
+    /// Ends at once the grace of detached participants that can no longer
+    /// resume. Called under the room's lock.
+    pub(super) fn end_grace(&self, meeting_id: &str, unresumable: Vec<Overflowed>) {
+        for gone in unresumable {
+            self.start_grace(
+                meeting_id.to_owned(),
+                gone.participant_id,
+                gone.epoch,
+                Duration::ZERO,
+            );
         }
     }
 
     /// Marks the attendance offline now, and removes the participant after
-    /// the grace period unless it resumed (which changes the epoch). Only
-    /// queues; callers hold the room's lock.
-    fn start_grace(&self, meeting_id: String, participant_id: String, epoch: u64) {
+    /// `grace` unless it resumed (which changes the epoch). Only queues;
+    /// callers hold the room's lock.
+    fn start_grace(&self, meeting_id: String, participant_id: String, epoch: u64, grace: Duration) {
         self.attendance.leave(&participant_id, now_micros());
         self.reaper.at(
-            Instant::now() + self.config.resume_grace,
+            Instant::now() + grace,
             Due::Grace {
                 meeting_id,
                 participant_id,

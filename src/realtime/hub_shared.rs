@@ -126,6 +126,19 @@ impl Drop for Resuming {
     }
 }
 
+/// What takes a roster's entry out: a waiter was never in the room (it
+/// leaves the lobby), a participant leaves for `reason`.
+fn gone(participant_id: &str, waiting: bool, reason: pb::ParticipantLeftReason) -> Record {
+    if waiting {
+        Record {
+            unwaiting: participant_id.to_owned(),
+            ..Default::default()
+        }
+    } else {
+        Record::event(&Audience::All, super::left(participant_id, reason))
+    }
+}
+
 /// A participant another node served, found for a resume here.
 struct Found {
     participant_id: String,
@@ -173,18 +186,11 @@ impl RoomHub {
                 for (participant_id, member) in
                     snapshot.roster.iter().filter(|(_, m)| m.node == node)
                 {
-                    // A waiter was never in the room: it leaves the lobby.
-                    let left = if member.waiting {
-                        Record {
-                            unwaiting: participant_id.clone(),
-                            ..Default::default()
-                        }
-                    } else {
-                        Record::event(
-                            &Audience::All,
-                            super::left(participant_id, pb::ParticipantLeftReason::TimedOut),
-                        )
-                    };
+                    let left = gone(
+                        participant_id,
+                        member.waiting,
+                        pb::ParticipantLeftReason::TimedOut,
+                    );
                     let reap = RosterOp::Reap {
                         participant_id: participant_id.clone(),
                         node: node.clone(),
@@ -951,6 +957,7 @@ impl RoomHub {
     /// dead) is announced again.
     fn repair(&self, meeting_id: &str, state: &RoomState) {
         let Some(link) = &self.link else { return };
+        self.prune(link, meeting_id);
         for (participant_id, slot) in &state.slots {
             if slot.waiting.is_some() {
                 let record = Record {
@@ -983,6 +990,45 @@ impl RoomHub {
                 self.register_session(meeting_id, &slot.session_id, participant_id, &slot.user_id);
             }
         }
+    }
+
+    /// Takes out of the roster whoever it says this node serves but this
+    /// node does not (they left, or could no longer resume, while Redis
+    /// was away, so their leave never reached it): else every node would
+    /// list them, and a resume elsewhere could claim them. Each leave is
+    /// taken only while the roster still names this node.
+    fn prune(&self, link: &Arc<Link>, meeting_id: &str) {
+        let (hub, link, meeting_id) = (self.this.clone(), link.clone(), meeting_id.to_owned());
+        tokio::spawn(async move {
+            let Ok(snapshot) = link.snapshot(&meeting_id).await else {
+                return; // The next repair tries again.
+            };
+            let Some(room) = hub.upgrade().and_then(|hub| hub.room(&meeting_id)) else {
+                return;
+            };
+            let state = lock(&room);
+            if state.closed.is_some() {
+                return;
+            }
+            for (participant_id, member) in &snapshot.roster {
+                let here = state.slots.contains_key(participant_id)
+                    || state.resuming.iter().any(|p| p == participant_id);
+                if member.node != link.node() || here {
+                    continue;
+                }
+                tracing::info!(%meeting_id, %participant_id, "room log: a participant gone from this node leaves the roster");
+                let left = gone(
+                    participant_id,
+                    member.waiting,
+                    pb::ParticipantLeftReason::Disconnected,
+                );
+                let op = RosterOp::Reap {
+                    participant_id: participant_id.clone(),
+                    node: link.node().to_owned(),
+                };
+                link.append(&meeting_id, left, op);
+            }
+        });
     }
 
     fn follow_up(&self, meeting_id: &str, followups: Followups) {
@@ -1234,8 +1280,9 @@ impl RoomSink for RoomHub {
         // for replay; presence and removals wait for the repair.
         let to = record.audience();
         if let Some(event) = record.event.and_then(|e| e.event) {
-            let overflowed = state.deliver_unsequenced(to, event);
+            let (overflowed, unresumable) = state.deliver_unsequenced(to, event);
             self.handle_overflow(meeting_id, overflowed);
+            self.end_grace(meeting_id, unresumable);
         }
     }
 }

@@ -46,6 +46,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn holds(&self, what: impl Fn(&pb::ServerEvent) -> bool) -> bool {
+        self.lock().events.iter().any(|event| what(event))
+    }
 }
 
 /// Why an event was not queued.
@@ -88,6 +92,12 @@ impl Sender {
     /// The receiver is gone: nothing sent now would reach anyone.
     pub fn is_closed(&self) -> bool {
         !self.shared.lock().receiver
+    }
+
+    /// Whether an event still queued (not yet taken by the receiver) is
+    /// one that `what` picks.
+    pub fn holds(&self, what: impl Fn(&pb::ServerEvent) -> bool) -> bool {
+        self.shared.holds(what)
     }
 
     pub fn try_send(&self, event: Item) -> Result<(), TrySendError> {
@@ -135,6 +145,11 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Receiver {
+    /// [`Sender::holds`].
+    pub fn holds(&self, what: impl Fn(&pb::ServerEvent) -> bool) -> bool {
+        self.shared.holds(what)
+    }
+
     /// The next event; `None` once every sender is gone and the queue is
     /// drained.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {

@@ -75,6 +75,9 @@ pub struct SessionControl {
     /// The last room sequence handed to the transport: where a resume
     /// without `last_sequence` starts (what was only queued was lost).
     sent_seq: AtomicU64,
+    /// The stream ended with an event delivered outside the room's order
+    /// still queued: lost, and in no replay.
+    lost_unsequenced: std::sync::atomic::AtomicBool,
 }
 
 impl SessionControl {
@@ -95,7 +98,17 @@ impl SessionControl {
             reason: Mutex::new(None),
             last_seen_ms: AtomicU64::new(now_ms),
             sent_seq: AtomicU64::new(0),
+            lost_unsequenced: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// See `lost_unsequenced`.
+    pub fn lose_unsequenced(&self) {
+        self.lost_unsequenced.store(true, Ordering::Relaxed);
+    }
+
+    pub fn lost_unsequenced(&self) -> bool {
+        self.lost_unsequenced.load(Ordering::Relaxed)
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -140,6 +153,25 @@ pub struct SessionLimits {
     pub media: TokenBucket,
     /// Reactions, and hands raised and lowered.
     pub reactions: TokenBucket,
+}
+
+/// An event delivered outside the room's order (sequence 0) that a
+/// replay would have given again had it been numbered: not the replies,
+/// errors and lobby news every session gets unnumbered, nor a reaction.
+pub fn unsequenced_replayable(event: &pb::ServerEvent) -> bool {
+    event.sequence == 0
+        && !matches!(
+            event.event,
+            None | Some(
+                Event::Pong(_)
+                    | Event::Heartbeat(_)
+                    | Event::Error(_)
+                    | Event::Waiting(_)
+                    | Event::Lobby(_)
+                    | Event::MeetingStatus(_)
+                    | Event::Reaction(_)
+            )
+        )
 }
 
 /// A participant: present (with an outbox) or detached within its grace.
@@ -488,8 +520,14 @@ impl RoomState {
 
     /// Delivers `event` outside the room's order (sequence 0, not kept
     /// for replay): in a cluster, what this node's participants send each
-    /// other while Redis, which orders the room, is away.
-    pub fn deliver_unsequenced(&mut self, to: Audience, event: Event) -> Vec<Overflowed> {
+    /// other while Redis, which orders the room, is away. Returns, besides
+    /// who overflowed, the detached participants it made unable to resume
+    /// (their grace has no purpose left).
+    pub fn deliver_unsequenced(
+        &mut self,
+        to: Audience,
+        event: Event,
+    ) -> (Vec<Overflowed>, Vec<Overflowed>) {
         let lobby_changed = self.note(&event);
         let event = Arc::new(pb::ServerEvent {
             sequence: 0,
@@ -497,19 +535,44 @@ impl RoomState {
         });
         let overflowed = self.fan(&to, event.clone());
         // Whoever it did not reach cannot have it replayed: their resume
-        // must not pass for complete. (A reaction is never replayed.)
-        let replayable = !matches!(event.event, Some(Event::Reaction(_)));
-        for (id, slot) in self.slots.iter_mut().filter(|_| replayable) {
-            let reached = slot
-                .outbox
-                .as_ref()
-                .is_some_and(|outbox| !outbox.tx.is_closed());
-            if to.includes(id) && slot.waiting.is_none() && !reached {
+        // must not pass for complete.
+        let mut unresumable = Vec::new();
+        if unsequenced_replayable(&event) {
+            for (id, slot) in self.slots.iter_mut() {
+                let reached = slot
+                    .outbox
+                    .as_ref()
+                    .is_some_and(|outbox| !outbox.tx.is_closed());
+                if !to.includes(id) || slot.waiting.is_some() || reached {
+                    continue;
+                }
+                if !slot.missed_unsequenced && slot.outbox.is_none() {
+                    unresumable.push(Overflowed {
+                        participant_id: id.clone(),
+                        epoch: slot.epoch,
+                    });
+                }
                 slot.missed_unsequenced = true;
             }
         }
         self.after(lobby_changed, &event);
-        overflowed
+        (overflowed, unresumable)
+    }
+
+    /// `participant_id` lost an event delivered outside the room's order
+    /// (its stream ended with it queued): it cannot resume.
+    pub fn lose_unsequenced(&mut self, participant_id: &str) {
+        if let Some(slot) = self.slots.get_mut(participant_id) {
+            slot.missed_unsequenced = true;
+        }
+    }
+
+    /// Whether `participant_id` can no longer resume (see
+    /// [`RoomState::lose_unsequenced`]).
+    pub fn unresumable(&self, participant_id: &str) -> bool {
+        self.slots
+            .get(participant_id)
+            .is_some_and(|slot| slot.missed_unsequenced)
     }
 
     /// Pushes `event` to every attached participant in `to`.
@@ -523,7 +586,11 @@ impl RoomState {
             match outbox.tx.try_send(event.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full) => {
-                    // What it received is what it can resume from.
+                    // What it received is what it can resume from, unless
+                    // what it did not receive is in no replay.
+                    if outbox.tx.holds(unsequenced_replayable) {
+                        slot.missed_unsequenced = true;
+                    }
                     let delivered = outbox.control.sent_seq();
                     let epoch = slot.detach(
                         DetachCause::SlowConsumer,
@@ -807,6 +874,15 @@ mod tests {
         Event::Pong(pb::Pong {})
     }
 
+    fn joined(id: &str) -> Event {
+        Event::ParticipantJoined(Box::new(pb::ParticipantJoined {
+            participant: Some(pb::Participant {
+                participant_id: id.into(),
+                ..Default::default()
+            }),
+        }))
+    }
+
     #[test]
     fn everyone_sees_the_same_order_and_only_targets_get_signals() {
         let mut room = RoomState::new(16);
@@ -965,15 +1041,63 @@ mod tests {
         room.deliver(5, Audience::All, pong());
         drop(rx_c);
         room.detach("d", 0, DetachCause::Disconnected, 5);
-        room.deliver_unsequenced(Audience::AllExcept("b".into()), pong());
+        let (overflowed, unresumable) =
+            room.deliver_unsequenced(Audience::AllExcept("b".into()), joined("x"));
+        assert!(overflowed.is_empty());
         assert_eq!(rx_a.try_recv().unwrap().sequence, 5);
         assert_eq!(rx_a.try_recv().unwrap().sequence, 0);
         // a got it and b was not meant to: their replays stand.
         assert!(room.replay_since("a", 5).is_some());
         assert!(room.replay_since("b", 4).is_some());
-        // c and d would resume as if complete: they may not.
+        // c and d would resume as if complete: they may not, and d's
+        // grace (c's starts when its stream reports) has no purpose left.
         assert!(room.replay_since("c", 5).is_none());
         assert!(room.replay_since("d", 5).is_none());
+        assert_eq!(
+            unresumable,
+            [Overflowed {
+                participant_id: "d".into(),
+                epoch: 1
+            }]
+        );
+        // Replies and reactions are never replayed: missing one is no loss.
+        let (_, unresumable) = room.deliver_unsequenced(Audience::All, pong());
+        assert!(unresumable.is_empty());
+        assert!(!unsequenced_replayable(&pb::ServerEvent {
+            sequence: 0,
+            event: Some(Event::Reaction(Default::default())),
+        }));
+    }
+
+    #[test]
+    fn a_queue_that_overflows_holding_an_unsequenced_event_cannot_resume() {
+        let mut room = RoomState::new(16);
+        let (slow, _rx) = slot("slow", 1);
+        room.slots.insert("slow".into(), Box::new(slow));
+        room.deliver_unsequenced(Audience::All, joined("x"));
+        let overflowed = room.publish(Audience::All, pong());
+        assert_eq!(overflowed.len(), 1);
+        assert!(room.unresumable("slow"));
+        assert!(room.replay_since("slow", 0).is_none());
+    }
+
+    #[test]
+    fn a_stream_that_ends_holding_an_unsequenced_event_cannot_resume() {
+        let (tx, rx) = queue::channel(4);
+        assert!(!rx.holds(unsequenced_replayable));
+        tx.try_send(Arc::new(pb::ServerEvent {
+            sequence: 0,
+            event: Some(pong()),
+        }))
+        .unwrap();
+        assert!(!rx.holds(unsequenced_replayable), "a pong is no loss");
+        tx.try_send(Arc::new(pb::ServerEvent {
+            sequence: 0,
+            event: Some(joined("x")),
+        }))
+        .unwrap();
+        assert!(rx.holds(unsequenced_replayable));
+        assert!(tx.holds(unsequenced_replayable));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tonic::Status;
 
 use super::{
     queue,
-    room::{CloseReason, DetachCause, SessionControl},
+    room::{self, CloseReason, DetachCause, SessionControl},
 };
 use crate::{
     error::AppError,
@@ -99,6 +99,11 @@ impl SessionStream {
 
     /// Tells the hub; a hub that is gone has nothing left to detach.
     fn report(&self, cause: DetachCause) {
+        // What is still queued is lost; a numbered event a resume replays,
+        // one delivered outside the room's order nothing does.
+        if self.rx.holds(room::unsequenced_replayable) {
+            self.control.lose_unsequenced();
+        }
         let _ = self.detaches.send(Detached {
             control: self.control.clone(),
             cause,

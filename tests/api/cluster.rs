@@ -118,7 +118,7 @@ impl Redis {
 
     /// Sends `signal` (STOP, CONT) to the server: a stopped Redis keeps its
     /// connections open and answers nothing, like one behind a partition.
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         let done = Command::new("kill")
             .args([&format!("-{signal}"), &pid])

@@ -459,6 +459,87 @@ async fn a_room_lives_through_a_redis_restart() {
     assert_eq!(listed, expected);
 }
 
+/// Waits for `participant_id`'s `participant_left` on `events`.
+async fn hears_leave(
+    events: &mut Streaming<pb::ServerEvent>,
+    participant_id: &str,
+    within: Duration,
+) {
+    tokio::time::timeout(within, async {
+        loop {
+            let e = events.message().await.unwrap().expect("open");
+            if matches!(&e.event, Some(Event::ParticipantLeft(l)) if l.participant_id == participant_id)
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the participant's leave");
+}
+
+#[tokio::test]
+async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
+    // Redis stops answering (its data kept, as behind a partition). Carol
+    // is away when the host signals her: that signal is in no replay, so
+    // she cannot resume, and she leaves at once, not after her (long)
+    // grace. Her leave never reached Redis: once it is back, her node
+    // takes her out of the roster, and the other node hears it.
+    let redis = Redis::start();
+    let nodes = nodes_with(&redis, 2, &[("UNIO_RESUME_GRACE", "60s")]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (meeting, host, bob, carol) = crate::rooms::setup(a, pb::JoinPolicy::InvitedOnly).await;
+    let mut host_room = connect(a, &host, &meeting).await;
+    let carol_room = connect(a, &carol, &meeting).await;
+    let mut bob_room = subscribe(b, &bob, &meeting).await;
+    let carol_id = carol_room.joined.participant_id.clone();
+    let (carol_token, carol_seq) = (
+        carol_room.joined.resume_token.clone(),
+        carol_room.joined_seq,
+    );
+
+    redis.signal("STOP");
+    for node in [a, b] {
+        crate::helpers::eventually("the node notices the silence", || async {
+            !crate::cluster::bus_serving(node).await
+        })
+        .await;
+    }
+    drop(carol_room);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    host_room
+        .tx
+        .send(event("o", offer(&carol_id, "while Redis is away")))
+        .await
+        .unwrap();
+    hears_leave(&mut host_room.events, &carol_id, Duration::from_secs(5)).await;
+
+    redis.signal("CONT");
+    for node in [a, b] {
+        crate::helpers::eventually("the node subscribes again", || {
+            crate::cluster::bus_serving(node)
+        })
+        .await;
+    }
+    hears_leave(&mut bob_room.events, &carol_id, Duration::from_secs(10)).await;
+    let newcomer = subscribe(b, &host, &meeting).await;
+    assert!(
+        newcomer
+            .joined
+            .participants
+            .iter()
+            .all(|p| p.participant_id != carol_id)
+    );
+    // Nor can she resume on the other node.
+    let resume = crate::rooms::resume(&meeting, &carol_token, carol_seq);
+    let (_tx, mut again) = crate::rooms::open(b, &carol, resume).await.unwrap();
+    let refused = next(&mut again).await;
+    assert!(
+        matches!(&refused.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED"),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_participant_resumes_on_another_node_with_what_it_missed() {
     let redis = Redis::start();
