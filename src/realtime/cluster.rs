@@ -441,6 +441,12 @@ impl Link {
         self.beats.reset();
     }
 
+    /// The rooms this node is tracked in (where the roster may name it).
+    pub async fn tracked_rooms(&self) -> redis::RedisResult<Vec<String>> {
+        self.bounded(async { self.log().await?.rooms_of(self.node()).await })
+            .await
+    }
+
     /// The room's number and roster now.
     pub async fn snapshot(&self, room: &str) -> redis::RedisResult<Snapshot> {
         self.bounded(async { self.log().await?.snapshot(room).await })
@@ -501,6 +507,7 @@ impl Link {
             again: false,
             repair: false,
             seen: std::collections::HashMap::new(),
+            marker_checked: 0,
             ready,
             _interest: self.bus.hold_room(room),
         }
@@ -653,6 +660,10 @@ pub struct RoomLink {
     pub repair: bool,
     /// By origin node, the last record number applied.
     pub seen: std::collections::HashMap<String, u64>,
+    /// A jump marker heard live is applied only as the log reads it (it
+    /// may stand for an event this node missed); this one was held past a
+    /// read already, and the log no longer has it.
+    pub marker_checked: u64,
     /// Says joiners may go ahead.
     pub ready: watch::Sender<bool>,
     _interest: Box<dyn Send + Sync>,

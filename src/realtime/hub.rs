@@ -479,6 +479,14 @@ impl RoomHub {
             .ok_or(HubError::ResumeFailed(
                 "the participant's grace period is over",
             ))?;
+        // A stream still attached loses what it has queued.
+        if state.slots[&participant_id]
+            .outbox
+            .as_ref()
+            .is_some_and(|outbox| outbox.tx.holds(super::room::unsequenced_replayable))
+        {
+            state.make_unresumable(&participant_id);
+        }
         let from = state
             .resume_from(&participant_id, last_sequence)
             .expect("found above");
@@ -843,7 +851,7 @@ impl RoomHub {
             return; // Already resumed, replaced or detached.
         };
         if control.lost_unsequenced() {
-            state.lose_unsequenced(&control.participant_id);
+            state.make_unresumable(&control.participant_id);
         }
         // One that cannot resume leaves at once.
         let grace = if state.unresumable(&control.participant_id) {
@@ -866,26 +874,24 @@ impl RoomHub {
         for slow in overflowed {
             self.metrics.room_queue_dropped();
             tracing::info!(meeting_id, participant_id = %slow.participant_id, "participant fell behind; detached");
-            self.start_grace(
-                meeting_id.to_owned(),
-                slow.participant_id,
-                slow.epoch,
-                self.config.resume_grace,
-            );
+            self.end_grace_of(meeting_id, slow);
         }
     }
 
-    /// Ends at once the grace of detached participants that can no longer
-    /// resume. Called under the room's lock.
-    pub(super) fn end_grace(&self, meeting_id: &str, unresumable: Vec<Overflowed>) {
-        for gone in unresumable {
-            self.start_grace(
-                meeting_id.to_owned(),
-                gone.participant_id,
-                gone.epoch,
-                Duration::ZERO,
-            );
-        }
+    /// Starts the grace of a detached participant: none for one that can
+    /// no longer resume. Called under the room's lock.
+    pub(super) fn end_grace_of(&self, meeting_id: &str, detached: Overflowed) {
+        let grace = if detached.resumable {
+            self.config.resume_grace
+        } else {
+            Duration::ZERO
+        };
+        self.start_grace(
+            meeting_id.to_owned(),
+            detached.participant_id,
+            detached.epoch,
+            grace,
+        );
     }
 
     /// Marks the attendance offline now, and removes the participant after

@@ -957,7 +957,6 @@ impl RoomHub {
     /// dead) is announced again.
     fn repair(&self, meeting_id: &str, state: &RoomState) {
         let Some(link) = &self.link else { return };
-        self.prune(link, meeting_id);
         for (participant_id, slot) in &state.slots {
             if slot.waiting.is_some() {
                 let record = Record {
@@ -990,45 +989,6 @@ impl RoomHub {
                 self.register_session(meeting_id, &slot.session_id, participant_id, &slot.user_id);
             }
         }
-    }
-
-    /// Takes out of the roster whoever it says this node serves but this
-    /// node does not (they left, or could no longer resume, while Redis
-    /// was away, so their leave never reached it): else every node would
-    /// list them, and a resume elsewhere could claim them. Each leave is
-    /// taken only while the roster still names this node.
-    fn prune(&self, link: &Arc<Link>, meeting_id: &str) {
-        let (hub, link, meeting_id) = (self.this.clone(), link.clone(), meeting_id.to_owned());
-        tokio::spawn(async move {
-            let Ok(snapshot) = link.snapshot(&meeting_id).await else {
-                return; // The next repair tries again.
-            };
-            let Some(room) = hub.upgrade().and_then(|hub| hub.room(&meeting_id)) else {
-                return;
-            };
-            let state = lock(&room);
-            if state.closed.is_some() {
-                return;
-            }
-            for (participant_id, member) in &snapshot.roster {
-                let here = state.slots.contains_key(participant_id)
-                    || state.resuming.iter().any(|p| p == participant_id);
-                if member.node != link.node() || here {
-                    continue;
-                }
-                tracing::info!(%meeting_id, %participant_id, "room log: a participant gone from this node leaves the roster");
-                let left = gone(
-                    participant_id,
-                    member.waiting,
-                    pb::ParticipantLeftReason::Disconnected,
-                );
-                let op = RosterOp::Reap {
-                    participant_id: participant_id.clone(),
-                    node: link.node().to_owned(),
-                };
-                link.append(&meeting_id, left, op);
-            }
-        });
     }
 
     fn follow_up(&self, meeting_id: &str, followups: Followups) {
@@ -1101,10 +1061,17 @@ impl RoomHub {
             loop {
                 let last = state.last_seq();
                 let link = state.link.as_mut().expect("checked above");
-                let Some((&seq, _)) = link.pending.first_key_value() else {
+                let Some((&seq, bytes)) = link.pending.first_key_value() else {
                     break;
                 };
                 if seq > last + 1 {
+                    break;
+                }
+                // A jump marker heard live: the log decides (read again,
+                // once; a marker the log no longer has is applied as is).
+                if seq == last + 1 && bytes.is_empty() && link.marker_checked != seq {
+                    link.marker_checked = seq;
+                    link.again = true;
                     break;
                 }
                 let (seq, bytes) = link.take_first().expect("peeked");
@@ -1126,6 +1093,85 @@ impl RoomHub {
         self.follow_up(meeting_id, followups);
         done
     }
+}
+
+/// After Redis is back: in every room this node is tracked in, takes out
+/// of the roster whoever it names this node's but this node no longer
+/// serves (they left, or could no longer resume, while Redis was away,
+/// and their leave never reached it): else every node would list them,
+/// and a resume elsewhere could claim them. A room this node no longer
+/// has (its last participant went meanwhile) stops being tracked. One
+/// room at a time; each read is tried a few times.
+async fn prune(hub: std::sync::Weak<RoomHub>, link: Arc<Link>) {
+    let mut rooms = None;
+    for attempt in 0..5u32 {
+        match link.tracked_rooms().await {
+            Ok(found) => {
+                rooms = Some(found);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+        }
+    }
+    let Some(rooms) = rooms else {
+        tracing::warn!("room log: cannot read this node's rooms to prune their rosters");
+        return;
+    };
+    for room in rooms {
+        for attempt in 0..5u32 {
+            match prune_room(&hub, &link, &room).await {
+                Ok(()) => break,
+                Err(err) if attempt == 4 => {
+                    tracing::warn!(%room, error = %err, "room log: cannot prune the room's roster");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+            }
+        }
+    }
+}
+
+/// [`prune`] of one room. Each leave is taken only while the roster still
+/// names this node; whoever is here, or resuming here, stays.
+async fn prune_room(
+    hub: &std::sync::Weak<RoomHub>,
+    link: &Link,
+    meeting_id: &str,
+) -> redis::RedisResult<()> {
+    let snapshot = link.snapshot(meeting_id).await?;
+    let Some(hub) = hub.upgrade() else {
+        return Ok(());
+    };
+    // The rooms' lock first, as everywhere: no room appears meanwhile.
+    let rooms = lock(&hub.rooms);
+    let local = rooms.get(meeting_id).cloned();
+    let state = local.as_ref().map(|room| lock(room));
+    if state.as_ref().is_some_and(|state| state.closed.is_some()) {
+        return Ok(());
+    }
+    for (participant_id, member) in &snapshot.roster {
+        let here = state.as_ref().is_some_and(|state| {
+            state.slots.contains_key(participant_id)
+                || state.resuming.iter().any(|p| p == participant_id)
+        });
+        if member.node != link.node() || here {
+            continue;
+        }
+        tracing::info!(%meeting_id, %participant_id, "room log: a participant gone from this node leaves the roster");
+        let left = gone(
+            participant_id,
+            member.waiting,
+            pb::ParticipantLeftReason::Disconnected,
+        );
+        let op = RosterOp::Reap {
+            participant_id: participant_id.clone(),
+            node: link.node().to_owned(),
+        };
+        link.append(meeting_id, left, op);
+    }
+    if local.is_none() {
+        hub.untrack(meeting_id);
+    }
+    Ok(())
 }
 
 /// Reads what `room` missed until it is caught up, or gone.
@@ -1221,7 +1267,9 @@ impl RoomSink for RoomHub {
                     let Some(link) = state.link.as_mut() else {
                         break;
                     };
-                    if link.synced && seq == last + 1 {
+                    // A jump marker (empty) waits for the log's reading,
+                    // which knows whether it stands for a missed event.
+                    if link.synced && seq == last + 1 && !bytes.is_empty() {
                         followups =
                             self.apply(meeting_id, &mut state, seq, payload.slice_ref(bytes));
                         if !followups.is_empty() {
@@ -1257,6 +1305,9 @@ impl RoomSink for RoomHub {
                 self.resync(&meeting_id, &room, &mut state, true);
             }
         }
+        if let Some(link) = self.link.clone() {
+            tokio::spawn(prune(self.this.clone(), link));
+        }
     }
 
     fn unsent(&self, meeting_id: &str, bytes: &[u8]) {
@@ -1282,7 +1333,9 @@ impl RoomSink for RoomHub {
         if let Some(event) = record.event.and_then(|e| e.event) {
             let (overflowed, unresumable) = state.deliver_unsequenced(to, event);
             self.handle_overflow(meeting_id, overflowed);
-            self.end_grace(meeting_id, unresumable);
+            for gone in unresumable {
+                self.end_grace_of(meeting_id, gone);
+            }
         }
     }
 }

@@ -157,7 +157,8 @@ pub struct SessionLimits {
 
 /// An event delivered outside the room's order (sequence 0) that a
 /// replay would have given again had it been numbered: not the replies,
-/// errors and lobby news every session gets unnumbered, nor a reaction.
+/// errors and lobby news every session gets unnumbered, nor what only
+/// matters the moment it happens (a reaction, typing).
 pub fn unsequenced_replayable(event: &pb::ServerEvent) -> bool {
     event.sequence == 0
         && !matches!(
@@ -165,6 +166,8 @@ pub fn unsequenced_replayable(event: &pb::ServerEvent) -> bool {
             None | Some(
                 Event::Pong(_)
                     | Event::Heartbeat(_)
+                    | Event::Joined(_)
+                    | Event::Typing(_)
                     | Event::Error(_)
                     | Event::Waiting(_)
                     | Event::Lobby(_)
@@ -196,8 +199,9 @@ pub struct Slot {
     pub joined_seq: u64,
     detached: Option<DetachCause>,
     /// It missed an event that no replay holds (one delivered outside the
-    /// room's order while it was away): it cannot resume, only join anew.
-    missed_unsequenced: bool,
+    /// room's order while it was away, or more than this node kept): it
+    /// cannot resume, only join anew.
+    unresumable: bool,
     pub limits: SessionLimits,
     /// In the lobby: what it was told (`waiting`), sent again with
     /// `host_present` changed. It hears nothing of the room. Boxed: most
@@ -227,7 +231,7 @@ impl Slot {
             delivered,
             joined_seq: delivered,
             detached: None,
-            missed_unsequenced: false,
+            unresumable: false,
             limits,
             waiting: None,
             admission: None,
@@ -267,6 +271,9 @@ impl Slot {
 pub struct Overflowed {
     pub participant_id: String,
     pub epoch: u64,
+    /// Whether a resume could still give it what it missed (else its
+    /// grace has no purpose).
+    pub resumable: bool,
 }
 
 /// Why a room stopped taking joins.
@@ -529,6 +536,11 @@ impl RoomState {
         event: Event,
     ) -> (Vec<Overflowed>, Vec<Overflowed>) {
         let lobby_changed = self.note(&event);
+        // Who is here changed here: when the log says it again, it is no
+        // news to this node's participants.
+        if let Some(link) = self.link.as_mut() {
+            link.note(&event);
+        }
         let event = Arc::new(pb::ServerEvent {
             sequence: 0,
             event: Some(event),
@@ -546,13 +558,14 @@ impl RoomState {
                 if !to.includes(id) || slot.waiting.is_some() || reached {
                     continue;
                 }
-                if !slot.missed_unsequenced && slot.outbox.is_none() {
+                if !slot.unresumable && slot.outbox.is_none() {
                     unresumable.push(Overflowed {
                         participant_id: id.clone(),
                         epoch: slot.epoch,
+                        resumable: false,
                     });
                 }
-                slot.missed_unsequenced = true;
+                slot.unresumable = true;
             }
         }
         self.after(lobby_changed, &event);
@@ -561,18 +574,18 @@ impl RoomState {
 
     /// `participant_id` lost an event delivered outside the room's order
     /// (its stream ended with it queued): it cannot resume.
-    pub fn lose_unsequenced(&mut self, participant_id: &str) {
+    pub fn make_unresumable(&mut self, participant_id: &str) {
         if let Some(slot) = self.slots.get_mut(participant_id) {
-            slot.missed_unsequenced = true;
+            slot.unresumable = true;
         }
     }
 
     /// Whether `participant_id` can no longer resume (see
-    /// [`RoomState::lose_unsequenced`]).
+    /// [`RoomState::make_unresumable`]).
     pub fn unresumable(&self, participant_id: &str) -> bool {
         self.slots
             .get(participant_id)
-            .is_some_and(|slot| slot.missed_unsequenced)
+            .is_some_and(|slot| slot.unresumable)
     }
 
     /// Pushes `event` to every attached participant in `to`.
@@ -589,7 +602,7 @@ impl RoomState {
                     // What it received is what it can resume from, unless
                     // what it did not receive is in no replay.
                     if outbox.tx.holds(unsequenced_replayable) {
-                        slot.missed_unsequenced = true;
+                        slot.unresumable = true;
                     }
                     let delivered = outbox.control.sent_seq();
                     let epoch = slot.detach(
@@ -600,6 +613,7 @@ impl RoomState {
                     overflowed.push(Overflowed {
                         participant_id: id.clone(),
                         epoch,
+                        resumable: !slot.unresumable,
                     });
                 }
                 // The stream is gone; its drop detaches the slot.
@@ -609,9 +623,9 @@ impl RoomState {
         overflowed
     }
 
-    /// This node missed more of the room than its log keeps: every
-    /// attached participant is detached as fallen behind (it resumes, and
-    /// finds what it missed gone), and the replay ring starts over.
+    /// This node missed more of the room than its log keeps (or what
+    /// Redis lost): every participant is told it fell behind and cannot
+    /// resume (what it missed is gone), and the replay ring starts over.
     pub fn fell_behind(&mut self) -> Vec<Overflowed> {
         self.replay.clear();
         self.replay_bytes = 0;
@@ -622,6 +636,7 @@ impl RoomState {
             if slot.waiting.is_some() {
                 continue;
             }
+            slot.unresumable = true;
             let Some(outbox) = &slot.outbox else { continue };
             let delivered = outbox.control.sent_seq();
             let epoch = slot.detach(
@@ -632,6 +647,7 @@ impl RoomState {
             detached.push(Overflowed {
                 participant_id: id.clone(),
                 epoch,
+                resumable: false,
             });
         }
         detached
@@ -648,7 +664,7 @@ impl RoomState {
             || self
                 .slots
                 .get(participant_id)
-                .is_some_and(|slot| slot.missed_unsequenced)
+                .is_some_and(|slot| slot.unresumable)
         {
             return None;
         }
@@ -917,7 +933,8 @@ mod tests {
             overflowed,
             [Overflowed {
                 participant_id: "slow".into(),
-                epoch: 1
+                epoch: 1,
+                resumable: true,
             }]
         );
         let slow = &room.slots["slow"];
@@ -1057,7 +1074,8 @@ mod tests {
             unresumable,
             [Overflowed {
                 participant_id: "d".into(),
-                epoch: 1
+                epoch: 1,
+                resumable: false,
             }]
         );
         // Replies and reactions are never replayed: missing one is no loss.
@@ -1077,6 +1095,7 @@ mod tests {
         room.deliver_unsequenced(Audience::All, joined("x"));
         let overflowed = room.publish(Audience::All, pong());
         assert_eq!(overflowed.len(), 1);
+        assert!(!overflowed[0].resumable);
         assert!(room.unresumable("slow"));
         assert!(room.replay_since("slow", 0).is_none());
     }

@@ -523,13 +523,15 @@ async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
     }
     hears_leave(&mut bob_room.events, &carol_id, Duration::from_secs(10)).await;
     let newcomer = subscribe(b, &host, &meeting).await;
-    assert!(
-        newcomer
-            .joined
-            .participants
-            .iter()
-            .all(|p| p.participant_id != carol_id)
-    );
+    let listed: Vec<&str> = newcomer
+        .joined
+        .participants
+        .iter()
+        .map(|p| p.participant_id.as_str())
+        .collect();
+    assert!(!listed.contains(&carol_id.as_str()), "{listed:?}");
+    // Who stayed on A stays.
+    assert!(listed.contains(&host_room.joined.participant_id.as_str()));
     // Nor can she resume on the other node.
     let resume = crate::rooms::resume(&meeting, &carol_token, carol_seq);
     let (_tx, mut again) = crate::rooms::open(b, &carol, resume).await.unwrap();
@@ -538,6 +540,64 @@ async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
         matches!(&refused.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED"),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn the_last_to_leave_a_node_while_redis_is_down_leaves_everywhere_after() {
+    // Carol, alone on A, goes while Redis is down; her grace runs out and
+    // A forgets the room. Redis comes back with its data (saved before it
+    // went): A still takes her out of the roster the others read.
+    let mut redis = Redis::start();
+    let nodes = nodes_with(&redis, 2, &[("UNIO_RESUME_GRACE", "1s")]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (meeting, host, bob, carol) = crate::rooms::setup(a, pb::JoinPolicy::InvitedOnly).await;
+    let mut host_room = subscribe(b, &host, &meeting).await;
+    let bob_room = subscribe(b, &bob, &meeting).await;
+    let carol_room = connect(a, &carol, &meeting).await;
+    let carol_id = carol_room.joined.participant_id.clone();
+    hears(&mut host_room.events, |e| {
+        matches!(e, Event::ParticipantJoined(j) if j.participant.as_ref().is_some_and(|p| p.participant_id == carol_id))
+    })
+    .await;
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+    drop(conn);
+    redis.stop();
+    for node in [a, b] {
+        crate::helpers::eventually("the node notices", || async {
+            !crate::cluster::bus_serving(node).await
+        })
+        .await;
+    }
+    drop(carol_room);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.spawn();
+    hears_leave(&mut host_room.events, &carol_id, Duration::from_secs(15)).await;
+    let newcomer = subscribe(b, &carol, &meeting).await;
+    let listed: Vec<&str> = newcomer
+        .joined
+        .participants
+        .iter()
+        .map(|p| p.participant_id.as_str())
+        .collect();
+    assert!(!listed.contains(&carol_id.as_str()), "{listed:?}");
+    assert!(listed.contains(&bob_room.joined.participant_id.as_str()));
+}
+
+/// Waits for an event `pick` picks on `events`.
+async fn hears(events: &mut Streaming<pb::ServerEvent>, pick: impl Fn(&Event) -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = events.message().await.unwrap().expect("open");
+            if e.event.as_ref().is_some_and(&pick) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the event");
 }
 
 #[tokio::test]
