@@ -305,6 +305,10 @@ pub struct Link {
     runs: Arc<std::sync::atomic::AtomicBool>,
     /// Resumes from another node reading the log at once.
     resumes: tokio::sync::Semaphore,
+    /// A prune of this node's rosters is running; another was asked for
+    /// meanwhile.
+    pruning: std::sync::atomic::AtomicBool,
+    prune_again: std::sync::atomic::AtomicBool,
 }
 
 /// How many resumes from another node may read a room's log at once:
@@ -354,7 +358,41 @@ impl Link {
             keep,
             runs,
             resumes: tokio::sync::Semaphore::new(RESUME_READS),
+            pruning: std::sync::atomic::AtomicBool::new(false),
+            prune_again: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether the caller is to prune this node's rosters now: false when
+    /// a prune is running, which then runs once more.
+    pub fn start_pruning(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.prune_again.store(true, Ordering::SeqCst);
+        self.pruning
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Whether the pruning task runs a pass (one was asked for since its
+    /// last); once it says no, the task is over.
+    pub fn next_prune(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        loop {
+            if self.prune_again.swap(false, Ordering::SeqCst) {
+                return true;
+            }
+            self.pruning.store(false, Ordering::SeqCst);
+            // Asked between the swap and the store, with no task started
+            // for it: this one goes on.
+            if !(self.prune_again.load(Ordering::SeqCst)
+                && self
+                    .pruning
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok())
+            {
+                return false;
+            }
+        }
     }
 
     /// Whether every node reads runs (from each heartbeat's answer): a
@@ -721,6 +759,11 @@ impl RoomLink {
         if self.pending.len() >= PENDING_MAX || self.pending_bytes + bytes.len() > PENDING_BYTES {
             self.again = true;
             return false;
+        }
+        // A jump marker under a number the old room gave does not replace
+        // the event this node did get under it.
+        if bytes.is_empty() && self.pending.get(&seq).is_some_and(|held| !held.is_empty()) {
+            return true;
         }
         self.pending_bytes += bytes.len();
         if let Some(old) = self.pending.insert(seq, bytes.to_vec()) {

@@ -1042,8 +1042,11 @@ impl RoomHub {
                     if known {
                         // It missed more than the log keeps.
                         tracing::warn!(meeting_id, "room log: fell behind; participants resume");
-                        let detached = state.fell_behind();
+                        let (detached, away) = state.fell_behind();
                         self.handle_overflow(meeting_id, detached);
+                        for gone in away {
+                            self.end_grace_of(meeting_id, gone);
+                        }
                     }
                     // What came before is known here only from the log.
                     state.forget_until(snapshot.seq);
@@ -1068,11 +1071,17 @@ impl RoomHub {
                     break;
                 }
                 // A jump marker heard live: the log decides (read again,
-                // once; a marker the log no longer has is applied as is).
-                if seq == last + 1 && bytes.is_empty() && link.marker_checked != seq {
-                    link.marker_checked = seq;
-                    link.again = true;
-                    break;
+                // once).
+                if seq == last + 1 && bytes.is_empty() {
+                    if link.marker_checked != seq {
+                        link.marker_checked = seq;
+                        link.again = true;
+                        break;
+                    }
+                    // The log no longer has it (Redis lost the room again):
+                    // dropped, and the next read moves the counter on.
+                    link.take_first();
+                    continue;
                 }
                 let (seq, bytes) = link.take_first().expect("peeked");
                 if seq == last + 1 {
@@ -1103,6 +1112,13 @@ impl RoomHub {
 /// has (its last participant went meanwhile) stops being tracked. One
 /// room at a time; each read is tried a few times.
 async fn prune(hub: std::sync::Weak<RoomHub>, link: Arc<Link>) {
+    // One task at a time; asked again meanwhile, it makes another pass.
+    while link.next_prune() {
+        prune_pass(&hub, &link).await;
+    }
+}
+
+async fn prune_pass(hub: &std::sync::Weak<RoomHub>, link: &Link) {
     let mut rooms = None;
     for attempt in 0..5u32 {
         match link.tracked_rooms().await {
@@ -1119,7 +1135,7 @@ async fn prune(hub: std::sync::Weak<RoomHub>, link: Arc<Link>) {
     };
     for room in rooms {
         for attempt in 0..5u32 {
-            match prune_room(&hub, &link, &room).await {
+            match prune_room(hub, link, &room).await {
                 Ok(()) => break,
                 Err(err) if attempt == 4 => {
                     tracing::warn!(%room, error = %err, "room log: cannot prune the room's roster");
@@ -1131,7 +1147,8 @@ async fn prune(hub: std::sync::Weak<RoomHub>, link: Arc<Link>) {
 }
 
 /// [`prune`] of one room. Each leave is taken only while the roster still
-/// names this node; whoever is here, or resuming here, stays.
+/// names this node; whoever is here, or resuming here, stays. An error
+/// (Redis, or a full queue) means the room is to be tried again.
 async fn prune_room(
     hub: &std::sync::Weak<RoomHub>,
     link: &Link,
@@ -1141,35 +1158,48 @@ async fn prune_room(
     let Some(hub) = hub.upgrade() else {
         return Ok(());
     };
-    // The rooms' lock first, as everywhere: no room appears meanwhile.
-    let rooms = lock(&hub.rooms);
-    let local = rooms.get(meeting_id).cloned();
-    let state = local.as_ref().map(|room| lock(room));
-    if state.as_ref().is_some_and(|state| state.closed.is_some()) {
-        return Ok(());
-    }
-    for (participant_id, member) in &snapshot.roster {
-        let here = state.as_ref().is_some_and(|state| {
-            state.slots.contains_key(participant_id)
-                || state.resuming.iter().any(|p| p == participant_id)
-        });
-        if member.node != link.node() || here {
-            continue;
+    let local = hub.room(meeting_id);
+    let mut queued = true;
+    {
+        let state = local.as_ref().map(|room| lock(room));
+        if state.as_ref().is_some_and(|state| state.closed.is_some()) {
+            return Ok(());
         }
-        tracing::info!(%meeting_id, %participant_id, "room log: a participant gone from this node leaves the roster");
-        let left = gone(
-            participant_id,
-            member.waiting,
-            pb::ParticipantLeftReason::Disconnected,
-        );
-        let op = RosterOp::Reap {
-            participant_id: participant_id.clone(),
-            node: link.node().to_owned(),
-        };
-        link.append(meeting_id, left, op);
+        for (participant_id, member) in &snapshot.roster {
+            let here = state.as_ref().is_some_and(|state| {
+                state.slots.contains_key(participant_id)
+                    || state.resuming.iter().any(|p| p == participant_id)
+            });
+            if member.node != link.node() || here {
+                continue;
+            }
+            tracing::info!(%meeting_id, %participant_id, "room log: a participant gone from this node leaves the roster");
+            let left = gone(
+                participant_id,
+                member.waiting,
+                pb::ParticipantLeftReason::Disconnected,
+            );
+            let op = RosterOp::Reap {
+                participant_id: participant_id.clone(),
+                node: link.node().to_owned(),
+            };
+            queued &= link.append(meeting_id, left, op);
+        }
     }
+    if !queued {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "the append queue is full",
+        )));
+    }
+    // A room this node forgot stops being tracked (under the rooms' lock,
+    // so that a join making it again queues its own tracking after this;
+    // Redis keeps the room tracked while its roster still names this node).
     if local.is_none() {
-        hub.untrack(meeting_id);
+        let rooms = lock(&hub.rooms);
+        if !rooms.contains_key(meeting_id) {
+            hub.untrack(meeting_id);
+        }
     }
     Ok(())
 }
@@ -1305,7 +1335,9 @@ impl RoomSink for RoomHub {
                 self.resync(&meeting_id, &room, &mut state, true);
             }
         }
-        if let Some(link) = self.link.clone() {
+        if let Some(link) = self.link.clone()
+            && link.start_pruning()
+        {
             tokio::spawn(prune(self.this.clone(), link));
         }
     }
@@ -1331,6 +1363,16 @@ impl RoomSink for RoomHub {
         // for replay; presence and removals wait for the repair.
         let to = record.audience();
         if let Some(event) = record.event.and_then(|e| e.event) {
+            // A leave said again (a prune) is news only once.
+            if let Event::ParticipantLeft(left) = &event
+                && !state
+                    .link
+                    .as_ref()
+                    .is_some_and(|link| link.members.contains_key(&left.participant_id))
+                && !state.slots.contains_key(&left.participant_id)
+            {
+                return;
+            }
             let (overflowed, unresumable) = state.deliver_unsequenced(to, event);
             self.handle_overflow(meeting_id, overflowed);
             for gone in unresumable {

@@ -626,18 +626,31 @@ impl RoomState {
     /// This node missed more of the room than its log keeps (or what
     /// Redis lost): every participant is told it fell behind and cannot
     /// resume (what it missed is gone), and the replay ring starts over.
-    pub fn fell_behind(&mut self) -> Vec<Overflowed> {
+    ///
+    /// Returns who it detached, and who was away already (their grace has
+    /// no purpose left either).
+    pub fn fell_behind(&mut self) -> (Vec<Overflowed>, Vec<Overflowed>) {
         self.replay.clear();
         self.replay_bytes = 0;
         self.replay_floor = self.last_seq();
-        let mut detached = Vec::new();
+        let (mut detached, mut away) = (Vec::new(), Vec::new());
         for (id, slot) in self.slots.iter_mut() {
             // A waiter missed nothing: it hears nothing of the room.
             if slot.waiting.is_some() {
                 continue;
             }
+            let newly = !slot.unresumable;
             slot.unresumable = true;
-            let Some(outbox) = &slot.outbox else { continue };
+            let Some(outbox) = &slot.outbox else {
+                if newly {
+                    away.push(Overflowed {
+                        participant_id: id.clone(),
+                        epoch: slot.epoch,
+                        resumable: false,
+                    });
+                }
+                continue;
+            };
             let delivered = outbox.control.sent_seq();
             let epoch = slot.detach(
                 DetachCause::SlowConsumer,
@@ -650,7 +663,7 @@ impl RoomState {
                 resumable: false,
             });
         }
-        detached
+        (detached, away)
     }
 
     /// Events after `from` addressed to `participant_id`, or `None` when
@@ -1039,7 +1052,7 @@ mod tests {
         let missed = room.replay_since("x", 10).unwrap();
         assert_eq!(missed.iter().map(|e| e.sequence).collect::<Vec<_>>(), [12]);
         // A ring emptied because the node fell behind replays nothing older.
-        room.fell_behind();
+        let _ = room.fell_behind();
         assert!(room.replay_since("x", 11).is_none());
         assert_eq!(room.replay_since("x", 12).unwrap().len(), 0);
     }

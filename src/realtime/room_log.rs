@@ -96,6 +96,13 @@ const APPEND: &str = concat!(
 local op, pid, node = ARGV[4], ARGV[5], ARGV[7]
 local tracked = 'unio:node:' .. node .. ':rooms'
 if op == 'untrack' then
+  -- Not while the roster names this node (a claim may have come since).
+  local roster = redis.call('HGETALL', KEYS[4])
+  for i = 1, #roster, 2 do
+    if string.sub(roster[i], 1, 2) == 'o:' and roster[i + 1] == node then
+      return 0
+    end
+  end
   redis.call('SREM', tracked, ARGV[9])
   return 0
 end

@@ -464,18 +464,19 @@ async fn hears_leave(
     events: &mut Streaming<pb::ServerEvent>,
     participant_id: &str,
     within: Duration,
-) {
+) -> pb::ParticipantLeft {
     tokio::time::timeout(within, async {
         loop {
             let e = events.message().await.unwrap().expect("open");
-            if matches!(&e.event, Some(Event::ParticipantLeft(l)) if l.participant_id == participant_id)
+            if let Some(Event::ParticipantLeft(left)) = e.event
+                && left.participant_id == participant_id
             {
-                return;
+                return left;
             }
         }
     })
     .await
-    .expect("the participant's leave");
+    .expect("the participant's leave")
 }
 
 #[tokio::test]
@@ -522,6 +523,15 @@ async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
         .await;
     }
     hears_leave(&mut bob_room.events, &carol_id, Duration::from_secs(10)).await;
+    // Her node's participants heard it once, while Redis was away.
+    while let Ok(Ok(Some(e))) =
+        tokio::time::timeout(Duration::from_millis(500), host_room.events.message()).await
+    {
+        assert!(
+            !matches!(&e.event, Some(Event::ParticipantLeft(l)) if l.participant_id == carol_id),
+            "{e:?}"
+        );
+    }
     let newcomer = subscribe(b, &host, &meeting).await;
     let listed: Vec<&str> = newcomer
         .joined
@@ -574,7 +584,9 @@ async fn the_last_to_leave_a_node_while_redis_is_down_leaves_everywhere_after() 
     drop(carol_room);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     redis.spawn();
-    hears_leave(&mut host_room.events, &carol_id, Duration::from_secs(15)).await;
+    let left = hears_leave(&mut host_room.events, &carol_id, Duration::from_secs(15)).await;
+    // Her node took her out (not the others, reaping a node taken for dead).
+    assert_eq!(left.reason, pb::ParticipantLeftReason::Disconnected as i32);
     let newcomer = subscribe(b, &carol, &meeting).await;
     let listed: Vec<&str> = newcomer
         .joined
