@@ -860,11 +860,18 @@ impl RoomHub {
                 .as_ref()
                 .is_some_and(|p| link.members.get(&p.participant_id) != Some(p)),
             Event::ParticipantLeft(left) => {
-                if state.slots.contains_key(&left.participant_id)
-                    && record.origin != link_node(&self.link)
-                {
+                let here = state.slots.contains_key(&left.participant_id);
+                let ours = record.origin == link_node(&self.link);
+                if here && !ours {
                     // Reaped while still here: this node is alive after all.
                     followups.repair = true;
+                }
+                if ours && !here {
+                    // This node's leave of one it no longer holds, taken by
+                    // the roster only now (one queued after a claim it
+                    // could not attach, or a prune): its attendance closes
+                    // (again, harmlessly, after an ordinary leave).
+                    self.attendance.leave(&left.participant_id, now_micros());
                 }
                 link.members.contains_key(&left.participant_id)
                     || state.slots.contains_key(&left.participant_id)
