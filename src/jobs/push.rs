@@ -63,14 +63,22 @@ impl Pusher {
         }
     }
 
-    /// One sweep; returns how many pushes were attempted.
-    pub async fn sweep_once(&self) -> Result<usize, crate::store::Error> {
+    /// Claims what is due, at most `room` pushes, and starts sending them
+    /// into `sends`; returns how many.
+    async fn claim(
+        &self,
+        room: usize,
+        sends: &mut JoinSet<(DuePush, PushOutcome)>,
+    ) -> Result<usize, crate::store::Error> {
+        if room == 0 {
+            return Ok(0);
+        }
         let now = now_micros();
         let due = devices::claim_due(
             &self.db,
             now,
             now + micros(self.lease),
-            BATCH,
+            room as u32,
             &self.platforms,
         )
         .await?;
@@ -82,7 +90,6 @@ impl Pusher {
         {
             let _ = fcm.access_token().await;
         }
-        let mut sends = JoinSet::new();
         for push in due {
             let (fcm, apns) = (self.fcm.clone(), self.apns.clone());
             sends.spawn(async move {
@@ -98,14 +105,6 @@ impl Pusher {
                 };
                 (push, outcome)
             });
-        }
-        while let Some(done) = sends.join_next().await {
-            let Ok((push, outcome)) = done else {
-                continue;
-            };
-            if let Err(err) = self.record(&push, outcome).await {
-                tracing::warn!(error = %err, push_id = %push.id, "recording a push failed");
-            }
         }
         Ok(count)
     }
@@ -141,14 +140,27 @@ impl Pusher {
         }
     }
 
-    /// Runs until the task is aborted.
+    /// Runs until the task is aborted. Sends run alongside the sweeps: a
+    /// push that hangs (up to its timeout) holds up only itself, not the
+    /// rings claimed after it; at most [`BATCH`] are in flight.
     pub async fn run(self) {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sends = JoinSet::new();
         loop {
-            tick.tick().await;
-            if let Err(err) = self.sweep_once().await {
-                tracing::warn!(error = %err, "push sweep failed");
+            tokio::select! {
+                _ = tick.tick() => {
+                    let room = (BATCH as usize).saturating_sub(sends.len());
+                    if let Err(err) = self.claim(room, &mut sends).await {
+                        tracing::warn!(error = %err, "push sweep failed");
+                    }
+                }
+                Some(done) = sends.join_next() => {
+                    let Ok((push, outcome)) = done else { continue };
+                    if let Err(err) = self.record(&push, outcome).await {
+                        tracing::warn!(error = %err, push_id = %push.id, "recording a push failed");
+                    }
+                }
             }
         }
     }

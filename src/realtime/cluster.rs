@@ -373,6 +373,13 @@ impl Link {
             .is_ok()
     }
 
+    /// The pruning task is gone without finishing (it panicked): the next
+    /// resubscription starts another.
+    pub fn abandon_pruning(&self) {
+        self.pruning
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Whether the pruning task runs a pass (one was asked for since its
     /// last); once it says no, the task is over.
     pub fn next_prune(&self) -> bool {

@@ -862,8 +862,11 @@ impl RoomHub {
             Event::ParticipantLeft(left) => {
                 let here = state.slots.contains_key(&left.participant_id);
                 let ours = record.origin == link_node(&self.link);
-                if here && !ours {
-                    // Reaped while still here: this node is alive after all.
+                if here {
+                    // Taken out of the roster while still here: reaped by
+                    // another node (this one is alive after all), or a
+                    // leave of ours queued before this attachment (a claim
+                    // Redis did not answer, then a second one that did).
                     followups.repair = true;
                 }
                 if ours && !here {
@@ -1119,6 +1122,16 @@ impl RoomHub {
 /// has (its last participant went meanwhile) stops being tracked. One
 /// room at a time; each read is tried a few times.
 async fn prune(hub: std::sync::Weak<RoomHub>, link: Arc<Link>) {
+    /// Should a pass panic, pruning is not left switched off for good.
+    struct Unwinding<'a>(&'a Link);
+    impl Drop for Unwinding<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.abandon_pruning();
+            }
+        }
+    }
+    let _unwinding = Unwinding(&link);
     // One task at a time; asked again meanwhile, it makes another pass.
     while link.next_prune() {
         prune_pass(&hub, &link).await;
@@ -1161,6 +1174,9 @@ async fn prune_room(
     link: &Link,
     meeting_id: &str,
 ) -> redis::RedisResult<()> {
+    if hub.strong_count() == 0 {
+        return Ok(()); // Shutting down.
+    }
     let snapshot = link.snapshot(meeting_id).await?;
     let Some(hub) = hub.upgrade() else {
         return Ok(());

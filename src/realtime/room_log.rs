@@ -96,13 +96,18 @@ const APPEND: &str = concat!(
 local op, pid, node = ARGV[4], ARGV[5], ARGV[7]
 local tracked = 'unio:node:' .. node .. ':rooms'
 if op == 'untrack' then
-  -- Not while the roster names this node (a claim may have come since).
-  local roster = redis.call('HGETALL', KEYS[4])
-  for i = 1, #roster, 2 do
-    if string.sub(roster[i], 1, 2) == 'o:' and roster[i + 1] == node then
-      return 0
+  -- Not while the roster names this node (a claim may have come since);
+  -- only the fields naming nodes are read.
+  local cursor = '0'
+  repeat
+    local page = redis.call('HSCAN', KEYS[4], cursor, 'MATCH', 'o:*', 'COUNT', 512)
+    cursor = page[1]
+    for i = 2, #page[2], 2 do
+      if page[2][i] == node then
+        return 0
+      end
     end
-  end
+  until cursor == '0'
   redis.call('SREM', tracked, ARGV[9])
   return 0
 end

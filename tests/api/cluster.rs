@@ -421,6 +421,49 @@ async fn a_resumable_upload_moves_between_nodes_and_one_chunk_writes_at_a_time()
 }
 
 #[tokio::test]
+async fn a_node_stays_tracked_in_a_room_while_its_roster_names_it() {
+    use unio::realtime::room_log::{RoomLog, RosterOp};
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let log = RoomLog::new(conn.clone(), 100);
+    let untrack = RosterOp::Untrack { node: "n1".into() };
+    let join = |id: &str, node: &str| RosterOp::Join {
+        participant_id: id.into(),
+        participant: b"p".to_vec(),
+        node: node.into(),
+        token: b"t".to_vec(),
+        seen: 0,
+    };
+    log.append_with("r1", b"x", &join("p2", "n2"))
+        .await
+        .unwrap();
+    log.append_with("r1", b"x", &join("p1", "n1"))
+        .await
+        .unwrap();
+    let tracked = |mut conn: redis::aio::MultiplexedConnection| async move {
+        let rooms: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("unio:node:n1:rooms")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        rooms
+    };
+    assert_eq!(tracked(conn.clone()).await, ["r1"]);
+    // Still named (a claim came after the room was forgotten): kept.
+    log.append_with("r1", b"", &untrack).await.unwrap();
+    assert_eq!(tracked(conn.clone()).await, ["r1"]);
+    let leave = RosterOp::Leave {
+        participant_id: "p1".into(),
+        node: "n1".into(),
+    };
+    log.append_with("r1", b"x", &leave).await.unwrap();
+    log.append_with("r1", b"", &untrack).await.unwrap();
+    assert!(tracked(conn.clone()).await.is_empty());
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_room_log_gives_every_node_one_order_and_a_replay() {
     use unio::realtime::room_log::{self, Replay, RoomLog};
     let redis = Redis::start();

@@ -376,21 +376,12 @@ pub fn assert_status<T: std::fmt::Debug>(
 /// Waits until `check` holds (polling every 20 ms, for at most 10 s), for
 /// effects the server makes on its own time: files removed after a call,
 /// rows written by a background job. Panics with `what` if it never does.
-pub async fn eventually<F, Fut>(what: &str, check: F)
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    eventually_within(what, Duration::from_secs(10), check).await
-}
-
-/// [`eventually`] with a bound of its own.
-pub async fn eventually_within<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check().await {
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -24,9 +24,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use unio::proto::pb;
 
-use crate::helpers::{
-    authed, eventually, eventually_within, openssl, spawn_app, spawn_app_with, test_certificate,
-};
+use crate::helpers::{authed, eventually, openssl, spawn_app, spawn_app_with, test_certificate};
 
 const CLIENT_EMAIL: &str = "unio@test-project.iam.gserviceaccount.com";
 const TEAM: &str = "TEAM123456";
@@ -272,6 +270,9 @@ async fn a_call_rings_the_phones_through_fcm_and_apns() {
         ("UNIO_APNS_TOPIC", TOPIC),
         ("UNIO_APNS_URL", &apns_url),
         ("UNIO_OUTBOUND_CA_FILE", &ca),
+        // An attempt that hangs (seen once on a loaded CI run) is given up
+        // and tried again well within the test's wait.
+        ("UNIO_WEBHOOK_TIMEOUT", "2s"),
     ])
     .await;
     let (_, host, _) = app.user("host@example.com").await;
@@ -323,14 +324,9 @@ async fn a_call_rings_the_phones_through_fcm_and_apns() {
             .map(|(_, body)| body.clone())
             .collect()
     };
-    // A sweep, a token grant and three sends to two fakes (one over TLS):
-    // on a loaded two-core CI run of the whole suite, more than 10 s was
-    // seen once.
-    eventually_within(
-        "the call rings on both platforms",
-        std::time::Duration::from_secs(30),
-        || async { rings(&fake.sent).len() == 2 && rings(&apns_log).len() == 1 },
-    )
+    eventually("the call rings on both platforms", || async {
+        rings(&fake.sent).len() == 2 && rings(&apns_log).len() == 1
+    })
     .await;
     // FCM: data for the app, high priority on Android, to each token.
     let fcm: Vec<Value> = rings(&fake.sent);
