@@ -126,17 +126,29 @@ impl Drop for Resuming {
     }
 }
 
-/// What takes a roster's entry out: a waiter was never in the room (it
-/// leaves the lobby), a participant leaves for `reason`.
-fn gone(participant_id: &str, waiting: bool, reason: pb::ParticipantLeftReason) -> Record {
-    if waiting {
+/// What takes `member`, `node`'s, out of the roster: the record (a waiter
+/// was never in the room: it leaves the lobby; a participant leaves for
+/// `reason`) and the roster operation, taken only while the roster still
+/// names `node`.
+fn reap(
+    participant_id: &str,
+    member: &room_log::Member,
+    node: &str,
+    reason: pb::ParticipantLeftReason,
+) -> (Record, RosterOp) {
+    let record = if member.waiting {
         Record {
             unwaiting: participant_id.to_owned(),
             ..Default::default()
         }
     } else {
         Record::event(&Audience::All, super::left(participant_id, reason))
-    }
+    };
+    let op = RosterOp::Reap {
+        participant_id: participant_id.to_owned(),
+        node: node.to_owned(),
+    };
+    (record, op)
 }
 
 /// A participant another node served, found for a resume here.
@@ -186,16 +198,13 @@ impl RoomHub {
                 for (participant_id, member) in
                     snapshot.roster.iter().filter(|(_, m)| m.node == node)
                 {
-                    let left = gone(
+                    let (left, op) = reap(
                         participant_id,
-                        member.waiting,
+                        member,
+                        &node,
                         pb::ParticipantLeftReason::TimedOut,
                     );
-                    let reap = RosterOp::Reap {
-                        participant_id: participant_id.clone(),
-                        node: node.clone(),
-                    };
-                    let Ok(reaped) = log.append_with(&room, &left.encode_to_vec(), &reap).await
+                    let Ok(reaped) = log.append_with(&room, &left.encode_to_vec(), &op).await
                     else {
                         complete = false;
                         continue;
@@ -233,9 +242,7 @@ impl RoomHub {
         last_sequence: u64,
     ) -> Result<super::SessionStream, HubError> {
         let Some(link) = self.link.clone() else {
-            return Err(HubError::ResumeFailed(
-                "the participant's grace period is over",
-            ));
+            return Err(GONE);
         };
         if last_sequence == 0 {
             return Err(HubError::ResumeFailed(
@@ -1197,15 +1204,12 @@ async fn prune_room(
                 continue;
             }
             tracing::info!(%meeting_id, %participant_id, "room log: a participant gone from this node leaves the roster");
-            let left = gone(
+            let (left, op) = reap(
                 participant_id,
-                member.waiting,
+                member,
+                link.node(),
                 pb::ParticipantLeftReason::Disconnected,
             );
-            let op = RosterOp::Reap {
-                participant_id: participant_id.clone(),
-                node: link.node().to_owned(),
-            };
             queued &= link.append(meeting_id, left, op);
         }
     }

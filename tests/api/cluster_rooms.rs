@@ -87,12 +87,7 @@ async fn participants_on_two_nodes_see_and_signal_each_other() {
 
     // Presence: B's joiner sees A's participant, and A hears the join.
     let native_id = native.joined.participant_id.clone();
-    let listed: Vec<&str> = browser
-        .joined
-        .participants
-        .iter()
-        .map(|p| p.participant_id.as_str())
-        .collect();
+    let listed = ids(&browser.joined);
     assert!(listed.contains(&native_id.as_str()), "{listed:?}");
     assert_eq!(listed.len(), 2);
     let seen = next(&mut native.events).await;
@@ -348,28 +343,91 @@ async fn a_killed_nodes_participants_time_out_everywhere_within_15_s() {
 
     // A node joining the room later does not list him.
     let view = subscribe(&b, &host, &meeting).await;
-    assert!(
-        !view
-            .joined
-            .participants
-            .iter()
-            .any(|p| p.participant_id == bob_joined.participant_id)
-    );
+    assert!(!ids(&view.joined).contains(&bob_joined.participant_id.as_str()));
 }
 
-/// The next signal on `events`, skipping what else comes (presence said
-/// again after a Redis restart, heartbeats).
-async fn next_signal(events: &mut Streaming<pb::ServerEvent>) -> pb::IncomingSignal {
-    tokio::time::timeout(Duration::from_secs(10), async {
+/// The first event `pick` picks on `events` within `within`, skipping
+/// what else comes (presence said again after a Redis restart,
+/// heartbeats).
+async fn hears(
+    events: &mut Streaming<pb::ServerEvent>,
+    within: Duration,
+    pick: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(within, async {
         loop {
             let e = events.message().await.unwrap().expect("open");
-            if let Some(Event::Signal(signal)) = e.event {
-                return signal;
+            if let Some(event) = e.event.filter(&pick) {
+                return event;
             }
         }
     })
     .await
-    .expect("a signal within 10 s")
+    .expect("the event in time")
+}
+
+/// The next signal on `events` (within 10 s).
+async fn next_signal(events: &mut Streaming<pb::ServerEvent>) -> pb::IncomingSignal {
+    let signal = hears(events, Duration::from_secs(10), |e| {
+        matches!(e, Event::Signal(_))
+    });
+    match signal.await {
+        Event::Signal(signal) => signal,
+        _ => unreachable!("picked"),
+    }
+}
+
+/// `participant_id`'s `participant_left` on `events`, within `within`.
+async fn hears_leave(
+    events: &mut Streaming<pb::ServerEvent>,
+    participant_id: &str,
+    within: Duration,
+) -> pb::ParticipantLeft {
+    let left = hears(
+        events,
+        within,
+        |e| matches!(e, Event::ParticipantLeft(l) if l.participant_id == participant_id),
+    );
+    match left.await {
+        Event::ParticipantLeft(left) => left,
+        _ => unreachable!("picked"),
+    }
+}
+
+/// The participant ids `joined` lists.
+fn ids(joined: &pb::Joined) -> Vec<&str> {
+    joined
+        .participants
+        .iter()
+        .map(|p| p.participant_id.as_str())
+        .collect()
+}
+
+/// Waits until every node in `nodes` says its bus is `serving` (or not).
+async fn bus_is(nodes: &[&TestApp], serving: bool) {
+    let what = if serving {
+        "the node subscribes again"
+    } else {
+        "the node notices Redis is gone"
+    };
+    for node in nodes {
+        crate::helpers::eventually(what, || async {
+            crate::cluster::bus_serving(node).await == serving
+        })
+        .await;
+    }
+}
+
+/// Resumes `token`'s participant on `node` after `last`, which must fail
+/// with `RESUME_FAILED`.
+async fn resume_refused(node: &TestApp, user: &str, meeting: &str, token: &str, last: u64) {
+    let resume = crate::rooms::resume(meeting, token, last);
+    let (_tx, mut again) = crate::rooms::open(node, user, resume).await.unwrap();
+    let refused = next(&mut again).await;
+    assert!(
+        matches!(&refused.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED"),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -387,12 +445,7 @@ async fn a_room_lives_through_a_redis_restart() {
     let bob_id = bob_room.joined.participant_id.clone();
 
     redis.stop();
-    for node in [&a, &b] {
-        crate::helpers::eventually("the node reports its bus down", || async {
-            !crate::cluster::bus_serving(node).await
-        })
-        .await;
-    }
+    bus_is(&[&a, &b], false).await;
     // Participants on one node keep talking to each other.
     host_room
         .tx
@@ -415,22 +468,11 @@ async fn a_room_lives_through_a_redis_restart() {
         .await
         .unwrap();
     crate::rooms::settle(&mut host_room).await;
-    let resume = crate::rooms::resume(&meeting, &carol_token, carol_seq);
-    let (_tx, mut again) = crate::rooms::open(&a, &carol, resume).await.unwrap();
-    let refused = crate::rooms::next(&mut again).await;
-    assert!(
-        matches!(&refused.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED"),
-        "{refused:?}"
-    );
+    resume_refused(&a, &carol, &meeting, &carol_token, carol_seq).await;
 
     // Redis comes back empty; the room goes on across nodes.
     redis.spawn();
-    for node in [&a, &b] {
-        crate::helpers::eventually("the node subscribes again", || {
-            crate::cluster::bus_serving(node)
-        })
-        .await;
-    }
+    bus_is(&[&a, &b], true).await;
     let restarted = std::time::Instant::now();
     host_room
         .tx
@@ -459,26 +501,6 @@ async fn a_room_lives_through_a_redis_restart() {
     assert_eq!(listed, expected);
 }
 
-/// Waits for `participant_id`'s `participant_left` on `events`.
-async fn hears_leave(
-    events: &mut Streaming<pb::ServerEvent>,
-    participant_id: &str,
-    within: Duration,
-) -> pb::ParticipantLeft {
-    tokio::time::timeout(within, async {
-        loop {
-            let e = events.message().await.unwrap().expect("open");
-            if let Some(Event::ParticipantLeft(left)) = e.event
-                && left.participant_id == participant_id
-            {
-                return left;
-            }
-        }
-    })
-    .await
-    .expect("the participant's leave")
-}
-
 #[tokio::test]
 async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
     // Redis stops answering (its data kept, as behind a partition). Carol
@@ -500,12 +522,7 @@ async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
     );
 
     redis.signal("STOP");
-    for node in [a, b] {
-        crate::helpers::eventually("the node notices the silence", || async {
-            !crate::cluster::bus_serving(node).await
-        })
-        .await;
-    }
+    bus_is(&[a, b], false).await;
     drop(carol_room);
     tokio::time::sleep(Duration::from_secs(1)).await;
     host_room
@@ -516,12 +533,7 @@ async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
     hears_leave(&mut host_room.events, &carol_id, Duration::from_secs(5)).await;
 
     redis.signal("CONT");
-    for node in [a, b] {
-        crate::helpers::eventually("the node subscribes again", || {
-            crate::cluster::bus_serving(node)
-        })
-        .await;
-    }
+    bus_is(&[a, b], true).await;
     hears_leave(&mut bob_room.events, &carol_id, Duration::from_secs(10)).await;
     // Her node's participants heard it once, while Redis was away.
     while let Ok(Ok(Some(e))) =
@@ -533,23 +545,12 @@ async fn one_who_missed_what_a_partition_kept_from_the_log_leaves_everywhere() {
         );
     }
     let newcomer = subscribe(b, &host, &meeting).await;
-    let listed: Vec<&str> = newcomer
-        .joined
-        .participants
-        .iter()
-        .map(|p| p.participant_id.as_str())
-        .collect();
+    let listed = ids(&newcomer.joined);
     assert!(!listed.contains(&carol_id.as_str()), "{listed:?}");
     // Who stayed on A stays.
     assert!(listed.contains(&host_room.joined.participant_id.as_str()));
     // Nor can she resume on the other node.
-    let resume = crate::rooms::resume(&meeting, &carol_token, carol_seq);
-    let (_tx, mut again) = crate::rooms::open(b, &carol, resume).await.unwrap();
-    let refused = next(&mut again).await;
-    assert!(
-        matches!(&refused.event, Some(Event::Error(e)) if e.code == "RESUME_FAILED"),
-        "{refused:?}"
-    );
+    resume_refused(b, &carol, &meeting, &carol_token, carol_seq).await;
 }
 
 #[tokio::test]
@@ -565,7 +566,7 @@ async fn the_last_to_leave_a_node_while_redis_is_down_leaves_everywhere_after() 
     let bob_room = subscribe(b, &bob, &meeting).await;
     let carol_room = connect(a, &carol, &meeting).await;
     let carol_id = carol_room.joined.participant_id.clone();
-    hears(&mut host_room.events, |e| {
+    hears(&mut host_room.events, Duration::from_secs(5), |e| {
         matches!(e, Event::ParticipantJoined(j) if j.participant.as_ref().is_some_and(|p| p.participant_id == carol_id))
     })
     .await;
@@ -575,12 +576,7 @@ async fn the_last_to_leave_a_node_while_redis_is_down_leaves_everywhere_after() 
     let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
     drop(conn);
     redis.stop();
-    for node in [a, b] {
-        crate::helpers::eventually("the node notices", || async {
-            !crate::cluster::bus_serving(node).await
-        })
-        .await;
-    }
+    bus_is(&[a, b], false).await;
     drop(carol_room);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     redis.spawn();
@@ -588,28 +584,9 @@ async fn the_last_to_leave_a_node_while_redis_is_down_leaves_everywhere_after() 
     // Her node took her out (not the others, reaping a node taken for dead).
     assert_eq!(left.reason, pb::ParticipantLeftReason::Disconnected as i32);
     let newcomer = subscribe(b, &carol, &meeting).await;
-    let listed: Vec<&str> = newcomer
-        .joined
-        .participants
-        .iter()
-        .map(|p| p.participant_id.as_str())
-        .collect();
+    let listed = ids(&newcomer.joined);
     assert!(!listed.contains(&carol_id.as_str()), "{listed:?}");
     assert!(listed.contains(&bob_room.joined.participant_id.as_str()));
-}
-
-/// Waits for an event `pick` picks on `events`.
-async fn hears(events: &mut Streaming<pb::ServerEvent>, pick: impl Fn(&Event) -> bool) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let e = events.message().await.unwrap().expect("open");
-            if e.event.as_ref().is_some_and(&pick) {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the event");
 }
 
 #[tokio::test]
@@ -762,13 +739,7 @@ async fn a_resume_whose_call_goes_away_during_its_claim_leaves_nobody_behind() {
     assert_eq!(left.participant_id, bob_id);
     // And nobody lists him any more.
     let newcomer = connect(b, &host, &meeting).await;
-    assert!(
-        newcomer
-            .joined
-            .participants
-            .iter()
-            .all(|p| p.participant_id != bob_id)
-    );
+    assert!(!ids(&newcomer.joined).contains(&bob_id.as_str()));
 }
 
 #[tokio::test]
@@ -986,13 +957,7 @@ async fn a_rolling_restart_drops_no_room() {
     // The restarted A serves the room again.
     crate::helpers::eventually("A subscribes again", || crate::cluster::bus_serving(&a)).await;
     let again = subscribe(&a, &host, &meeting).await;
-    assert!(
-        again
-            .joined
-            .participants
-            .iter()
-            .any(|p| p.participant_id == bob_id)
-    );
+    assert!(ids(&again.joined).contains(&bob_id.as_str()));
     a.stop().await;
 }
 
